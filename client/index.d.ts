@@ -1,0 +1,174 @@
+// Type declarations for the Sfumato browser SDK (client/sfumato.js).
+
+export declare const PROTOCOL_VERSION: 1;
+
+export type TrackKind = 'audio' | 'video';
+
+/** A published track as the server describes it. */
+export interface TrackInfo {
+  id: string;
+  kind: TrackKind;
+  muted: boolean;
+}
+
+/** Another participant of the room. `tracks` is kept up to date by the SDK. */
+export interface Participant {
+  id: string;
+  name: string;
+  tracks: TrackInfo[];
+}
+
+export interface LocalParticipant {
+  id: string;
+  name: string;
+}
+
+export interface ConnectOptions {
+  room: string;
+  name: string;
+  /** Reconnect after a signaling drop (default true). */
+  reconnect?: boolean;
+  /** Give up after this many reconnect attempts (default 20). */
+  maxReconnectAttempts?: number;
+  /** First reconnect delay; doubles per attempt, ±20% jitter (default 500 ms). */
+  reconnectBaseDelayMs?: number;
+  /** Cap of the reconnect delay (default 10000 ms). */
+  reconnectMaxDelayMs?: number;
+  /** How long to wait for ICE gathering before sending an SDP anyway (default 2000 ms). */
+  gatherTimeoutMs?: number;
+  /** Timeout of join and publish requests (default 15000 ms). */
+  requestTimeoutMs?: number;
+  /** Keepalive ping interval; three silent intervals count as a drop (default 10000 ms). */
+  pingIntervalMs?: number;
+  /** RTCPeerConnection configuration for both peer connections. */
+  rtcConfig?: RTCConfiguration;
+}
+
+export interface PublishOptions {
+  /** Capture the microphone (default true). Ignored when `stream` is given. */
+  audio?: boolean | MediaTrackConstraints;
+  /** Capture the camera (default true). Ignored when `stream` is given. */
+  video?: boolean | MediaTrackConstraints;
+  /** Publish this stream instead of capturing one. */
+  stream?: MediaStream;
+}
+
+export interface ParticipantEvent {
+  participant: Participant;
+}
+
+export interface TrackSubscribedEvent {
+  participant: Participant;
+  /** The server's track id. */
+  track: string;
+  kind: TrackKind;
+  /** The mid of the subscribe PC's transceiver that carries it. */
+  mid: string;
+  muted: boolean;
+  mediaStreamTrack: MediaStreamTrack;
+  /** A stream holding just `mediaStreamTrack`, ready for `srcObject`. */
+  stream: MediaStream;
+}
+
+export type TrackUnsubscribedEvent = TrackSubscribedEvent;
+
+export interface TrackPublicationEvent {
+  participant: Participant;
+  track: TrackInfo;
+}
+
+export interface TrackMutedEvent {
+  participant: Participant | LocalParticipant;
+  track: string;
+  kind: TrackKind | undefined;
+  muted: boolean;
+  /** True when the track is one of ours (the server's echo of our `mute`). */
+  local: boolean;
+}
+
+export interface PublishedEvent {
+  tracks: { id: string | null; kind: TrackKind; muted: boolean; mediaStreamTrack: MediaStreamTrack }[];
+}
+
+export interface ErrorEvent {
+  code: string;
+  message: string;
+}
+
+export interface RoomEvents {
+  participantJoined: ParticipantEvent;
+  participantLeft: ParticipantEvent;
+  trackPublished: TrackPublicationEvent;
+  trackUnpublished: TrackPublicationEvent;
+  trackSubscribed: TrackSubscribedEvent;
+  trackUnsubscribed: TrackUnsubscribedEvent;
+  trackMuted: TrackMutedEvent;
+  published: PublishedEvent;
+  reconnecting: { attempt: number; delayMs: number };
+  reconnected: { attempts: number };
+  disconnected: { reason: string };
+  error: ErrorEvent;
+}
+
+export type RoomState = 'connecting' | 'connected' | 'reconnecting' | 'disconnected';
+
+export declare class Room {
+  static connect(url: string, opts: ConnectOptions): Promise<Room>;
+  readonly url: string;
+  readonly roomName: string;
+  readonly name: string;
+  readonly state: RoomState;
+  /** Our own identity; changes after a reconnect (the server gives a new id). */
+  readonly localParticipant: LocalParticipant | null;
+  /** The other participants. */
+  readonly participants: Participant[];
+  readonly localStream: MediaStream | null;
+  readonly subscriptions: TrackSubscribedEvent[];
+
+  /**
+   * Registers a listener; returns a function that removes it. `participantJoined` is also
+   * emitted, right after `connect` resolves, for those already in the room.
+   */
+  on<E extends keyof RoomEvents>(event: E, cb: (ev: RoomEvents[E]) => void): () => void;
+  once<E extends keyof RoomEvents>(event: E, cb: (ev: RoomEvents[E]) => void): () => void;
+  off<E extends keyof RoomEvents>(event: E, cb: (ev: RoomEvents[E]) => void): void;
+
+  /** Captures (or takes) a stream and publishes it; resolves once the server answered. */
+  publish(opts?: PublishOptions): Promise<MediaStream>;
+  /** Mutes or unmutes our tracks of one kind (track.enabled and a `mute` message). */
+  setMuted(kind: TrackKind, muted: boolean): void;
+  isMuted(kind: TrackKind): boolean;
+  /** Leaves: `leave` message, socket and peer connections closed. */
+  leave(opts?: { stopTracks?: boolean }): void;
+}
+
+export declare class SignalingError extends Error {
+  readonly code: string;
+}
+
+/** The raw signaling socket (docs/protocol.md). Most applications only need `Room`. */
+export declare class Signaling {
+  static open(url: string, opts?: { openTimeoutMs?: number; pingIntervalMs?: number }): Promise<Signaling>;
+  readonly open: boolean;
+  send(msg: { type: string; [field: string]: unknown }): boolean;
+  next(type: string, opts?: { failOn?: string[] | '*'; timeoutMs?: number }): Promise<any>;
+  close(reason?: string): void;
+  drop(reason?: string): void;
+  on(event: 'message', cb: (msg: { type: string; [field: string]: unknown }) => void): () => void;
+  on(event: 'close', cb: (ev: { code: number; reason: string; clean: boolean }) => void): () => void;
+}
+
+export declare function connect(url: string, opts: ConnectOptions): Promise<Room>;
+/** ws(s)://<host of the current page>/ws */
+export declare function defaultUrl(loc?: Location): string;
+export declare function waitForIceGathering(pc: RTCPeerConnection, timeoutMs?: number): Promise<void>;
+
+export declare const Sfumato: {
+  readonly connect: typeof connect;
+  readonly defaultUrl: typeof defaultUrl;
+  readonly Room: typeof Room;
+  readonly Signaling: typeof Signaling;
+  readonly SignalingError: typeof SignalingError;
+  readonly PROTOCOL_VERSION: typeof PROTOCOL_VERSION;
+};
+export default Sfumato;

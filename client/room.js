@@ -1,0 +1,499 @@
+// A room session: join, publish, subscribe, mute, leave, reconnect.
+//
+// Two peer connections per participant (docs/protocol.md): the publish PC, offered by us, and
+// the subscribe PC, offered by the server and created at its first offer. Remote tracks are
+// mapped to participants by the `tracks` list of each subscribe_offer, by mid.
+
+import { Emitter } from './emitter.js';
+import { Signaling, SignalingError, PROTOCOL_VERSION } from './signaling.js';
+import {
+  DEFAULT_RTC_CONFIG,
+  answerSdp,
+  backoffDelay,
+  closePc,
+  createOfferSdp,
+  SerialQueue,
+  sleep,
+} from './peer.js';
+
+const DEFAULTS = {
+  reconnect: true,
+  maxReconnectAttempts: 20,
+  reconnectBaseDelayMs: 500,
+  reconnectMaxDelayMs: 10000,
+  gatherTimeoutMs: 2000,
+  requestTimeoutMs: 15000,
+  pingIntervalMs: 10000,
+  rtcConfig: DEFAULT_RTC_CONFIG,
+};
+
+/** Error codes after which trying again cannot help. */
+const FATAL_JOIN_CODES = new Set(['unsupported_version', 'bad_message']);
+
+function participantFrom(p) {
+  const tracks = Array.isArray(p?.tracks) ? p.tracks : [];
+  return {
+    id: String(p.id),
+    name: String(p.name ?? ''),
+    tracks: tracks.map((t) => ({ id: String(t.id), kind: t.kind, muted: !!t.muted })),
+  };
+}
+
+/** `participant_left.participant` is an id; accept an object too. */
+function idOf(v) {
+  return v && typeof v === 'object' ? String(v.id) : String(v);
+}
+
+export class Room extends Emitter {
+  /**
+   * Connects and joins. Rejects if the first join fails (no retry for that one).
+   * @param {string} url ws(s)://host/ws
+   * @param {{room: string, name: string}} opts (and the tuning knobs of DEFAULTS)
+   */
+  static async connect(url, opts) {
+    if (!opts || typeof opts.room !== 'string' || !opts.room) throw new TypeError('connect: `room` is required');
+    if (typeof opts.name !== 'string' || !opts.name) throw new TypeError('connect: `name` is required');
+    const room = new Room(url, opts);
+    const others = await room._openAndJoin();
+    room.state = 'connected';
+    for (const p of others) room._participants.set(p.id, p);
+    // Listeners are attached after `connect` resolves; report the people already here then.
+    setTimeout(() => {
+      for (const p of others) if (room._participants.get(p.id) === p) room.emit('participantJoined', { participant: p });
+    }, 0);
+    return room;
+  }
+
+  constructor(url, opts) {
+    super();
+    this.url = url;
+    this.roomName = opts.room;
+    this.name = opts.name;
+    this._opts = { ...DEFAULTS, ...opts };
+    /** @type {'connecting'|'connected'|'reconnecting'|'disconnected'} */
+    this.state = 'connecting';
+    /** @type {{id: string, name: string} | null} */
+    this.localParticipant = null;
+    this._participants = new Map();
+    this._sig = null;
+    this._session = 0;
+    this._left = false;
+    this._reconnecting = false;
+    this._pubPc = null;
+    this._subPc = null;
+    this._pubQueue = new SerialQueue();
+    this._subQueue = new SerialQueue();
+    /** local published tracks: {kind, mediaStreamTrack, transceiver, serverId, muted} */
+    this._local = { stream: null, tracks: [] };
+    this._mutePrefs = { audio: false, video: false };
+    /** mid -> subscription */
+    this._subs = new Map();
+    this._goneTracks = new Set();
+    this._lastOfferTracks = [];
+  }
+
+  /** The other participants, as currently known. */
+  get participants() {
+    return [...this._participants.values()];
+  }
+
+  /** The local MediaStream being published, if any. */
+  get localStream() {
+    return this._local.stream;
+  }
+
+  /** Current remote track subscriptions. */
+  get subscriptions() {
+    return [...this._subs.values()].map((s) => this._subEvent(s));
+  }
+
+  isMuted(kind) {
+    return !!this._mutePrefs[kind];
+  }
+
+  // ---------------------------------------------------------------- publish / mute / leave
+
+  /**
+   * Captures camera and/or microphone (or uses `stream`) and publishes it.
+   * @param {{audio?: boolean|MediaTrackConstraints, video?: boolean|MediaTrackConstraints, stream?: MediaStream}} [opts]
+   * @returns {Promise<MediaStream>} the local stream
+   */
+  async publish(opts = {}) {
+    if (this._left) throw new Error('publish: the room was left');
+    if (this._local.stream) throw new Error('publish: already publishing');
+    const audio = opts.audio ?? true;
+    const video = opts.video ?? true;
+    const stream = opts.stream ?? (await navigator.mediaDevices.getUserMedia({ audio, video }));
+    this._local.stream = stream;
+    this._local.tracks = stream.getTracks().map((t) => {
+      const muted = !!this._mutePrefs[t.kind];
+      t.enabled = !muted;
+      return { kind: t.kind, mediaStreamTrack: t, transceiver: null, serverId: null, muted };
+    });
+    const session = this._session;
+    try {
+      await this._pubQueue.run(() => this._negotiatePublish(session));
+    } catch (err) {
+      // A signaling drop in the middle: the reconnect will republish.
+      if (this._reconnecting || session !== this._session) return stream;
+      throw err;
+    }
+    return stream;
+  }
+
+  /**
+   * Mutes or unmutes the local tracks of one kind: `track.enabled` and a `mute` message.
+   * @param {'audio'|'video'} kind
+   * @param {boolean} muted
+   */
+  setMuted(kind, muted) {
+    this._mutePrefs[kind] = !!muted;
+    for (const lt of this._local.tracks) {
+      if (lt.kind !== kind) continue;
+      lt.muted = !!muted;
+      lt.mediaStreamTrack.enabled = !muted;
+      if (lt.serverId && this._sig) this._sig.send({ type: 'mute', track: lt.serverId, muted: !!muted });
+    }
+  }
+
+  /**
+   * Leaves the room: `leave`, close the socket and both peer connections.
+   * @param {{stopTracks?: boolean}} [opts] stopTracks (default true) stops camera and microphone
+   */
+  leave(opts = {}) {
+    if (this._left) return;
+    this._left = true;
+    this._session++;
+    if (this._sig) {
+      this._sig.send({ type: 'leave' });
+      this._sig.close('left');
+    }
+    this._teardownMedia();
+    if (opts.stopTracks ?? true) {
+      for (const lt of this._local.tracks) lt.mediaStreamTrack.stop();
+    }
+    this._participants.clear();
+    this.state = 'disconnected';
+    this.emit('disconnected', { reason: 'left' });
+  }
+
+  // ---------------------------------------------------------------- joining
+
+  /** Opens a socket and joins; returns the other participants. Sets the current session. */
+  async _openAndJoin() {
+    const o = this._opts;
+    const sig = await Signaling.open(this.url, { openTimeoutMs: o.requestTimeoutMs, pingIntervalMs: o.pingIntervalMs });
+    let joined;
+    try {
+      const reply = sig.next('joined', { failOn: '*', timeoutMs: o.requestTimeoutMs });
+      sig.send({ type: 'join', v: PROTOCOL_VERSION, room: this.roomName, name: this.name });
+      joined = await reply;
+    } catch (err) {
+      sig.close('join failed');
+      throw err;
+    }
+    if (this._left) {
+      sig.close('left');
+      throw new Error('the room was left');
+    }
+    const session = ++this._session;
+    this._sig = sig;
+    sig.on('message', (msg) => this._onMessage(msg, session));
+    sig.on('close', (ev) => this._onSocketClose(ev, session));
+    this.localParticipant = { id: String(joined.participant?.id), name: String(joined.participant?.name ?? this.name) };
+    const others = Array.isArray(joined.participants) ? joined.participants : [];
+    return others.map(participantFrom).filter((p) => p.id !== this.localParticipant.id);
+  }
+
+  // ---------------------------------------------------------------- signaling messages
+
+  _onMessage(msg, session) {
+    if (session !== this._session) return;
+    switch (msg.type) {
+      case 'subscribe_offer':
+        this._subQueue.run(() => this._onSubscribeOffer(msg, session)).catch((err) => {
+          console.error('sfumato: subscribe negotiation failed', err);
+          this.emit('error', { code: 'subscribe_failed', message: String(err?.message ?? err) });
+        });
+        break;
+      case 'participant_joined': {
+        const p = participantFrom(msg.participant);
+        if (p.id === this.localParticipant?.id) break;
+        this._participants.set(p.id, p);
+        this.emit('participantJoined', { participant: p });
+        this._retryReconcile();
+        break;
+      }
+      case 'participant_left': {
+        const id = idOf(msg.participant);
+        const p = this._participants.get(id);
+        if (!p) break;
+        for (const [mid, s] of this._subs) {
+          if (s.participantId === id) {
+            this._subs.delete(mid);
+            this.emit('trackUnsubscribed', this._subEvent(s, p));
+          }
+        }
+        this._participants.delete(id);
+        this.emit('participantLeft', { participant: p });
+        break;
+      }
+      case 'track_published': {
+        const t = msg.track ?? {};
+        const p = this._participants.get(String(t.participant));
+        if (!p) break;
+        const info = { id: String(t.id), kind: t.kind, muted: !!t.muted };
+        p.tracks = p.tracks.filter((x) => x.id !== info.id).concat(info);
+        this._goneTracks.delete(info.id);
+        this.emit('trackPublished', { participant: p, track: info });
+        this._retryReconcile();
+        break;
+      }
+      case 'track_unpublished': {
+        const trackId = idOf(msg.track);
+        this._goneTracks.add(trackId);
+        const p = this._participants.get(String(msg.participant));
+        for (const [mid, s] of this._subs) {
+          if (s.trackId === trackId) {
+            this._subs.delete(mid);
+            this.emit('trackUnsubscribed', this._subEvent(s));
+          }
+        }
+        if (!p) break;
+        const info = p.tracks.find((x) => x.id === trackId);
+        p.tracks = p.tracks.filter((x) => x.id !== trackId);
+        this.emit('trackUnpublished', { participant: p, track: info ?? { id: trackId } });
+        break;
+      }
+      case 'track_muted': {
+        const trackId = idOf(msg.track);
+        const muted = !!msg.muted;
+        const pid = String(msg.participant);
+        const p = pid === this.localParticipant?.id ? this.localParticipant : this._participants.get(pid);
+        if (!p) break;
+        const info = p.tracks?.find((x) => x.id === trackId);
+        if (info) info.muted = muted;
+        let kind = info?.kind;
+        for (const s of this._subs.values()) {
+          if (s.trackId === trackId) {
+            s.muted = muted;
+            kind = kind ?? s.kind;
+          }
+        }
+        if (!kind) kind = this._local.tracks.find((lt) => lt.serverId === trackId)?.kind;
+        this.emit('trackMuted', { participant: p, track: trackId, kind, muted, local: p === this.localParticipant });
+        break;
+      }
+      case 'error':
+        console.warn(`sfumato: server error ${msg.code}: ${msg.message}`);
+        this.emit('error', { code: msg.code, message: msg.message });
+        break;
+      default:
+        // pong, and message types of later protocol versions.
+        break;
+    }
+  }
+
+  // ---------------------------------------------------------------- publish PC
+
+  _newPc(session) {
+    const pc = new RTCPeerConnection(this._opts.rtcConfig);
+    pc.addEventListener('connectionstatechange', () => {
+      if (pc.connectionState === 'failed' && session === this._session && !this._reconnecting && this._sig) {
+        console.warn('sfumato: a peer connection failed; reconnecting');
+        this._sig.drop('peer connection failed');
+      }
+    });
+    return pc;
+  }
+
+  async _negotiatePublish(session) {
+    if (session !== this._session || !this._sig) throw new Error('signaling session changed');
+    const sig = this._sig;
+    if (!this._pubPc) this._pubPc = this._newPc(session);
+    const pc = this._pubPc;
+    for (const lt of this._local.tracks) {
+      if (!lt.transceiver) {
+        lt.transceiver = pc.addTransceiver(lt.mediaStreamTrack, { direction: 'sendonly', streams: [this._local.stream] });
+      }
+    }
+    const sdp = await createOfferSdp(pc, this._opts.gatherTimeoutMs);
+    if (session !== this._session) throw new Error('signaling session changed');
+    const reply = sig.next('publish_answer', { failOn: ['bad_sdp', 'internal'], timeoutMs: this._opts.requestTimeoutMs });
+    sig.send({ type: 'publish_offer', sdp });
+    const answer = await reply;
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+    const byMid = new Map((Array.isArray(answer.tracks) ? answer.tracks : []).map((t) => [String(t.mid), t]));
+    for (const lt of this._local.tracks) {
+      const t = lt.transceiver?.mid != null ? byMid.get(lt.transceiver.mid) : undefined;
+      lt.serverId = t ? String(t.id) : null;
+      if (lt.serverId && lt.muted) sig.send({ type: 'mute', track: lt.serverId, muted: true });
+    }
+    this.emit('published', {
+      tracks: this._local.tracks.map((lt) => ({ id: lt.serverId, kind: lt.kind, muted: lt.muted, mediaStreamTrack: lt.mediaStreamTrack })),
+    });
+  }
+
+  // ---------------------------------------------------------------- subscribe PC
+
+  async _onSubscribeOffer(msg, session) {
+    if (session !== this._session) return;
+    if (typeof msg.sdp !== 'string') throw new Error('subscribe_offer without sdp');
+    if (!this._subPc) this._subPc = this._newPc(session);
+    const pc = this._subPc;
+    const sdp = await answerSdp(pc, msg.sdp, this._opts.gatherTimeoutMs);
+    if (session !== this._session) return;
+    this._sig.send({ type: 'subscribe_answer', sdp });
+    this._lastOfferTracks = Array.isArray(msg.tracks) ? msg.tracks : [];
+    this._reconcile(pc, this._lastOfferTracks);
+  }
+
+  /** An offer may name a participant before its participant_joined arrives: map it now. */
+  _retryReconcile() {
+    if (this._subPc && this._lastOfferTracks.length) this._reconcile(this._subPc, this._lastOfferTracks);
+  }
+
+  /** Brings the mid → remote track map in line with the latest offer; emits the changes. */
+  _reconcile(pc, list) {
+    const want = new Map();
+    for (const t of list) if (t && t.mid != null) want.set(String(t.mid), t);
+    for (const [mid, s] of this._subs) {
+      const w = want.get(mid);
+      if (!w || String(w.track) !== s.trackId || String(w.participant) !== s.participantId) {
+        this._subs.delete(mid);
+        this.emit('trackUnsubscribed', this._subEvent(s));
+      }
+    }
+    const transceivers = pc.getTransceivers();
+    for (const [mid, w] of want) {
+      if (this._subs.has(mid)) continue;
+      const trackId = String(w.track);
+      if (this._goneTracks.has(trackId)) continue;
+      const p = this._participants.get(String(w.participant));
+      if (!p) continue;
+      const tr = transceivers.find((x) => x.mid === mid);
+      if (!tr) continue;
+      const mst = tr.receiver.track;
+      const info = p.tracks.find((x) => x.id === trackId);
+      const s = {
+        mid,
+        trackId,
+        participantId: p.id,
+        kind: w.kind ?? mst.kind,
+        mediaStreamTrack: mst,
+        stream: new MediaStream([mst]),
+        muted: !!info?.muted,
+      };
+      this._subs.set(mid, s);
+      this.emit('trackSubscribed', this._subEvent(s, p));
+    }
+  }
+
+  _subEvent(s, p) {
+    const participant = p ?? this._participants.get(s.participantId) ?? { id: s.participantId, name: '', tracks: [] };
+    return {
+      participant,
+      track: s.trackId,
+      kind: s.kind,
+      mid: s.mid,
+      muted: s.muted,
+      mediaStreamTrack: s.mediaStreamTrack,
+      stream: s.stream,
+    };
+  }
+
+  // ---------------------------------------------------------------- drops and reconnects
+
+  /** Closes both PCs and reports every subscription as gone. Local tracks keep running. */
+  _teardownMedia() {
+    for (const s of this._subs.values()) this.emit('trackUnsubscribed', this._subEvent(s));
+    this._subs.clear();
+    this._lastOfferTracks = [];
+    closePc(this._pubPc);
+    closePc(this._subPc);
+    this._pubPc = null;
+    this._subPc = null;
+    this._subQueue = new SerialQueue();
+    this._pubQueue = new SerialQueue();
+    for (const lt of this._local.tracks) {
+      lt.transceiver = null;
+      lt.serverId = null;
+    }
+  }
+
+  _onSocketClose(ev, session) {
+    if (session !== this._session || this._left) return;
+    this._sig = null;
+    this._session++;
+    this._teardownMedia();
+    if (this._reconnecting) return; // the reconnect loop handles it
+    if (!this._opts.reconnect) {
+      this.state = 'disconnected';
+      this.emit('disconnected', { reason: ev.reason || `socket closed (${ev.code})` });
+      return;
+    }
+    this._reconnectLoop();
+  }
+
+  async _reconnectLoop() {
+    this._reconnecting = true;
+    this.state = 'reconnecting';
+    const o = this._opts;
+    let lastError = null;
+    for (let attempt = 1; attempt <= o.maxReconnectAttempts; attempt++) {
+      const delayMs = backoffDelay(attempt, o.reconnectBaseDelayMs, o.reconnectMaxDelayMs);
+      this.emit('reconnecting', { attempt, delayMs });
+      await sleep(delayMs);
+      if (this._left) return;
+      try {
+        const others = await this._openAndJoin();
+        this._applyParticipants(others);
+        if (this._local.stream) {
+          const session = this._session;
+          await this._pubQueue.run(() => this._negotiatePublish(session));
+        }
+        this._reconnecting = false;
+        this.state = 'connected';
+        this.emit('reconnected', { attempts: attempt });
+        return;
+      } catch (err) {
+        lastError = err;
+        console.warn(`sfumato: reconnect attempt ${attempt} failed:`, err?.message ?? err);
+        if (this._left) return;
+        if (this._sig) {
+          const sig = this._sig;
+          this._sig = null;
+          this._session++;
+          sig.close('reconnect attempt failed');
+          this._teardownMedia();
+        }
+        if (err instanceof SignalingError && FATAL_JOIN_CODES.has(err.code)) break;
+      }
+    }
+    this._reconnecting = false;
+    this.state = 'disconnected';
+    this._participants.clear();
+    this.emit('disconnected', { reason: `reconnect failed: ${lastError?.message ?? 'gave up'}` });
+  }
+
+  /** After a rejoin: report who left and who joined while we were away. */
+  _applyParticipants(others) {
+    const fresh = new Map(others.map((p) => [p.id, p]));
+    for (const [id, p] of this._participants) {
+      if (!fresh.has(id)) {
+        this._participants.delete(id);
+        this.emit('participantLeft', { participant: p });
+      }
+    }
+    for (const [id, p] of fresh) {
+      const old = this._participants.get(id);
+      if (old) {
+        old.name = p.name;
+        old.tracks = p.tracks;
+      } else {
+        this._participants.set(id, p);
+        this.emit('participantJoined', { participant: p });
+      }
+    }
+  }
+}

@@ -1,0 +1,30 @@
+// Sfumato browser SDK: plain ES modules, no build step, no dependencies.
+//
+//   import { Sfumato } from '/sdk/sfumato.js';
+//   const room = await Sfumato.connect('wss://host/ws', { room: 'demo', name: 'ada' });
+//   room.on('trackSubscribed', ({ participant, kind, stream }) => { ... });
+//   await room.publish({ audio: true, video: true });
+
+import { Room } from './room.js';
+import { Signaling, SignalingError, PROTOCOL_VERSION } from './signaling.js';
+import { waitForIceGathering } from './peer.js';
+
+/**
+ * Connects to a Sfumato server and joins a room.
+ * @param {string} url the signaling endpoint, ws(s)://host/ws
+ * @param {{room: string, name: string}} opts
+ * @returns {Promise<Room>}
+ */
+export function connect(url, opts) {
+  return Room.connect(url, opts);
+}
+
+/** The signaling URL of the server that served the current page. */
+export function defaultUrl(loc = globalThis.location) {
+  return `${loc.protocol === 'https:' ? 'wss' : 'ws'}://${loc.host}/ws`;
+}
+
+export const Sfumato = Object.freeze({ connect, defaultUrl, Room, Signaling, SignalingError, PROTOCOL_VERSION });
+
+export { Room, Signaling, SignalingError, PROTOCOL_VERSION, waitForIceGathering };
+export default Sfumato;

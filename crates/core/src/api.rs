@@ -1,0 +1,127 @@
+//! What the control plane tells a worker engine ([`Command`]) and what the engine reports
+//! back ([`Event`]). Requests that need an answer carry a [`RequestId`]; the answer is an
+//! [`Event::Reply`] with the same id.
+
+use serde::Serialize;
+
+use crate::ids::{Kind, PeerId, TrackId, WorkerId};
+
+pub type RequestId = u64;
+
+#[derive(Debug)]
+pub enum Command {
+    /// Create a peer that publishes (the client offers; we only receive), or apply a new
+    /// offer from an existing publishing peer. Replies with the SDP answer.
+    Publish {
+        req: RequestId,
+        peer: PeerId,
+        offer: String,
+    },
+    /// Create a peer that only receives media from us and that we offer to (renegotiating as
+    /// subscriptions come and go). Its offers arrive as [`Event::SubscriberOffer`].
+    CreateSubscriber {
+        peer: PeerId,
+    },
+    /// The client's answer to the last [`Event::SubscriberOffer`]. Replies with an empty body.
+    SubscriberAnswer {
+        req: RequestId,
+        peer: PeerId,
+        answer: String,
+    },
+    /// Create a peer from a client's recvonly offer (WHEP). Replies with the SDP answer; its
+    /// m-lines are then free slots that [`Command::Subscribe`] fills.
+    CreateViewer {
+        req: RequestId,
+        peer: PeerId,
+        offer: String,
+    },
+    /// Forward `track` (origin on worker `origin`) to subscribing `peer` on this worker.
+    Subscribe {
+        peer: PeerId,
+        track: TrackId,
+        kind: Kind,
+        origin: WorkerId,
+    },
+    Unsubscribe {
+        peer: PeerId,
+        track: TrackId,
+    },
+    /// At the origin of `track`: send one copy of each of its packets to `worker`.
+    AddSink {
+        track: TrackId,
+        worker: WorkerId,
+    },
+    RemoveSink {
+        track: TrackId,
+        worker: WorkerId,
+    },
+    ClosePeer {
+        peer: PeerId,
+    },
+    /// Replies with [`ReplyBody::Stats`].
+    Stats {
+        req: RequestId,
+    },
+}
+
+#[derive(Debug)]
+pub enum Event {
+    Reply {
+        req: RequestId,
+        result: Result<ReplyBody, crate::Error>,
+    },
+    TrackPublished {
+        peer: PeerId,
+        track: TrackId,
+        kind: Kind,
+        mid: String,
+    },
+    TrackUnpublished {
+        peer: PeerId,
+        track: TrackId,
+    },
+    /// A new offer for a subscribing peer; `slots` maps each active mid to its track.
+    SubscriberOffer {
+        peer: PeerId,
+        sdp: String,
+        slots: Vec<(String, TrackId)>,
+    },
+    PeerConnected {
+        peer: PeerId,
+    },
+    /// The peer is gone (ICE timed out, DTLS closed, or [`Command::ClosePeer`]).
+    PeerClosed {
+        peer: PeerId,
+        reason: &'static str,
+    },
+}
+
+#[derive(Debug)]
+pub enum ReplyBody {
+    Sdp(String),
+    Done,
+    Stats(WorkerStats),
+}
+
+/// Counters and gauges of one worker, for the API, metrics and leak checks.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkerStats {
+    pub worker: u16,
+    pub peers: usize,
+    pub tracks: usize,
+    pub subscriptions: usize,
+    pub sinks: usize,
+    pub pending_keyframe_requests: usize,
+    pub addresses: usize,
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    pub datagrams_dropped: u64,
+    pub packets_in: u64,
+    pub packets_forwarded: u64,
+    pub packets_dropped: u64,
+    pub pipe_in: u64,
+    pub pipe_out: u64,
+    pub pipe_dropped: u64,
+    pub keyframe_requests_in: u64,
+    pub keyframe_requests_sent: u64,
+}

@@ -1,0 +1,477 @@
+//! The sans-IO state of one media worker: its peers, its share of every room's routing, and
+//! the driving loop that joins them. Inputs are datagrams, pipe messages from other workers,
+//! commands from the control plane and the passing of time; outputs are datagrams to send,
+//! pipe messages and events. See the crate docs for the loop.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::net::Transmit;
+
+use crate::api::{Command, Event, ReplyBody, RequestId, WorkerStats};
+use crate::demux::Demux;
+use crate::ids::{PeerId, TrackId, WorkerId};
+use crate::packet::{MediaPacket, PipeMsg};
+use crate::peer::{Peer, PeerOut, Role, Write};
+use crate::router::{Route, Router};
+use crate::Error;
+
+/// What the engine asks its runtime to do.
+#[derive(Debug)]
+pub enum Output {
+    Transmit(Transmit),
+    Pipe { to: WorkerId, msg: PipeMsg },
+    Event(Event),
+}
+
+pub struct Engine {
+    worker: WorkerId,
+    local_addr: SocketAddr,
+    peers: HashMap<PeerId, Peer>,
+    demux: Demux,
+    router: Router,
+    /// Peers with queued work, each once, for the next flush.
+    touched: Vec<PeerId>,
+    scratch: Vec<PeerOut>,
+    outputs: VecDeque<Output>,
+    stats: WorkerStats,
+}
+
+impl Engine {
+    /// `local_addr` is the address announced in ICE candidates and used as the destination
+    /// of every received datagram.
+    pub fn new(worker: WorkerId, local_addr: SocketAddr) -> Self {
+        Engine {
+            worker,
+            local_addr,
+            peers: HashMap::new(),
+            demux: Demux::default(),
+            router: Router::default(),
+            touched: Vec::new(),
+            scratch: Vec::new(),
+            outputs: VecDeque::new(),
+            stats: WorkerStats {
+                worker: worker.0,
+                ..Default::default()
+            },
+        }
+    }
+
+    pub fn worker(&self) -> WorkerId {
+        self.worker
+    }
+
+    /// One datagram from the socket. Unknown or malformed datagrams are counted and dropped.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        self.stats.datagrams_in += 1;
+        let Some(id) = self.demux.lookup(source, data) else {
+            self.stats.datagrams_dropped += 1;
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            self.stats.datagrams_dropped += 1;
+            return;
+        };
+        if !peer.receive(now, source, self.local_addr, data) {
+            self.stats.datagrams_dropped += 1;
+        }
+        self.drive(now, id);
+    }
+
+    /// One message from another worker's pipe.
+    pub fn handle_pipe(&mut self, now: Instant, msg: PipeMsg) {
+        self.stats.pipe_in += 1;
+        match msg {
+            PipeMsg::Media(pkt) => self.route(now, pkt),
+            PipeMsg::KeyframeRequest(track) => self.keyframe_request(now, track),
+        }
+    }
+
+    pub fn handle_command(&mut self, now: Instant, cmd: Command) {
+        match cmd {
+            Command::Publish { req, peer, offer } => {
+                self.offer_in(now, req, peer, offer, Role::Publisher)
+            }
+            Command::CreateViewer { req, peer, offer } => {
+                self.offer_in(now, req, peer, offer, Role::Viewer)
+            }
+            Command::CreateSubscriber { peer } => {
+                if !self.peers.contains_key(&peer) {
+                    match Peer::new(peer, Role::Subscriber, now, self.local_addr) {
+                        Ok(p) => self.insert_peer(p),
+                        Err(e) => tracing::warn!(%peer, "cannot create subscriber: {e}"),
+                    }
+                }
+            }
+            Command::SubscriberAnswer { req, peer, answer } => {
+                let mut outs = Vec::new();
+                let result = match self.peers.get_mut(&peer) {
+                    Some(p) => p
+                        .accept_answer(now, &answer, &mut outs)
+                        .map(|()| ReplyBody::Done),
+                    None => Err(Error::NoSuchPeer),
+                };
+                self.handle_outs(now, peer, &mut outs);
+                self.mark(peer);
+                self.reply(req, result);
+            }
+            Command::Subscribe {
+                peer,
+                track,
+                kind,
+                origin,
+            } => self.subscribe(now, peer, track, kind, origin),
+            Command::Unsubscribe { peer, track } => self.unsubscribe(now, peer, track),
+            Command::AddSink { track, worker } => {
+                if let Some(route) = self.router.get_mut(&track) {
+                    if worker != self.worker && !route.sinks.contains(&worker) {
+                        route.sinks.push(worker);
+                    }
+                }
+            }
+            Command::RemoveSink { track, worker } => {
+                if let Some(route) = self.router.get_mut(&track) {
+                    route.sinks.retain(|w| *w != worker);
+                }
+                self.router.prune(&track);
+            }
+            Command::ClosePeer { peer } => {
+                let mut outs = Vec::new();
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.close(&mut outs, "closed by server");
+                }
+                self.handle_outs(now, peer, &mut outs);
+            }
+            Command::Stats { req } => {
+                let stats = self.stats();
+                self.reply(req, Ok(ReplyBody::Stats(stats)));
+            }
+        }
+        self.flush(now);
+    }
+
+    /// Time passes: due peers and due keyframe requests run, and every touched peer sends.
+    /// Call after each batch of inputs too.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<PeerId> = self
+            .peers
+            .values()
+            .filter(|p| p.next_timeout() <= now)
+            .map(|p| p.id)
+            .collect();
+        for id in due {
+            self.mark(id);
+        }
+        let due_keyframes: Vec<(TrackId, Option<PeerId>)> = self
+            .router
+            .routes
+            .iter_mut()
+            .filter_map(|(t, r)| r.keyframes.poll(now).then_some((*t, r.publisher)))
+            .collect();
+        for (track, publisher) in due_keyframes {
+            self.send_keyframe_request(track, publisher);
+        }
+        self.flush(now);
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The next instant at which [`Engine::handle_timeout`] must run.
+    pub fn poll_timeout(&self, now: Instant) -> Instant {
+        let peers = self.peers.values().map(Peer::next_timeout);
+        let keyframes = self
+            .router
+            .routes
+            .values()
+            .filter_map(|r| r.keyframes.deadline());
+        peers
+            .chain(keyframes)
+            .min()
+            .unwrap_or(now + Duration::from_secs(1))
+    }
+
+    pub fn stats(&self) -> WorkerStats {
+        WorkerStats {
+            peers: self.peers.len(),
+            tracks: self.router.published(),
+            subscriptions: self.router.subscriptions(),
+            sinks: self.router.sinks(),
+            pending_keyframe_requests: self.router.pending_keyframes(),
+            addresses: self.demux.addresses(),
+            ..self.stats.clone()
+        }
+    }
+
+    fn offer_in(&mut self, now: Instant, req: RequestId, id: PeerId, offer: String, role: Role) {
+        let created = !self.peers.contains_key(&id);
+        if created {
+            match Peer::new(id, role, now, self.local_addr) {
+                Ok(p) => self.insert_peer(p),
+                Err(e) => return self.reply(req, Err(e)),
+            }
+        }
+        let mut outs = Vec::new();
+        let result = match self.peers.get_mut(&id) {
+            Some(p) if p.role == role => p.accept_offer(&offer, &mut outs),
+            Some(_) => Err(Error::WrongRole(
+                "this peer does not take offers of that kind",
+            )),
+            None => Err(Error::NoSuchPeer),
+        };
+        match result {
+            Ok(answer) => {
+                // The tracks of the offer are announced before the answer.
+                self.handle_outs(now, id, &mut outs);
+                self.drive(now, id);
+                self.reply(req, Ok(ReplyBody::Sdp(answer)));
+            }
+            Err(e) => {
+                if created {
+                    self.peers.remove(&id);
+                    self.demux.remove_peer(id);
+                }
+                self.reply(req, Err(e));
+            }
+        }
+    }
+
+    fn insert_peer(&mut self, peer: Peer) {
+        self.demux.add_peer(peer.id, &peer.local_ufrag);
+        let id = peer.id;
+        self.peers.insert(id, peer);
+        self.mark(id);
+    }
+
+    fn reply(&mut self, req: RequestId, result: Result<ReplyBody, Error>) {
+        self.outputs
+            .push_back(Output::Event(Event::Reply { req, result }));
+    }
+
+    fn mark(&mut self, id: PeerId) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            if !p.queued {
+                p.queued = true;
+                self.touched.push(id);
+            }
+        }
+    }
+
+    /// Runs one timeout pass and drain for every touched peer, until none is left.
+    fn flush(&mut self, now: Instant) {
+        while let Some(id) = self.touched.pop() {
+            let mut outs = std::mem::take(&mut self.scratch);
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.queued = false;
+                p.timeout(now, &mut outs);
+                p.drain(now, &mut outs);
+            }
+            self.handle_outs(now, id, &mut outs);
+            self.scratch = outs;
+        }
+    }
+
+    /// Drains one peer right away (after it received a datagram or an offer).
+    fn drive(&mut self, now: Instant, id: PeerId) {
+        let mut outs = std::mem::take(&mut self.scratch);
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.drain(now, &mut outs);
+        }
+        self.handle_outs(now, id, &mut outs);
+        self.scratch = outs;
+    }
+
+    fn handle_outs(&mut self, now: Instant, from: PeerId, outs: &mut Vec<PeerOut>) {
+        let mut closed = None;
+        for out in outs.drain(..) {
+            match out {
+                PeerOut::Transmit(t) => {
+                    self.stats.datagrams_out += 1;
+                    self.outputs.push_back(Output::Transmit(t));
+                }
+                PeerOut::Media(pkt) => self.route(now, pkt),
+                PeerOut::TrackAdded { track, kind, mid } => {
+                    self.router
+                        .routes
+                        .insert(track, Route::new(kind, self.worker, Some(from)));
+                    self.event(Event::TrackPublished {
+                        peer: from,
+                        track,
+                        kind,
+                        mid: mid.to_string(),
+                    });
+                }
+                PeerOut::TrackRemoved(track) => self.remove_track(now, track),
+                PeerOut::KeyframeWanted(track) => self.keyframe_request(now, track),
+                PeerOut::Offer { sdp, slots } => self.event(Event::SubscriberOffer {
+                    peer: from,
+                    sdp,
+                    slots,
+                }),
+                PeerOut::Connected => self.event(Event::PeerConnected { peer: from }),
+                PeerOut::Closed(reason) => closed = Some(reason),
+            }
+        }
+        if let Some(reason) = closed {
+            self.remove_peer(now, from, reason);
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        self.outputs.push_back(Output::Event(e));
+    }
+
+    /// Fans one packet out to the local subscriptions and, at the origin, to the sinks.
+    fn route(&mut self, now: Instant, pkt: Arc<MediaPacket>) {
+        self.stats.packets_in += 1;
+        let Some(route) = self.router.routes.get(&pkt.track) else {
+            self.stats.packets_dropped += 1;
+            return;
+        };
+        for &to in &route.sinks {
+            self.stats.pipe_out += 1;
+            self.outputs.push_back(Output::Pipe {
+                to,
+                msg: PipeMsg::Media(pkt.clone()),
+            });
+        }
+        let mut need_keyframe = false;
+        for &(sub, slot) in &route.subs {
+            let Some(peer) = self.peers.get_mut(&sub) else {
+                continue;
+            };
+            match peer.write(now, slot, &pkt) {
+                Write::Forwarded => {
+                    self.stats.packets_forwarded += 1;
+                    if !peer.queued {
+                        peer.queued = true;
+                        self.touched.push(sub);
+                    }
+                }
+                Write::Dropped => {}
+                Write::NeedKeyframe => need_keyframe = true,
+            }
+        }
+        if need_keyframe {
+            self.keyframe_request(now, pkt.track);
+        }
+    }
+
+    /// A subscriber here needs a keyframe of `track`: merge at the origin, or pipe it there.
+    fn keyframe_request(&mut self, now: Instant, track: TrackId) {
+        self.stats.keyframe_requests_in += 1;
+        let Some(route) = self.router.get_mut(&track) else {
+            return;
+        };
+        if route.origin != self.worker {
+            let to = route.origin;
+            self.outputs.push_back(Output::Pipe {
+                to,
+                msg: PipeMsg::KeyframeRequest(track),
+            });
+            return;
+        }
+        if route.keyframes.request(now) {
+            let publisher = route.publisher;
+            self.send_keyframe_request(track, publisher);
+        }
+    }
+
+    fn send_keyframe_request(&mut self, track: TrackId, publisher: Option<PeerId>) {
+        let Some(id) = publisher else { return };
+        if let Some(p) = self.peers.get_mut(&id) {
+            if p.request_keyframe(track) {
+                self.stats.keyframe_requests_sent += 1;
+                self.mark(id);
+            }
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        track: TrackId,
+        kind: crate::ids::Kind,
+        origin: WorkerId,
+    ) {
+        if origin == self.worker && !self.router.routes.contains_key(&track) {
+            return; // already unpublished
+        }
+        let mut outs = Vec::new();
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if !peer.subscribe(track, kind, origin, &mut outs) {
+            return;
+        }
+        let Some(slot) = peer.slots.iter().position(|s| s.track == Some(track)) else {
+            return;
+        };
+        let route = self
+            .router
+            .routes
+            .entry(track)
+            .or_insert_with(|| Route::new(kind, origin, None));
+        if !route.subs.contains(&(id, slot)) {
+            route.subs.push((id, slot));
+        }
+        self.handle_outs(now, id, &mut outs);
+        self.mark(id);
+    }
+
+    fn unsubscribe(&mut self, now: Instant, id: PeerId, track: TrackId) {
+        if let Some(route) = self.router.get_mut(&track) {
+            route.subs.retain(|(p, _)| *p != id);
+        }
+        self.router.prune(&track);
+        let mut outs = Vec::new();
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.unsubscribe(track, &mut outs);
+        }
+        self.handle_outs(now, id, &mut outs);
+        self.mark(id);
+    }
+
+    /// A track published here is gone: its local subscribers let go of it.
+    fn remove_track(&mut self, now: Instant, track: TrackId) {
+        let Some(route) = self.router.routes.remove(&track) else {
+            return;
+        };
+        for (sub, _) in route.subs {
+            let mut outs = Vec::new();
+            if let Some(peer) = self.peers.get_mut(&sub) {
+                peer.unsubscribe(track, &mut outs);
+            }
+            self.handle_outs(now, sub, &mut outs);
+            self.mark(sub);
+        }
+        self.event(Event::TrackUnpublished {
+            peer: track.peer,
+            track,
+        });
+    }
+
+    fn remove_peer(&mut self, now: Instant, id: PeerId, reason: &'static str) {
+        let Some(peer) = self.peers.remove(&id) else {
+            return;
+        };
+        self.demux.remove_peer(id);
+        self.touched.retain(|p| *p != id);
+        for p in &peer.published {
+            self.remove_track(now, p.track);
+        }
+        for slot in &peer.slots {
+            if let Some(track) = slot.track {
+                if let Some(route) = self.router.get_mut(&track) {
+                    route.subs.retain(|(p, _)| *p != id);
+                }
+                self.router.prune(&track);
+            }
+        }
+        self.event(Event::PeerClosed { peer: id, reason });
+    }
+}

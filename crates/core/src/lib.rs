@@ -1,0 +1,57 @@
+//! Sfumato's media engine, sans IO: it owns no thread, no socket and no clock.
+//!
+//! One [`Engine`] is the state of one media worker. Its runtime drives it like this:
+//!
+//! ```text
+//! loop {
+//!     wait for the socket, the pipes or the command queue, at most until
+//!         engine.poll_timeout(now)
+//!     for each received datagram:  engine.handle_datagram(now, source, bytes)
+//!     for each pipe message:       engine.handle_pipe(now, msg)
+//!     for each command:            engine.handle_command(now, cmd)
+//!     engine.handle_timeout(now)   // one timeout pass per touched peer: queued RTP leaves
+//!     while let Some(out) = engine.poll_output() {
+//!         Output::Transmit(t)     => send t.contents to t.destination (batched)
+//!         Output::Pipe { to, msg } => push msg into worker `to`'s pipe
+//!         Output::Event(e)        => hand e to the control plane
+//!     }
+//! }
+//! ```
+//!
+//! Routing a batch first and sending once per touched peer is what keeps the per-packet
+//! cost low: str0m's `write_rtp` only queues, and a packet leaves on the next timeout pass.
+//!
+//! Modules: [`peer`] wraps one str0m `Rtc`; [`router`] knows where each track goes;
+//! [`rewrite`] keeps outgoing numbering continuous; [`keyframe`] finds keyframes;
+//! [`throttle`] merges keyframe requests; [`demux`] maps datagrams to peers.
+
+pub mod api;
+pub mod demux;
+pub mod engine;
+pub mod ids;
+pub mod keyframe;
+pub mod packet;
+pub mod peer;
+pub mod rewrite;
+pub mod router;
+pub mod throttle;
+
+pub use api::{Command, Event, ReplyBody, RequestId, WorkerStats};
+pub use engine::{Engine, Output};
+pub use ids::{Kind, PeerId, TrackId, WorkerId};
+pub use packet::{MediaPacket, PipeMsg};
+
+/// Why a command failed. Every variant is an answer to the caller, never a panic.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the SDP could not be parsed: {0}")]
+    BadSdp(String),
+    #[error("the SDP could not be negotiated: {0}")]
+    Negotiation(String),
+    #[error("no such peer")]
+    NoSuchPeer,
+    #[error("wrong kind of peer: {0}")]
+    WrongRole(&'static str),
+    #[error("internal error: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,43 @@
+//! The unit that moves through a room: one received RTP packet, shared by reference count
+//! between every subscription and every worker pipe that forwards it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::format::PayloadParams;
+
+use crate::ids::{Kind, TrackId};
+
+/// One RTP packet of a published track, as received at the track's origin worker.
+#[derive(Debug)]
+pub struct MediaPacket {
+    pub track: TrackId,
+    pub kind: Kind,
+    /// SSRC of the publisher's stream; a change marks a new source (publisher restart).
+    pub ssrc: u32,
+    /// Extended (rollover-free) sequence number from the publisher.
+    pub seq: u64,
+    /// RTP timestamp from the publisher.
+    pub timestamp: u32,
+    pub marker: bool,
+    /// The publisher's negotiated payload parameters for this packet's payload type; each
+    /// subscriber maps them to its own payload type.
+    pub params: PayloadParams,
+    /// Whether this packet starts a keyframe (always true for audio).
+    pub keyframe: bool,
+    pub audio_level: Option<i8>,
+    pub voice_activity: Option<bool>,
+    /// When the origin worker received it.
+    pub received: Instant,
+    pub payload: Arc<[u8]>,
+}
+
+/// What travels through a pipe from one worker to another.
+#[derive(Debug, Clone)]
+pub enum PipeMsg {
+    /// A packet of a track whose origin is the sending worker.
+    Media(Arc<MediaPacket>),
+    /// A subscriber on the sending worker needs a keyframe of a track whose origin is the
+    /// receiving worker.
+    KeyframeRequest(TrackId),
+}

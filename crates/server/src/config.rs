@@ -1,0 +1,118 @@
+//! The command line, the environment (SFUMATO_*) and the TOML config file, merged in that
+//! order of precedence over the defaults.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::placement::Policy;
+
+/// Sfumato: a WebRTC SFU whose rooms span every core.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    /// HTTP address for signaling, WHIP/WHEP, the API and the demo page [default: 127.0.0.1:8080]
+    #[arg(long, env = "SFUMATO_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Media worker threads, each with its own UDP socket [default: number of cores]
+    #[arg(long, env = "SFUMATO_WORKERS")]
+    pub workers: Option<usize>,
+    /// UDP port of worker 0; worker i uses this + i [default: 40000]
+    #[arg(long, env = "SFUMATO_RTC_PORT")]
+    pub rtc_port: Option<u16>,
+    /// Address put in ICE candidates [default: the listen address if it is a specific one,
+    /// else this machine's first non-loopback IPv4 address]
+    #[arg(long, env = "SFUMATO_ANNOUNCE_IP")]
+    pub announce_ip: Option<IpAddr>,
+    /// How participants are placed on workers [default: pack]
+    #[arg(long, env = "SFUMATO_PLACEMENT", value_enum)]
+    pub placement: Option<Policy>,
+    /// Participants a worker takes before `pack` placement uses the next one [default: 50]
+    #[arg(long, env = "SFUMATO_WORKER_CAPACITY")]
+    pub worker_capacity: Option<usize>,
+    /// TOML file with any of the settings above (snake_case keys)
+    #[arg(long, env = "SFUMATO_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<SocketAddr>,
+    workers: Option<usize>,
+    rtc_port: Option<u16>,
+    announce_ip: Option<IpAddr>,
+    placement: Option<Policy>,
+    worker_capacity: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub rtc_port: u16,
+    pub announce_ip: IpAddr,
+    pub placement: Policy,
+    pub worker_capacity: usize,
+}
+
+impl Config {
+    pub fn load(cli: Cli) -> anyhow::Result<Config> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str::<File>(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => File::default(),
+        };
+        let listen = cli
+            .listen
+            .or(file.listen)
+            .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)));
+        let workers = cli.workers.or(file.workers).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        anyhow::ensure!(
+            (1..=256).contains(&workers),
+            "--workers must be between 1 and 256"
+        );
+        let announce_ip = cli
+            .announce_ip
+            .or(file.announce_ip)
+            .unwrap_or_else(|| default_announce(listen.ip()));
+        Ok(Config {
+            listen,
+            workers,
+            rtc_port: cli.rtc_port.or(file.rtc_port).unwrap_or(40000),
+            announce_ip,
+            placement: cli.placement.or(file.placement).unwrap_or(Policy::Pack),
+            worker_capacity: cli.worker_capacity.or(file.worker_capacity).unwrap_or(50),
+        })
+    }
+
+    /// The UDP sockets bind where HTTP listens, or everywhere when that is unspecified.
+    pub fn bind_ip(&self) -> IpAddr {
+        self.listen.ip()
+    }
+}
+
+fn default_announce(listen: IpAddr) -> IpAddr {
+    if !listen.is_unspecified() {
+        return listen;
+    }
+    if_addrs::get_if_addrs()
+        .ok()
+        .and_then(|ifs| {
+            ifs.into_iter()
+                .map(|i| i.ip())
+                .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        })
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}

@@ -1,0 +1,511 @@
+//! The control plane's model of the node: rooms, participants, their peers and tracks, who
+//! subscribes to what, and which worker pipes feed which. It decides what should flow and
+//! tells the workers; it never sees a media packet.
+//!
+//! All methods are synchronous and run under one mutex that is never held across an await.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use sfumato_worker::sfumato_core::{Command, Event, Kind, PeerId, TrackId, WorkerId};
+use sfumato_worker::Pool;
+use tokio::sync::mpsc;
+
+use crate::placement::Placement;
+
+pub type ParticipantId = u64;
+
+/// How a participant reaches us.
+pub enum Client {
+    /// A WebSocket client; messages to it go through this queue.
+    Socket(mpsc::UnboundedSender<String>),
+    Whip,
+    /// A WHEP viewer of one publisher.
+    Whep {
+        target: ParticipantId,
+    },
+}
+
+pub struct Participant {
+    pub id: ParticipantId,
+    pub name: String,
+    pub room: String,
+    pub worker: WorkerId,
+    pub client: Client,
+    pub publisher: Option<PeerId>,
+    pub subscriber: Option<PeerId>,
+    pub tracks: Vec<TrackId>,
+    pub subscriptions: Vec<TrackId>,
+}
+
+pub struct TrackInfo {
+    pub owner: ParticipantId,
+    pub kind: Kind,
+    pub mid: String,
+    pub muted: bool,
+    pub origin: WorkerId,
+}
+
+#[derive(Default)]
+pub struct Room {
+    /// In join order.
+    pub participants: Vec<ParticipantId>,
+}
+
+pub struct State {
+    pool: Arc<Pool>,
+    placement: Placement,
+    pub rooms: HashMap<String, Room>,
+    pub participants: HashMap<ParticipantId, Participant>,
+    peers: HashMap<PeerId, ParticipantId>,
+    pub tracks: HashMap<TrackId, TrackInfo>,
+    /// Subscribers per (track, worker other than its origin): the pipe lives while > 0.
+    sinks: HashMap<(TrackId, WorkerId), usize>,
+    next_id: u64,
+}
+
+pub fn participant_key(id: ParticipantId) -> String {
+    format!("p{id}")
+}
+
+pub fn parse_participant_key(s: &str) -> Option<ParticipantId> {
+    s.strip_prefix('p')?.parse().ok()
+}
+
+impl State {
+    pub fn new(pool: Arc<Pool>, placement: Placement) -> Self {
+        State {
+            pool,
+            placement,
+            rooms: HashMap::new(),
+            participants: HashMap::new(),
+            peers: HashMap::new(),
+            tracks: HashMap::new(),
+            sinks: HashMap::new(),
+            next_id: 1,
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Adds a participant to a room on a worker chosen by the placement policy.
+    pub fn join(&mut self, room: &str, name: &str, client: Client) -> ParticipantId {
+        let id = self.next();
+        let worker = self.placement.choose();
+        let subscriber =
+            matches!(client, Client::Socket(_) | Client::Whep { .. }).then(|| PeerId(self.next()));
+        let socket = matches!(client, Client::Socket(_));
+        let p = Participant {
+            id,
+            name: name.to_string(),
+            room: room.to_string(),
+            worker,
+            client,
+            publisher: None,
+            subscriber,
+            tracks: Vec::new(),
+            subscriptions: Vec::new(),
+        };
+        if let (Some(peer), true) = (subscriber, socket) {
+            self.peers.insert(peer, id);
+            self.pool.send(worker, Command::CreateSubscriber { peer });
+        }
+        let announce = self.participant_json(&p);
+        self.participants.insert(id, p);
+        let room_entry = self.rooms.entry(room.to_string()).or_default();
+        room_entry.participants.push(id);
+        self.broadcast(
+            room,
+            id,
+            json!({"type": "participant_joined", "participant": announce}),
+        );
+        if socket {
+            // A socket client receives every track already in the room.
+            let existing: Vec<TrackId> = self
+                .room_tracks(room)
+                .into_iter()
+                .filter(|t| self.tracks[t].owner != id)
+                .collect();
+            for t in existing {
+                self.subscribe(id, t);
+            }
+        }
+        tracing::info!(participant = id, room, name, worker = %worker, "joined");
+        id
+    }
+
+    /// The peer a participant publishes with, created on first use.
+    pub fn publisher_peer(&mut self, id: ParticipantId) -> Option<(WorkerId, PeerId)> {
+        let fresh = PeerId(self.next_id);
+        let p = self.participants.get_mut(&id)?;
+        let peer = *p.publisher.get_or_insert(fresh);
+        if peer == fresh {
+            self.next_id += 1;
+            self.peers.insert(peer, id);
+        }
+        Some((p.worker, peer))
+    }
+
+    /// The peer a WHEP viewer plays through.
+    pub fn viewer_peer(&mut self, id: ParticipantId) -> Option<(WorkerId, PeerId)> {
+        let p = self.participants.get(&id)?;
+        let peer = p.subscriber?;
+        self.peers.insert(peer, id);
+        Some((p.worker, peer))
+    }
+
+    pub fn leave(&mut self, id: ParticipantId) {
+        let Some(p) = self.participants.remove(&id) else {
+            return;
+        };
+        for peer in [p.publisher, p.subscriber].into_iter().flatten() {
+            self.peers.remove(&peer);
+            self.pool.send(p.worker, Command::ClosePeer { peer });
+        }
+        for t in &p.subscriptions {
+            self.release_sink(*t, p.worker);
+        }
+        for t in p.tracks.clone() {
+            self.unpublish(t);
+        }
+        if let Some(room) = self.rooms.get_mut(&p.room) {
+            room.participants.retain(|x| *x != id);
+            if room.participants.is_empty() {
+                self.rooms.remove(&p.room);
+            }
+        }
+        self.placement.release(p.worker);
+        self.broadcast(
+            &p.room,
+            id,
+            json!({"type": "participant_left", "participant": participant_key(id)}),
+        );
+        // WHEP viewers of a publisher that left have nothing more to play.
+        let orphans: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|v| matches!(v.client, Client::Whep { target } if target == id))
+            .map(|v| v.id)
+            .collect();
+        for v in orphans {
+            self.leave(v);
+        }
+        tracing::info!(participant = id, room = p.room, "left");
+    }
+
+    pub fn set_muted(&mut self, id: ParticipantId, track: &str, muted: bool) -> bool {
+        let Some(tid) = self
+            .tracks
+            .iter()
+            .find(|(t, i)| i.owner == id && t.to_string() == track)
+            .map(|(t, _)| *t)
+        else {
+            return false;
+        };
+        if let Some(info) = self.tracks.get_mut(&tid) {
+            info.muted = muted;
+        }
+        let room = self.participants[&id].room.clone();
+        self.broadcast(
+            &room,
+            id,
+            json!({"type": "track_muted", "track": track, "participant": participant_key(id), "muted": muted}),
+        );
+        true
+    }
+
+    /// Reacts to what a worker reports.
+    pub fn on_event(&mut self, worker: WorkerId, event: Event) {
+        match event {
+            Event::TrackPublished {
+                peer,
+                track,
+                kind,
+                mid,
+            } => {
+                let Some(&owner) = self.peers.get(&peer) else {
+                    return;
+                };
+                let room = self.participants[&owner].room.clone();
+                self.tracks.insert(
+                    track,
+                    TrackInfo {
+                        owner,
+                        kind,
+                        mid,
+                        muted: false,
+                        origin: worker,
+                    },
+                );
+                if let Some(p) = self.participants.get_mut(&owner) {
+                    p.tracks.push(track);
+                }
+                let info = self.track_json(track);
+                self.broadcast(
+                    &room,
+                    owner,
+                    json!({"type": "track_published", "track": info}),
+                );
+                let audience: Vec<ParticipantId> = self.rooms[&room]
+                    .participants
+                    .iter()
+                    .copied()
+                    .filter(|&p| p != owner && self.wants(p, owner, kind))
+                    .collect();
+                for p in audience {
+                    self.subscribe(p, track);
+                }
+            }
+            Event::TrackUnpublished { track, .. } => self.unpublish(track),
+            Event::SubscriberOffer { peer, sdp, slots } => {
+                let Some(&id) = self.peers.get(&peer) else {
+                    return;
+                };
+                let tracks: Vec<Value> = slots
+                    .iter()
+                    .filter_map(|(mid, t)| {
+                        let info = self.tracks.get(t)?;
+                        Some(json!({"mid": mid, "track": t.to_string(), "participant": participant_key(info.owner), "kind": info.kind.as_str()}))
+                    })
+                    .collect();
+                self.send(
+                    id,
+                    json!({"type": "subscribe_offer", "sdp": sdp, "tracks": tracks}),
+                );
+            }
+            Event::PeerConnected { peer } => tracing::debug!(%peer, "peer connected"),
+            Event::PeerClosed { peer, reason } => {
+                let Some(&id) = self.peers.get(&peer) else {
+                    return;
+                };
+                tracing::info!(participant = id, %peer, reason, "peer closed");
+                // WHIP and WHEP sessions have nothing but their peer: they end with it.
+                if self
+                    .participants
+                    .get(&id)
+                    .is_some_and(|p| !matches!(p.client, Client::Socket(_)))
+                {
+                    self.leave(id);
+                }
+            }
+            Event::Reply { .. } => {}
+        }
+    }
+
+    /// Whether participant `p` should receive `owner`'s tracks of `kind`.
+    fn wants(&self, p: ParticipantId, owner: ParticipantId, kind: Kind) -> bool {
+        let Some(part) = self.participants.get(&p) else {
+            return false;
+        };
+        match part.client {
+            Client::Socket(_) => true,
+            Client::Whip => false,
+            Client::Whep { target } => {
+                target == owner
+                    && !part
+                        .subscriptions
+                        .iter()
+                        .any(|t| self.tracks.get(t).is_some_and(|i| i.kind == kind))
+            }
+        }
+    }
+
+    /// Subscribes a WHEP viewer to its target's tracks (one per kind).
+    pub fn subscribe_viewer(&mut self, id: ParticipantId) {
+        let Some(Client::Whep { target }) = self.participants.get(&id).map(|p| &p.client) else {
+            return;
+        };
+        let target = *target;
+        let tracks = self
+            .participants
+            .get(&target)
+            .map(|p| p.tracks.clone())
+            .unwrap_or_default();
+        for t in tracks {
+            if self.wants(id, target, self.tracks[&t].kind) {
+                self.subscribe(id, t);
+            }
+        }
+    }
+
+    fn subscribe(&mut self, id: ParticipantId, track: TrackId) {
+        let Some(info) = self.tracks.get(&track) else {
+            return;
+        };
+        let (kind, origin) = (info.kind, info.origin);
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        let Some(peer) = p.subscriber else { return };
+        if p.subscriptions.contains(&track) {
+            return;
+        }
+        p.subscriptions.push(track);
+        let worker = p.worker;
+        if worker != origin {
+            let n = self.sinks.entry((track, worker)).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                self.pool.send(origin, Command::AddSink { track, worker });
+            }
+        }
+        self.pool.send(
+            worker,
+            Command::Subscribe {
+                peer,
+                track,
+                kind,
+                origin,
+            },
+        );
+    }
+
+    fn release_sink(&mut self, track: TrackId, worker: WorkerId) {
+        let Some(origin) = self.tracks.get(&track).map(|i| i.origin) else {
+            return;
+        };
+        if origin == worker {
+            return;
+        }
+        if let Some(n) = self.sinks.get_mut(&(track, worker)) {
+            *n -= 1;
+            if *n == 0 {
+                self.sinks.remove(&(track, worker));
+                self.pool
+                    .send(origin, Command::RemoveSink { track, worker });
+            }
+        }
+    }
+
+    /// A track is gone: its subscribers let go, its pipes close, the room hears of it.
+    fn unpublish(&mut self, track: TrackId) {
+        let Some(info) = self.tracks.get(&track) else {
+            return;
+        };
+        let owner = info.owner;
+        let subscribers: Vec<(ParticipantId, WorkerId, Option<PeerId>)> = self
+            .participants
+            .values()
+            .filter(|p| p.subscriptions.contains(&track))
+            .map(|p| (p.id, p.worker, p.subscriber))
+            .collect();
+        for (id, worker, peer) in subscribers {
+            self.release_sink(track, worker);
+            if let Some(p) = self.participants.get_mut(&id) {
+                p.subscriptions.retain(|t| *t != track);
+            }
+            if let Some(peer) = peer {
+                self.pool.send(worker, Command::Unsubscribe { peer, track });
+            }
+        }
+        self.tracks.remove(&track);
+        self.sinks.retain(|(t, _), _| *t != track);
+        let room = self.participants.get_mut(&owner).map(|p| {
+            p.tracks.retain(|t| *t != track);
+            p.room.clone()
+        });
+        if let Some(room) = room {
+            self.broadcast(
+                &room,
+                owner,
+                json!({"type": "track_unpublished", "track": track.to_string(), "participant": participant_key(owner)}),
+            );
+        }
+    }
+
+    fn room_tracks(&self, room: &str) -> Vec<TrackId> {
+        let Some(r) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        r.participants
+            .iter()
+            .filter_map(|p| self.participants.get(p))
+            .flat_map(|p| p.tracks.iter().copied())
+            .collect()
+    }
+
+    /// Sends a message to one socket participant.
+    pub fn send(&self, id: ParticipantId, msg: Value) {
+        if let Some(Participant {
+            client: Client::Socket(tx),
+            ..
+        }) = self.participants.get(&id)
+        {
+            let _ = tx.send(msg.to_string());
+        }
+    }
+
+    /// Sends a message to every socket participant of a room but `except`.
+    fn broadcast(&self, room: &str, except: ParticipantId, msg: Value) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let text = msg.to_string();
+        for id in &r.participants {
+            if *id == except {
+                continue;
+            }
+            if let Some(Participant {
+                client: Client::Socket(tx),
+                ..
+            }) = self.participants.get(id)
+            {
+                let _ = tx.send(text.clone());
+            }
+        }
+    }
+
+    pub fn track_json(&self, t: TrackId) -> Value {
+        match self.tracks.get(&t) {
+            Some(i) => json!({
+                "id": t.to_string(),
+                "participant": participant_key(i.owner),
+                "kind": i.kind.as_str(),
+                "mid": i.mid,
+                "muted": i.muted,
+            }),
+            None => Value::Null,
+        }
+    }
+
+    pub fn participant_json(&self, p: &Participant) -> Value {
+        let tracks: Vec<Value> = p.tracks.iter().map(|t| self.track_json(*t)).collect();
+        json!({"id": participant_key(p.id), "name": p.name, "tracks": tracks})
+    }
+
+    /// The room as the admin API shows it, including each participant's worker.
+    pub fn room_json(&self, room: &str) -> Option<Value> {
+        let r = self.rooms.get(room)?;
+        let participants: Vec<Value> = r
+            .participants
+            .iter()
+            .filter_map(|id| self.participants.get(id))
+            .map(|p| {
+                let mut v = self.participant_json(p);
+                v["worker"] = json!(p.worker.0);
+                v["kind"] = json!(match p.client {
+                    Client::Socket(_) => "websocket",
+                    Client::Whip => "whip",
+                    Client::Whep { .. } => "whep",
+                });
+                v
+            })
+            .collect();
+        Some(json!({"room": room, "participants": participants}))
+    }
+
+    /// The earliest participant of a room that publishes at least one track.
+    pub fn first_publisher(&self, room: &str) -> Option<ParticipantId> {
+        let r = self.rooms.get(room)?;
+        r.participants.iter().copied().find(|p| {
+            self.participants
+                .get(p)
+                .is_some_and(|p| !p.tracks.is_empty())
+        })
+    }
+}

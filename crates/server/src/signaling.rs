@@ -1,0 +1,258 @@
+//! The WebSocket signaling endpoint (docs/protocol.md): one socket per participant, JSON
+//! messages validated before anything acts on them. A bad message gets an `error` reply and
+//! the session carries on.
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State as AxumState;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use sfumato_worker::sfumato_core::{Command, ReplyBody};
+use tokio::sync::mpsc;
+
+use crate::rooms::{participant_key, Client, ParticipantId};
+use crate::App;
+
+pub const PROTOCOL_VERSION: u64 = 1;
+/// Largest message we read; larger ones get `too_large`.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Frames larger than this close the socket (the WebSocket layer refuses them).
+const MAX_FRAME: usize = 1024 * 1024;
+const MAX_NAME: usize = 64;
+
+pub async fn upgrade(ws: WebSocketUpgrade, AxumState(app): AxumState<App>) -> Response {
+    ws.max_message_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME)
+        .on_upgrade(move |socket| session(app, socket))
+}
+
+/// A client error: a code from the protocol and a human-readable reason.
+struct Reject(&'static str, String);
+
+fn error_json(code: &str, message: &str) -> String {
+    json!({"type": "error", "code": code, "message": message}).to_string()
+}
+
+async fn session(app: App, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let writer = tokio::spawn(async move {
+        while let Some(text) = rx.recv().await {
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut shutdown = app.shutdown.clone();
+    let mut me: Option<ParticipantId> = None;
+    loop {
+        let msg = tokio::select! {
+            msg = stream.next() => msg,
+            _ = shutdown.changed() => break,
+        };
+        let Some(Ok(msg)) = msg else { break };
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                let _ = tx.send(error_json(
+                    "bad_message",
+                    "binary frames are not part of the protocol",
+                ));
+                continue;
+            }
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        if text.len() > MAX_MESSAGE {
+            let _ = tx.send(error_json(
+                "too_large",
+                &format!("messages are limited to {MAX_MESSAGE} bytes"),
+            ));
+            continue;
+        }
+        match handle(&app, &tx, &mut me, text.as_str()).await {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Leave) => break,
+            Err(Reject(code, message)) => {
+                let _ = tx.send(error_json(code, &message));
+            }
+        }
+    }
+    if let Some(id) = me {
+        app.state().leave(id);
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+enum Flow {
+    Continue,
+    Leave,
+}
+
+fn field<'a>(msg: &'a Value, name: &str) -> Result<&'a str, Reject> {
+    msg.get(name).and_then(Value::as_str).ok_or_else(|| {
+        Reject(
+            "bad_message",
+            format!("missing or non-string field `{name}`"),
+        )
+    })
+}
+
+async fn handle(
+    app: &App,
+    tx: &mpsc::UnboundedSender<String>,
+    me: &mut Option<ParticipantId>,
+    text: &str,
+) -> Result<Flow, Reject> {
+    let msg: Value =
+        serde_json::from_str(text).map_err(|e| Reject("bad_message", format!("not JSON: {e}")))?;
+    if !msg.is_object() {
+        return Err(Reject("bad_message", "a message is a JSON object".into()));
+    }
+    let kind = field(&msg, "type")?;
+    match (kind, *me) {
+        ("ping", _) => {
+            let _ = tx.send(json!({"type": "pong"}).to_string());
+            Ok(Flow::Continue)
+        }
+        ("join", Some(_)) => Err(Reject(
+            "already_joined",
+            "this socket already joined a room".into(),
+        )),
+        ("join", None) => {
+            let v = msg.get("v").and_then(Value::as_u64).unwrap_or(0);
+            if v != PROTOCOL_VERSION {
+                return Err(Reject(
+                    "unsupported_version",
+                    format!("protocol version {PROTOCOL_VERSION} is supported, not {v}"),
+                ));
+            }
+            let room = field(&msg, "room")?;
+            let name = field(&msg, "name")?;
+            valid_name("room", room)?;
+            valid_name("name", name)?;
+            let mut state = app.state();
+            let id = state.join(room, name, Client::Socket(tx.clone()));
+            *me = Some(id);
+            let p = &state.participants[&id];
+            let others: Vec<Value> = state.rooms[room]
+                .participants
+                .iter()
+                .filter(|o| **o != id)
+                .filter_map(|o| state.participants.get(o))
+                .map(|o| state.participant_json(o))
+                .collect();
+            let joined = json!({
+                "type": "joined",
+                "v": PROTOCOL_VERSION,
+                "room": room,
+                "participant": {"id": participant_key(id), "name": p.name},
+                "participants": others,
+            });
+            let _ = tx.send(joined.to_string());
+            Ok(Flow::Continue)
+        }
+        (_, None) if is_client_type(kind) => {
+            Err(Reject("not_joined", format!("`{kind}` before `join`")))
+        }
+        ("publish_offer", Some(id)) => {
+            let offer = field(&msg, "sdp")?.to_string();
+            let (worker, peer) = app
+                .state()
+                .publisher_peer(id)
+                .ok_or_else(|| Reject("internal", "participant is gone".into()))?;
+            let reply = app
+                .pool
+                .call(worker, |req| Command::Publish { req, peer, offer })
+                .await;
+            match reply {
+                Ok(ReplyBody::Sdp(sdp)) => {
+                    let state = app.state();
+                    let tracks: Vec<Value> = state
+                        .participants
+                        .get(&id)
+                        .map(|p| p.tracks.iter().map(|t| state.track_json(*t)).collect())
+                        .unwrap_or_default();
+                    let _ = tx.send(
+                        json!({"type": "publish_answer", "sdp": sdp, "tracks": tracks}).to_string(),
+                    );
+                    Ok(Flow::Continue)
+                }
+                Ok(_) => Err(Reject("internal", "unexpected reply".into())),
+                Err(e) => Err(call_error(e)),
+            }
+        }
+        ("subscribe_answer", Some(id)) => {
+            let answer = field(&msg, "sdp")?.to_string();
+            let (worker, peer) = {
+                let state = app.state();
+                let p = state
+                    .participants
+                    .get(&id)
+                    .ok_or_else(|| Reject("internal", "participant is gone".into()))?;
+                (
+                    p.worker,
+                    p.subscriber
+                        .ok_or_else(|| Reject("internal", "no subscriber".into()))?,
+                )
+            };
+            app.pool
+                .call(worker, |req| Command::SubscriberAnswer {
+                    req,
+                    peer,
+                    answer,
+                })
+                .await
+                .map_err(call_error)?;
+            Ok(Flow::Continue)
+        }
+        ("mute", Some(id)) => {
+            let track = field(&msg, "track")?;
+            let muted = msg.get("muted").and_then(Value::as_bool).ok_or_else(|| {
+                Reject("bad_message", "missing or non-boolean field `muted`".into())
+            })?;
+            if app.state().set_muted(id, track, muted) {
+                Ok(Flow::Continue)
+            } else {
+                Err(Reject(
+                    "unknown_track",
+                    format!("`{track}` is not one of your tracks"),
+                ))
+            }
+        }
+        ("leave", Some(_)) => Ok(Flow::Leave),
+        _ => Err(Reject(
+            "unknown_type",
+            format!("unknown message type `{kind}`"),
+        )),
+    }
+}
+
+fn is_client_type(kind: &str) -> bool {
+    matches!(
+        kind,
+        "publish_offer" | "subscribe_answer" | "mute" | "leave"
+    )
+}
+
+fn valid_name(what: &str, s: &str) -> Result<(), Reject> {
+    if s.is_empty() || s.len() > MAX_NAME || s.chars().any(char::is_control) {
+        return Err(Reject(
+            "bad_message",
+            format!("`{what}` must be 1 to {MAX_NAME} bytes without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn call_error(e: sfumato_worker::CallError) -> Reject {
+    use sfumato_worker::sfumato_core::Error as E;
+    match e {
+        sfumato_worker::CallError::Engine(e @ (E::BadSdp(_) | E::Negotiation(_))) => {
+            Reject("bad_sdp", e.to_string())
+        }
+        other => Reject("internal", other.to_string()),
+    }
+}

@@ -1,0 +1,212 @@
+//! WHIP (RFC 9725) and WHEP (draft-ietf-wish-whep), non-trickle: one POST with an SDP offer
+//! creates a session whose answer comes back in the 201; DELETE on its Location ends it.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State as AxumState};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sfumato_worker::sfumato_core::{Command, ReplyBody};
+
+use crate::rooms::{parse_participant_key, participant_key, Client, ParticipantId};
+use crate::signaling::MAX_MESSAGE;
+use crate::App;
+
+#[derive(Deserialize)]
+pub struct NameQuery {
+    name: Option<String>,
+}
+
+fn plain(status: StatusCode, reason: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        reason.into(),
+    )
+        .into_response()
+}
+
+/// Checks the content type and size of an SDP body; returns the offer text.
+fn sdp_body(headers: &HeaderMap, body: &Bytes) -> Result<String, (StatusCode, String)> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ctype.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/sdp") {
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be application/sdp, not `{ctype}`"),
+        ));
+    }
+    if body.len() > MAX_MESSAGE {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the SDP offer is over 64 KiB".into(),
+        ));
+    }
+    String::from_utf8(body.to_vec())
+        .map_err(|_| (StatusCode::BAD_REQUEST, "the SDP offer is not UTF-8".into()))
+}
+
+fn created(location: String, answer: String) -> Response {
+    (
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/sdp".to_string()),
+            (header::LOCATION, location),
+        ],
+        answer,
+    )
+        .into_response()
+}
+
+fn engine_error(e: sfumato_worker::CallError) -> Response {
+    match e {
+        sfumato_worker::CallError::Engine(e) => plain(StatusCode::BAD_REQUEST, e.to_string()),
+        other => plain(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+    }
+}
+
+pub async fn whip_post(
+    AxumState(app): AxumState<App>,
+    Path(room): Path<String>,
+    Query(q): Query<NameQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let offer = match sdp_body(&headers, &body) {
+        Ok(o) => o,
+        Err((status, reason)) => return plain(status, reason),
+    };
+    let name = q.name.unwrap_or_else(|| "whip".to_string());
+    let (id, worker, peer) = {
+        let mut state = app.state();
+        let id = state.join(&room, &name, Client::Whip);
+        let Some((worker, peer)) = state.publisher_peer(id) else {
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "participant vanished");
+        };
+        (id, worker, peer)
+    };
+    match app
+        .pool
+        .call(worker, |req| Command::Publish { req, peer, offer })
+        .await
+    {
+        Ok(ReplyBody::Sdp(answer)) => {
+            created(format!("/whip/{room}/{}", participant_key(id)), answer)
+        }
+        Ok(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "unexpected reply"),
+        Err(e) => {
+            app.state().leave(id);
+            engine_error(e)
+        }
+    }
+}
+
+pub async fn whip_delete(
+    AxumState(app): AxumState<App>,
+    Path((room, session)): Path<(String, String)>,
+) -> Response {
+    end_session(&app, &room, &session, |c| matches!(c, Client::Whip))
+}
+
+pub async fn whep_delete(
+    AxumState(app): AxumState<App>,
+    Path((room, session)): Path<(String, String)>,
+) -> Response {
+    end_session(&app, &room, &session, |c| matches!(c, Client::Whep { .. }))
+}
+
+fn end_session(app: &App, room: &str, session: &str, kind: impl Fn(&Client) -> bool) -> Response {
+    let mut state = app.state();
+    let found = parse_participant_key(session).filter(|id| {
+        state
+            .participants
+            .get(id)
+            .is_some_and(|p| p.room == room && kind(&p.client))
+    });
+    match found {
+        Some(id) => {
+            state.leave(id);
+            plain(StatusCode::OK, "session ended")
+        }
+        None => plain(StatusCode::NOT_FOUND, "no such session"),
+    }
+}
+
+pub async fn whep_post_first(
+    AxumState(app): AxumState<App>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    whep(app, room, None, headers, body).await
+}
+
+pub async fn whep_post_chosen(
+    AxumState(app): AxumState<App>,
+    Path((room, participant)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    whep(app, room, Some(participant), headers, body).await
+}
+
+async fn whep(
+    app: App,
+    room: String,
+    chosen: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let offer = match sdp_body(&headers, &body) {
+        Ok(o) => o,
+        Err((status, reason)) => return plain(status, reason),
+    };
+    let (id, worker, peer) = {
+        let mut state = app.state();
+        if !state.rooms.contains_key(&room) {
+            return plain(StatusCode::NOT_FOUND, format!("no room `{room}`"));
+        }
+        let target: Option<ParticipantId> = match &chosen {
+            None => state.first_publisher(&room),
+            Some(key) => parse_participant_key(key)
+                .filter(|id| state.participants.get(id).is_some_and(|p| p.room == room))
+                .or_else(|| {
+                    // Also accept a participant's name.
+                    state.rooms[&room]
+                        .participants
+                        .iter()
+                        .copied()
+                        .find(|id| state.participants.get(id).is_some_and(|p| &p.name == key))
+                }),
+        };
+        let Some(target) = target else {
+            return plain(StatusCode::NOT_FOUND, "no such publisher in this room");
+        };
+        let id = state.join(&room, "whep", Client::Whep { target });
+        let Some((worker, peer)) = state.viewer_peer(id) else {
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "participant vanished");
+        };
+        (id, worker, peer)
+    };
+    match app
+        .pool
+        .call(worker, |req| Command::CreateViewer { req, peer, offer })
+        .await
+    {
+        Ok(ReplyBody::Sdp(answer)) => {
+            app.state().subscribe_viewer(id);
+            created(
+                format!("/whep/{room}/session/{}", participant_key(id)),
+                answer,
+            )
+        }
+        Ok(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "unexpected reply"),
+        Err(e) => {
+            app.state().leave(id);
+            engine_error(e)
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! WHIP / WHEP clients and small HTTP helpers for tests.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use reqwest::header::{CONTENT_TYPE, LOCATION};
+use serde_json::Value;
+
+use crate::peer::{OfferSpec, Peer, PeerOptions};
+
+/// Timeout of every HTTP request made by the testkit.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A plain HTTP response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// `Location`, if any (as sent, possibly relative).
+    pub location: Option<String>,
+    /// The body as text (lossy UTF-8).
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The body parsed as JSON.
+    pub fn json(&self) -> anyhow::Result<Value> {
+        serde_json::from_str(&self.body)
+            .with_context(|| format!("body is not JSON (status {}): {:?}", self.status, self.body))
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(HTTP_TIMEOUT)
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+async fn finish(resp: reqwest::Response) -> anyhow::Result<HttpResponse> {
+    let status = resp.status().as_u16();
+    let header = |name| {
+        resp.headers()
+            .get(name)
+            .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let content_type = header(CONTENT_TYPE);
+    let location = header(LOCATION);
+    let bytes = resp.bytes().await.context("reading the response body")?;
+    Ok(HttpResponse {
+        status,
+        content_type,
+        location,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    })
+}
+
+/// `GET url`.
+pub async fn http_get(url: &str) -> anyhow::Result<HttpResponse> {
+    let resp = client()
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    finish(resp).await
+}
+
+/// `GET url`, expecting `200` and a JSON body.
+pub async fn http_get_json(url: &str) -> anyhow::Result<Value> {
+    let r = http_get(url).await?;
+    if r.status != 200 {
+        bail!("GET {url}: status {} body {:?}", r.status, r.body);
+    }
+    r.json()
+}
+
+/// `DELETE url`.
+pub async fn http_delete(url: &str) -> anyhow::Result<HttpResponse> {
+    let resp = client()
+        .delete(url)
+        .send()
+        .await
+        .with_context(|| format!("DELETE {url}"))?;
+    finish(resp).await
+}
+
+/// `POST url` with the given content type and body (for WHIP/WHEP bad-input tests).
+pub async fn http_post(
+    url: &str,
+    content_type: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> anyhow::Result<HttpResponse> {
+    let mut req = client().post(url).body(body);
+    if let Some(ct) = content_type {
+        req = req.header(CONTENT_TYPE, ct);
+    }
+    let resp = req.send().await.with_context(|| format!("POST {url}"))?;
+    finish(resp).await
+}
+
+/// Resolves a `Location` header against the request URL.
+pub fn resolve_location(request_url: &str, location: &str) -> anyhow::Result<String> {
+    let base =
+        reqwest::Url::parse(request_url).with_context(|| format!("bad URL {request_url}"))?;
+    Ok(base
+        .join(location)
+        .with_context(|| format!("bad Location {location:?}"))?
+        .to_string())
+}
+
+/// A WHIP or WHEP session: the peer connection plus the session resource.
+#[derive(Debug)]
+pub struct HttpSession {
+    peer: Peer,
+    location: String,
+    answer: String,
+}
+
+impl HttpSession {
+    /// The peer connection (its recordings and counters).
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// The absolute URL of the session resource (from `Location`).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The server's SDP answer.
+    pub fn answer_sdp(&self) -> &str {
+        &self.answer
+    }
+
+    /// Sends `DELETE` to the session resource and closes the peer connection. Returns the
+    /// status of the `DELETE` (`200` expected).
+    pub async fn close(mut self) -> anyhow::Result<u16> {
+        let r = http_delete(&self.location).await;
+        self.peer.close();
+        Ok(r?.status)
+    }
+}
+
+async fn negotiate(url: &str, spec: OfferSpec, name: &str) -> anyhow::Result<HttpSession> {
+    let peer = Peer::new(PeerOptions {
+        name: name.to_string(),
+        ..Default::default()
+    })?;
+    let offer = peer.create_offer(spec).await?;
+    let r = http_post(url, Some("application/sdp"), offer).await?;
+    if r.status != 201 {
+        bail!("POST {url}: expected 201, got {} {:?}", r.status, r.body);
+    }
+    let location = r
+        .location
+        .as_deref()
+        .with_context(|| format!("POST {url}: 201 without Location"))?;
+    let location = resolve_location(url, location)?;
+    peer.accept_answer(&r.body)
+        .await
+        .with_context(|| format!("POST {url}: bad answer {:?}", r.body))?;
+    Ok(HttpSession {
+        peer,
+        location,
+        answer: r.body,
+    })
+}
+
+/// WHIP: publishes `sendonly` Opus audio + VP8 video to `url` (`…/whip/{room}`). Media flows
+/// once ICE and DTLS are up (see [`Peer::wait_connected`]).
+pub async fn whip_publish(url: &str) -> anyhow::Result<HttpSession> {
+    negotiate(url, OfferSpec::publish(), "whip").await
+}
+
+/// WHEP: plays `url` (`…/whep/{room}` or `…/whep/{room}/{participant}`) with a `recvonly`
+/// audio + video offer.
+pub async fn whep_play(url: &str) -> anyhow::Result<HttpSession> {
+    negotiate(url, OfferSpec::play(), "whep").await
+}

@@ -1,0 +1,42 @@
+//! `sfumato-testkit`: an in-process WebRTC client for Sfumato's integration tests and tools.
+//!
+//! Built on str0m in RTP mode. Every peer connection ([`Peer`]) owns one UDP socket on
+//! 127.0.0.1 and a driving thread that follows str0m's rule (drain `poll_output` after every
+//! mutation). Peers record every RTP payload they send and receive.
+//!
+//! - [`whip_publish`] / [`whep_play`]: WHIP and WHEP sessions ([`HttpSession`]).
+//! - [`Participant`]: the WebSocket signaling protocol of `docs/protocol.md`, with a publish
+//!   PC and an automatically answered subscribe PC.
+//! - [`media`]: IVF and Ogg/Opus parsing, RFC 7741 VP8 packetization, paced looping sources
+//!   over the committed fixtures (VP8 320x240 test pattern at 30 fps, Opus at 50 packets/s).
+//! - [`check`]: payload identity and sequence continuity checks over recordings.
+//! - [`TestServer`]: spawns the real `sfumato` binary on fresh loopback ports.
+//! - [`garbage`]: malformed STUN/DTLS/RTP/RTCP datagrams for robustness tests.
+
+pub mod check;
+pub mod garbage;
+pub mod http;
+pub mod media;
+pub mod peer;
+pub mod server;
+pub mod wait;
+pub mod ws;
+
+pub use check::{compare_payloads, seq_discontinuities, Compare, Comparison};
+pub use http::{
+    http_delete, http_get, http_get_json, http_post, whep_play, whip_publish, HttpResponse,
+    HttpSession,
+};
+pub use peer::{
+    AudioPayload, Kind, OfferSpec, Peer, PeerCounts, PeerOptions, PeerStatus, ReceivedPacket,
+    SentPacket,
+};
+pub use server::{ServerOptions, TestServer};
+pub use wait::{poll_for, poll_until};
+pub use ws::{msg_type, Participant, PublishedTrack, SubscribedTrack};
+
+/// Installs str0m's crypto provider (aws-lc-rs) as the process default, once.
+pub fn init_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+}

@@ -1,0 +1,291 @@
+//! Spawning a real `sfumato` server process for integration tests.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+use crate::http::{http_get, http_get_json};
+
+/// How to start the server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// `--workers`.
+    pub workers: usize,
+    /// `--placement` (`spread`, …), if any.
+    pub placement: Option<String>,
+    /// More arguments.
+    pub extra_args: Vec<String>,
+    /// How long to wait for `/healthz`.
+    pub startup_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            placement: Some("spread".into()),
+            extra_args: Vec::new(),
+            startup_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServerOptions {
+    /// `workers` workers with `--placement spread`.
+    pub fn spread(workers: usize) -> Self {
+        Self {
+            workers,
+            ..Default::default()
+        }
+    }
+}
+
+static NEXT_BLOCK: AtomicU32 = AtomicU32::new(0);
+
+/// Finds a free TCP port and `udp` consecutive free UDP ports on 127.0.0.1. Ports are handed
+/// out in blocks of 16 from a per-process start so that tests running in parallel in one
+/// process never get the same ports.
+pub fn allocate_ports(udp: usize) -> anyhow::Result<(u16, u16)> {
+    let start = 20_000 + (std::process::id() % 1000) * 16 * 2;
+    for _ in 0..500 {
+        let block = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
+        let base = start + block * 16;
+        if base + 16 >= 60_000 {
+            break;
+        }
+        let http = base as u16;
+        let rtc = http + 1;
+        let tcp_ok = TcpListener::bind(("127.0.0.1", http)).is_ok();
+        let udp_ok = (0..udp as u16).all(|i| UdpSocket::bind(("127.0.0.1", rtc + i)).is_ok());
+        if tcp_ok && udp_ok {
+            return Ok((http, rtc));
+        }
+    }
+    bail!("no free ports found")
+}
+
+/// A running `sfumato` process, killed on drop. Its stdout and stderr are kept in memory and
+/// printed (the last lines) if the test panics.
+pub struct TestServer {
+    child: Child,
+    /// HTTP port (`--listen 127.0.0.1:PORT`).
+    pub http_port: u16,
+    /// First worker's UDP port (`--rtc-port`); worker `i` listens on `rtc_port + i`.
+    pub rtc_port: u16,
+    /// Number of workers.
+    pub workers: usize,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer")
+            .field("http_port", &self.http_port)
+            .field("rtc_port", &self.rtc_port)
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
+impl TestServer {
+    /// Starts `bin` (`env!("CARGO_BIN_EXE_sfumato")`) on fresh ports with
+    /// `--listen 127.0.0.1:HTTP --rtc-port RTC --workers N [--placement P]` and waits for
+    /// `GET /healthz` to answer 200.
+    pub async fn start(bin: &str, opts: ServerOptions) -> anyhow::Result<Self> {
+        let (http_port, rtc_port) = allocate_ports(opts.workers.max(1))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{http_port}"))
+            .arg("--rtc-port")
+            .arg(rtc_port.to_string())
+            .arg("--workers")
+            .arg(opts.workers.to_string());
+        if let Some(p) = &opts.placement {
+            cmd.arg("--placement").arg(p);
+        }
+        cmd.args(&opts.extra_args);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {bin} {:?}", cmd.get_args().collect::<Vec<_>>()))?;
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        if let Some(out) = child.stdout.take() {
+            let logs = logs.clone();
+            std::thread::spawn(move || collect(out, logs));
+        }
+        if let Some(err) = child.stderr.take() {
+            let logs = logs.clone();
+            std::thread::spawn(move || collect(err, logs));
+        }
+        let mut server = Self {
+            child,
+            http_port,
+            rtc_port,
+            workers: opts.workers,
+            logs,
+        };
+        let url = server.url("/healthz");
+        let deadline = std::time::Instant::now() + opts.startup_timeout;
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                bail!(
+                    "sfumato exited during startup ({status}); output:\n{}",
+                    server.logs().join("\n")
+                );
+            }
+            if let Ok(r) = http_get(&url).await {
+                if r.status == 200 {
+                    return Ok(server);
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "sfumato did not answer GET /healthz within {:?}; output:\n{}",
+                    opts.startup_timeout,
+                    server.logs().join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    /// `ws://127.0.0.1:PORT/ws`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.http_port)
+    }
+
+    /// The UDP address of every worker (`rtc_port + i`).
+    pub fn worker_addrs(&self) -> Vec<SocketAddr> {
+        (0..self.workers)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], self.rtc_port + i as u16)))
+            .collect()
+    }
+
+    /// Everything the server printed so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `GET /healthz` answers 200.
+    pub async fn healthy(&self) -> bool {
+        matches!(http_get(&self.url("/healthz")).await, Ok(r) if r.status == 200)
+    }
+
+    /// `GET /api/workers` as a list of per-worker objects (accepts a bare array or an object
+    /// with a `workers` array).
+    pub async fn workers_stats(&self) -> anyhow::Result<Vec<Value>> {
+        let v = http_get_json(&self.url("/api/workers")).await?;
+        match v {
+            Value::Array(a) => Ok(a),
+            Value::Object(ref o) => match o.get("workers") {
+                Some(Value::Array(a)) => Ok(a.clone()),
+                _ => bail!("GET /api/workers: unexpected shape {v}"),
+            },
+            _ => bail!("GET /api/workers: unexpected shape {v}"),
+        }
+    }
+
+    /// `GET /api/rooms/{room}` (`None` on 404).
+    pub async fn room(&self, room: &str) -> anyhow::Result<Option<Value>> {
+        let r = http_get(&self.url(&format!("/api/rooms/{room}"))).await?;
+        match r.status {
+            200 => Ok(Some(r.json()?)),
+            404 => Ok(None),
+            s => bail!("GET /api/rooms/{room}: status {s} {:?}", r.body),
+        }
+    }
+
+    /// Waits until every worker reports zero `peers`, `tracks`, `subscriptions`, `sinks`
+    /// and `pending_keyframe_requests`; on timeout the error carries the last report.
+    pub async fn wait_workers_idle(&self, timeout: Duration) -> anyhow::Result<Vec<Value>> {
+        const FIELDS: [&str; 5] = [
+            "peers",
+            "tracks",
+            "subscriptions",
+            "sinks",
+            "pending_keyframe_requests",
+        ];
+        let deadline = std::time::Instant::now() + timeout;
+        let mut last;
+        loop {
+            match self.workers_stats().await {
+                Ok(w) => {
+                    let idle = w.len() == self.workers
+                        && w.iter().all(|s| {
+                            FIELDS
+                                .iter()
+                                .all(|f| s.get(*f).and_then(Value::as_u64) == Some(0))
+                        });
+                    if idle {
+                        return Ok(w);
+                    }
+                    last = serde_json::to_string(&w).unwrap_or_default();
+                }
+                Err(e) => last = format!("error: {e:#}"),
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "workers not idle within {timeout:?} (expected {} workers with {:?} all 0); \
+                     last GET /api/workers: {last}",
+                    self.workers,
+                    FIELDS
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn collect(r: impl std::io::Read, logs: Arc<Mutex<Vec<String>>>) {
+    for line in BufReader::new(r).lines() {
+        let Ok(line) = line else { break };
+        let mut l = logs.lock().unwrap_or_else(PoisonError::into_inner);
+        if l.len() < 200_000 {
+            l.push(line);
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let from = logs.len().saturating_sub(80);
+            eprintln!(
+                "---- sfumato output (last {} of {} lines) ----",
+                logs.len() - from,
+                logs.len()
+            );
+            for l in &logs[from..] {
+                eprintln!("{l}");
+            }
+            eprintln!("---- end of sfumato output ----");
+        }
+    }
+}

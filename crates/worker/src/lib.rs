@@ -1,0 +1,216 @@
+//! Sfumato's media runtime: one OS thread per worker, each owning a UDP socket and an
+//! [`Engine`], joined by bounded pipes (one inbound queue per worker). The control plane
+//! talks to the workers through a [`Pool`]: commands in, events out, replies resolved here.
+
+mod thread;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Sender};
+use mio::{Poll, Waker};
+use sfumato_core::{Command, Event, ReplyBody, RequestId, WorkerId};
+use tokio::sync::{mpsc, oneshot};
+
+pub use sfumato_core;
+
+/// Capacity of each worker's inbound pipe (packets from all other workers).
+const PIPE_CAPACITY: usize = 16 * 1024;
+/// Capacity of each worker's command queue.
+const COMMAND_CAPACITY: usize = 4096;
+/// Capacity of the event queue from all workers to the control plane.
+const EVENT_CAPACITY: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub workers: usize,
+    /// Address the UDP sockets bind to.
+    pub bind_ip: IpAddr,
+    /// Address put in ICE candidates.
+    pub announce_ip: IpAddr,
+    /// Worker i binds `base_port + i`.
+    pub base_port: u16,
+}
+
+/// Why a request to a worker got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{0}")]
+    Engine(#[from] sfumato_core::Error),
+    #[error("worker {0} is not running")]
+    Gone(WorkerId),
+    #[error("worker {0} did not answer in time")]
+    Timeout(WorkerId),
+}
+
+/// What the workers hand to the control plane, in the order they produced it: a reply is
+/// delivered after the events that preceded it (a publish answer after its tracks).
+pub enum Delivery {
+    Event(WorkerId, Event),
+    Reply(ReplySender, Result<ReplyBody, sfumato_core::Error>),
+}
+
+impl Delivery {
+    /// Resolves a reply and returns the event, if this is one.
+    pub fn resolve(self) -> Option<(WorkerId, Event)> {
+        match self {
+            Delivery::Event(w, e) => Some((w, e)),
+            Delivery::Reply(tx, result) => {
+                let _ = tx.send(result);
+                None
+            }
+        }
+    }
+}
+
+pub(crate) type ReplySender = oneshot::Sender<Result<ReplyBody, sfumato_core::Error>>;
+
+pub(crate) enum Ctl {
+    Command(Command),
+    Call(RequestId, Command, ReplySender),
+    Stop,
+}
+
+struct Handle {
+    commands: Sender<Ctl>,
+    waker: Arc<Waker>,
+    addr: SocketAddr,
+}
+
+/// The running workers.
+pub struct Pool {
+    handles: Vec<Handle>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    next_req: AtomicU64,
+}
+
+impl Pool {
+    /// Binds every worker's socket and starts the threads. Events and replies of all workers
+    /// arrive on the returned receiver; the control plane must [`Delivery::resolve`] each.
+    pub fn start(config: &PoolConfig) -> io::Result<(Pool, mpsc::Receiver<Delivery>)> {
+        let n = config.workers.max(1);
+        let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
+        let mut polls = Vec::with_capacity(n);
+        let mut wakers = Vec::with_capacity(n);
+        let mut sockets = Vec::with_capacity(n);
+        for i in 0..n {
+            let port = config.base_port.checked_add(i as u16).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "rtc port range overflows")
+            })?;
+            let socket = UdpSocket::bind(SocketAddr::new(config.bind_ip, port))?;
+            socket.set_nonblocking(true)?;
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), thread::WAKER)?);
+            sockets.push(socket);
+            polls.push(poll);
+            wakers.push(waker);
+        }
+        let pipes: Vec<_> = (0..n).map(|_| bounded(PIPE_CAPACITY)).collect();
+        let pipe_senders: Vec<_> = pipes.iter().map(|(s, _)| s.clone()).collect();
+        let mut handles = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for (i, ((socket, poll), (_, pipe_rx))) in
+            sockets.into_iter().zip(polls).zip(pipes).enumerate()
+        {
+            let id = WorkerId(i as u16);
+            let port = socket.local_addr()?.port();
+            let addr = SocketAddr::new(config.announce_ip, port);
+            let (cmd_tx, cmd_rx) = bounded(COMMAND_CAPACITY);
+            let runtime = thread::Runtime {
+                id,
+                addr,
+                poll,
+                socket: mio::net::UdpSocket::from_std(socket),
+                commands: cmd_rx,
+                pipe_in: pipe_rx,
+                pipe_out: pipe_senders.clone(),
+                wakers: wakers.clone(),
+                events: event_tx.clone(),
+                pending: HashMap::new(),
+                pipe_dropped: 0,
+                send_dropped: 0,
+            };
+            let join = std::thread::Builder::new()
+                .name(format!("sfumato-worker-{i}"))
+                .spawn(move || runtime.run())?;
+            threads.push(join);
+            handles.push(Handle {
+                commands: cmd_tx,
+                waker: wakers[i].clone(),
+                addr,
+            });
+        }
+        Ok((
+            Pool {
+                handles,
+                threads: Mutex::new(threads),
+                next_req: AtomicU64::new(1),
+            },
+            event_rx,
+        ))
+    }
+
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// The ICE candidate address of a worker.
+    pub fn addr(&self, worker: WorkerId) -> Option<SocketAddr> {
+        self.handles.get(worker.0 as usize).map(|h| h.addr)
+    }
+
+    fn push(&self, worker: WorkerId, ctl: Ctl) -> Result<(), CallError> {
+        let h = self
+            .handles
+            .get(worker.0 as usize)
+            .ok_or(CallError::Gone(worker))?;
+        h.commands
+            .try_send(ctl)
+            .map_err(|_| CallError::Gone(worker))?;
+        let _ = h.waker.wake();
+        Ok(())
+    }
+
+    /// Sends a command that needs no answer.
+    pub fn send(&self, worker: WorkerId, cmd: Command) {
+        if let Err(e) = self.push(worker, Ctl::Command(cmd)) {
+            tracing::warn!("command to worker {worker} lost: {e}");
+        }
+    }
+
+    /// Sends a command built around a fresh request id and waits for its reply.
+    pub async fn call(
+        &self,
+        worker: WorkerId,
+        build: impl FnOnce(RequestId) -> Command,
+    ) -> Result<ReplyBody, CallError> {
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.push(worker, Ctl::Call(req, build(req), tx))?;
+        match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(result)) => Ok(result?),
+            Ok(Err(_)) => Err(CallError::Gone(worker)),
+            Err(_) => Err(CallError::Timeout(worker)),
+        }
+    }
+
+    /// Stops every worker and waits for its thread.
+    pub fn shutdown(&self) {
+        for (i, _) in self.handles.iter().enumerate() {
+            let _ = self.push(WorkerId(i as u16), Ctl::Stop);
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,343 @@
+// Test harness: spawn a sfumato server, drive Chromium through playwright-core, read the
+// browser's own WebRTC statistics. Used by the tests in ../tests/ (run with node --test).
+
+import { spawn } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const RESULTS_DIR = path.join(REPO_ROOT, 'e2e', 'test-results');
+
+/** Resolves a binary path from an env var, relative paths against the repo root. */
+export function binPath(envVar, fallback) {
+  return path.resolve(REPO_ROOT, process.env[envVar] || fallback);
+}
+
+export const SERVER_BIN = binPath('SFUMATO_BIN', 'target/release/sfumato');
+export const CLIENT_BIN = binPath('SFUMATO_CLIENT_BIN', 'target/release/sfumato-client');
+export const CHROMIUM_BIN = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+
+export const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--autoplay-policy=no-user-gesture-required',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
+
+// ------------------------------------------------------------------ polling
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Polls `fn` until it returns a truthy value (returned) or the deadline passes (throws with
+ * `message` and the last value `fn` returned, through `describe` if given).
+ */
+export async function waitFor(fn, { timeout = 20000, interval = 250, message = 'condition', describe } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last) return last;
+    if (Date.now() > deadline) {
+      const seen = describe ? describe(last) : JSON.stringify(last);
+      throw new Error(`timed out after ${timeout} ms waiting for ${message}; last seen: ${seen}`);
+    }
+    await sleep(interval);
+  }
+}
+
+// ------------------------------------------------------------------ server
+
+/** A TCP port that was free a moment ago. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts `sfumato` on 127.0.0.1 and waits for GET /healthz.
+ * @param {{name: string, rtcPort: number, workers?: number, placement?: string, args?: string[]}} opts
+ *   rtcPort: the media UDP port base; give every test file its own range.
+ */
+export async function startServer({ name, rtcPort, workers = 2, placement = 'spread', args = [] }) {
+  if (!existsSync(SERVER_BIN)) {
+    throw new Error(`server binary ${SERVER_BIN} not found: build it first (cargo build --release) or set SFUMATO_BIN`);
+  }
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const port = await freePort();
+  const extra = (process.env.SFUMATO_ARGS || '').split(/\s+/).filter(Boolean);
+  const argv = [
+    '--listen', `127.0.0.1:${port}`,
+    '--rtc-port', String(rtcPort),
+    '--workers', String(workers),
+    '--placement', placement,
+    ...args,
+    ...extra,
+  ];
+  const logPath = path.join(RESULTS_DIR, `${name}.server.log`);
+  const log = createWriteStream(logPath);
+  log.write(`$ ${SERVER_BIN} ${argv.join(' ')}\n`);
+  const tail = [];
+  const child = spawn(SERVER_BIN, argv, {
+    cwd: REPO_ROOT,
+    env: { RUST_LOG: 'info', RUST_BACKTRACE: '1', ...process.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const onData = (chunk) => {
+    log.write(chunk);
+    for (const line of chunk.toString().split('\n')) {
+      if (!line) continue;
+      tail.push(line);
+      if (tail.length > 80) tail.shift();
+    }
+  };
+  child.stdout.on('data', onData);
+  child.stderr.on('data', onData);
+  let exited = null;
+  const exitPromise = new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      exited = { code, signal };
+      log.write(`\n[harness] server exited: code ${code} signal ${signal}\n`);
+      resolve(exited);
+    });
+  });
+
+  const url = `http://127.0.0.1:${port}`;
+  const server = {
+    name,
+    url,
+    wsUrl: `ws://127.0.0.1:${port}/ws`,
+    port,
+    rtcPort,
+    logPath,
+    child,
+    get exited() {
+      return exited;
+    },
+    logTail: () => tail.join('\n'),
+    /** fetch() against the server, path relative to its root. */
+    fetch: (p, init) => fetch(url + p, init),
+    /** GET a JSON document; returns {status, body}. */
+    async getJson(p) {
+      const res = await fetch(url + p);
+      const text = await res.text();
+      let body = null;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = text;
+      }
+      return { status: res.status, body };
+    },
+    async stop() {
+      if (exited) return exited;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      const r = await exitPromise;
+      clearTimeout(timer);
+      await new Promise((resolve) => log.end(resolve));
+      return r;
+    },
+  };
+
+  try {
+    await waitFor(
+      async () => {
+        if (exited) throw new Error(`server exited during startup (${JSON.stringify(exited)}):\n${server.logTail()}`);
+        try {
+          const res = await fetch(`${url}/healthz`);
+          return res.ok;
+        } catch {
+          return false;
+        }
+      },
+      { timeout: 15000, interval: 100, message: `${url}/healthz` },
+    );
+  } catch (err) {
+    await server.stop();
+    throw err;
+  }
+  return server;
+}
+
+// ------------------------------------------------------------------ browser
+
+/** Records every RTCPeerConnection the page creates in window.__sfumatoPCs. */
+export const RECORD_PEER_CONNECTIONS = `(() => {
+  if (window.__sfumatoPCs) return;
+  const pcs = [];
+  Object.defineProperty(window, '__sfumatoPCs', { value: pcs });
+  const Native = window.RTCPeerConnection;
+  if (!Native) return;
+  class RecordedPeerConnection extends Native {
+    constructor(...args) {
+      super(...args);
+      pcs.push(this);
+    }
+  }
+  window.RTCPeerConnection = RecordedPeerConnection;
+  if (window.webkitRTCPeerConnection) window.webkitRTCPeerConnection = RecordedPeerConnection;
+})();`;
+
+export function launchBrowser() {
+  return chromium.launch({ executablePath: CHROMIUM_BIN, args: CHROMIUM_ARGS, headless: true });
+}
+
+/**
+ * A test session: one server, one browser, a browser context per participant.
+ */
+export class Session {
+  /** @param {{name: string, rtcPort: number, workers?: number, placement?: string, args?: string[]}} opts */
+  static async start(opts) {
+    const s = new Session(opts.name);
+    s.server = await startServer(opts);
+    try {
+      s.browser = await launchBrowser();
+    } catch (err) {
+      await s.server.stop();
+      throw err;
+    }
+    return s;
+  }
+
+  constructor(name) {
+    this.name = name;
+    this.server = null;
+    this.browser = null;
+    this.pages = [];
+    this.consoleLog = [];
+  }
+
+  /**
+   * Opens `pathAndQuery` of the server in a fresh browser context; `label` tags its console
+   * lines; `setup(page)` runs before the navigation (e.g. to route the signaling socket).
+   */
+  async open(pathAndQuery, label = pathAndQuery, { setup } = {}) {
+    const context = await this.browser.newContext({ viewport: { width: 960, height: 640 } });
+    await context.addInitScript(RECORD_PEER_CONNECTIONS);
+    const page = await context.newPage();
+    page.on('console', (m) => this._log(`[${label}] ${m.type()}: ${m.text()}`));
+    page.on('pageerror', (e) => this._log(`[${label}] pageerror: ${e.message}`));
+    page.on('crash', () => this._log(`[${label}] page crashed`));
+    if (setup) await setup(page);
+    await page.goto(this.server.url + pathAndQuery);
+    page.label = label;
+    this.pages.push(page);
+    return page;
+  }
+
+  _log(line) {
+    this.consoleLog.push(`${new Date().toISOString().slice(11, 23)} ${line}`);
+    if (this.consoleLog.length > 400) this.consoleLog.shift();
+  }
+
+  /** Runs `fn`; on failure appends the browser console and the server log tail to the error. */
+  async run(fn) {
+    try {
+      return await fn();
+    } catch (err) {
+      const diag =
+        `\n--- browser console (last 60 lines) ---\n${this.consoleLog.slice(-60).join('\n')}` +
+        `\n--- server log tail (${this.server?.logPath}) ---\n${this.server?.logTail() ?? ''}`;
+      if (err instanceof Error) {
+        err.message += diag;
+        throw err;
+      }
+      throw new Error(String(err) + diag);
+    }
+  }
+
+  async close() {
+    mkdirSync(RESULTS_DIR, { recursive: true });
+    const out = createWriteStream(path.join(RESULTS_DIR, `${this.name}.browser.log`));
+    out.end(this.consoleLog.join('\n') + '\n');
+    if (this.browser) await this.browser.close().catch(() => {});
+    if (this.server) await this.server.stop();
+  }
+}
+
+// ------------------------------------------------------------------ WebRTC stats
+
+/**
+ * The page's inbound-rtp statistics, over every live RTCPeerConnection it created.
+ * @returns {Promise<{key: string, kind: string, ssrc: number, mid?: string, framesDecoded: number,
+ *   frameWidth: number, frameHeight: number, packetsReceived: number, bytesReceived: number}[]>}
+ */
+export function inboundStats(page) {
+  return page.evaluate(async () => {
+    const out = [];
+    const pcs = window.__sfumatoPCs || [];
+    for (let i = 0; i < pcs.length; i++) {
+      const pc = pcs[i];
+      if (pc.signalingState === 'closed' || pc.connectionState === 'closed') continue;
+      let report;
+      try {
+        report = await pc.getStats();
+      } catch {
+        continue;
+      }
+      report.forEach((s) => {
+        if (s.type !== 'inbound-rtp') return;
+        out.push({
+          key: `${i}:${s.ssrc}`,
+          kind: s.kind || s.mediaType,
+          ssrc: s.ssrc,
+          mid: s.mid,
+          framesDecoded: s.framesDecoded || 0,
+          frameWidth: s.frameWidth || 0,
+          frameHeight: s.frameHeight || 0,
+          packetsReceived: s.packetsReceived || 0,
+          bytesReceived: s.bytesReceived || 0,
+        });
+      });
+    }
+    return out;
+  });
+}
+
+/**
+ * Waits until, compared with the moment of the call, at least `video` inbound video streams
+ * decoded `minFrames` more frames (with a frame width) and at least `audio` inbound audio
+ * streams received `minPackets` more packets. Returns the last statistics.
+ */
+export async function waitForMedia(page, { video = 0, audio = 0, timeout = 30000, minFrames = 15, minPackets = 25 } = {}) {
+  const base = new Map((await inboundStats(page)).map((s) => [s.key, s]));
+  let summary = null;
+  return waitFor(
+    async () => {
+      const now = await inboundStats(page);
+      const grown = (s, field) => s[field] - (base.get(s.key)?.[field] ?? 0);
+      const videos = now.filter((s) => s.kind === 'video' && grown(s, 'framesDecoded') >= minFrames && s.frameWidth > 0);
+      const audios = now.filter((s) => s.kind === 'audio' && grown(s, 'packetsReceived') >= minPackets);
+      summary = { decodingVideo: videos.length, receivingAudio: audios.length, stats: now };
+      return videos.length >= video && audios.length >= audio ? summary : null;
+    },
+    {
+      timeout,
+      interval: 500,
+      message: `${page.label ?? 'page'} to decode ${video} video and receive ${audio} audio stream(s)`,
+      describe: () => JSON.stringify(summary),
+    },
+  );
+}
+
+/** Participant names shown as tiles on the demo page. */
+export function tileNames(page) {
+  return page.$$eval('#grid .tile:not(.local)', (els) => els.map((e) => e.dataset.name).sort());
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs the browser end-to-end tests against a built server, inside a private network
+# namespace with loopback only.
+#
+#   cargo build --release          # first: the namespace has no registry access
+#   e2e/run.sh                     # all tests
+#   e2e/run.sh tests/whep.test.js  # some tests (paths relative to e2e/)
+#
+# Env: SFUMATO_BIN (default target/release/sfumato), SFUMATO_CLIENT_BIN (default
+# target/release/sfumato-client), both relative to the repo root; SFUMATO_ARGS (extra server
+# flags); CHROMIUM_BIN (default /usr/bin/chromium); SFUMATO_E2E_NO_NETNS=1 to run without the
+# namespace (e.g. when not root).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+cd "$root"
+
+export SFUMATO_BIN="$(realpath -m "${SFUMATO_BIN:-target/release/sfumato}")"
+export SFUMATO_CLIENT_BIN="$(realpath -m "${SFUMATO_CLIENT_BIN:-target/release/sfumato-client}")"
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+
+chromium="${CHROMIUM_BIN:-/usr/bin/chromium}"
+if [ ! -x "$chromium" ]; then
+  echo "run.sh: $chromium missing, installing Debian's chromium" >&2
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+fi
+
+if [ ! -x "$SFUMATO_BIN" ]; then
+  echo "run.sh: server binary $SFUMATO_BIN not found; build it first (cargo build --release)" >&2
+  exit 1
+fi
+
+cd "$here"
+npm ci --no-audit --no-fund --loglevel=error
+
+if [ "$#" -gt 0 ]; then
+  tests=("$@")
+else
+  tests=(tests/*.test.js)
+fi
+
+# One test file at a time: each starts a server and several Chromium contexts.
+cmd=(node --test --test-concurrency=1 --test-timeout=180000 "${tests[@]}")
+
+if [ -n "${SFUMATO_E2E_NO_NETNS:-}" ]; then
+  exec "${cmd[@]}"
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "run.sh: the network namespace needs root (or set SFUMATO_E2E_NO_NETNS=1)" >&2
+  exit 1
+fi
+exec unshare --net bash -c 'ip link set lo up && exec "$@"' run.sh "${cmd[@]}"

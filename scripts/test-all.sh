@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every test of Sfumato on a fresh Debian machine: installs what is missing (Debian's
+# chromium and iproute2, playwright-core from npm), checks formatting and lints, runs the
+# Rust unit and integration tests, then the browser end-to-end tests in a private network
+# namespace. CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v ip >/dev/null || missing+=(iproute2)
+command -v unshare >/dev/null || missing+=(util-linux)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v npm >/dev/null || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+echo "== cargo fmt"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --release --all-targets -- -D warnings
+echo "== cargo build"
+cargo build --release --workspace --bins
+echo "== cargo test"
+cargo test --release --workspace
+echo "== browser end-to-end tests"
+SFUMATO_BIN=target/release/sfumato SFUMATO_CLIENT_BIN=target/release/sfumato-client bash e2e/run.sh

@@ -1,0 +1,233 @@
+// The room demo: /?room=R&name=N joins at once and publishes camera and microphone
+// (&publish=0 joins as a viewer); without room and name it shows a form.
+
+import { Sfumato } from '/sdk/sfumato.js';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const roomName = params.get('room') ?? '';
+const userName = params.get('name') ?? '';
+const publishing = params.get('publish') !== '0';
+
+/** @type {import('/sdk/index.d.ts').Room | null} */
+let room = null;
+/** participant id (or 'local') → tile element */
+const tiles = new Map();
+
+// ------------------------------------------------------------------ status line
+
+function setStatus(text, level = '') {
+  const el = $('status');
+  el.textContent = text;
+  el.className = level;
+}
+
+// ------------------------------------------------------------------ tiles
+
+function initials(name) {
+  return (name.trim()[0] ?? '?').toUpperCase();
+}
+
+function ensureTile(id, name, { local = false } = {}) {
+  let tile = tiles.get(id);
+  if (tile) return tile;
+  tile = document.createElement('div');
+  tile.className = local ? 'tile local' : 'tile';
+  tile.dataset.participantId = id;
+  tile.dataset.name = name;
+
+  const video = document.createElement('video');
+  video.autoplay = true;
+  video.playsInline = true;
+  video.muted = true; // sound goes through the <audio> element
+  tile.append(video);
+
+  if (!local) {
+    const audio = document.createElement('audio');
+    audio.autoplay = true;
+    tile.append(audio);
+  }
+
+  const avatar = document.createElement('div');
+  avatar.className = 'avatar';
+  avatar.textContent = initials(name);
+  tile.append(avatar);
+
+  const label = document.createElement('div');
+  label.className = 'label';
+  const text = document.createElement('span');
+  text.textContent = local ? `${name} (you)` : name;
+  const micOff = document.createElement('span');
+  micOff.className = 'mic-off';
+  micOff.textContent = 'muted';
+  label.append(text, micOff);
+  tile.append(label);
+
+  if (local) $('grid').prepend(tile);
+  else $('grid').append(tile);
+  tiles.set(id, tile);
+  return tile;
+}
+
+function removeTile(id) {
+  const tile = tiles.get(id);
+  if (!tile) return;
+  for (const el of tile.querySelectorAll('video, audio')) el.srcObject = null;
+  tile.remove();
+  tiles.delete(id);
+}
+
+function clearTiles() {
+  for (const id of [...tiles.keys()]) removeTile(id);
+}
+
+function play(el) {
+  el.play().catch((err) => {
+    if (err?.name === 'NotAllowedError') $('unblock-audio').hidden = false;
+  });
+}
+
+function attach(tile, kind, stream) {
+  const el = tile.querySelector(kind === 'video' ? 'video' : 'audio');
+  if (!el) return;
+  el.srcObject = stream;
+  if (kind === 'video') tile.classList.add('has-video');
+  play(el);
+}
+
+function detach(tile, kind, mediaStreamTrack) {
+  const el = tile.querySelector(kind === 'video' ? 'video' : 'audio');
+  if (!el || !el.srcObject) return;
+  if (!el.srcObject.getTracks().includes(mediaStreamTrack)) return;
+  el.srcObject = null;
+  if (kind === 'video') tile.classList.remove('has-video');
+}
+
+function showMuted(tile, kind, muted) {
+  if (kind === 'audio') tile.classList.toggle('audio-muted', muted);
+  if (kind === 'video') tile.classList.toggle('has-video', !muted && !!tile.querySelector('video').srcObject);
+}
+
+// ------------------------------------------------------------------ room
+
+function wire(r) {
+  r.on('participantJoined', ({ participant: p }) => ensureTile(p.id, p.name));
+  r.on('participantLeft', ({ participant: p }) => removeTile(p.id));
+  r.on('trackSubscribed', ({ participant: p, kind, stream, muted }) => {
+    const tile = ensureTile(p.id, p.name);
+    attach(tile, kind, stream);
+    if (muted) showMuted(tile, kind, true);
+  });
+  r.on('trackUnsubscribed', ({ participant: p, kind, mediaStreamTrack }) => {
+    const tile = tiles.get(p.id);
+    if (tile) detach(tile, kind, mediaStreamTrack);
+  });
+  r.on('trackMuted', ({ participant: p, kind, muted, local }) => {
+    const tile = tiles.get(local ? 'local' : p.id);
+    if (tile && kind) showMuted(tile, kind, muted);
+  });
+  r.on('reconnecting', ({ attempt }) => setStatus(`Connection lost, reconnecting (attempt ${attempt})…`, 'warn'));
+  r.on('reconnected', () => setStatus('Connected'));
+  r.on('error', ({ code, message }) => console.warn(`server error ${code}: ${message}`));
+  r.on('disconnected', ({ reason }) => {
+    if (reason === 'left') return;
+    setStatus(`Disconnected: ${reason}`, 'error');
+    showLeft('The connection was lost.', 'Reconnect');
+  });
+}
+
+async function join() {
+  $('join-form').hidden = true;
+  $('left').hidden = true;
+  $('room-label').textContent = roomName;
+  setStatus('Connecting…');
+  try {
+    room = await Sfumato.connect(Sfumato.defaultUrl(), { room: roomName, name: userName });
+    window.sfumatoRoom = room; // for the console
+    wire(room);
+    for (const p of room.participants) ensureTile(p.id, p.name);
+    $('controls').hidden = false;
+    $('mute-audio').hidden = !publishing;
+    $('mute-video').hidden = !publishing;
+    if (publishing) {
+      const tile = ensureTile('local', userName, { local: true });
+      setStatus('Starting camera…');
+      const stream = await room.publish({ audio: true, video: true });
+      attach(tile, 'video', stream);
+      setMuteButtons();
+    }
+    setStatus(publishing ? 'Connected' : 'Connected (viewer)');
+  } catch (err) {
+    console.error(err);
+    setStatus(`Could not join: ${err?.message ?? err}`, 'error');
+    if (room) room.leave();
+    room = null;
+    clearTiles();
+    $('controls').hidden = true;
+    showLeft('Joining failed.', 'Try again');
+  }
+}
+
+function leave() {
+  if (room) room.leave();
+  room = null;
+  clearTiles();
+  $('controls').hidden = true;
+  setStatus('Left');
+  showLeft('You left the room.');
+}
+
+function showLeft(text, button = 'Rejoin') {
+  $('left').querySelector('p').textContent = text;
+  $('rejoin').textContent = button;
+  $('left').hidden = false;
+}
+
+function setMuteButtons() {
+  for (const [kind, id, on, off] of [
+    ['audio', 'mute-audio', 'Mute mic', 'Unmute mic'],
+    ['video', 'mute-video', 'Stop camera', 'Start camera'],
+  ]) {
+    const muted = !!room?.isMuted(kind);
+    $(id).textContent = muted ? off : on;
+    $(id).setAttribute('aria-pressed', String(muted));
+  }
+}
+
+function toggleMute(kind) {
+  if (!room) return;
+  const muted = !room.isMuted(kind);
+  room.setMuted(kind, muted);
+  const tile = tiles.get('local');
+  if (tile) showMuted(tile, kind, muted);
+  setMuteButtons();
+}
+
+// ------------------------------------------------------------------ page
+
+$('mute-audio').addEventListener('click', () => toggleMute('audio'));
+$('mute-video').addEventListener('click', () => toggleMute('video'));
+$('leave').addEventListener('click', leave);
+$('rejoin').addEventListener('click', join);
+$('unblock-audio').addEventListener('click', () => {
+  $('unblock-audio').hidden = true;
+  for (const el of document.querySelectorAll('audio')) play(el);
+});
+window.addEventListener('pagehide', () => room?.leave());
+
+$('join-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const data = new FormData(ev.target);
+  const q = new URLSearchParams({ room: String(data.get('room')).trim(), name: String(data.get('name')).trim() });
+  if (!data.get('publish')) q.set('publish', '0');
+  location.search = q.toString();
+});
+
+if (roomName && userName) {
+  join();
+} else {
+  const form = $('join-form');
+  if (roomName) form.elements.room.value = roomName;
+  form.hidden = false;
+  setStatus('');
+}
