@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::PayloadParams;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output, Rtc, RtcConfig};
@@ -77,6 +77,26 @@ pub struct Slot {
     rewriter: Rewriter,
     waiting_keyframe: bool,
     last_keyframe_ask: Option<Instant>,
+    /// (source track, publisher's payload type) → ours; `None` if we cannot send that codec.
+    pt_map: Vec<(TrackId, Pt, Option<Pt>)>,
+}
+
+impl Slot {
+    /// A slot that carries nothing yet; `negotiated` when its m-line is already active.
+    fn new(mid: Option<Mid>, kind: Kind, negotiated: bool) -> Self {
+        Slot {
+            mid,
+            kind,
+            track: None,
+            origin: WorkerId(0),
+            want_active: negotiated,
+            negotiated_active: negotiated,
+            rewriter: Rewriter::new(),
+            waiting_keyframe: false,
+            last_keyframe_ask: None,
+            pt_map: Vec::new(),
+        }
+    }
 }
 
 /// The result of offering one packet to a slot.
@@ -240,17 +260,7 @@ impl Peer {
         let index = match (free, self.role) {
             (Some(i), _) => i,
             (None, Role::Subscriber) => {
-                self.slots.push(Slot {
-                    mid: None,
-                    kind,
-                    track: None,
-                    origin,
-                    want_active: false,
-                    negotiated_active: false,
-                    rewriter: Rewriter::new(),
-                    waiting_keyframe: false,
-                    last_keyframe_ask: None,
-                });
+                self.slots.push(Slot::new(None, kind, false));
                 self.slots.len() - 1
             }
             (None, _) => return false,
@@ -478,17 +488,7 @@ impl Peer {
                 });
                 out.push(PeerOut::TrackAdded { track, kind, mid });
             }
-            Role::Viewer if dir.is_sending() => self.slots.push(Slot {
-                mid: Some(mid),
-                kind,
-                track: None,
-                origin: WorkerId(0),
-                want_active: true,
-                negotiated_active: true,
-                rewriter: Rewriter::new(),
-                waiting_keyframe: false,
-                last_keyframe_ask: None,
-            }),
+            Role::Viewer if dir.is_sending() => self.slots.push(Slot::new(Some(mid), kind, true)),
             _ => {}
         }
     }
@@ -606,6 +606,21 @@ impl Peer {
             }
             s.waiting_keyframe = false;
         }
+        // The payload type this peer negotiated for the publisher's codec, cached per source.
+        let key = (pkt.track, pkt.params.pt());
+        let pt = match s.pt_map.iter().find(|(t, p, _)| (*t, *p) == key) {
+            Some(&(_, _, pt)) => pt,
+            None => {
+                let pt = self
+                    .rtc
+                    .codec_config()
+                    .match_params(pkt.params)
+                    .map(|p| p.pt());
+                s.pt_map.push((key.0, key.1, pt));
+                pt
+            }
+        };
+        let Some(pt) = pt else { return Write::Dropped };
         let source = Source {
             track: pkt.track,
             ssrc: pkt.ssrc,
@@ -614,14 +629,6 @@ impl Peer {
         let Some(out) = s
             .rewriter
             .rewrite(source, pkt.seq, pkt.timestamp, clock_rate, now)
-        else {
-            return Write::Dropped;
-        };
-        let Some(pt) = self
-            .rtc
-            .codec_config()
-            .match_params(pkt.params)
-            .map(|p| p.pt())
         else {
             return Write::Dropped;
         };
