@@ -136,6 +136,11 @@ export class Room extends Emitter {
     } catch (err) {
       // A signaling drop in the middle: the reconnect will republish.
       if (this._reconnecting || session !== this._session) return stream;
+      // Refused (bad_sdp, internal, timeout): undo, so that publish() can be tried again.
+      closePc(this._pubPc);
+      this._pubPc = null;
+      if (!opts.stream) for (const t of stream.getTracks()) t.stop();
+      this._local = { stream: null, tracks: [] };
       throw err;
     }
     return stream;

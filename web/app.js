@@ -152,9 +152,19 @@ async function join() {
     if (publishing) {
       const tile = ensureTile('local', userName, { local: true });
       setStatus('Starting camera…');
-      const stream = await room.publish({ audio: true, video: true });
-      attach(tile, 'video', stream);
-      setMuteButtons();
+      try {
+        const stream = await room.publish({ audio: true, video: true });
+        attach(tile, 'video', stream);
+        setMuteButtons();
+      } catch (err) {
+        // No camera or microphone (or the server refused): stay as a viewer.
+        console.error(err);
+        removeTile('local');
+        $('mute-audio').hidden = true;
+        $('mute-video').hidden = true;
+        setStatus(`Connected as a viewer: could not publish (${err?.message ?? err})`, 'warn');
+        return;
+      }
     }
     setStatus(publishing ? 'Connected' : 'Connected (viewer)');
   } catch (err) {

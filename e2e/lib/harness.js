@@ -341,3 +341,25 @@ export async function waitForMedia(page, { video = 0, audio = 0, timeout = 30000
 export function tileNames(page) {
   return page.$$eval('#grid .tile:not(.local)', (els) => els.map((e) => e.dataset.name).sort());
 }
+
+// ------------------------------------------------------------------ server state
+
+const LEAK_FIELDS = ['peers', 'tracks', 'subscriptions', 'sinks', 'pending_keyframe_requests'];
+
+/** Waits until every worker of GET /api/workers is back to zero peers, tracks, subscriptions, …. */
+export async function expectNoLeaks(server, { timeout = 10000 } = {}) {
+  let workers = null;
+  await waitFor(
+    async () => {
+      const { status, body } = await server.getJson('/api/workers');
+      if (status !== 200 || !Array.isArray(body?.workers)) return false;
+      workers = body.workers;
+      return workers.every((w) => LEAK_FIELDS.every((f) => (w[f] ?? 0) === 0));
+    },
+    {
+      timeout,
+      message: `no peers, tracks, subscriptions, sinks or pending keyframe requests left on any worker`,
+      describe: () => JSON.stringify(workers?.map((w) => Object.fromEntries(['worker', ...LEAK_FIELDS].map((f) => [f, w[f]])))),
+    },
+  );
+}

@@ -89,8 +89,15 @@ export class MockSfu {
   static async start(browser, origin) {
     const m = new MockSfu(origin);
     m.mediaContext = await browser.newContext();
+    // A page at the (secure) origin that has used getUserMedia: Chrome then puts real host
+    // addresses rather than mDNS names in its candidates, which a network namespace needs.
+    await m.mediaContext.route(`${origin}/**`, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>mock sfu</title>' }));
     m.media = await m.mediaContext.newPage();
+    await m.media.goto(`${origin}/mock-sfu`);
     await m.media.evaluate(MEDIA_PAGE);
+    await m.media.evaluate(async () => {
+      window.sfu.permission = await navigator.mediaDevices.getUserMedia({ audio: true });
+    });
     return m;
   }
 

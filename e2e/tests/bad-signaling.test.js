@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Session, waitForMedia } from '../lib/harness.js';
+import { Session, expectNoLeaks, waitFor, waitForMedia } from '../lib/harness.js';
 
 let s;
 let raw;
@@ -118,4 +118,15 @@ test('bad input gets errors, the socket and the room carry on', () =>
     await Promise.all([a, b].map((p) => waitForMedia(p, { video: 1, audio: 1, timeout: 20000 })));
     const { body } = await s.server.getJson('/api/rooms/t');
     assert.deepEqual(body.participants.map((p) => p.name).sort(), ['a', 'b', 'raw']);
+  }));
+
+test('the raw participant leaves no trace once everyone is gone', () =>
+  s.run(async () => {
+    const [a, b, rawPage] = s.pages;
+    // The raw participant never answered its subscribe_offer; it just closes its sockets.
+    await rawPage.evaluate(() => Object.values(window.__raw).forEach((r) => r.ws.close()));
+    await a.click('#leave');
+    await b.click('#leave');
+    await waitFor(async () => (await s.server.getJson('/api/rooms/t')).status === 404, { message: 'GET /api/rooms/t to be 404' });
+    await expectNoLeaks(s.server);
   }));

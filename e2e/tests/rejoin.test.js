@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Session, waitFor, waitForMedia, tileNames } from '../lib/harness.js';
+import { Session, expectNoLeaks, waitFor, waitForMedia, tileNames } from '../lib/harness.js';
 
 let s;
 const pages = {};
@@ -75,6 +75,13 @@ test('a signaling drop: the SDK reconnects, rejoins and republishes', () =>
     await expectTiles(pages.b, ['a', 'c'], 'after c reconnected');
     await Promise.all(Object.values(pages).map((p) => waitForMedia(p, { video: 2, audio: 2, timeout: 45000 })));
     assert.deepEqual(await roomNames(), ['a', 'b', 'c']);
+  }));
+
+test('when everyone has left, nothing is left on the workers', () =>
+  s.run(async () => {
+    for (const page of Object.values(pages)) await page.click('#leave');
+    await waitFor(async () => (await s.server.getJson('/api/rooms/t')).status === 404, { message: 'GET /api/rooms/t to be 404' });
+    await expectNoLeaks(s.server);
   }));
 
 async function participantIds() {

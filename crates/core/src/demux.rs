@@ -7,6 +7,13 @@ use std::net::SocketAddr;
 
 use crate::ids::PeerId;
 
+/// The peer a datagram is for, and whether its source address is already proven.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Known(PeerId),
+    Unverified(PeerId),
+}
+
 #[derive(Debug, Default)]
 pub struct Demux {
     by_addr: HashMap<SocketAddr, PeerId>,
@@ -23,25 +30,25 @@ impl Demux {
         self.by_ufrag.retain(|_, p| *p != peer);
     }
 
-    /// Finds the peer of a datagram from `source`; learns the address from a STUN request.
-    pub fn lookup(&mut self, source: SocketAddr, data: &[u8]) -> Option<PeerId> {
-        if let Some(peer) = self.by_addr.get(&source) {
-            // A STUN request naming another peer moves the address (a port reused by a
-            // new client after the old one left).
-            if let Some(ufrag) = stun_local_ufrag(data) {
-                if let Some(&named) = self.by_ufrag.get(ufrag) {
-                    if named != *peer {
-                        self.by_addr.insert(source, named);
-                        return Some(named);
-                    }
-                }
-            }
-            return Some(*peer);
+    /// Finds the peer of a datagram from `source`. An address is only learnt (see
+    /// [`Demux::learn`]) once that peer has answered a STUN check from it: a request that
+    /// merely names a peer's ufrag proves nothing until its MESSAGE-INTEGRITY is checked.
+    pub fn lookup(&self, source: SocketAddr, data: &[u8]) -> Option<Lookup> {
+        let named = stun_local_ufrag(data)
+            .and_then(|u| self.by_ufrag.get(u))
+            .copied();
+        match (self.by_addr.get(&source), named) {
+            // A check naming another peer from a known address: a port reused by a new client.
+            (Some(known), Some(named)) if *known != named => Some(Lookup::Unverified(named)),
+            (Some(known), _) => Some(Lookup::Known(*known)),
+            (None, Some(named)) => Some(Lookup::Unverified(named)),
+            (None, None) => None,
         }
-        let ufrag = stun_local_ufrag(data)?;
-        let peer = *self.by_ufrag.get(ufrag)?;
+    }
+
+    /// Binds `source` to `peer`, after the peer accepted a STUN check from it.
+    pub fn learn(&mut self, source: SocketAddr, peer: PeerId) {
         self.by_addr.insert(source, peer);
-        Some(peer)
     }
 
     pub fn addresses(&self) -> usize {
@@ -96,16 +103,25 @@ mod tests {
     }
 
     #[test]
-    fn learns_address_from_stun_username() {
+    fn learns_an_address_only_when_told() {
         let mut d = Demux::default();
         d.add_peer(PeerId(7), "abcd");
         let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         assert_eq!(d.lookup(from, b"\x80\x60rtp"), None);
+        let check = binding_request("abcd:xyz");
+        assert_eq!(d.lookup(from, &check), Some(Lookup::Unverified(PeerId(7))));
+        // Naming a ufrag is not enough: nothing is learnt until the peer accepts the check.
+        assert_eq!(d.lookup(from, b"\x80\x60rtp"), None);
+        d.learn(from, PeerId(7));
         assert_eq!(
-            d.lookup(from, &binding_request("abcd:xyz")),
-            Some(PeerId(7))
+            d.lookup(from, b"\x80\x60rtp"),
+            Some(Lookup::Known(PeerId(7)))
         );
-        assert_eq!(d.lookup(from, b"\x80\x60rtp"), Some(PeerId(7)));
+        assert_eq!(d.lookup(from, &check), Some(Lookup::Known(PeerId(7))));
+        // A check naming another peer from a known address is routed there, unverified.
+        d.add_peer(PeerId(8), "efgh");
+        let other = binding_request("efgh:zz");
+        assert_eq!(d.lookup(from, &other), Some(Lookup::Unverified(PeerId(8))));
         d.remove_peer(PeerId(7));
         assert_eq!(d.lookup(from, b"\x80\x60rtp"), None);
         assert_eq!(d.addresses(), 0);

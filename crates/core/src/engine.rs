@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use str0m::net::Transmit;
 
 use crate::api::{Command, Event, ReplyBody, RequestId, WorkerStats};
-use crate::demux::Demux;
+use crate::demux::{Demux, Lookup};
 use crate::ids::{PeerId, TrackId, WorkerId};
 use crate::packet::{MediaPacket, PipeMsg};
 use crate::peer::{Peer, PeerOut, Role, Write};
@@ -66,9 +66,13 @@ impl Engine {
     /// One datagram from the socket. Unknown or malformed datagrams are counted and dropped.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
         self.stats.datagrams_in += 1;
-        let Some(id) = self.demux.lookup(source, data) else {
-            self.stats.datagrams_dropped += 1;
-            return;
+        let (id, verified) = match self.demux.lookup(source, data) {
+            Some(Lookup::Known(id)) => (id, true),
+            Some(Lookup::Unverified(id)) => (id, false),
+            None => {
+                self.stats.datagrams_dropped += 1;
+                return;
+            }
         };
         let Some(peer) = self.peers.get_mut(&id) else {
             self.stats.datagrams_dropped += 1;
@@ -77,7 +81,17 @@ impl Engine {
         if !peer.receive(now, source, self.local_addr, data) {
             self.stats.datagrams_dropped += 1;
         }
+        let before = self.outputs.len();
         self.drive(now, id);
+        // str0m answers only a STUN check whose integrity holds: that answer proves the address.
+        if !verified
+            && self
+                .outputs
+                .range(before..)
+                .any(|o| matches!(o, Output::Transmit(t) if t.destination == source))
+        {
+            self.demux.learn(source, id);
+        }
     }
 
     /// One message from another worker's pipe.

@@ -220,7 +220,8 @@ impl TestServer {
     }
 
     /// Waits until every worker reports zero `peers`, `tracks`, `subscriptions`, `sinks`
-    /// and `pending_keyframe_requests`; on timeout the error carries the last report.
+    /// and `pending_keyframe_requests` (and `addresses`, if reported); on timeout the error
+    /// carries the last report.
     pub async fn wait_workers_idle(&self, timeout: Duration) -> anyhow::Result<Vec<Value>> {
         const FIELDS: [&str; 5] = [
             "peers",
@@ -234,11 +235,13 @@ impl TestServer {
         loop {
             match self.workers_stats().await {
                 Ok(w) => {
+                    // `addresses` (5-tuples the demux knows) is checked too when reported.
                     let idle = w.len() == self.workers
                         && w.iter().all(|s| {
                             FIELDS
                                 .iter()
                                 .all(|f| s.get(*f).and_then(Value::as_u64) == Some(0))
+                                && s.get("addresses").is_none_or(|a| a.as_u64() == Some(0))
                         });
                     if idle {
                         return Ok(w);

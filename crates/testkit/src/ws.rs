@@ -348,6 +348,7 @@ impl Participant {
             .await
             .context("applying publish_answer to the unpublish offer")?;
         self.published = parse_published(&answer);
+        self.inner.lock().last_pub_answer = Some(str_field(&answer, "sdp"));
         Ok(self.published.clone())
     }
 

@@ -1,0 +1,181 @@
+//! Shared helpers: starting the server, standard deadlines, flow checks.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sfumato_testkit::{
+    compare_payloads, poll_until, seq_discontinuities, Compare, Kind, Participant, SentPacket,
+    ServerOptions, TestServer,
+};
+
+/// Path of the server binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_sfumato");
+
+/// Deadline for ICE + DTLS and the first packets.
+pub const CONNECT: Duration = Duration::from_secs(15);
+/// Deadline for an expected amount of media.
+pub const MEDIA: Duration = Duration::from_secs(20);
+/// Deadline for a signaling answer.
+pub const SIGNAL: Duration = Duration::from_secs(10);
+/// Deadline for cleanup to show in `/api/workers`.
+pub const CLEANUP: Duration = Duration::from_secs(10);
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Serialises the tests of this binary (each runs a server with several threads plus its
+/// clients; on small machines running them together only adds noise).
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
+/// Starts the server with `--workers N --placement spread`.
+pub async fn start(workers: usize) -> TestServer {
+    match TestServer::start(BIN, ServerOptions::spread(workers)).await {
+        Ok(s) => s,
+        Err(e) => panic!("starting sfumato: {e:#}"),
+    }
+}
+
+/// Unwraps with the full error chain.
+pub trait Must<T> {
+    fn must(self, what: &str) -> T;
+}
+
+impl<T> Must<T> for anyhow::Result<T> {
+    #[track_caller]
+    fn must(self, what: &str) -> T {
+        match self {
+            Ok(v) => v,
+            Err(e) => panic!("{what}: {e:#}"),
+        }
+    }
+}
+
+/// The `worker` of participant `id` in `GET /api/rooms/{room}`.
+pub async fn worker_of(server: &TestServer, room: &str, id: &str) -> Value {
+    let r = server
+        .room(room)
+        .await
+        .must("GET /api/rooms/{room}")
+        .unwrap_or_else(|| panic!("GET /api/rooms/{room}: 404, expected the room"));
+    let parts = r["participants"]
+        .as_array()
+        .unwrap_or_else(|| panic!("GET /api/rooms/{room}: no participants array: {r}"));
+    parts
+        .iter()
+        .find(|p| p["id"] == id)
+        .map(|p| p["worker"].clone())
+        .unwrap_or_else(|| panic!("GET /api/rooms/{room}: participant {id} missing: {r}"))
+}
+
+/// Waits until `sub` received at least `n` packets of `kind` from `publisher`.
+pub async fn wait_received_from(sub: &Participant, publisher: &str, kind: Kind, n: usize) {
+    let r = poll_until(MEDIA, || sub.received_from(publisher, kind).len() >= n).await;
+    if r.is_err() {
+        panic!(
+            "subscriber got {} {} packets from {publisher} within {MEDIA:?}, expected >= {n}; \
+             subscribed tracks {:?}; subscribe PC {:?}; counts {:?}; subscribe errors {:?}",
+            sub.received_from(publisher, kind).len(),
+            kind.as_str(),
+            sub.subscribed_tracks(),
+            sub.subscriber().map(|p| p.status()),
+            sub.subscriber().map(|p| p.counts()),
+            sub.subscribe_errors(),
+        );
+    }
+}
+
+/// Asserts every received payload is byte-identical to a sent one, in order, and that the
+/// received sequence numbers have no gaps.
+pub fn assert_identical(
+    what: &str,
+    sent: &[SentPacket],
+    received: &[sfumato_testkit::ReceivedPacket],
+) {
+    let c = compare_payloads(sent, received, Compare::Exact);
+    assert!(
+        c.is_perfect(),
+        "{what}: {} received, {} byte-identical to sent payloads, in order: {}; {}",
+        c.received,
+        c.matched,
+        c.in_order,
+        c.first_mismatch.as_deref().unwrap_or("")
+    );
+    let gaps = seq_discontinuities(received);
+    assert!(
+        gaps.is_empty(),
+        "{what}: sequence discontinuities (ssrc, prev, next): {:?}",
+        &gaps[..gaps.len().min(10)]
+    );
+}
+
+/// Waits until `count()` grows by at least `by`, proving a flow still delivers.
+pub async fn assert_grows(what: &str, by: u64, count: impl Fn() -> u64) {
+    let start = count();
+    let r = poll_until(MEDIA, || count() >= start + by).await;
+    assert!(
+        r.is_ok(),
+        "{what}: received count went from {start} to {} within {MEDIA:?}, expected +{by}",
+        count()
+    );
+}
+
+/// Waits for cleanup: every worker reports zero peers, tracks, subscriptions, sinks and
+/// pending keyframe requests.
+pub async fn assert_idle(server: &TestServer) {
+    server.wait_workers_idle(CLEANUP).await.must("cleanup");
+}
+
+/// A publisher (`alice`) and a subscriber (`bob`) in `room`, with media flowing.
+pub struct Flow {
+    pub alice: Participant,
+    pub bob: Participant,
+    pub alice_id: String,
+}
+
+impl Flow {
+    pub async fn start(server: &TestServer, room: &str) -> Flow {
+        let bob = Participant::join(&server.ws_url(), room, "bob")
+            .await
+            .must("bob joins");
+        let mut alice = Participant::join(&server.ws_url(), room, "alice")
+            .await
+            .must("alice joins");
+        let alice_id = alice.id();
+        alice.publish().await.must("alice publishes");
+        alice
+            .publisher()
+            .expect("publisher")
+            .wait_connected(CONNECT)
+            .await
+            .must("alice's publish PC connects");
+        bob.wait_subscribed(&alice_id, Kind::Video, CONNECT)
+            .await
+            .must("bob subscribes to alice's video");
+        wait_received_from(&bob, &alice_id, Kind::Audio, 25).await;
+        wait_received_from(&bob, &alice_id, Kind::Video, 25).await;
+        Flow {
+            alice,
+            bob,
+            alice_id,
+        }
+    }
+
+    /// Asserts bob still receives alice's audio and video.
+    pub async fn assert_flowing(&self, what: &str) {
+        let (bob, id) = (&self.bob, self.alice_id.clone());
+        assert_grows(&format!("{what}: audio"), 25, || {
+            bob.received_from(&id, Kind::Audio).len() as u64
+        })
+        .await;
+        assert_grows(&format!("{what}: video"), 25, || {
+            bob.received_from(&id, Kind::Video).len() as u64
+        })
+        .await;
+    }
+
+    pub async fn leave(self) {
+        self.alice.leave().await.must("alice leaves");
+        self.bob.leave().await.must("bob leaves");
+    }
+}

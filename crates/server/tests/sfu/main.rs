@@ -1,0 +1,9 @@
+//! Integration tests: the real `sfumato` binary, driven by `sfumato-testkit` clients over
+//! loopback. Tests in this binary run one at a time (see `common::serial`): each starts its
+//! own server on its own ports.
+
+mod bad_input;
+mod cleanup;
+mod common;
+mod forwarding;
+mod whip_whep;
