@@ -1,0 +1,796 @@
+//! A virtual network for scenario tests: worker engines and str0m client peers on a virtual
+//! clock, in the spirit of quinn-proto's `Pair` and str0m's own test harness. No sockets, no
+//! threads, no sleeps: datagrams are handed from `Transmit` to `handle_datagram` /
+//! `Input::Receive` in memory, pipe messages from `Output::Pipe` to `handle_pipe`, and time
+//! only moves when a test calls [`Net::step`].
+//!
+//! The harness plays the control plane too: it issues the commands, answers subscriber offers
+//! on the clients' behalf, and records every event, reply and pipe message so that a test can
+//! assert on them.
+
+#![allow(dead_code)] // each test file uses its own part of the harness
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use sfumato_core::{
+    Command, Engine, Event, Kind, Output, PeerId, PipeMsg, ReplyBody, RequestId, TrackId, WorkerId,
+};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::{Candidate, Event as RtcEvent, Input, Output as RtcOutput, Rtc};
+
+/// The default step of virtual time.
+pub const STEP: Duration = Duration::from_millis(5);
+
+/// The fake address of worker `w`'s socket.
+pub fn worker_addr(w: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 40000 + w as u16))
+}
+
+/// The fake address of client number `i`.
+pub fn client_addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 50000 + i as u16))
+}
+
+pub fn init_crypto() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+}
+
+/// One datagram in flight.
+#[derive(Debug, Clone)]
+pub struct Datagram {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+impl Datagram {
+    /// The SSRC of an RTP packet (SRTP leaves the header in the clear), `None` for anything
+    /// else (STUN, DTLS, RTCP).
+    pub fn rtp_ssrc(&self) -> Option<u32> {
+        let c = &self.contents;
+        if c.len() < 12 || c[0] >> 6 != 2 || (64..96).contains(&(c[1] & 0x7f)) {
+            return None;
+        }
+        Some(u32::from_be_bytes([c[8], c[9], c[10], c[11]]))
+    }
+
+    /// The sequence number of an RTP packet.
+    pub fn rtp_seq(&self) -> Option<u16> {
+        self.rtp_ssrc()?;
+        Some(u16::from_be_bytes([self.contents[2], self.contents[3]]))
+    }
+}
+
+/// A pipe message as seen crossing between two workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipeRecord {
+    Media { track: TrackId, seq: u64 },
+    KeyframeRequest(TrackId),
+}
+
+/// One RTP packet a client sent.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub kind: MediaKind,
+    pub seq: u64,
+    pub keyframe: bool,
+    pub payload: Vec<u8>,
+}
+
+/// One RTP packet a client received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub mid: Option<Mid>,
+    pub kind: Option<MediaKind>,
+    pub ssrc: u32,
+    pub seq: u64,
+    pub payload: Vec<u8>,
+}
+
+/// A str0m peer playing a browser: full ICE (controlling against our ICE-lite), RTP mode,
+/// Opus and VP8 only, on its own fake address, talking to one worker.
+pub struct Client {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// The id the control plane gave this client's peer connection.
+    pub peer: PeerId,
+    /// The worker that holds its peer.
+    pub worker: usize,
+    pub rtc: Rtc,
+    /// Answer subscriber offers automatically (true by default).
+    pub auto_answer: bool,
+    pending: Option<SdpPendingOffer>,
+    pub connected: bool,
+    pub sent: Vec<Sent>,
+    pub received: Vec<Received>,
+    /// Keyframe requests (PLI/FIR) this client received, with their virtual time.
+    pub keyframe_requests: Vec<(Instant, Mid)>,
+    pub audio_mid: Option<Mid>,
+    pub video_mid: Option<Mid>,
+    next_seq: [u64; 2],
+    next_ts: [u32; 2],
+    counter: u32,
+    pub errors: Vec<String>,
+    /// Every SDP the engine sent this client (answers and offers), in order.
+    pub remote_sdp: Vec<String>,
+}
+
+impl Client {
+    fn new(name: &str, index: usize, peer: PeerId, worker: usize, now: Instant) -> Self {
+        let addr = client_addr(index);
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(now);
+        let candidate = Candidate::host(addr, Protocol::Udp).expect("host candidate");
+        rtc.add_local_candidate(candidate);
+        // Start numbering somewhere arbitrary, different per client.
+        let base = 1000 + 7919 * index as u64 % 30_000;
+        Client {
+            name: name.to_string(),
+            addr,
+            peer,
+            worker,
+            rtc,
+            auto_answer: true,
+            pending: None,
+            connected: false,
+            sent: Vec::new(),
+            received: Vec::new(),
+            keyframe_requests: Vec::new(),
+            audio_mid: None,
+            video_mid: None,
+            next_seq: [base, base + 10_000],
+            next_ts: [base as u32 * 960, base as u32 * 3000],
+            counter: 0,
+            errors: Vec::new(),
+            remote_sdp: Vec::new(),
+        }
+    }
+
+    /// Drains str0m's output until it asks for a timeout.
+    fn drain(&mut self, now: Instant, out: &mut VecDeque<Datagram>) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(RtcOutput::Timeout(_)) => break,
+                Ok(RtcOutput::Transmit(t)) => out.push_back(Datagram {
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents.to_vec(),
+                }),
+                Ok(RtcOutput::Event(e)) => self.on_event(now, e),
+                Err(e) => {
+                    self.errors.push(format!("poll_output: {e}"));
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, e: RtcEvent) {
+        match e {
+            RtcEvent::Connected => self.connected = true,
+            RtcEvent::KeyframeRequest(req) => self.keyframe_requests.push((now, req.mid)),
+            RtcEvent::RtpPacket(p) => {
+                let mid = self
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&p.header.ssrc)
+                    .map(|s| s.mid());
+                let kind = mid.and_then(|m| self.rtc.media(m)).map(|m| m.kind());
+                self.received.push(Received {
+                    at: now,
+                    mid,
+                    kind,
+                    ssrc: *p.header.ssrc,
+                    seq: *p.seq_no,
+                    payload: p.payload.to_vec(),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn timeout(&mut self, now: Instant) {
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+            self.errors.push(format!("timeout: {e}"));
+        }
+    }
+
+    fn receive(&mut self, now: Instant, d: &Datagram) {
+        let r = match Receive::new(Protocol::Udp, d.source, d.destination, &d.contents) {
+            Ok(r) => r,
+            Err(e) => {
+                self.errors.push(format!("receive: {e}"));
+                return;
+            }
+        };
+        if let Err(e) = self.rtc.handle_input(Input::Receive(now, r)) {
+            self.errors.push(format!("handle_input: {e}"));
+        }
+    }
+
+    fn pt(&self, codec: Codec) -> str0m::media::Pt {
+        self.rtc
+            .codec_config()
+            .find(|p| p.spec().codec == codec)
+            .map(|p| p.pt())
+            .expect("codec configured")
+    }
+
+    /// Queues one RTP packet on `mid` and records it.
+    fn write(&mut self, now: Instant, kind: MediaKind, keyframe: bool) -> Vec<u8> {
+        let (mid, codec, k, ts_step) = match kind {
+            MediaKind::Audio => (self.audio_mid, Codec::Opus, 0, 960),
+            MediaKind::Video => (self.video_mid, Codec::Vp8, 1, 3000),
+        };
+        let mid = mid.expect("the client publishes this kind");
+        let pt = self.pt(codec);
+        self.counter += 1;
+        let payload = payload(kind, keyframe, self.peer, self.counter);
+        let seq = self.next_seq[k];
+        self.next_seq[k] += 1;
+        let ts = self.next_ts[k];
+        self.next_ts[k] = ts.wrapping_add(ts_step);
+        let mut api = self.rtc.direct_api();
+        let tx = api.stream_tx_by_mid(mid, None).expect("send stream");
+        tx.write_rtp(
+            RtpWrite::new(pt, SeqNo::from(seq), ts, now, payload.clone())
+                .marker(kind == MediaKind::Video)
+                .nackable(kind == MediaKind::Video),
+        );
+        self.sent.push(Sent {
+            kind,
+            seq,
+            keyframe,
+            payload: payload.clone(),
+        });
+        payload
+    }
+
+    /// Payloads received on media of `kind`, in arrival order.
+    pub fn received_payloads(&self, kind: MediaKind) -> Vec<&[u8]> {
+        self.received
+            .iter()
+            .filter(|r| r.kind == Some(kind))
+            .map(|r| r.payload.as_slice())
+            .collect()
+    }
+
+    /// Payloads sent on media of `kind`, in order.
+    pub fn sent_payloads(&self, kind: MediaKind) -> Vec<&[u8]> {
+        self.sent
+            .iter()
+            .filter(|s| s.kind == kind)
+            .map(|s| s.payload.as_slice())
+            .collect()
+    }
+
+    /// Received sequence numbers of `kind`, in arrival order.
+    pub fn received_seqs(&self, kind: MediaKind) -> Vec<u64> {
+        self.received
+            .iter()
+            .filter(|r| r.kind == Some(kind))
+            .map(|r| r.seq)
+            .collect()
+    }
+
+    /// Asks the sender of the media on `mid` for a keyframe (as a browser would on loss).
+    pub fn request_keyframe(&mut self, mid: Mid) -> bool {
+        match self.rtc.direct_api().stream_rx_by_mid(mid, None) {
+            Some(rx) => {
+                rx.request_keyframe(KeyframeRequestKind::Pli);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The engine's ICE username fragment for this client's peer, from its SDP.
+    pub fn engine_ufrag(&self) -> Option<String> {
+        self.remote_sdp
+            .last()?
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:").map(|u| u.to_string()))
+    }
+}
+
+/// A recognisable payload: for video an RFC 7741 descriptor (S=1, PID=0) and a VP8 payload
+/// header whose low bit is 0 on keyframes; then who sent it and a counter, so that every
+/// payload of a test is unique.
+pub fn payload(kind: MediaKind, keyframe: bool, peer: PeerId, counter: u32) -> Vec<u8> {
+    let mut p = match kind {
+        MediaKind::Video => vec![0x10, if keyframe { 0x00 } else { 0x01 }, 0x9d, 0x01, 0x2a],
+        MediaKind::Audio => vec![0xfc],
+    };
+    p.extend_from_slice(&(peer.0 as u32).to_be_bytes());
+    p.extend_from_slice(&counter.to_be_bytes());
+    p.resize(p.len() + 40 + (counter as usize % 23), 0x5a);
+    p
+}
+
+/// Decides whether a datagram is lost on the way (true: drop it).
+pub type LossFn = Box<dyn FnMut(&Datagram) -> bool>;
+
+/// The tracks one publisher's offer produced.
+#[derive(Debug, Clone, Copy)]
+pub struct Published {
+    pub audio: TrackId,
+    pub video: TrackId,
+    pub worker: usize,
+}
+
+/// Engines, clients and the network between them, on virtual time.
+pub struct Net {
+    pub start: Instant,
+    pub now: Instant,
+    pub engines: Vec<Engine>,
+    pub clients: Vec<Client>,
+    by_addr: HashMap<SocketAddr, Node>,
+    queue: VecDeque<Datagram>,
+    pipes: VecDeque<(usize, PipeMsg)>,
+    commands: VecDeque<(usize, Command)>,
+    /// Every event the engines emitted (replies excepted), with the worker that emitted it.
+    pub events: Vec<(usize, Event)>,
+    replies: HashMap<RequestId, Result<ReplyBody, sfumato_core::Error>>,
+    /// Every pipe message: (from worker, to worker, what).
+    pub pipe_log: Vec<(usize, usize, PipeRecord)>,
+    /// Decides whether a datagram is lost on the way (true: drop it).
+    pub loss: Option<LossFn>,
+    pub lost: Vec<Datagram>,
+    /// Datagrams addressed to nobody.
+    pub undeliverable: usize,
+    /// When set, every delivered datagram is kept in `delivered` (for replaying garbage).
+    pub record: bool,
+    pub delivered: Vec<Datagram>,
+    next_req: RequestId,
+    next_peer: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Node {
+    Engine(usize),
+    Client(usize),
+}
+
+impl Net {
+    /// `workers` engines, worker `w` on 127.0.0.1:4000w.
+    pub fn new(workers: usize) -> Self {
+        init_crypto();
+        let now = Instant::now();
+        let mut by_addr = HashMap::new();
+        let engines = (0..workers)
+            .map(|w| {
+                by_addr.insert(worker_addr(w), Node::Engine(w));
+                Engine::new(WorkerId(w as u16), worker_addr(w))
+            })
+            .collect();
+        Net {
+            start: now,
+            now,
+            engines,
+            clients: Vec::new(),
+            by_addr,
+            queue: VecDeque::new(),
+            pipes: VecDeque::new(),
+            commands: VecDeque::new(),
+            events: Vec::new(),
+            replies: HashMap::new(),
+            pipe_log: Vec::new(),
+            loss: None,
+            lost: Vec::new(),
+            undeliverable: 0,
+            record: false,
+            delivered: Vec::new(),
+            next_req: 1,
+            next_peer: 1,
+        }
+    }
+
+    /// Virtual time elapsed since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// A new client whose peer lives on `worker`. Returns its index.
+    pub fn add_client(&mut self, name: &str, worker: usize) -> usize {
+        let index = self.clients.len();
+        let peer = PeerId(self.next_peer);
+        self.next_peer += 1;
+        let c = Client::new(name, index, peer, worker, self.now);
+        self.by_addr.insert(c.addr, Node::Client(index));
+        self.clients.push(c);
+        index
+    }
+
+    pub fn client(&self, i: usize) -> &Client {
+        &self.clients[i]
+    }
+
+    pub fn client_mut(&mut self, i: usize) -> &mut Client {
+        &mut self.clients[i]
+    }
+
+    /// Sends a command to `worker` right away and lets everything settle.
+    pub fn command(&mut self, worker: usize, cmd: Command) {
+        self.commands.push_back((worker, cmd));
+        self.pump();
+    }
+
+    /// Sends a command that expects a reply and returns the reply.
+    pub fn request(
+        &mut self,
+        worker: usize,
+        make: impl FnOnce(RequestId) -> Command,
+    ) -> Result<ReplyBody, sfumato_core::Error> {
+        let req = self.next_req;
+        self.next_req += 1;
+        self.command(worker, make(req));
+        self.replies.remove(&req).expect("the engine replies")
+    }
+
+    /// Client `c` publishes sendonly Opus audio and VP8 video: offer, `Command::Publish`,
+    /// answer. Returns the tracks announced in `Event::TrackPublished`.
+    pub fn publish(&mut self, c: usize) -> Published {
+        let (offer, pending, audio_mid, video_mid) = {
+            let client = &mut self.clients[c];
+            let mut api = client.rtc.sdp_api();
+            let audio_mid = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+            let video_mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+            let (offer, pending) = api.apply().expect("an offer");
+            (offer.to_sdp_string(), pending, audio_mid, video_mid)
+        };
+        {
+            let client = &mut self.clients[c];
+            client.audio_mid = Some(audio_mid);
+            client.video_mid = Some(video_mid);
+            client.pending = Some(pending);
+        }
+        let (worker, peer) = (self.clients[c].worker, self.clients[c].peer);
+        let first_event = self.events.len();
+        let reply = self.request(worker, |req| Command::Publish { req, peer, offer });
+        let Ok(ReplyBody::Sdp(answer)) = reply else {
+            panic!("publish failed: {reply:?}");
+        };
+        let client = &mut self.clients[c];
+        client.remote_sdp.push(answer.clone());
+        let answer = SdpAnswer::from_sdp_string(&answer).expect("a parsable answer");
+        let pending = client.pending.take().expect("pending offer");
+        client
+            .rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .expect("answer accepted");
+        let now = self.now;
+        client.drain(now, &mut self.queue);
+        self.pump();
+        let mut audio = None;
+        let mut video = None;
+        for (_, e) in &self.events[first_event..] {
+            if let Event::TrackPublished {
+                peer: p,
+                track,
+                kind,
+                ..
+            } = e
+            {
+                if *p == peer {
+                    match kind {
+                        Kind::Audio => audio = Some(*track),
+                        Kind::Video => video = Some(*track),
+                    }
+                }
+            }
+        }
+        Published {
+            audio: audio.expect("audio track published"),
+            video: video.expect("video track published"),
+            worker,
+        }
+    }
+
+    /// Creates the subscribing peer of client `c` (`Command::CreateSubscriber`).
+    pub fn create_subscriber(&mut self, c: usize) {
+        let (worker, peer) = (self.clients[c].worker, self.clients[c].peer);
+        self.command(worker, Command::CreateSubscriber { peer });
+    }
+
+    /// Subscribes client `c` to `track` published on worker `origin`; for a remote origin,
+    /// the origin first adds the client's worker as a sink.
+    pub fn subscribe(&mut self, c: usize, track: TrackId, kind: Kind, origin: usize) {
+        let (worker, peer) = (self.clients[c].worker, self.clients[c].peer);
+        if origin != worker {
+            self.command(
+                origin,
+                Command::AddSink {
+                    track,
+                    worker: WorkerId(worker as u16),
+                },
+            );
+        }
+        self.command(
+            worker,
+            Command::Subscribe {
+                peer,
+                track,
+                kind,
+                origin: WorkerId(origin as u16),
+            },
+        );
+    }
+
+    /// Subscribes client `c` to both tracks of a publisher.
+    pub fn subscribe_all(&mut self, c: usize, p: Published) {
+        self.subscribe(c, p.audio, Kind::Audio, p.worker);
+        self.subscribe(c, p.video, Kind::Video, p.worker);
+    }
+
+    /// Client `c` sends one audio packet; it leaves right away.
+    pub fn send_audio(&mut self, c: usize) -> Vec<u8> {
+        self.send(c, MediaKind::Audio, false)
+    }
+
+    /// Client `c` sends one single-packet video frame; it leaves right away.
+    pub fn send_video(&mut self, c: usize, keyframe: bool) -> Vec<u8> {
+        self.send(c, MediaKind::Video, keyframe)
+    }
+
+    fn send(&mut self, c: usize, kind: MediaKind, keyframe: bool) -> Vec<u8> {
+        let now = self.now;
+        let client = &mut self.clients[c];
+        let payload = client.write(now, kind, keyframe);
+        // write_rtp only queues: a timeout pass sends it.
+        client.timeout(now);
+        client.drain(now, &mut self.queue);
+        self.pump();
+        payload
+    }
+
+    /// Advances virtual time by `dt`: every engine and every client runs its timers, and the
+    /// network delivers until nothing moves.
+    pub fn step(&mut self, dt: Duration) {
+        self.now += dt;
+        let now = self.now;
+        for e in &mut self.engines {
+            e.handle_timeout(now);
+        }
+        for c in &mut self.clients {
+            c.timeout(now);
+            c.drain(now, &mut self.queue);
+        }
+        self.pump();
+    }
+
+    /// Runs for `d` of virtual time in steps of [`STEP`].
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step(STEP);
+        }
+    }
+
+    /// Runs until `done` holds; panics with `what` after `limit` of virtual time.
+    pub fn run_until(&mut self, limit: Duration, what: &str, mut done: impl FnMut(&Net) -> bool) {
+        let end = self.now + limit;
+        while !done(self) {
+            assert!(
+                self.now < end,
+                "timed out after {limit:?} of virtual time waiting for: {what}"
+            );
+            self.step(STEP);
+        }
+    }
+
+    /// Runs until every client and its engine peer are connected.
+    pub fn connect_all(&mut self) {
+        let all: Vec<usize> = (0..self.clients.len()).collect();
+        self.connect(&all);
+    }
+
+    /// Runs until the given clients and their engine peers are connected.
+    pub fn connect(&mut self, clients: &[usize]) {
+        self.run_until(Duration::from_secs(10), "peers connected", |net| {
+            clients.iter().all(|&i| {
+                let c = &net.clients[i];
+                c.connected
+                    && net.saw(
+                        c.worker,
+                        |e| matches!(e, Event::PeerConnected { peer } if *peer == c.peer),
+                    )
+            })
+        });
+    }
+
+    /// Pushes everything queued through engines, pipes and clients until nothing moves.
+    pub fn pump(&mut self) {
+        for _round in 0..100_000 {
+            let mut moved = false;
+            let now = self.now;
+            for w in 0..self.engines.len() {
+                while let Some(out) = self.engines[w].poll_output() {
+                    moved = true;
+                    self.on_output(w, out);
+                }
+            }
+            for c in &mut self.clients {
+                c.drain(now, &mut self.queue);
+            }
+            while let Some((w, cmd)) = self.commands.pop_front() {
+                moved = true;
+                self.engines[w].handle_command(now, cmd);
+            }
+            let mut touched = vec![false; self.engines.len()];
+            let batch = std::mem::take(&mut self.queue);
+            for d in batch {
+                moved = true;
+                if let Some(loss) = &mut self.loss {
+                    if loss(&d) {
+                        self.lost.push(d);
+                        continue;
+                    }
+                }
+                if self.record {
+                    self.delivered.push(d.clone());
+                }
+                match self.by_addr.get(&d.destination) {
+                    Some(Node::Engine(w)) => {
+                        self.engines[*w].handle_datagram(now, d.source, &d.contents);
+                        touched[*w] = true;
+                    }
+                    Some(Node::Client(i)) => {
+                        let c = &mut self.clients[*i];
+                        c.receive(now, &d);
+                        c.drain(now, &mut self.queue);
+                    }
+                    None => self.undeliverable += 1,
+                }
+            }
+            let pipes = std::mem::take(&mut self.pipes);
+            for (to, msg) in pipes {
+                moved = true;
+                self.engines[to].handle_pipe(now, msg);
+                touched[to] = true;
+            }
+            // A worker runs one timeout pass after each batch of inputs: queued RTP leaves.
+            for (w, t) in touched.into_iter().enumerate() {
+                if t {
+                    self.engines[w].handle_timeout(now);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the network never settled");
+    }
+
+    fn on_output(&mut self, w: usize, out: Output) {
+        match out {
+            Output::Transmit(t) => self.queue.push_back(Datagram {
+                source: t.source,
+                destination: t.destination,
+                contents: t.contents.to_vec(),
+            }),
+            Output::Pipe { to, msg } => {
+                let rec = match &msg {
+                    PipeMsg::Media(p) => PipeRecord::Media {
+                        track: p.track,
+                        seq: p.seq,
+                    },
+                    PipeMsg::KeyframeRequest(t) => PipeRecord::KeyframeRequest(*t),
+                };
+                self.pipe_log.push((w, to.0 as usize, rec));
+                self.pipes.push_back((to.0 as usize, msg));
+            }
+            Output::Event(Event::Reply { req, result }) => {
+                self.replies.insert(req, result);
+            }
+            Output::Event(e) => {
+                if let Event::SubscriberOffer { peer, sdp, .. } = &e {
+                    self.answer_offer(w, *peer, sdp);
+                }
+                self.events.push((w, e));
+            }
+        }
+    }
+
+    /// Plays the client's side of a subscriber offer: accept it and send the answer back.
+    fn answer_offer(&mut self, w: usize, peer: PeerId, sdp: &str) {
+        let now = self.now;
+        let Some(c) = self
+            .clients
+            .iter_mut()
+            .find(|c| c.peer == peer && c.worker == w)
+        else {
+            return;
+        };
+        c.remote_sdp.push(sdp.to_string());
+        if !c.auto_answer {
+            return;
+        }
+        let offer = SdpOffer::from_sdp_string(sdp).expect("a parsable subscriber offer");
+        let answer = c
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .expect("the client accepts the offer");
+        c.drain(now, &mut self.queue);
+        let req = self.next_req;
+        self.next_req += 1;
+        self.commands.push_back((
+            w,
+            Command::SubscriberAnswer {
+                req,
+                peer,
+                answer: answer.to_sdp_string(),
+            },
+        ));
+    }
+
+    /// A datagram from anywhere lands on `worker`'s socket; the worker runs its pass.
+    pub fn inject(&mut self, worker: usize, source: SocketAddr, contents: &[u8]) {
+        let now = self.now;
+        self.engines[worker].handle_datagram(now, source, contents);
+        self.engines[worker].handle_timeout(now);
+        self.pump();
+    }
+
+    /// Takes the reply to `req`, if it came.
+    pub fn take_reply(&mut self, req: RequestId) -> Option<Result<ReplyBody, sfumato_core::Error>> {
+        self.replies.remove(&req)
+    }
+
+    /// Whether `worker` emitted an event matching `f`.
+    pub fn saw(&self, worker: usize, f: impl Fn(&Event) -> bool) -> bool {
+        self.events.iter().any(|(w, e)| *w == worker && f(e))
+    }
+
+    /// The mid on which client `c` receives `track`, from the last subscriber offer naming it.
+    pub fn slot_mid(&self, c: usize, track: TrackId) -> Option<Mid> {
+        let (worker, peer) = (self.clients[c].worker, self.clients[c].peer);
+        self.events.iter().rev().find_map(|(w, e)| match e {
+            Event::SubscriberOffer { peer: p, slots, .. } if *w == worker && *p == peer => slots
+                .iter()
+                .find(|(_, t)| *t == track)
+                .map(|(m, _)| Mid::from(m.as_str())),
+            _ => None,
+        })
+    }
+
+    /// Pipe media messages that crossed from `from` to `to` for `track`.
+    pub fn pipe_media(&self, from: usize, to: usize, track: TrackId) -> Vec<u64> {
+        self.pipe_log
+            .iter()
+            .filter_map(|(f, t, r)| match r {
+                PipeRecord::Media { track: tr, seq } if *f == from && *t == to && *tr == track => {
+                    Some(*seq)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Asserts that `seqs` has no gap and no step back.
+pub fn assert_continuous(who: &str, seqs: &[u64]) {
+    for w in seqs.windows(2) {
+        assert_eq!(
+            w[1],
+            w[0] + 1,
+            "{who}: sequence numbers jump from {} to {}",
+            w[0],
+            w[1]
+        );
+    }
+}
