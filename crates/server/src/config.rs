@@ -116,3 +116,59 @@ fn default_announce(listen: IpAddr) -> IpAddr {
         })
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::parse_from(std::iter::once("sfumato").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::load(cli(&[])).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.announce_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(c.rtc_port, 40000);
+        assert_eq!(c.placement, Policy::Pack);
+        assert!(c.workers >= 1);
+    }
+
+    #[test]
+    fn file_then_command_line() {
+        let dir = std::env::temp_dir().join(format!("sfumato-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sfumato.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.2:9000\"\nworkers = 3\nplacement = \"spread\"\nrtc_port = 41000\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = Config::load(cli(&["--config", p])).unwrap();
+        assert_eq!(c.listen, "127.0.0.2:9000".parse().unwrap());
+        assert_eq!(c.announce_ip, "127.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            (c.workers, c.rtc_port, c.placement),
+            (3, 41000, Policy::Spread)
+        );
+        let c = Config::load(cli(&[
+            "--config",
+            p,
+            "--workers",
+            "1",
+            "--placement",
+            "pack",
+        ]))
+        .unwrap();
+        assert_eq!((c.workers, c.placement), (1, Policy::Pack));
+
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\nworkerz = 3\n").unwrap();
+        let err = Config::load(cli(&["--config", p])).unwrap_err();
+        assert!(format!("{err:#}").contains("workerz"), "{err:#}");
+        std::fs::write(&path, "workers = 0\n").unwrap();
+        assert!(Config::load(cli(&["--config", p])).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
