@@ -25,5 +25,7 @@ echo "== cargo build"
 cargo build --release --workspace --bins
 echo "== cargo test"
 cargo test --release --workspace
+echo "== benchmark smoke test (5 s, 3 participants, against sfumato)"
+target/release/sfumato-bench smoke --out target/bench-smoke
 echo "== browser end-to-end tests"
 SFUMATO_BIN=target/release/sfumato SFUMATO_CLIENT_BIN=target/release/sfumato-client bash e2e/run.sh

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -190,6 +190,9 @@ pub struct PeerOptions {
     pub name: String,
     /// Which audio payloads to send.
     pub audio: AudioPayload,
+    /// The local address to bind and announce as the host candidate (`None`: 127.0.0.1).
+    /// Only loopback or an address of a namespace/veth pair the test created itself.
+    pub bind_ip: Option<IpAddr>,
 }
 
 enum Cmd {
@@ -243,10 +246,12 @@ fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 }
 
 impl Peer {
-    /// Binds a UDP socket on 127.0.0.1:0 and starts the driving thread.
+    /// Binds a UDP socket on 127.0.0.1:0 (or `options.bind_ip`) and starts the driving thread.
     pub fn new(options: PeerOptions) -> anyhow::Result<Self> {
         crate::init_crypto();
-        let socket = UdpSocket::bind("127.0.0.1:0").context("binding the client UDP socket")?;
+        let ip = options.bind_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let socket = UdpSocket::bind(SocketAddr::new(ip, 0))
+            .with_context(|| format!("binding the client UDP socket on {ip}"))?;
         let local_addr = socket.local_addr()?;
         let now = Instant::now();
         let mut rtc = Rtc::builder()

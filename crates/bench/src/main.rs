@@ -1,0 +1,270 @@
+//! `sfumato-bench`: runs scenarios against Sfumato and Janus VideoRoom and reports them side by
+//! side. `compare --quick` takes under 3 minutes; `run` runs one scenario; `smoke` is the CI
+//! check that media flows and the report is complete.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use sfumato_bench::janus::JanusOptions;
+use sfumato_bench::report::{self, RunReport, Series};
+use sfumato_bench::scenario::{self, Scenario, Shape, Target};
+use sfumato_bench::target::sfumato::SfumatoOptions;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sfumato-bench",
+    about = "Load generator: Sfumato side by side with Janus VideoRoom"
+)]
+struct Cli {
+    /// The sfumato binary to test.
+    #[arg(long, default_value = "target/release/sfumato", global = true)]
+    sfumato_bin: PathBuf,
+    /// Where reports (JSON, PNG, logs) go.
+    #[arg(long, default_value = "target/bench", global = true)]
+    out: PathBuf,
+    /// CPU the server under test is pinned to; the generator takes the others.
+    #[arg(long, default_value_t = 0, global = true)]
+    server_cpu: usize,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// One scenario against one target.
+    Run {
+        #[arg(long, value_parser = ["sfumato", "janus"], default_value = "sfumato")]
+        target: String,
+        #[arg(long, value_enum, default_value = "fanout")]
+        shape: Shape,
+        #[arg(long, default_value_t = 10)]
+        participants: usize,
+        /// Publishers of the audio shape.
+        #[arg(long, default_value_t = 1)]
+        publishers: usize,
+        #[arg(long, default_value_t = 10)]
+        duration_secs: u64,
+        /// Participants joining per second.
+        #[arg(long, default_value_t = 10.0)]
+        join_rate: f64,
+        /// Sfumato's worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        video_bitrate: u32,
+    },
+    /// Sfumato and Janus through the same scenarios; a table, JSON, a chart and a RESULT line.
+    Compare {
+        /// At most 3 minutes.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// A 5-second, 3-participant meeting against Sfumato: media must flow, the report be whole.
+    Smoke,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The generator keeps off the server's core (threads inherit the main thread's mask).
+    if cores > 1 {
+        let others: Vec<String> = (0..cores)
+            .filter(|c| *c != cli.server_cpu)
+            .map(|c| c.to_string())
+            .collect();
+        pin_self(&others.join(","));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async_main(cli, cores))
+}
+
+/// Pins this process (all its threads so far: only the main one) to `cpus`.
+fn pin_self(cpus: &str) {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!("warning: could not pin the generator to CPUs {cpus}");
+    }
+}
+
+fn sfumato(cli: &Cli, workers: usize, port_base: u16) -> Target {
+    Target::Sfumato(SfumatoOptions {
+        bin: cli.sfumato_bin.clone(),
+        workers,
+        placement: "spread",
+        cpus: Some(cli.server_cpu.to_string()),
+        http_port: port_base,
+        rtc_port: port_base + 100,
+        log: cli.out.join(format!("sfumato-{workers}w.log")),
+    })
+}
+
+fn janus(cli: &Cli) -> Target {
+    Target::Janus(JanusOptions {
+        cpu: Some(cli.server_cpu),
+        ..JanusOptions::default()
+    })
+}
+
+async fn async_main(cli: Cli, cores: usize) -> anyhow::Result<()> {
+    let threads = cores.saturating_sub(1).max(1);
+    match &cli.cmd {
+        Cmd::Run {
+            target,
+            shape,
+            participants,
+            publishers,
+            duration_secs,
+            join_rate,
+            workers,
+            video_bitrate,
+        } => {
+            let s = Scenario {
+                shape: *shape,
+                participants: *participants,
+                publishers: *publishers,
+                duration: Duration::from_secs(*duration_secs),
+                join_rate: *join_rate,
+                video_bitrate: *video_bitrate,
+            };
+            let t = match target.as_str() {
+                "janus" => janus(&cli),
+                _ => sfumato(&cli, *workers, 28080),
+            };
+            let r = scenario::run(&t, &s, threads).await?;
+            println!("{}", report::markdown(std::slice::from_ref(&r)));
+            write_json(&cli, "run", std::slice::from_ref(&r))?;
+        }
+        Cmd::Smoke => {
+            let s = Scenario {
+                shape: Shape::Meeting,
+                participants: 3,
+                publishers: 3,
+                duration: Duration::from_secs(5),
+                join_rate: 10.0,
+                video_bitrate: 300_000,
+            };
+            let r = scenario::run(&sfumato(&cli, 2, 28280), &s, threads).await?;
+            println!("{}", report::markdown(std::slice::from_ref(&r)));
+            check_complete(&r)?;
+            println!("smoke: media flowed and the report is complete");
+        }
+        Cmd::Compare { quick } => compare(&cli, *quick, threads).await?,
+    }
+    Ok(())
+}
+
+/// Fails unless media flowed and every figure of the report is a number.
+fn check_complete(r: &RunReport) -> anyhow::Result<()> {
+    let figures = [
+        ("forwarded_pps", r.forwarded_pps),
+        ("server_cpu_pct", r.server_cpu_pct),
+        ("server_cpu_us_per_pkt", r.server_cpu_us_per_pkt),
+        ("server_kib_per_subscription", r.server_kib_per_subscription),
+        ("loss_pct", r.loss_pct),
+        ("latency_p50_ms", r.latency_p50_ms),
+        ("latency_p99_ms", r.latency_p99_ms),
+        ("join_p50_ms", r.join_p50_ms),
+        ("join_max_ms", r.join_max_ms),
+        ("generator_cpu_pct", r.generator_cpu_pct),
+    ];
+    for (name, v) in figures {
+        if !v.is_finite() {
+            bail!("report field {name} is {v}");
+        }
+    }
+    if r.forwarded_pps <= 0.0 {
+        bail!("no media was forwarded");
+    }
+    Ok(())
+}
+
+fn write_json(cli: &Cli, name: &str, reports: &[RunReport]) -> anyhow::Result<PathBuf> {
+    let path = cli.out.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(reports)?)?;
+    Ok(path)
+}
+
+async fn compare(cli: &Cli, quick: bool, threads: usize) -> anyhow::Result<()> {
+    let (sizes, secs): (&[usize], u64) = if quick {
+        (&[10, 30], 10)
+    } else {
+        (&[10, 30, 60, 100], 20)
+    };
+    let mut sfu1 = Vec::new();
+    let mut jan = Vec::new();
+    let mut sfu2 = Vec::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        let s = Scenario {
+            shape: Shape::Fanout,
+            participants: n + 1,
+            publishers: 1,
+            duration: Duration::from_secs(secs),
+            join_rate: 20.0,
+            video_bitrate: 1_000_000,
+        };
+        let port = 28400 + 10 * i as u16;
+        eprintln!("fanout 1→{n}: sfumato, 1 worker");
+        sfu1.push(scenario::run(&sfumato(cli, 1, port), &s, threads).await?);
+        eprintln!("fanout 1→{n}: sfumato, 2 workers (spread)");
+        sfu2.push(scenario::run(&sfumato(cli, 2, port + 5), &s, threads).await?);
+        eprintln!("fanout 1→{n}: janus");
+        match scenario::run(&janus(cli), &s, threads).await {
+            Ok(r) => jan.push(r),
+            Err(e) => eprintln!("janus run failed: {e:#}"),
+        }
+    }
+    let mut all: Vec<RunReport> = Vec::new();
+    for i in 0..sizes.len() {
+        all.push(sfu1[i].clone());
+        all.push(sfu2[i].clone());
+        if let Some(j) = jan.get(i) {
+            all.push(j.clone());
+        }
+    }
+    println!("{}", report::markdown(&all));
+    let json = write_json(cli, "compare", &all)?;
+    let series = |label: &str, rs: &[RunReport], f: fn(&RunReport) -> f64| Series {
+        label: label.to_string(),
+        points: rs.iter().map(|r| (r.forwarded_pps, f(r))).collect(),
+    };
+    let cpu = [
+        series("sfumato 1 worker", &sfu1, |r| r.server_cpu_us_per_pkt),
+        series("sfumato 2 workers", &sfu2, |r| r.server_cpu_us_per_pkt),
+        series("janus", &jan, |r| r.server_cpu_us_per_pkt),
+    ];
+    let lat = [
+        series("sfumato 1 worker", &sfu1, |r| r.latency_p99_ms),
+        series("sfumato 2 workers", &sfu2, |r| r.latency_p99_ms),
+        series("janus", &jan, |r| r.latency_p99_ms),
+    ];
+    let png = cli.out.join("compare.png");
+    if let Err(e) = report::chart(
+        &png,
+        ("server CPU per forwarded packet (µs)", &cpu),
+        ("p99 one-way latency (ms)", &lat),
+    ) {
+        eprintln!("no chart: {e:#}");
+    }
+    println!("wrote {} and {}", json.display(), png.display());
+    // The ratio compares the largest load both targets ran.
+    let last = sizes.len() - 1;
+    let janus_last = jan.get(last).or(jan.last());
+    println!("{}", report::result_line(&sfu1[last], janus_last));
+    Ok(())
+}

@@ -1,0 +1,364 @@
+//! Scenarios and how one is run against one target: participants join at a given rate, media
+//! flows, the generator and the server are measured over a window after warm-up, and the
+//! result is one [`RunReport`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::fleet::{Fleet, FleetConfig, OfferKind, PeerConfig, PeerHandle, PeerReport};
+use crate::janus::{JanusClient, JanusServer};
+use crate::media::MediaConfig;
+use crate::procstat;
+use crate::report::RunReport;
+use crate::stats::{LatencyHistogram, LossSummary};
+use crate::target::sfumato::{Answerer, Session, SfumatoOptions, SfumatoServer};
+
+/// The shape of a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Shape {
+    /// Everyone publishes audio and video and receives everyone else.
+    Meeting,
+    /// One publisher (audio and video), everyone else only receives.
+    Fanout,
+    /// `publishers` publish audio only; everyone receives every publisher.
+    Audio,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenario {
+    pub shape: Shape,
+    pub participants: usize,
+    /// Meeting: all; fanout: 1; audio: this many.
+    pub publishers: usize,
+    pub duration: Duration,
+    /// Participants joining per second.
+    pub join_rate: f64,
+    pub video_bitrate: u32,
+}
+
+impl Scenario {
+    pub fn publishers(&self) -> usize {
+        match self.shape {
+            Shape::Meeting => self.participants,
+            Shape::Fanout => 1,
+            Shape::Audio => self.publishers.clamp(1, self.participants),
+        }
+    }
+
+    fn media(&self) -> MediaConfig {
+        MediaConfig {
+            video: self.shape != Shape::Audio,
+            video_bitrate: self.video_bitrate,
+            ..MediaConfig::default()
+        }
+    }
+
+    /// Streams delivered: each receiver gets each other publisher's audio (and video).
+    pub fn subscriptions(&self) -> usize {
+        let kinds = if self.shape == Shape::Audio { 1 } else { 2 };
+        let p = self.publishers();
+        match self.shape {
+            Shape::Meeting => p * (p - 1) * kinds,
+            _ => p * (self.participants - 1).max(1) * kinds,
+        }
+    }
+}
+
+/// Which server a run targets and how.
+pub enum Target {
+    Sfumato(SfumatoOptions),
+    Janus(crate::janus::JanusOptions),
+}
+
+/// Peers of one run, kept alive until it ends.
+struct Running {
+    publishers: Vec<PeerHandle>,
+    receivers: Vec<Arc<PeerHandle>>,
+    sessions: Vec<Session>,
+    janus: Option<JanusClient>,
+}
+
+const WARMUP: Duration = Duration::from_secs(3);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Runs `scenario` against `target` with a fleet of `threads` threads pinned by the caller.
+pub async fn run(
+    target: &Target,
+    scenario: &Scenario,
+    threads: usize,
+) -> anyhow::Result<RunReport> {
+    match target {
+        Target::Sfumato(opts) => {
+            let server = SfumatoServer::start(opts).await?;
+            let fleet = Fleet::start(FleetConfig {
+                threads,
+                ..FleetConfig::default()
+            })?;
+            let idle = procstat::sample(server.pid())?;
+            let running = join_sfumato(&server, &fleet, scenario).await?;
+            let report = measure(
+                "sfumato",
+                Some(opts.workers),
+                server.pid(),
+                idle,
+                &fleet,
+                running,
+                scenario,
+            )
+            .await;
+            drop(server);
+            report
+        }
+        Target::Janus(opts) => {
+            let server = JanusServer::start(opts.clone()).await?;
+            let fleet = Fleet::start(FleetConfig {
+                threads,
+                bind_ip: server.client_ip().into(),
+                ..FleetConfig::default()
+            })?;
+            let idle = procstat::sample(server.pid())?;
+            let running = join_janus(&server, &fleet, scenario)
+                .await
+                .with_context(|| format!("janus log tail:\n{}", server.log_tail(20)))?;
+            let report =
+                measure("janus", None, server.pid(), idle, &fleet, running, scenario).await;
+            drop(server);
+            report
+        }
+    }
+}
+
+async fn pace(start: Instant, i: usize, rate: f64) {
+    if rate > 0.0 {
+        let at = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+async fn join_sfumato(
+    server: &SfumatoServer,
+    fleet: &Fleet,
+    s: &Scenario,
+) -> anyhow::Result<Running> {
+    let mut running = Running {
+        publishers: Vec::new(),
+        receivers: Vec::new(),
+        sessions: Vec::new(),
+        janus: None,
+    };
+    let start = Instant::now();
+    let publishers = s.publishers();
+    for i in 0..s.participants {
+        pace(start, i, s.join_rate).await;
+        let name = format!("p{i}");
+        // Every participant receives through one subscribe peer the server offers to.
+        let receiver = Arc::new(fleet.add_peer(PeerConfig::receiver(format!("{name}-sub")))?);
+        let answering = receiver.clone();
+        let answerer: Answerer = Arc::new(move |offer: String| {
+            let peer = answering.clone();
+            Box::pin(async move { peer.accept_offer(&offer).await })
+        });
+        let mut session = Session::join(&server.ws_url(), "bench", &name, answerer).await?;
+        if i < publishers {
+            let publisher =
+                fleet.add_peer(PeerConfig::publisher(format!("{name}-pub"), s.media()))?;
+            let offer = publisher.create_offer(OfferKind::Publish).await?;
+            let answer = session.publish(offer).await?;
+            publisher.accept_answer(&answer).await?;
+            running.publishers.push(publisher);
+        }
+        running.receivers.push(receiver);
+        running.sessions.push(session);
+    }
+    for p in &running.publishers {
+        p.wait_connected(CONNECT_TIMEOUT)
+            .await
+            .context("a publisher did not connect")?;
+    }
+    Ok(running)
+}
+
+async fn join_janus(server: &JanusServer, fleet: &Fleet, s: &Scenario) -> anyhow::Result<Running> {
+    let client = JanusClient::connect(server.base_url()).await?;
+    const ROOM: u64 = 1234;
+    client.create_room(ROOM).await?;
+    let mut running = Running {
+        publishers: Vec::new(),
+        receivers: Vec::new(),
+        sessions: Vec::new(),
+        janus: None,
+    };
+    let start = Instant::now();
+    let mut feeds: Vec<(usize, u64)> = Vec::new();
+    let publishers = s.publishers();
+    // Janus offers one subscriber PC per feed; a participant joining late also subscribes to
+    // every feed already there, and earlier participants to its feed.
+    let mut handles = Vec::new();
+    for i in 0..s.participants {
+        pace(start, i, s.join_rate).await;
+        if i < publishers {
+            let publisher =
+                fleet.add_peer(PeerConfig::publisher(format!("p{i}-pub"), s.media()))?;
+            let offer = publisher.create_offer(OfferKind::Publish).await?;
+            let published = client.publish(ROOM, &format!("p{i}"), &offer).await?;
+            publisher.accept_answer(&published.answer_sdp).await?;
+            let feed = published.feed_id;
+            running.publishers.push(publisher);
+            handles.push(published.handle);
+            // Earlier participants subscribe to this new feed.
+            for j in 0..i {
+                subscribe_janus(&client, fleet, &mut running, ROOM, j, feed).await?;
+            }
+            feeds.push((i, feed));
+        }
+        for &(owner, feed) in &feeds {
+            if owner != i {
+                subscribe_janus(&client, fleet, &mut running, ROOM, i, feed).await?;
+            }
+        }
+    }
+    for p in &running.publishers {
+        p.wait_connected(CONNECT_TIMEOUT)
+            .await
+            .context("a publisher did not connect")?;
+    }
+    running.janus = Some(client);
+    std::mem::forget(handles); // the session owns them; destroyed with the server
+    Ok(running)
+}
+
+async fn subscribe_janus(
+    client: &JanusClient,
+    fleet: &Fleet,
+    running: &mut Running,
+    room: u64,
+    who: usize,
+    feed: u64,
+) -> anyhow::Result<()> {
+    let receiver = fleet.add_peer(PeerConfig::receiver(format!("p{who}-sub-{feed}")))?;
+    let (offer, handle) = client.subscribe(room, feed).await?;
+    let answer = receiver.accept_offer(&offer).await?;
+    handle.answer(&answer).await?;
+    running.receivers.push(Arc::new(receiver));
+    std::mem::forget(handle);
+    Ok(())
+}
+
+/// Sums what the receivers got and the publishers were asked.
+struct Totals {
+    received: u64,
+    latency: LatencyHistogram,
+    loss: LossSummary,
+    joins: Vec<Duration>,
+    nacks: u64,
+    plis: u64,
+}
+
+async fn totals(running: &Running) -> anyhow::Result<Totals> {
+    let mut t = Totals {
+        received: 0,
+        latency: LatencyHistogram::new(),
+        loss: LossSummary::default(),
+        joins: Vec::new(),
+        nacks: 0,
+        plis: 0,
+    };
+    for r in &running.receivers {
+        let rep: PeerReport = r.stats().await?;
+        t.received += rep.packets_received();
+        t.latency.merge(&rep.latency(None));
+        t.loss.add(&rep.loss(None));
+        t.joins.extend(rep.join_time);
+        t.nacks += rep.nacks_sent;
+    }
+    for p in &running.publishers {
+        let rep = p.stats().await?;
+        t.plis += rep.plis_received + rep.firs_received;
+    }
+    Ok(t)
+}
+
+async fn measure(
+    target: &str,
+    workers: Option<usize>,
+    pid: u32,
+    idle: procstat::ProcSample,
+    fleet: &Fleet,
+    running: Running,
+    s: &Scenario,
+) -> anyhow::Result<RunReport> {
+    tokio::time::sleep(WARMUP).await;
+    let before = totals(&running).await?;
+    let server0 = procstat::sample(pid)?;
+    let fleet0 = fleet.cpu_time();
+    let t0 = Instant::now();
+    tokio::time::sleep(s.duration).await;
+    let after = totals(&running).await?;
+    let server1 = procstat::sample(pid)?;
+    let fleet1 = fleet.cpu_time();
+    let window = t0.elapsed().as_secs_f64();
+
+    let packets = after.received.saturating_sub(before.received);
+    if packets == 0 {
+        bail!("{target}: no media reached the receivers");
+    }
+    let server_cpu = server1.cpu.saturating_sub(server0.cpu).as_secs_f64();
+    let fleet_cpu = fleet1.total().saturating_sub(fleet0.total()).as_secs_f64();
+    let threads = fleet1.per_thread.len().max(1) as f64;
+    let mut joins = after.joins.clone();
+    joins.sort();
+    let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+    let loss = &after.loss;
+    for s in &running.sessions {
+        s.leave();
+    }
+    drop(running.sessions);
+    for p in running.publishers {
+        p.close().await;
+    }
+    // A receiver still shared with its signaling task closes with the fleet.
+    for r in running.receivers {
+        if let Ok(p) = Arc::try_unwrap(r) {
+            p.close().await;
+        }
+    }
+    if let Some(j) = running.janus {
+        let _ = j.destroy().await;
+    }
+    Ok(RunReport {
+        target: target.to_string(),
+        scenario: format!("{:?}", s.shape).to_lowercase(),
+        workers,
+        participants: s.participants,
+        publishers: s.publishers(),
+        duration_s: window,
+        forwarded_pps: packets as f64 / window,
+        server_cpu_pct: 100.0 * server_cpu / window,
+        server_cpu_us_per_pkt: 1e6 * server_cpu / packets as f64,
+        server_kib_per_subscription: server1.rss_bytes.saturating_sub(idle.rss_bytes) as f64
+            / 1024.0
+            / s.subscriptions().max(1) as f64,
+        loss_pct: if loss.expected > 0 {
+            100.0 * loss.lost as f64 / loss.expected as f64
+        } else {
+            0.0
+        },
+        latency_p50_ms: ms(after.latency.p50()),
+        latency_p99_ms: ms(after.latency.p99()),
+        join_p50_ms: ms(joins.get(joins.len() / 2).copied()),
+        join_max_ms: ms(joins.last().copied()),
+        nacks: after.nacks,
+        plis: after.plis,
+        generator_cpu_pct: 100.0 * fleet_cpu / window / threads,
+    })
+}
+
+/// Where a run writes its files.
+pub fn out_dir() -> PathBuf {
+    PathBuf::from("target/bench")
+}

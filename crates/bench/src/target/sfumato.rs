@@ -1,0 +1,231 @@
+//! Sfumato as a benchmark target: the release binary started on loopback (optionally pinned
+//! to CPUs with taskset), its forwarding counters read from `GET /api/workers`, and a
+//! signaling-only WebSocket session per participant (docs/protocol.md) whose SDP work is done
+//! by a caller-supplied peer.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Clone)]
+pub struct SfumatoOptions {
+    pub bin: PathBuf,
+    pub workers: usize,
+    pub placement: &'static str,
+    /// `taskset -c` CPU list for the server, e.g. "0".
+    pub cpus: Option<String>,
+    pub http_port: u16,
+    pub rtc_port: u16,
+    pub log: PathBuf,
+}
+
+pub struct SfumatoServer {
+    child: Child,
+    http: SocketAddr,
+}
+
+impl SfumatoServer {
+    pub async fn start(opts: &SfumatoOptions) -> anyhow::Result<Self> {
+        let http = SocketAddr::from(([127, 0, 0, 1], opts.http_port));
+        let log = std::fs::File::create(&opts.log)
+            .with_context(|| format!("creating {}", opts.log.display()))?;
+        let mut cmd = match &opts.cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpus).arg(&opts.bin);
+                c
+            }
+            None => Command::new(&opts.bin),
+        };
+        cmd.arg("--listen")
+            .arg(http.to_string())
+            .arg("--rtc-port")
+            .arg(opts.rtc_port.to_string())
+            .arg("--workers")
+            .arg(opts.workers.to_string())
+            .arg("--placement")
+            .arg(opts.placement)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", opts.bin.display()))?;
+        let server = SfumatoServer { child, http };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if reqwest::get(format!("http://{http}/healthz"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "sfumato did not answer /healthz within 10 s (see {})",
+                    opts.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The server's process id (taskset execs it, so this is sfumato itself).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.http)
+    }
+
+    /// `GET /api/workers`.
+    pub async fn workers(&self) -> anyhow::Result<Value> {
+        let v = reqwest::get(format!("http://{}/api/workers", self.http))
+            .await?
+            .error_for_status()?
+            .json::<Value>()
+            .await?;
+        Ok(v)
+    }
+
+    /// Packets forwarded so far, summed over the workers.
+    pub async fn forwarded(&self) -> anyhow::Result<u64> {
+        let v = self.workers().await?;
+        let workers = v["workers"]
+            .as_array()
+            .ok_or_else(|| anyhow!("no workers in {v}"))?;
+        Ok(workers
+            .iter()
+            .filter_map(|w| w["packets_forwarded"].as_u64())
+            .sum())
+    }
+}
+
+impl Drop for SfumatoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Answers a server's SDP offer (the subscribe PC): offer in, answer out.
+pub type Answerer = Arc<
+    dyn Fn(String) -> Pin<Box<dyn Future<Output = anyhow::Result<String>> + Send>> + Send + Sync,
+>;
+
+/// One participant's signaling socket.
+pub struct Session {
+    out: mpsc::UnboundedSender<String>,
+    publish_answers: mpsc::UnboundedReceiver<Value>,
+    pub participant_id: String,
+    _reader: tokio::task::JoinHandle<()>,
+}
+
+impl Session {
+    /// Connects, joins `room` as `name`, and answers every `subscribe_offer` with `answerer`.
+    pub async fn join(
+        ws_url: &str,
+        room: &str,
+        name: &str,
+        answerer: Answerer,
+    ) -> anyhow::Result<Session> {
+        let (ws, _) = tokio_tungstenite::connect_async(ws_url)
+            .await
+            .with_context(|| format!("connecting {ws_url}"))?;
+        let (mut sink, mut stream) = ws.split();
+        let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            while let Some(text) = out_rx.recv().await {
+                if sink.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let (joined_tx, joined_rx) = oneshot::channel::<Value>();
+        let (answers_tx, publish_answers) = mpsc::unbounded_channel::<Value>();
+        let reply = out.clone();
+        let reader = tokio::spawn(async move {
+            let mut joined_tx = Some(joined_tx);
+            while let Some(Ok(msg)) = stream.next().await {
+                let Message::Text(text) = msg else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else {
+                    continue;
+                };
+                match v["type"].as_str() {
+                    Some("joined") => {
+                        if let Some(tx) = joined_tx.take() {
+                            let _ = tx.send(v);
+                        }
+                    }
+                    Some("publish_answer") => {
+                        let _ = answers_tx.send(v);
+                    }
+                    Some("subscribe_offer") => {
+                        let sdp = v["sdp"].as_str().unwrap_or_default().to_string();
+                        match answerer(sdp).await {
+                            Ok(answer) => {
+                                let _ = reply.send(
+                                    json!({"type": "subscribe_answer", "sdp": answer}).to_string(),
+                                );
+                            }
+                            Err(e) => tracing::warn!("cannot answer a subscribe offer: {e:#}"),
+                        }
+                    }
+                    Some("error") => {
+                        tracing::warn!("sfumato error: {v}");
+                        let _ = answers_tx.send(v);
+                    }
+                    _ => {}
+                }
+            }
+        });
+        out.send(json!({"type": "join", "v": 1, "room": room, "name": name}).to_string())?;
+        let joined = tokio::time::timeout(Duration::from_secs(10), joined_rx)
+            .await
+            .map_err(|_| anyhow!("no `joined` within 10 s"))??;
+        let participant_id = joined["participant"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        Ok(Session {
+            out,
+            publish_answers,
+            participant_id,
+            _reader: reader,
+        })
+    }
+
+    /// Sends the publish PC's offer and returns the server's answer.
+    pub async fn publish(&mut self, offer: String) -> anyhow::Result<String> {
+        self.out
+            .send(json!({"type": "publish_offer", "sdp": offer}).to_string())?;
+        let v = tokio::time::timeout(Duration::from_secs(10), self.publish_answers.recv())
+            .await
+            .map_err(|_| anyhow!("no `publish_answer` within 10 s"))?
+            .ok_or_else(|| anyhow!("signaling closed"))?;
+        match v["type"].as_str() {
+            Some("publish_answer") => Ok(v["sdp"].as_str().unwrap_or_default().to_string()),
+            _ => bail!("publish refused: {v}"),
+        }
+    }
+
+    pub fn leave(&self) {
+        let _ = self.out.send(json!({"type": "leave"}).to_string());
+    }
+}
+
+/// The default path of the release binary, relative to the workspace root.
+pub fn default_bin(root: &Path) -> PathBuf {
+    root.join("target/release/sfumato")
+}
