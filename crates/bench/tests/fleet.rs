@@ -271,3 +271,24 @@ async fn throughput_of_one_fleet_thread() {
         lag.summary(),
     );
 }
+
+/// The handles work from spawned tokio tasks.
+#[test]
+fn handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<Fleet>();
+    send_sync::<PeerHandle>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let fleet = Fleet::start(FleetConfig::default()).expect("fleet");
+    let peer = fleet.add_peer(PeerConfig::receiver("x")).expect("peer");
+    let fut = peer.stats();
+    send(&fut);
+    let report = rt.block_on(fut).expect("stats");
+    assert_eq!(report.name, "x");
+    assert!(report.received.is_empty());
+    assert!(!peer.state().connected);
+}

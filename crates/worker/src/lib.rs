@@ -2,6 +2,7 @@
 //! [`Engine`], joined by bounded pipes (one inbound queue per worker). The control plane
 //! talks to the workers through a [`Pool`]: commands in, events out, replies resolved here.
 
+mod send;
 mod thread;
 
 use std::collections::HashMap;
@@ -133,7 +134,6 @@ impl Pool {
                 events: event_tx.clone(),
                 pending: HashMap::new(),
                 pipe_dropped: 0,
-                send_dropped: 0,
             };
             let join = std::thread::Builder::new()
                 .name(format!("sfumato-worker-{i}"))

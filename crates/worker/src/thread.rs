@@ -11,6 +11,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use sfumato_core::{Engine, Event, Output, PipeMsg, ReplyBody, RequestId, WorkerId};
 use tokio::sync::mpsc;
 
+use crate::send::BatchSender;
 use crate::{Ctl, Delivery, ReplySender};
 
 const SOCKET: Token = Token(0);
@@ -31,7 +32,6 @@ pub(crate) struct Runtime {
     pub events: mpsc::Sender<Delivery>,
     pub pending: HashMap<RequestId, ReplySender>,
     pub pipe_dropped: u64,
-    pub send_dropped: u64,
 }
 
 impl Runtime {
@@ -49,6 +49,8 @@ impl Runtime {
         let mut events = Events::with_capacity(16);
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut woken = vec![false; self.pipe_out.len()];
+        // Built here: its preallocated headers hold raw pointers and may not cross threads.
+        let mut sender = BatchSender::new();
         // Set when a turn stopped before a source was empty: the next wait must not block,
         // since mio's readiness is edge-triggered.
         let mut more = true;
@@ -109,20 +111,14 @@ impl Runtime {
             more |= !self.commands.is_empty();
 
             engine.handle_timeout(now);
-            self.drain(&mut engine, &mut woken);
+            self.drain(&mut engine, &mut sender, &mut woken);
         }
     }
 
-    fn drain(&mut self, engine: &mut Engine, woken: &mut [bool]) {
+    fn drain(&mut self, engine: &mut Engine, sender: &mut BatchSender, woken: &mut [bool]) {
         while let Some(out) = engine.poll_output() {
             match out {
-                Output::Transmit(t) => match self.socket.send_to(&t.contents, t.destination) {
-                    Ok(_) => {}
-                    Err(e) => {
-                        self.send_dropped += 1;
-                        tracing::trace!(worker = %self.id, "send to {}: {e}", t.destination);
-                    }
-                },
+                Output::Transmit(t) => sender.push(t),
                 Output::Pipe { to, msg } => {
                     let Some(pipe) = self.pipe_out.get(to.0 as usize) else {
                         continue;
@@ -138,7 +134,7 @@ impl Runtime {
                     let result = result.map(|body| match body {
                         ReplyBody::Stats(mut s) => {
                             s.pipe_dropped = self.pipe_dropped;
-                            s.datagrams_dropped += self.send_dropped;
+                            s.datagrams_dropped += sender.dropped;
                             ReplyBody::Stats(s)
                         }
                         other => other,
@@ -160,6 +156,7 @@ impl Runtime {
                 }
             }
         }
+        sender.flush(&self.socket);
         for (i, w) in woken.iter_mut().enumerate() {
             if std::mem::take(w) {
                 let _ = self.wakers[i].wake();
