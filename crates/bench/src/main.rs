@@ -63,6 +63,16 @@ enum Cmd {
     },
     /// A 5-second, 3-participant meeting against Sfumato: media must flow, the report be whole.
     Smoke,
+    /// Vertical scaling: fan-out 1→N with N growing by `step` until loss passes 1%, with
+    /// `--workers 1` (on the server CPU) and `--workers 2 --placement spread` (on every CPU).
+    Scale {
+        #[arg(long, default_value_t = 50)]
+        step: usize,
+        #[arg(long, default_value_t = 400)]
+        max_participants: usize,
+        #[arg(long, default_value_t = 10)]
+        duration_secs: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -103,11 +113,15 @@ fn pin_self(cpus: &str) {
 }
 
 fn sfumato(cli: &Cli, workers: usize, port_base: u16) -> Target {
+    sfumato_on(cli, workers, port_base, cli.server_cpu.to_string())
+}
+
+fn sfumato_on(cli: &Cli, workers: usize, port_base: u16, cpus: String) -> Target {
     Target::Sfumato(SfumatoOptions {
         bin: cli.sfumato_bin.clone(),
         workers,
         placement: "spread",
-        cpus: Some(cli.server_cpu.to_string()),
+        cpus: Some(cpus),
         http_port: port_base,
         rtc_port: port_base + 100,
         log: cli.out.join(format!("sfumato-{workers}w.log")),
@@ -165,6 +179,11 @@ async fn async_main(cli: Cli, cores: usize) -> anyhow::Result<()> {
             println!("smoke: media flowed and the report is complete");
         }
         Cmd::Compare { quick } => compare(&cli, *quick, threads).await?,
+        Cmd::Scale {
+            step,
+            max_participants,
+            duration_secs,
+        } => scale(&cli, *step, *max_participants, *duration_secs, threads, cores).await?,
     }
     Ok(())
 }
@@ -237,6 +256,37 @@ async fn compare(cli: &Cli, quick: bool, threads: usize) -> anyhow::Result<()> {
             all.push(j.clone());
         }
     }
+    if !quick {
+        // The other two room shapes, once each.
+        let others = [
+            Scenario {
+                shape: Shape::Meeting,
+                participants: 8,
+                publishers: 8,
+                duration: Duration::from_secs(secs),
+                join_rate: 10.0,
+                video_bitrate: 1_000_000,
+            },
+            Scenario {
+                shape: Shape::Audio,
+                participants: 60,
+                publishers: 10,
+                duration: Duration::from_secs(secs),
+                join_rate: 20.0,
+                video_bitrate: 0,
+            },
+        ];
+        for (i, s) in others.iter().enumerate() {
+            let port = 28700 + 10 * i as u16;
+            eprintln!("{:?} {}: sfumato 1 worker, 2 workers, janus", s.shape, s.participants);
+            all.push(scenario::run(&sfumato(cli, 1, port), s, threads).await?);
+            all.push(scenario::run(&sfumato(cli, 2, port + 5), s, threads).await?);
+            match scenario::run(&janus(cli), s, threads).await {
+                Ok(r) => all.push(r),
+                Err(e) => eprintln!("janus run failed: {e:#}"),
+            }
+        }
+    }
     println!("{}", report::markdown(&all));
     let json = write_json(cli, "compare", &all)?;
     let series = |label: &str, rs: &[RunReport], f: fn(&RunReport) -> f64| Series {
@@ -266,5 +316,56 @@ async fn compare(cli: &Cli, quick: bool, threads: usize) -> anyhow::Result<()> {
     let last = sizes.len() - 1;
     let janus_last = jan.get(last).or(jan.last());
     println!("{}", report::result_line(&sfu1[last], janus_last));
+    Ok(())
+}
+
+/// Fan-out throughput at ≤ 1% loss, one worker against two.
+async fn scale(cli: &Cli, step: usize, max: usize, secs: u64, threads: usize, cores: usize) -> anyhow::Result<()> {
+    // `cores` was read before this process pinned itself (which narrows what it sees).
+    let all_cpus = (0..cores).map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+    let mut table = Vec::new();
+    let mut best = Vec::new();
+    for (workers, cpus) in [(1, cli.server_cpu.to_string()), (2, all_cpus)] {
+        let mut top: Option<RunReport> = None;
+        for (i, n) in (step..=max.max(step)).step_by(step.max(1)).enumerate() {
+            let s = Scenario {
+                shape: Shape::Fanout,
+                participants: n + 1,
+                publishers: 1,
+                duration: Duration::from_secs(secs),
+                join_rate: 40.0,
+                video_bitrate: 1_000_000,
+            };
+            eprintln!("fanout 1→{n}: sfumato, {workers} worker(s) on CPUs {cpus}");
+            let port = 29000 + 20 * i as u16 + workers as u16;
+            let r = match scenario::run(&sfumato_on(cli, workers, port, cpus.clone()), &s, threads).await {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("run failed: {e:#}");
+                    break;
+                }
+            };
+            let ok = r.loss_pct <= 1.0;
+            table.push(r.clone());
+            if !ok {
+                break;
+            }
+            top = Some(r);
+        }
+        if let Some(t) = top {
+            best.push((workers, t));
+        }
+    }
+    println!("{}", report::markdown(&table));
+    write_json(cli, "scale", &table)?;
+    for (workers, r) in &best {
+        println!(
+            "workers={workers}: {:.0} forwarded packets/s at {:.3}% loss ({} participants), {:.2} µs per packet, p99 {:.2} ms, generator {:.0}% busy",
+            r.forwarded_pps, r.loss_pct, r.participants, r.server_cpu_us_per_pkt, r.latency_p99_ms, r.generator_cpu_pct
+        );
+    }
+    if let [(_, one), (_, two)] = best.as_slice() {
+        println!("throughput at ≤1% loss, 2 workers / 1 worker: {:.2}", two.forwarded_pps / one.forwarded_pps);
+    }
     Ok(())
 }

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::fleet::{Fleet, FleetConfig, OfferKind, PeerConfig, PeerHandle, PeerReport};
-use crate::janus::{JanusClient, JanusServer};
+use crate::janus::{JanusClient, JanusServer, PublisherHandle, SubscriberHandle};
 use crate::media::MediaConfig;
 use crate::procstat;
 use crate::report::RunReport;
@@ -81,6 +81,9 @@ struct Running {
     receivers: Vec<Arc<PeerHandle>>,
     sessions: Vec<Session>,
     janus: Option<JanusClient>,
+    /// Janus handles live as long as the run (the session owns them on Janus' side).
+    janus_publishers: Vec<PublisherHandle>,
+    janus_subscribers: Vec<SubscriberHandle>,
 }
 
 const WARMUP: Duration = Duration::from_secs(3);
@@ -150,6 +153,8 @@ async fn join_sfumato(
         receivers: Vec::new(),
         sessions: Vec::new(),
         janus: None,
+        janus_publishers: Vec::new(),
+        janus_subscribers: Vec::new(),
     };
     let start = Instant::now();
     let publishers = s.publishers();
@@ -192,13 +197,14 @@ async fn join_janus(server: &JanusServer, fleet: &Fleet, s: &Scenario) -> anyhow
         receivers: Vec::new(),
         sessions: Vec::new(),
         janus: None,
+        janus_publishers: Vec::new(),
+        janus_subscribers: Vec::new(),
     };
     let start = Instant::now();
     let mut feeds: Vec<(usize, u64)> = Vec::new();
     let publishers = s.publishers();
     // Janus offers one subscriber PC per feed; a participant joining late also subscribes to
     // every feed already there, and earlier participants to its feed.
-    let mut handles = Vec::new();
     for i in 0..s.participants {
         pace(start, i, s.join_rate).await;
         if i < publishers {
@@ -207,9 +213,14 @@ async fn join_janus(server: &JanusServer, fleet: &Fleet, s: &Scenario) -> anyhow
             let offer = publisher.create_offer(OfferKind::Publish).await?;
             let published = client.publish(ROOM, &format!("p{i}"), &offer).await?;
             publisher.accept_answer(&published.answer_sdp).await?;
+            // Janus refuses subscribers to a feed whose PeerConnection is not up yet.
+            publisher
+                .wait_connected(CONNECT_TIMEOUT)
+                .await
+                .context("a publisher did not connect")?;
             let feed = published.feed_id;
             running.publishers.push(publisher);
-            handles.push(published.handle);
+            running.janus_publishers.push(published.handle);
             // Earlier participants subscribe to this new feed.
             for j in 0..i {
                 subscribe_janus(&client, fleet, &mut running, ROOM, j, feed).await?;
@@ -228,7 +239,6 @@ async fn join_janus(server: &JanusServer, fleet: &Fleet, s: &Scenario) -> anyhow
             .context("a publisher did not connect")?;
     }
     running.janus = Some(client);
-    std::mem::forget(handles); // the session owns them; destroyed with the server
     Ok(running)
 }
 
@@ -241,11 +251,21 @@ async fn subscribe_janus(
     feed: u64,
 ) -> anyhow::Result<()> {
     let receiver = fleet.add_peer(PeerConfig::receiver(format!("p{who}-sub-{feed}")))?;
-    let (offer, handle) = client.subscribe(room, feed).await?;
+    // A feed becomes subscribable shortly after its publisher connects ("No such feed" before).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let (offer, handle) = loop {
+        match client.subscribe(room, feed).await {
+            Ok(ok) => break ok,
+            Err(e) if Instant::now() < deadline && format!("{e:#}").contains("No such feed") => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let answer = receiver.accept_offer(&offer).await?;
     handle.answer(&answer).await?;
     running.receivers.push(Arc::new(receiver));
-    std::mem::forget(handle);
+    running.janus_subscribers.push(handle);
     Ok(())
 }
 
