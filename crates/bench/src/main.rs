@@ -183,7 +183,17 @@ async fn async_main(cli: Cli, cores: usize) -> anyhow::Result<()> {
             step,
             max_participants,
             duration_secs,
-        } => scale(&cli, *step, *max_participants, *duration_secs, threads, cores).await?,
+        } => {
+            scale(
+                &cli,
+                *step,
+                *max_participants,
+                *duration_secs,
+                threads,
+                cores,
+            )
+            .await?
+        }
     }
     Ok(())
 }
@@ -278,7 +288,10 @@ async fn compare(cli: &Cli, quick: bool, threads: usize) -> anyhow::Result<()> {
         ];
         for (i, s) in others.iter().enumerate() {
             let port = 28700 + 10 * i as u16;
-            eprintln!("{:?} {}: sfumato 1 worker, 2 workers, janus", s.shape, s.participants);
+            eprintln!(
+                "{:?} {}: sfumato 1 worker, 2 workers, janus",
+                s.shape, s.participants
+            );
             all.push(scenario::run(&sfumato(cli, 1, port), s, threads).await?);
             all.push(scenario::run(&sfumato(cli, 2, port + 5), s, threads).await?);
             match scenario::run(&janus(cli), s, threads).await {
@@ -320,9 +333,19 @@ async fn compare(cli: &Cli, quick: bool, threads: usize) -> anyhow::Result<()> {
 }
 
 /// Fan-out throughput at ≤ 1% loss, one worker against two.
-async fn scale(cli: &Cli, step: usize, max: usize, secs: u64, threads: usize, cores: usize) -> anyhow::Result<()> {
+async fn scale(
+    cli: &Cli,
+    step: usize,
+    max: usize,
+    secs: u64,
+    threads: usize,
+    cores: usize,
+) -> anyhow::Result<()> {
     // `cores` was read before this process pinned itself (which narrows what it sees).
-    let all_cpus = (0..cores).map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+    let all_cpus = (0..cores)
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     let mut table = Vec::new();
     let mut best = Vec::new();
     for (workers, cpus) in [(1, cli.server_cpu.to_string()), (2, all_cpus)] {
@@ -338,7 +361,9 @@ async fn scale(cli: &Cli, step: usize, max: usize, secs: u64, threads: usize, co
             };
             eprintln!("fanout 1→{n}: sfumato, {workers} worker(s) on CPUs {cpus}");
             let port = 29000 + 20 * i as u16 + workers as u16;
-            let r = match scenario::run(&sfumato_on(cli, workers, port, cpus.clone()), &s, threads).await {
+            let r = match scenario::run(&sfumato_on(cli, workers, port, cpus.clone()), &s, threads)
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("run failed: {e:#}");
@@ -365,7 +390,10 @@ async fn scale(cli: &Cli, step: usize, max: usize, secs: u64, threads: usize, co
         );
     }
     if let [(_, one), (_, two)] = best.as_slice() {
-        println!("throughput at ≤1% loss, 2 workers / 1 worker: {:.2}", two.forwarded_pps / one.forwarded_pps);
+        println!(
+            "throughput at ≤1% loss, 2 workers / 1 worker: {:.2}",
+            two.forwarded_pps / one.forwarded_pps
+        );
     }
     Ok(())
 }
