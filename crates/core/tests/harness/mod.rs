@@ -354,6 +354,9 @@ pub struct Net {
     /// When set, every delivered datagram is kept in `delivered` (for replaying garbage).
     pub record: bool,
     pub delivered: Vec<Datagram>,
+    /// Wall-clock time spent inside the engines (inputs, timeouts, output polling), for the
+    /// engine benchmark; the clients' and the network's work is not in it.
+    pub engine_busy: Duration,
     next_req: RequestId,
     next_peer: u64,
 }
@@ -393,6 +396,7 @@ impl Net {
             undeliverable: 0,
             record: false,
             delivered: Vec::new(),
+            engine_busy: Duration::ZERO,
             next_req: 1,
             next_peer: 1,
         }
@@ -562,9 +566,11 @@ impl Net {
     pub fn step(&mut self, dt: Duration) {
         self.now += dt;
         let now = self.now;
+        let busy = Instant::now();
         for e in &mut self.engines {
             e.handle_timeout(now);
         }
+        self.engine_busy += busy.elapsed();
         for c in &mut self.clients {
             c.timeout(now);
             c.drain(now, &mut self.queue);
@@ -618,7 +624,11 @@ impl Net {
             let mut moved = false;
             let now = self.now;
             for w in 0..self.engines.len() {
-                while let Some(out) = self.engines[w].poll_output() {
+                loop {
+                    let busy = Instant::now();
+                    let out = self.engines[w].poll_output();
+                    self.engine_busy += busy.elapsed();
+                    let Some(out) = out else { break };
                     moved = true;
                     self.on_output(w, out);
                 }
@@ -645,7 +655,9 @@ impl Net {
                 }
                 match self.by_addr.get(&d.destination) {
                     Some(Node::Engine(w)) => {
+                        let busy = Instant::now();
                         self.engines[*w].handle_datagram(now, d.source, &d.contents);
+                        self.engine_busy += busy.elapsed();
                         touched[*w] = true;
                     }
                     Some(Node::Client(i)) => {
@@ -657,6 +669,7 @@ impl Net {
                 }
             }
             let pipes = std::mem::take(&mut self.pipes);
+            let busy = Instant::now();
             for (to, msg) in pipes {
                 moved = true;
                 self.engines[to].handle_pipe(now, msg);
@@ -668,6 +681,7 @@ impl Net {
                     self.engines[w].handle_timeout(now);
                 }
             }
+            self.engine_busy += busy.elapsed();
             if !moved {
                 return;
             }
