@@ -76,6 +76,7 @@ pub enum Target {
 }
 
 /// Peers of one run, kept alive until it ends.
+#[derive(Default)]
 struct Running {
     publishers: Vec<PeerHandle>,
     receivers: Vec<Arc<PeerHandle>>,
@@ -148,14 +149,7 @@ async fn join_sfumato(
     fleet: &Fleet,
     s: &Scenario,
 ) -> anyhow::Result<Running> {
-    let mut running = Running {
-        publishers: Vec::new(),
-        receivers: Vec::new(),
-        sessions: Vec::new(),
-        janus: None,
-        janus_publishers: Vec::new(),
-        janus_subscribers: Vec::new(),
-    };
+    let mut running = Running::default();
     let start = Instant::now();
     let publishers = s.publishers();
     for i in 0..s.participants {
@@ -192,14 +186,7 @@ async fn join_janus(server: &JanusServer, fleet: &Fleet, s: &Scenario) -> anyhow
     let client = JanusClient::connect(server.base_url()).await?;
     const ROOM: u64 = 1234;
     client.create_room(ROOM).await?;
-    let mut running = Running {
-        publishers: Vec::new(),
-        receivers: Vec::new(),
-        sessions: Vec::new(),
-        janus: None,
-        janus_publishers: Vec::new(),
-        janus_subscribers: Vec::new(),
-    };
+    let mut running = Running::default();
     let start = Instant::now();
     let mut feeds: Vec<(usize, u64)> = Vec::new();
     let publishers = s.publishers();
