@@ -22,6 +22,14 @@ use crate::Error;
 
 /// A peer that has not connected this long after creation is closed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How far back a subscriber's NACK can be answered. str0m keeps 3 s by default, which is most
+/// of a subscription's memory; a NACK older than a second is past any useful round trip
+/// (Janus answers 500 ms by default).
+const RTX_HISTORY: Duration = Duration::from_secs(1);
+/// Upper bound on that history in packets (str0m's default).
+const RTX_PACKETS: usize = 1024;
+/// Queued resends are dropped when they pass this share of what is sent (str0m's default).
+const RTX_RATIO_CAP: f32 = 0.15;
 /// How often one slot may ask for a keyframe while it waits for one.
 const SLOT_KEYFRAME_RETRY: Duration = Duration::from_millis(300);
 
@@ -79,6 +87,8 @@ pub struct Slot {
     last_keyframe_ask: Option<Instant>,
     /// (source track, publisher's payload type) → ours; `None` if we cannot send that codec.
     pt_map: Vec<(TrackId, Pt, Option<Pt>)>,
+    /// Whether the outgoing stream's retransmission history has been sized.
+    rtx_history_set: bool,
 }
 
 impl Slot {
@@ -95,6 +105,7 @@ impl Slot {
             waiting_keyframe: false,
             last_keyframe_ask: None,
             pt_map: Vec::new(),
+            rtx_history_set: false,
         }
     }
 }
@@ -641,6 +652,10 @@ impl Peer {
         let Some(tx) = api.stream_tx_by_mid(mid, None) else {
             return Write::Dropped;
         };
+        if !s.rtx_history_set {
+            tx.set_rtx_cache(RTX_PACKETS, RTX_HISTORY, Some(RTX_RATIO_CAP));
+            s.rtx_history_set = true;
+        }
         tx.write_rtp(
             RtpWrite::new(
                 pt,
