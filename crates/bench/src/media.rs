@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use sfumato_testkit::random_u64;
 
 /// The instant all send times are measured from, shared by everything in the process so
 /// that senders and receivers agree on the clock.
@@ -330,7 +331,7 @@ impl AudioSource {
             start,
             ptime: config.audio_ptime.max(Duration::from_millis(1)),
             index: 0,
-            rtp_base: random_u32(),
+            rtp_base: random_u64() as u32,
             buf,
             counts: SourceCounts::default(),
         }
@@ -422,7 +423,7 @@ impl VideoSource {
         let (delta_size, key_size) = config.frame_sizes();
         let min_packet = VP8_DESCRIPTOR_LEN + VP8_KEY_HEADER_LEN + Stamp::LEN;
         let packet_size = config.video_packet_size.max(min_packet);
-        let r = random_u32();
+        let r = random_u64() as u32;
         Self {
             source,
             epoch,
@@ -576,20 +577,6 @@ fn write_vp8_header(out: &mut [u8], keyframe: bool, frame_size: usize) -> usize 
     out[6..8].copy_from_slice(&640u16.to_le_bytes());
     out[8..10].copy_from_slice(&480u16.to_le_bytes());
     VP8_KEY_HEADER_LEN
-}
-
-/// A random u32 from the std hasher's per-process random keys (no dependency needed).
-pub(crate) fn random_u32() -> u32 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() as u32
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod garbage;
 pub mod http;
 pub mod media;
 pub mod peer;
+pub mod rtc_util;
 pub mod server;
 pub mod wait;
 pub mod ws;
@@ -31,6 +32,7 @@ pub use peer::{
     AudioPayload, Kind, OfferSpec, Peer, PeerCounts, PeerOptions, PeerStatus, ReceivedPacket,
     SentPacket,
 };
+pub use rtc_util::{negotiated_pt, random_u64};
 pub use server::{ServerOptions, TestServer};
 pub use wait::{poll_for, poll_until};
 pub use ws::{msg_type, Participant, PublishedTrack, SubscribedTrack};

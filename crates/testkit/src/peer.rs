@@ -20,6 +20,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::oneshot;
 
 use crate::media::{AudioSource, VideoSource};
+use crate::rtc_util::{negotiated_pt, random_u64};
 use crate::wait::poll_until;
 
 /// Audio or video.
@@ -813,17 +814,11 @@ impl Driver {
             if media.disabled() {
                 continue;
             }
-            let remote: Vec<Pt> = media.remote_pts().to_vec();
-            let cfg = self.rtc.codec_config();
-            let pt = remote
-                .iter()
-                .copied()
-                .find(|pt| {
-                    cfg.params()
-                        .iter()
-                        .any(|p| p.pt() == *pt && p.spec().codec == codec)
+            let pt = negotiated_pt(&self.rtc, mid, codec)
+                .or_else(|| {
+                    let cfg = self.rtc.codec_config();
+                    cfg.find(|p| p.spec().codec == codec).map(|p| p.pt())
                 })
-                .or_else(|| cfg.find(|p| p.spec().codec == codec).map(|p| p.pt()))
                 .with_context(|| format!("no {codec:?} payload type negotiated on mid {mid}"))?;
             let mut api = self.rtc.direct_api();
             let Some(stream) = api.stream_tx_by_mid(mid, None) else {
@@ -966,18 +961,4 @@ impl Driver {
             self.rtc.disconnect();
         }
     }
-}
-
-/// A random u64 from the std hasher's per-process random keys and the clock.
-pub(crate) fn random_u64() -> u64 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }

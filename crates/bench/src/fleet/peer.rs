@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use sfumato_testkit::{negotiated_pt, random_u64};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
@@ -443,16 +444,7 @@ impl FleetPeer {
             if media.disabled() {
                 continue;
             }
-            let remote: Vec<Pt> = media.remote_pts().to_vec();
-            let cfg = self.rtc.codec_config();
-            let pt = remote
-                .iter()
-                .copied()
-                .find(|pt| {
-                    cfg.params()
-                        .iter()
-                        .any(|p| p.pt() == *pt && p.spec().codec == codec)
-                })
+            let pt = negotiated_pt(&self.rtc, mid, codec)
                 .with_context(|| format!("no {codec:?} payload type negotiated on mid {mid}"))?;
             if self.rtc.direct_api().stream_tx_by_mid(mid, None).is_none() {
                 bail!("no send stream for mid {mid}");
@@ -461,7 +453,7 @@ impl FleetPeer {
                 mid,
                 kind,
                 pt,
-                seq: u64::from(crate::media::random_u32() % 30_000 + 1),
+                seq: random_u64() % 30_000 + 1,
                 source: None,
             });
         }
