@@ -414,10 +414,12 @@ impl Peer {
                 }
             }
         }
-        let events = std::mem::take(&mut self.events);
-        for e in events {
+        // Taken out while the events are handled, then put back: the buffer is reused.
+        let mut events = std::mem::take(&mut self.events);
+        for e in events.drain(..) {
             self.on_event(now, e, out);
         }
+        self.events = events;
         if !self.closed && !self.rtc.is_alive() {
             self.close(out, "closed");
         }
