@@ -108,6 +108,17 @@ impl Slot {
             rtx_history_set: false,
         }
     }
+
+    /// Whether this slot, waiting for a keyframe, may ask again now (and records the ask).
+    fn may_ask_keyframe(&mut self, now: Instant) -> bool {
+        let due = self
+            .last_keyframe_ask
+            .is_none_or(|t| now >= t + SLOT_KEYFRAME_RETRY);
+        if due {
+            self.last_keyframe_ask = Some(now);
+        }
+        due
+    }
 }
 
 /// The result of offering one packet to a slot.
@@ -564,11 +575,7 @@ impl Peer {
             if let (true, true, Some(track)) =
                 (slot.waiting_keyframe, slot.negotiated_active, slot.track)
             {
-                if slot
-                    .last_keyframe_ask
-                    .is_none_or(|t| now >= t + SLOT_KEYFRAME_RETRY)
-                {
-                    slot.last_keyframe_ask = Some(now);
+                if slot.may_ask_keyframe(now) {
                     out.push(PeerOut::KeyframeWanted(track));
                 }
             }
@@ -609,10 +616,7 @@ impl Peer {
         }
         if s.waiting_keyframe {
             if !pkt.keyframe {
-                if s.last_keyframe_ask
-                    .is_none_or(|t| now >= t + SLOT_KEYFRAME_RETRY)
-                {
-                    s.last_keyframe_ask = Some(now);
+                if s.may_ask_keyframe(now) {
                     return Write::NeedKeyframe;
                 }
                 return Write::Dropped;
