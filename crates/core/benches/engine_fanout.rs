@@ -2,7 +2,7 @@
 //! and N subscribers on the virtual network of the scenario tests; only the time spent inside
 //! `Engine` calls is counted (the str0m clients' work is not).
 //!
-//! cargo bench -p sfumato-core --bench engine_fanout
+//! cargo bench -p sfumato-core --bench engine_fanout [-- <subscribers>...]
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
@@ -12,7 +12,13 @@ use std::time::Duration;
 use harness::Net;
 
 fn main() {
-    for subscribers in [10usize, 100] {
+    // Fan-outs to run: numbers given as arguments (`-- 100`), else 10 and 100. Cargo passes
+    // `--bench` too, which is not a number and ignored.
+    let mut fanouts: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
+    if fanouts.is_empty() {
+        fanouts = vec![10, 100];
+    }
+    for subscribers in fanouts {
         let mut net = Net::new(1);
         let publisher = net.add_client("pub", 0);
         let subs: Vec<usize> = (0..subscribers)
@@ -28,15 +34,7 @@ fn main() {
 
         let before = net.engines[0].stats().packets_forwarded;
         net.engine_busy = Duration::ZERO;
-        // 10 s of media: audio every 20 ms, a video packet every 10 ms, a keyframe every 2 s.
-        for i in 0..500u32 {
-            net.send_audio(publisher);
-            net.send_video(publisher, i % 100 == 0);
-            net.step(Duration::from_millis(10));
-            net.send_video(publisher, false);
-            net.step(Duration::from_millis(10));
-        }
-        net.run_for(Duration::from_millis(200));
+        steady_state(&mut net, publisher);
         let forwarded = net.engines[0].stats().packets_forwarded - before;
         let busy = net.engine_busy;
         println!(
@@ -45,4 +43,19 @@ fn main() {
             busy.as_secs_f64() * 1e6 / forwarded.max(1) as f64
         );
     }
+}
+
+/// 10 s of media: audio every 20 ms, a video packet every 10 ms, a keyframe every 2 s.
+/// A function of its own so that a profiler can collect only this part
+/// (`valgrind --tool=callgrind --toggle-collect='engine_fanout::steady_state'`).
+#[inline(never)]
+fn steady_state(net: &mut Net, publisher: usize) {
+    for i in 0..500u32 {
+        net.send_audio(publisher);
+        net.send_video(publisher, i % 100 == 0);
+        net.step(Duration::from_millis(10));
+        net.send_video(publisher, false);
+        net.step(Duration::from_millis(10));
+    }
+    net.run_for(Duration::from_millis(200));
 }

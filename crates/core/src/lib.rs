@@ -23,10 +23,12 @@
 //!
 //! Modules: [`peer`] wraps one str0m `Rtc`; [`router`] knows where each track goes;
 //! [`rewrite`] keeps outgoing numbering continuous; [`keyframe`] finds keyframes;
-//! [`throttle`] merges keyframe requests; [`demux`] maps datagrams to peers.
+//! [`throttle`] merges keyframe requests; [`demux`] maps datagrams to peers; [`dtls`] shares
+//! one DTLS setup between all peers.
 
 pub mod api;
 pub mod demux;
+pub mod dtls;
 pub mod engine;
 pub mod ids;
 pub mod keyframe;

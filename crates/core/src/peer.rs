@@ -163,6 +163,7 @@ impl Peer {
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_stats_interval(None)
+            .set_crypto_provider(crate::dtls::provider())
             .build(now);
         let candidate = Candidate::host(local_addr, Protocol::Udp)
             .map_err(|e| Error::Internal(format!("candidate {local_addr}: {e}")))?;
