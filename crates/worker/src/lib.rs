@@ -105,6 +105,7 @@ impl Pool {
             })?;
             let socket = UdpSocket::bind(SocketAddr::new(config.bind_ip, port))?;
             socket.set_nonblocking(true)?;
+            size_buffers(&socket);
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), thread::WAKER)?);
             sockets.push(socket);
@@ -212,5 +213,34 @@ impl Pool {
         for t in threads {
             let _ = t.join();
         }
+    }
+}
+
+/// Socket buffer size asked for (the kernel caps it at `net.core.rmem_max`/`wmem_max`).
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Gives a worker socket room for the bursts it sees: while a worker fans one keyframe out
+/// to hundreds of subscribers (tens of milliseconds), its subscribers' RTCP and its
+/// publishers' media keep arriving. With Linux's default 208 KiB receive buffer those were
+/// dropped at 1→500 (`RcvbufErrors` in /proc/net/snmp; docs/benchmarks.md).
+fn size_buffers(socket: &UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    for (name, result) in [
+        (
+            "receive",
+            setsockopt(socket, sockopt::RcvBuf, &SOCKET_BUFFER),
+        ),
+        ("send", setsockopt(socket, sockopt::SndBuf, &SOCKET_BUFFER)),
+    ] {
+        if let Err(e) = result {
+            tracing::warn!("cannot size the worker socket's {name} buffer: {e}");
+        }
+    }
+    let got = nix::sys::socket::getsockopt(socket, sockopt::RcvBuf).unwrap_or(0);
+    if got < SOCKET_BUFFER {
+        tracing::info!(
+            "worker socket receive buffer is {got} bytes; raise net.core.rmem_max to {} for bursts",
+            SOCKET_BUFFER
+        );
     }
 }
