@@ -64,7 +64,8 @@ enum Cmd {
     /// A 5-second, 3-participant meeting against Sfumato: media must flow, the report be whole.
     Smoke,
     /// Vertical scaling: fan-out 1→N with N growing by `step` until loss passes 1%, with
-    /// `--workers 1` (on the server CPU) and `--workers 2 --placement spread` (on every CPU).
+    /// `--workers 1` (on the server CPU) and `--workers 2 --placement spread` (on every CPU,
+    /// or `--spread-cpus`).
     Scale {
         #[arg(long, default_value_t = 50)]
         step: usize,
@@ -72,6 +73,11 @@ enum Cmd {
         max_participants: usize,
         #[arg(long, default_value_t = 10)]
         duration_secs: u64,
+        /// CPUs of the two-worker server (`taskset -c` list); all CPUs if not given. Giving
+        /// the one-worker server's CPU alone measures what spanning workers costs with the
+        /// same CPU budget and no generator on the server's cores.
+        #[arg(long)]
+        spread_cpus: Option<String>,
     },
 }
 
@@ -183,14 +189,22 @@ async fn async_main(cli: Cli, cores: usize) -> anyhow::Result<()> {
             step,
             max_participants,
             duration_secs,
+            spread_cpus,
         } => {
+            // `cores` was read before this process pinned itself (which narrows what it sees).
+            let spread = spread_cpus.clone().unwrap_or_else(|| {
+                (0..cores)
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            });
             scale(
                 &cli,
                 *step,
                 *max_participants,
                 *duration_secs,
                 threads,
-                cores,
+                spread,
             )
             .await?
         }
@@ -210,6 +224,7 @@ fn check_complete(r: &RunReport) -> anyhow::Result<()> {
         ("latency_p99_ms", r.latency_p99_ms),
         ("join_p50_ms", r.join_p50_ms),
         ("join_max_ms", r.join_max_ms),
+        ("connect_p50_ms", r.connect_p50_ms),
         ("generator_cpu_pct", r.generator_cpu_pct),
     ];
     for (name, v) in figures {
@@ -339,16 +354,11 @@ async fn scale(
     max: usize,
     secs: u64,
     threads: usize,
-    cores: usize,
+    spread_cpus: String,
 ) -> anyhow::Result<()> {
-    // `cores` was read before this process pinned itself (which narrows what it sees).
-    let all_cpus = (0..cores)
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
     let mut table = Vec::new();
     let mut best = Vec::new();
-    for (workers, cpus) in [(1, cli.server_cpu.to_string()), (2, all_cpus)] {
+    for (workers, cpus) in [(1, cli.server_cpu.to_string()), (2, spread_cpus)] {
         let mut top: Option<RunReport> = None;
         for (i, n) in (step..=max.max(step)).step_by(step.max(1)).enumerate() {
             let s = Scenario {

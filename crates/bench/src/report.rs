@@ -30,6 +30,8 @@ pub struct RunReport {
     pub latency_p99_ms: f64,
     pub join_p50_ms: f64,
     pub join_max_ms: f64,
+    /// The part of the join spent connecting (ICE and DTLS), median.
+    pub connect_p50_ms: f64,
     pub nacks: u64,
     pub plis: u64,
     /// The generator's own CPU over the window, in % of the cores it may use.
@@ -65,6 +67,9 @@ const ROWS: &[Row] = &[
     }),
     ("join time p50 / max (ms)", |r| {
         format!("{:.0} / {:.0}", r.join_p50_ms, r.join_max_ms)
+    }),
+    ("of which ICE + DTLS, p50 (ms)", |r| {
+        format!("{:.0}", r.connect_p50_ms)
     }),
     ("NACKs / PLIs", |r| format!("{} / {}", r.nacks, r.plis)),
     ("generator CPU (% of its cores)", |r| {
@@ -226,6 +231,7 @@ mod tests {
             latency_p99_ms: 1.25,
             join_p50_ms: 80.0,
             join_max_ms: 120.0,
+            connect_p50_ms: 30.0,
             nacks: 0,
             plis: 2,
             generator_cpu_pct: 30.0,

@@ -262,6 +262,7 @@ struct Totals {
     latency: LatencyHistogram,
     loss: LossSummary,
     joins: Vec<Duration>,
+    connects: Vec<Duration>,
     nacks: u64,
     plis: u64,
 }
@@ -272,6 +273,7 @@ async fn totals(running: &Running) -> anyhow::Result<Totals> {
         latency: LatencyHistogram::new(),
         loss: LossSummary::default(),
         joins: Vec::new(),
+        connects: Vec::new(),
         nacks: 0,
         plis: 0,
     };
@@ -281,6 +283,7 @@ async fn totals(running: &Running) -> anyhow::Result<Totals> {
         t.latency.merge(&rep.latency(None));
         t.loss.add(&rep.loss(None));
         t.joins.extend(rep.join_time);
+        t.connects.extend(rep.connect_time);
         t.nacks += rep.nacks_sent;
     }
     for p in &running.publishers {
@@ -319,6 +322,8 @@ async fn measure(
     let threads = fleet1.per_thread.len().max(1) as f64;
     let mut joins = after.joins.clone();
     joins.sort();
+    let mut connects = after.connects.clone();
+    connects.sort();
     let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
     let loss = &after.loss;
     for s in &running.sessions {
@@ -359,6 +364,7 @@ async fn measure(
         latency_p99_ms: ms(after.latency.p99()),
         join_p50_ms: ms(joins.get(joins.len() / 2).copied()),
         join_max_ms: ms(joins.last().copied()),
+        connect_p50_ms: ms(connects.get(connects.len() / 2).copied()),
         nacks: after.nacks,
         plis: after.plis,
         generator_cpu_pct: 100.0 * fleet_cpu / window / threads,
