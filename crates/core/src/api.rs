@@ -46,6 +46,15 @@ pub enum Command {
         peer: PeerId,
         track: TrackId,
     },
+    /// Which simulcast layer (0 the lowest; clamped to what the track has) `peer`'s
+    /// subscription to `track` receives; `None` turns it off (no packets at all). A switch
+    /// happens at a keyframe of the new layer, which is asked for; until then the current
+    /// layer keeps flowing.
+    SetLayer {
+        peer: PeerId,
+        track: TrackId,
+        layer: Option<u8>,
+    },
     /// At the origin of `track`: send one copy of each of its packets to `worker`.
     AddSink {
         track: TrackId,

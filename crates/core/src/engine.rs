@@ -13,7 +13,7 @@ use str0m::net::Transmit;
 use crate::api::{Command, Event, ReplyBody, RequestId, WorkerStats};
 use crate::demux::{Demux, Lookup};
 use crate::ids::{PeerId, TrackId, WorkerId};
-use crate::packet::{MediaPacket, PipeMsg};
+use crate::packet::{MediaPacket, PipeMsg, MAX_LAYERS};
 use crate::peer::{Peer, PeerOut, Role, Write};
 use crate::router::{Route, Router};
 use crate::Error;
@@ -99,7 +99,7 @@ impl Engine {
         self.stats.pipe_in += 1;
         match msg {
             PipeMsg::Media(pkt) => self.route(now, pkt),
-            PipeMsg::KeyframeRequest(track) => self.keyframe_request(now, track),
+            PipeMsg::KeyframeRequest(track, layer) => self.keyframe_request(now, track, layer),
         }
     }
 
@@ -138,6 +138,13 @@ impl Engine {
                 origin,
             } => self.subscribe(now, peer, track, kind, origin),
             Command::Unsubscribe { peer, track } => self.unsubscribe(now, peer, track),
+            Command::SetLayer { peer, track, layer } => {
+                let mut outs = Vec::new();
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.set_layer(now, track, layer, &mut outs);
+                    self.handle_outs(now, peer, &mut outs);
+                }
+            }
             Command::AddSink { track, worker } => {
                 if let Some(route) = self.router.get_mut(&track) {
                     if worker != self.worker && !route.sinks.contains(&worker) {
@@ -178,14 +185,16 @@ impl Engine {
         for id in due {
             self.mark(id);
         }
-        let due_keyframes: Vec<(TrackId, Option<PeerId>)> = self
-            .router
-            .routes
-            .iter_mut()
-            .filter_map(|(t, r)| r.keyframes.poll(now).then_some((*t, r.publisher)))
-            .collect();
-        for (track, publisher) in due_keyframes {
-            self.send_keyframe_request(track, publisher);
+        let mut due_keyframes = Vec::new();
+        for (track, r) in self.router.routes.iter_mut() {
+            for (layer, throttle) in r.keyframes.iter_mut().enumerate() {
+                if throttle.poll(now) {
+                    due_keyframes.push((*track, layer as u8, r.publisher));
+                }
+            }
+        }
+        for (track, layer, publisher) in due_keyframes {
+            self.send_keyframe_request(track, layer, publisher);
         }
         self.flush(now);
     }
@@ -201,7 +210,7 @@ impl Engine {
             .router
             .routes
             .values()
-            .filter_map(|r| r.keyframes.deadline());
+            .flat_map(|r| r.keyframes.iter().filter_map(|k| k.deadline()));
         peers
             .chain(keyframes)
             .min()
@@ -307,10 +316,15 @@ impl Engine {
                     self.outputs.push_back(Output::Transmit(t));
                 }
                 PeerOut::Media(pkt) => self.route(now, pkt),
-                PeerOut::TrackAdded { track, kind, mid } => {
-                    self.router
-                        .routes
-                        .insert(track, Route::new(kind, self.worker, Some(from)));
+                PeerOut::TrackAdded {
+                    track,
+                    kind,
+                    mid,
+                    layers,
+                } => {
+                    let mut route = Route::new(kind, self.worker, Some(from));
+                    route.layers = layers;
+                    self.router.routes.insert(track, route);
                     self.event(Event::TrackPublished {
                         peer: from,
                         track,
@@ -319,7 +333,9 @@ impl Engine {
                     });
                 }
                 PeerOut::TrackRemoved(track) => self.remove_track(now, track),
-                PeerOut::KeyframeWanted(track) => self.keyframe_request(now, track),
+                PeerOut::KeyframeWanted { track, layer } => {
+                    self.keyframe_request(now, track, layer)
+                }
                 PeerOut::Offer { sdp, slots } => self.event(Event::SubscriberOffer {
                     peer: from,
                     sdp,
@@ -352,7 +368,7 @@ impl Engine {
                 msg: PipeMsg::Media(pkt.clone()),
             });
         }
-        let mut need_keyframe = false;
+        let mut need_keyframe = false; // of this packet's layer
         for &(sub, slot) in &route.subs {
             let Some(peer) = self.peers.get_mut(&sub) else {
                 continue;
@@ -370,12 +386,14 @@ impl Engine {
             }
         }
         if need_keyframe {
-            self.keyframe_request(now, pkt.track);
+            self.keyframe_request(now, pkt.track, pkt.layer);
         }
     }
 
-    /// A subscriber here needs a keyframe of `track`: merge at the origin, or pipe it there.
-    fn keyframe_request(&mut self, now: Instant, track: TrackId) {
+    /// A subscriber here needs a keyframe of `track`'s simulcast `layer`: merge at the
+    /// origin (per layer), or pipe it there.
+    fn keyframe_request(&mut self, now: Instant, track: TrackId, layer: u8) {
+        let layer = layer.min(MAX_LAYERS as u8 - 1);
         self.stats.keyframe_requests_in += 1;
         let Some(route) = self.router.get_mut(&track) else {
             return;
@@ -384,20 +402,22 @@ impl Engine {
             let to = route.origin;
             self.outputs.push_back(Output::Pipe {
                 to,
-                msg: PipeMsg::KeyframeRequest(track),
+                msg: PipeMsg::KeyframeRequest(track, layer),
             });
             return;
         }
-        if route.keyframes.request(now) {
+        // Subscribers ask for the layer they want; the publisher may send fewer.
+        let layer = layer.min(route.layers.saturating_sub(1));
+        if route.keyframes[usize::from(layer)].request(now) {
             let publisher = route.publisher;
-            self.send_keyframe_request(track, publisher);
+            self.send_keyframe_request(track, layer, publisher);
         }
     }
 
-    fn send_keyframe_request(&mut self, track: TrackId, publisher: Option<PeerId>) {
+    fn send_keyframe_request(&mut self, track: TrackId, layer: u8, publisher: Option<PeerId>) {
         let Some(id) = publisher else { return };
         if let Some(p) = self.peers.get_mut(&id) {
-            if p.request_keyframe(track) {
+            if p.request_keyframe(track, layer) {
                 self.stats.keyframe_requests_sent += 1;
                 self.mark(id);
             }

@@ -37,6 +37,7 @@ pub mod peer;
 pub mod rewrite;
 pub mod router;
 pub mod throttle;
+pub mod vp8;
 
 pub use api::{Command, Event, ReplyBody, RequestId, WorkerStats};
 pub use engine::{Engine, Output};

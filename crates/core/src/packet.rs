@@ -5,8 +5,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::format::PayloadParams;
+use str0m::rtp::Vp8Descriptor;
 
 use crate::ids::{Kind, TrackId};
+
+/// Most simulcast layers a track may have (browsers send at most three, RFC 8853 allows
+/// more: the rest are not forwarded).
+pub const MAX_LAYERS: usize = 4;
 
 /// One RTP packet of a published track, as received at the track's origin worker.
 #[derive(Debug)]
@@ -25,6 +30,12 @@ pub struct MediaPacket {
     pub params: PayloadParams,
     /// Whether this packet starts a keyframe (always true for audio).
     pub keyframe: bool,
+    /// Simulcast layer of this packet's stream, 0 the lowest (0 without simulcast).
+    pub layer: u8,
+    /// How many simulcast layers the publisher announced for the track (1 without).
+    pub layers: u8,
+    /// The VP8 payload descriptor, parsed once at the origin (VP8 only).
+    pub vp8: Option<Vp8Descriptor>,
     pub audio_level: Option<i8>,
     pub voice_activity: Option<bool>,
     /// When the origin worker received it.
@@ -37,7 +48,7 @@ pub struct MediaPacket {
 pub enum PipeMsg {
     /// A packet of a track whose origin is the sending worker.
     Media(Arc<MediaPacket>),
-    /// A subscriber on the sending worker needs a keyframe of a track whose origin is the
-    /// receiving worker.
-    KeyframeRequest(TrackId),
+    /// A subscriber on the sending worker needs a keyframe of a layer of a track whose
+    /// origin is the receiving worker.
+    KeyframeRequest(TrackId, u8),
 }

@@ -8,16 +8,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
 use str0m::format::PayloadParams;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Rids};
 use str0m::net::{Protocol, Receive, Transmit};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 use crate::ids::{Kind, PeerId, TrackId, WorkerId};
 use crate::keyframe::is_keyframe_start;
-use crate::packet::MediaPacket;
+use crate::packet::{MediaPacket, MAX_LAYERS};
 use crate::rewrite::{Rewriter, Source};
+use crate::vp8::Vp8Rewriter;
 use crate::Error;
 
 /// A peer that has not connected this long after creation is closed.
@@ -30,6 +32,11 @@ const RTX_HISTORY: Duration = Duration::from_secs(1);
 const RTX_PACKETS: usize = 1024;
 /// Queued resends are dropped when they pass this share of what is sent (str0m's default).
 const RTX_RATIO_CAP: f32 = 0.15;
+/// The layer a new subscription asks for: the best the publisher sends.
+const HIGHEST_LAYER: u8 = MAX_LAYERS as u8 - 1;
+/// How long a slot with nothing to forward waits for its target layer before it takes a
+/// lower one.
+const LAYER_FALLBACK: Duration = Duration::from_secs(1);
 /// How often one slot may ask for a keyframe while it waits for one.
 const SLOT_KEYFRAME_RETRY: Duration = Duration::from_millis(300);
 
@@ -52,10 +59,15 @@ pub enum PeerOut {
         track: TrackId,
         kind: Kind,
         mid: Mid,
+        /// Simulcast layers negotiated (1 without simulcast).
+        layers: u8,
     },
     TrackRemoved(TrackId),
-    /// A subscriber of `track` on this peer needs a keyframe.
-    KeyframeWanted(TrackId),
+    /// A subscriber of `track` on this peer needs a keyframe of simulcast layer `layer`.
+    KeyframeWanted {
+        track: TrackId,
+        layer: u8,
+    },
     Offer {
         sdp: String,
         slots: Vec<(String, TrackId)>,
@@ -71,6 +83,17 @@ pub struct Published {
     pub kind: Kind,
     pub mid: Mid,
     params: Vec<PayloadParams>,
+    /// Simulcast layers by rid, lowest first (the order of the offer's `a=simulcast`, as
+    /// browsers list `sendEncodings`); empty without simulcast.
+    rids: Vec<Rid>,
+}
+
+impl Published {
+    /// The rid of `layer` (the highest one if there are fewer), `None` without simulcast.
+    fn rid(&self, layer: u8) -> Option<Rid> {
+        let last = self.rids.len().checked_sub(1)?;
+        Some(self.rids[usize::from(layer).min(last)])
+    }
 }
 
 /// An outgoing m-line of a subscribing peer and the track it carries.
@@ -83,7 +106,15 @@ pub struct Slot {
     want_active: bool,
     negotiated_active: bool,
     rewriter: Rewriter,
-    waiting_keyframe: bool,
+    vp8: Vp8Rewriter,
+    /// The simulcast layer this subscription should receive (clamped to the layers the
+    /// track has); `None`: the track is off and gets no packets at all.
+    target: Option<u8>,
+    /// The layer being forwarded; a switch to `target` happens at one of its keyframes.
+    /// `None`: nothing can be forwarded until a keyframe (a new subscription, a resumed one).
+    current: Option<u8>,
+    /// Since when the slot has had nothing to forward (for the fallback to a lower layer).
+    idle_since: Option<Instant>,
     last_keyframe_ask: Option<Instant>,
     /// (source track, publisher's payload type) → ours; `None` if we cannot send that codec.
     pt_map: Vec<(TrackId, Pt, Option<Pt>)>,
@@ -102,7 +133,10 @@ impl Slot {
             want_active: negotiated,
             negotiated_active: negotiated,
             rewriter: Rewriter::new(),
-            waiting_keyframe: false,
+            vp8: Vp8Rewriter::new(),
+            target: Some(HIGHEST_LAYER),
+            current: None,
+            idle_since: None,
             last_keyframe_ask: None,
             pt_map: Vec::new(),
             rtx_history_set: false,
@@ -118,6 +152,18 @@ impl Slot {
             self.last_keyframe_ask = Some(now);
         }
         due
+    }
+
+    /// Nothing more is forwarded until a keyframe (the receiver has to start decoding over).
+    fn restart(&mut self) {
+        self.current = None;
+        self.idle_since = None;
+        self.last_keyframe_ask = None;
+    }
+
+    /// Whether this slot waits for a keyframe before it can forward anything.
+    fn waiting_keyframe(&self) -> bool {
+        self.kind == Kind::Video && self.current.is_none()
     }
 }
 
@@ -145,8 +191,8 @@ pub struct Peer {
     pub published: Vec<Published>,
     pub slots: Vec<Slot>,
     next_track_index: u16,
-    /// Publisher SSRC → index into `published`.
-    ssrc_map: Vec<(u32, usize)>,
+    /// Publisher SSRC → index into `published` and the stream's simulcast layer.
+    ssrc_map: Vec<(u32, usize, u8)>,
     /// The offer awaiting an answer and, per slot, whether it offered the slot active.
     pending_offer: Option<(SdpPendingOffer, Vec<bool>)>,
     events: Vec<RtcEvent>,
@@ -249,9 +295,8 @@ impl Peer {
         for (slot, active) in self.slots.iter_mut().zip(offered) {
             let was = slot.negotiated_active;
             slot.negotiated_active = active && slot.mid.is_some();
-            if slot.negotiated_active && !was && slot.kind == Kind::Video {
-                slot.waiting_keyframe = true;
-                slot.last_keyframe_ask = None;
+            if slot.negotiated_active && !was {
+                slot.restart();
             }
         }
         self.ask_keyframes(now, out);
@@ -292,12 +337,12 @@ impl Peer {
         slot.track = Some(track);
         slot.origin = origin;
         slot.want_active = true;
-        slot.waiting_keyframe = kind == Kind::Video;
-        slot.last_keyframe_ask = None;
+        slot.restart();
+        let layer = slot.target.unwrap_or(0);
         if self.role == Role::Subscriber {
             self.renegotiate(out);
         } else if self.connected && kind == Kind::Video {
-            out.push(PeerOut::KeyframeWanted(track));
+            out.push(PeerOut::KeyframeWanted { track, layer });
         }
         true
     }
@@ -446,9 +491,8 @@ impl Peer {
                 self.connected = true;
                 out.push(PeerOut::Connected);
                 for slot in &mut self.slots {
-                    if slot.kind == Kind::Video && slot.track.is_some() {
-                        slot.waiting_keyframe = true;
-                        slot.last_keyframe_ask = None;
+                    if slot.track.is_some() {
+                        slot.restart();
                     }
                 }
                 self.ask_keyframes(now, out);
@@ -469,13 +513,10 @@ impl Peer {
             }
             RtcEvent::RtpPacket(pkt) => self.on_rtp(pkt, out),
             RtcEvent::KeyframeRequest(req) => {
-                if let Some(track) = self
-                    .slots
-                    .iter()
-                    .find(|s| s.mid == Some(req.mid))
-                    .and_then(|s| s.track)
-                {
-                    out.push(PeerOut::KeyframeWanted(track));
+                if let Some(slot) = self.slots.iter().find(|s| s.mid == Some(req.mid)) {
+                    if let (Some(track), Some(layer)) = (slot.track, slot.current.or(slot.target)) {
+                        out.push(PeerOut::KeyframeWanted { track, layer });
+                    }
                 }
             }
             _ => {}
@@ -510,8 +551,17 @@ impl Peer {
                     kind,
                     mid,
                     params: Vec::new(),
+                    rids: Vec::new(),
                 });
-                out.push(PeerOut::TrackAdded { track, kind, mid });
+                let i = self.published.len() - 1;
+                self.learn_rids(i);
+                let layers = self.published[i].rids.len().max(1) as u8;
+                out.push(PeerOut::TrackAdded {
+                    track,
+                    kind,
+                    mid,
+                    layers,
+                });
             }
             Role::Viewer if dir.is_sending() => self.slots.push(Slot::new(Some(mid), kind, true)),
             _ => {}
@@ -520,22 +570,30 @@ impl Peer {
 
     fn on_rtp(&mut self, pkt: RtpPacket, out: &mut Vec<PeerOut>) {
         let ssrc = *pkt.header.ssrc;
-        let index = match self.ssrc_map.iter().find(|(s, _)| *s == ssrc) {
-            Some((_, i)) => *i,
+        let (index, layer) = match self.ssrc_map.iter().find(|(s, _, _)| *s == ssrc) {
+            Some(&(_, i, layer)) => (i, layer),
             None => {
-                let Some(mid) = self
+                let Some((mid, rid)) = self
                     .rtc
                     .direct_api()
                     .stream_rx(&pkt.header.ssrc)
-                    .map(|s| s.mid())
+                    .map(|s| (s.mid(), s.rid()))
                 else {
                     return;
                 };
                 let Some(i) = self.published.iter().position(|p| p.mid == mid) else {
                     return;
                 };
-                self.ssrc_map.push((ssrc, i));
-                i
+                self.learn_rids(i);
+                let layer = match rid {
+                    Some(rid) => match self.published[i].rids.iter().position(|r| *r == rid) {
+                        Some(l) => l as u8,
+                        None => return, // a rid beyond the layers we forward
+                    },
+                    None => 0,
+                };
+                self.ssrc_map.push((ssrc, i, layer));
+                (i, layer)
             }
         };
         let pt = pkt.header.payload_type;
@@ -550,7 +608,13 @@ impl Peer {
                 p
             }
         };
-        let keyframe = is_keyframe_start(params.spec().codec, &pkt.payload);
+        let codec = params.spec().codec;
+        let keyframe = is_keyframe_start(codec, &pkt.payload);
+        let vp8 = match codec {
+            Codec::Vp8 => Vp8Descriptor::parse(&pkt.payload).ok(),
+            _ => None,
+        };
+        let layers = published.rids.len().max(1) as u8;
         out.push(PeerOut::Media(Arc::new(MediaPacket {
             track: published.track,
             kind: published.kind,
@@ -560,6 +624,9 @@ impl Peer {
             marker: pkt.header.marker,
             params,
             keyframe,
+            layer,
+            layers,
+            vp8,
             audio_level: pkt.header.ext_vals.audio_level,
             voice_activity: pkt.header.ext_vals.voice_activity,
             received: pkt.timestamp,
@@ -573,32 +640,73 @@ impl Peer {
             return;
         }
         for slot in &mut self.slots {
-            if let (true, true, Some(track)) =
-                (slot.waiting_keyframe, slot.negotiated_active, slot.track)
-            {
+            if let (true, true, Some(track), Some(layer)) = (
+                slot.waiting_keyframe(),
+                slot.negotiated_active,
+                slot.track,
+                slot.target,
+            ) {
                 if slot.may_ask_keyframe(now) {
-                    out.push(PeerOut::KeyframeWanted(track));
+                    out.push(PeerOut::KeyframeWanted { track, layer });
                 }
             }
         }
     }
 
-    /// Asks the publisher of `track` (on this peer) for a keyframe.
-    pub fn request_keyframe(&mut self, track: TrackId) -> bool {
-        let Some(mid) = self
-            .published
-            .iter()
-            .find(|p| p.track == track)
-            .map(|p| p.mid)
-        else {
+    /// Asks the publisher of `track` (on this peer) for a keyframe of simulcast `layer`.
+    pub fn request_keyframe(&mut self, track: TrackId, layer: u8) -> bool {
+        let Some(i) = self.published.iter().position(|p| p.track == track) else {
             return false;
         };
+        self.learn_rids(i);
+        let p = &self.published[i];
+        let (mid, rid) = (p.mid, p.rid(layer));
         let mut api = self.rtc.direct_api();
-        let Some(rx) = api.stream_rx_by_mid(mid, None) else {
+        let Some(rx) = api.stream_rx_by_mid(mid, rid) else {
             return false;
         };
         rx.request_keyframe(KeyframeRequestKind::Pli);
         true
+    }
+
+    /// Reads the simulcast layers negotiated for published track `i`, once.
+    fn learn_rids(&mut self, i: usize) {
+        let p = &mut self.published[i];
+        if !p.rids.is_empty() {
+            return;
+        }
+        if let Some(Rids::Specific(rids)) = self.rtc.media(p.mid).map(|m| m.rids_rx()) {
+            p.rids = rids.iter().take(MAX_LAYERS).copied().collect();
+        }
+    }
+
+    /// Sets the layer the subscription to `track` should receive; `None` turns it off.
+    pub fn set_layer(
+        &mut self,
+        now: Instant,
+        track: TrackId,
+        layer: Option<u8>,
+        out: &mut Vec<PeerOut>,
+    ) {
+        let connected = self.connected;
+        for slot in self.slots.iter_mut().filter(|s| s.track == Some(track)) {
+            if slot.target == layer {
+                continue;
+            }
+            slot.target = layer;
+            match layer {
+                // Resuming needs a keyframe: the decoder missed everything in between.
+                None => slot.restart(),
+                Some(layer) => {
+                    // Ask the publisher for the keyframe the switch needs; the current layer
+                    // keeps flowing until it arrives.
+                    if connected && slot.negotiated_active && slot.kind == Kind::Video {
+                        slot.last_keyframe_ask = Some(now);
+                        out.push(PeerOut::KeyframeWanted { track, layer });
+                    }
+                }
+            }
+        }
     }
 
     /// Offers one packet to one slot of this peer.
@@ -615,14 +723,33 @@ impl Peer {
         if !s.negotiated_active || s.track != Some(pkt.track) {
             return Write::Dropped;
         }
-        if s.waiting_keyframe {
+        let Some(target) = s.target else {
+            return Write::Dropped; // turned off
+        };
+        if s.current != Some(pkt.layer) {
+            // Not the layer being forwarded: maybe the one to switch to.
+            let target = target.min(pkt.layers.saturating_sub(1));
+            let idle_since = *s.idle_since.get_or_insert(now);
+            // A slot that has waited long for its target layer takes a keyframe of a lower
+            // one rather than show nothing (the target may be off at the publisher); it
+            // still switches up at the target's next keyframe.
+            let fallback =
+                s.current.is_none() && pkt.layer < target && now >= idle_since + LAYER_FALLBACK;
+            // Below the target, any layer closer to it is a step up worth taking.
+            let step_up = s
+                .current
+                .is_some_and(|c| c < pkt.layer && pkt.layer < target);
+            if pkt.layer != target && !fallback && !step_up {
+                return Write::Dropped;
+            }
             if !pkt.keyframe {
-                if s.may_ask_keyframe(now) {
+                if pkt.layer == target && s.may_ask_keyframe(now) {
                     return Write::NeedKeyframe;
                 }
                 return Write::Dropped;
             }
-            s.waiting_keyframe = false;
+            s.current = Some(pkt.layer);
+            s.idle_since = None;
         }
         // The payload type this peer negotiated for the publisher's codec, cached per source.
         let key = (pkt.track, pkt.params.pt());
@@ -655,6 +782,10 @@ impl Peer {
             voice_activity: pkt.voice_activity,
             ..Default::default()
         };
+        let vp8_patch = pkt
+            .vp8
+            .as_ref()
+            .and_then(|d| s.vp8.rewrite(source, d, &pkt.payload).patch(d));
         let mut api = self.rtc.direct_api();
         let Some(tx) = api.stream_tx_by_mid(mid, None) else {
             return Write::Dropped;
@@ -663,18 +794,20 @@ impl Peer {
             tx.set_rtx_cache(RTX_PACKETS, RTX_HISTORY, Some(RTX_RATIO_CAP));
             s.rtx_history_set = true;
         }
-        tx.write_rtp(
-            RtpWrite::new(
-                pt,
-                out.seq.into(),
-                out.timestamp,
-                pkt.received,
-                pkt.payload.clone(),
-            )
-            .marker(pkt.marker)
-            .ext_vals(ext)
-            .nackable(pkt.kind == Kind::Video),
-        );
+        let mut write = RtpWrite::new(
+            pt,
+            out.seq.into(),
+            out.timestamp,
+            pkt.received,
+            pkt.payload.clone(),
+        )
+        .marker(pkt.marker)
+        .ext_vals(ext)
+        .nackable(pkt.kind == Kind::Video);
+        if let Some(patch) = vp8_patch {
+            write = write.vp8_patch(patch);
+        }
+        tx.write_rtp(write);
         Write::Forwarded
     }
 }

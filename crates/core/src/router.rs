@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::ids::{Kind, PeerId, TrackId, WorkerId};
+use crate::packet::MAX_LAYERS;
 use crate::throttle::KeyframeThrottle;
 
 #[derive(Debug)]
@@ -17,7 +18,10 @@ pub struct Route {
     /// Other workers that get one copy of each packet (origin only).
     pub sinks: Vec<WorkerId>,
     /// Keyframe requests merged towards the publisher (origin only).
-    pub keyframes: KeyframeThrottle,
+    /// Simulcast layers the publisher negotiated (1 without simulcast; known at the origin).
+    pub layers: u8,
+    /// Keyframe requests to the publisher, merged per simulcast layer.
+    pub keyframes: [KeyframeThrottle; MAX_LAYERS],
 }
 
 impl Route {
@@ -28,7 +32,8 @@ impl Route {
             publisher,
             subs: Vec::new(),
             sinks: Vec::new(),
-            keyframes: KeyframeThrottle::default(),
+            layers: 1,
+            keyframes: Default::default(),
         }
     }
 
@@ -73,7 +78,7 @@ impl Router {
     pub fn pending_keyframes(&self) -> usize {
         self.routes
             .values()
-            .filter(|r| r.keyframes.is_pending())
+            .filter(|r| r.keyframes.iter().any(KeyframeThrottle::is_pending))
             .count()
     }
 }

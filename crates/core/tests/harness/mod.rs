@@ -20,7 +20,7 @@ use sfumato_core::{
 };
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event as RtcEvent, Input, Output as RtcOutput, Rtc};
@@ -114,6 +114,10 @@ pub struct Client {
     pub received: Vec<Received>,
     /// Keyframe requests (PLI/FIR) this client received, with their virtual time.
     pub keyframe_requests: Vec<(Instant, Mid)>,
+    /// The simulcast layer (index into [`RIDS`]) of each keyframe request that named one.
+    pub layer_keyframe_requests: Vec<(Instant, usize)>,
+    /// Per simulcast layer: next sequence number, timestamp, PictureID and TL0PICIDX.
+    layers: [LayerState; 3],
     pub audio_mid: Option<Mid>,
     pub video_mid: Option<Mid>,
     next_seq: [u64; 2],
@@ -149,6 +153,13 @@ impl Client {
             sent: Vec::new(),
             received: Vec::new(),
             keyframe_requests: Vec::new(),
+            layer_keyframe_requests: Vec::new(),
+            // Far apart per layer, the top one about to wrap its 15-bit PictureID.
+            layers: [
+                LayerState::new(base + 20_000, 100, 3),
+                LayerState::new(base + 30_000, 20_000, 90),
+                LayerState::new(base + 40_000, 0x7ff0, 250),
+            ],
             audio_mid: None,
             video_mid: None,
             next_seq: [base, base + 10_000],
@@ -181,7 +192,12 @@ impl Client {
     fn on_event(&mut self, now: Instant, e: RtcEvent) {
         match e {
             RtcEvent::Connected => self.connected = true,
-            RtcEvent::KeyframeRequest(req) => self.keyframe_requests.push((now, req.mid)),
+            RtcEvent::KeyframeRequest(req) => {
+                self.keyframe_requests.push((now, req.mid));
+                if let Some(layer) = req.rid.and_then(|r| RIDS.iter().position(|x| *x == &*r)) {
+                    self.layer_keyframe_requests.push((now, layer));
+                }
+            }
             RtcEvent::RtpPacket(p) => {
                 let mid = self
                     .rtc
@@ -259,6 +275,33 @@ impl Client {
         payload
     }
 
+    /// Queues one packet (a one-packet frame) of simulcast layer `layer` and records it.
+    fn write_layer(&mut self, now: Instant, layer: usize, keyframe: bool) -> Vec<u8> {
+        let mid = self.video_mid.expect("the client publishes video");
+        let pt = self.pt(Codec::Vp8);
+        self.counter += 1;
+        let st = &mut self.layers[layer];
+        let payload = simulcast_payload(layer, keyframe, st.picture_id, st.tl0, self.counter);
+        let (seq, ts) = (st.seq, st.ts);
+        st.advance();
+        let mut api = self.rtc.direct_api();
+        let tx = api
+            .stream_tx_by_mid(mid, Some(RIDS[layer].into()))
+            .expect("a send stream per rid");
+        tx.write_rtp(
+            RtpWrite::new(pt, SeqNo::from(seq), ts, now, payload.clone())
+                .marker(true)
+                .nackable(true),
+        );
+        self.sent.push(Sent {
+            kind: MediaKind::Video,
+            seq,
+            keyframe,
+            payload: payload.clone(),
+        });
+        payload
+    }
+
     /// Payloads received on media of `kind`, in arrival order.
     pub fn received_payloads(&self, kind: MediaKind) -> Vec<&[u8]> {
         self.received
@@ -318,6 +361,73 @@ pub fn payload(kind: MediaKind, keyframe: bool, peer: PeerId, counter: u32) -> V
     p.extend_from_slice(&counter.to_be_bytes());
     p.resize(p.len() + 40 + (counter as usize % 23), 0x5a);
     p
+}
+
+/// The rids of a simulcast publisher, lowest layer first.
+pub const RIDS: [&str; 3] = ["q", "h", "f"];
+
+/// Numbering of one simulcast layer's stream.
+#[derive(Debug, Clone, Copy)]
+struct LayerState {
+    seq: u64,
+    ts: u32,
+    picture_id: u16,
+    tl0: u8,
+}
+
+impl LayerState {
+    fn new(seq: u64, picture_id: u16, tl0: u8) -> Self {
+        LayerState {
+            seq,
+            ts: seq as u32 * 3000,
+            picture_id,
+            tl0,
+        }
+    }
+
+    fn advance(&mut self) {
+        self.seq += 1;
+        self.ts = self.ts.wrapping_add(3000);
+        self.picture_id = (self.picture_id + 1) & 0x7fff;
+        self.tl0 = self.tl0.wrapping_add(1);
+    }
+}
+
+/// A one-packet VP8 frame of a simulcast layer: an RFC 7741 descriptor with a 15-bit
+/// PictureID, TL0PICIDX and TID/KEYIDX, the VP8 payload header, then the layer and a
+/// counter so that every payload of a test is recognisable.
+pub fn simulcast_payload(
+    layer: usize,
+    keyframe: bool,
+    picture_id: u16,
+    tl0: u8,
+    counter: u32,
+) -> Vec<u8> {
+    let mut p = vec![
+        0x90,
+        0xf0,
+        0x80 | (picture_id >> 8) as u8,
+        picture_id as u8,
+        tl0,
+        0x20,
+        if keyframe { 0x00 } else { 0x01 },
+        0x9d,
+        0x01,
+        0x2a,
+        layer as u8,
+    ];
+    p.extend_from_slice(&counter.to_be_bytes());
+    p.resize(p.len() + 40, 0x5a);
+    p
+}
+
+/// The layer, PictureID and TL0PICIDX of a payload made by [`simulcast_payload`].
+pub fn simulcast_fields(p: &[u8]) -> (usize, u16, u8) {
+    (
+        p[10] as usize,
+        u16::from(p[2] & 0x7f) << 8 | u16::from(p[3]),
+        p[4],
+    )
 }
 
 /// Decides whether a datagram is lost on the way (true: drop it).
@@ -447,11 +557,28 @@ impl Net {
     /// Client `c` publishes sendonly Opus audio and VP8 video: offer, `Command::Publish`,
     /// answer. Returns the tracks announced in `Event::TrackPublished`.
     pub fn publish(&mut self, c: usize) -> Published {
+        self.publish_with(c, false)
+    }
+
+    /// Like [`Net::publish`], the video in three simulcast layers ([`RIDS`]).
+    pub fn publish_simulcast(&mut self, c: usize) -> Published {
+        self.publish_with(c, true)
+    }
+
+    fn publish_with(&mut self, c: usize, simulcast: bool) -> Published {
         let (offer, pending, audio_mid, video_mid) = {
             let client = &mut self.clients[c];
             let mut api = client.rtc.sdp_api();
             let audio_mid = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-            let video_mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+            let layers = simulcast.then(|| {
+                let mut s = Simulcast::new();
+                for rid in RIDS {
+                    s.add_send_layer(SimulcastLayer::new(rid));
+                }
+                s
+            });
+            let video_mid =
+                api.add_media(MediaKind::Video, Direction::SendOnly, None, None, layers);
             let (offer, pending) = api.apply().expect("an offer");
             (offer.to_sdp_string(), pending, audio_mid, video_mid)
         };
@@ -543,6 +670,17 @@ impl Net {
     /// Client `c` sends one audio packet; it leaves right away.
     pub fn send_audio(&mut self, c: usize) -> Vec<u8> {
         self.send(c, MediaKind::Audio, false)
+    }
+
+    /// Client `c` sends one single-packet frame on simulcast layer `layer`.
+    pub fn send_layer(&mut self, c: usize, layer: usize, keyframe: bool) -> Vec<u8> {
+        let now = self.now;
+        let client = &mut self.clients[c];
+        let payload = client.write_layer(now, layer, keyframe);
+        client.timeout(now);
+        client.drain(now, &mut self.queue);
+        self.pump();
+        payload
     }
 
     /// Client `c` sends one single-packet video frame; it leaves right away.
@@ -702,7 +840,7 @@ impl Net {
                         track: p.track,
                         seq: p.seq,
                     },
-                    PipeMsg::KeyframeRequest(t) => PipeRecord::KeyframeRequest(*t),
+                    PipeMsg::KeyframeRequest(t, _) => PipeRecord::KeyframeRequest(*t),
                 };
                 self.pipe_log.push((w, to.0 as usize, rec));
                 self.pipes.push_back((to.0 as usize, msg));

@@ -1,0 +1,179 @@
+//! Story: a publisher sends three simulcast layers; each subscriber receives one of them as a
+//! single continuous stream. A subscriber switches layer only at a keyframe of the new layer
+//! (which the engine asks the publisher for), keeps receiving the old layer until then, and
+//! sees sequence numbers, PictureIDs and TL0PICIDX continue across the switch. A track
+//! turned off gets no packets at all.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{assert_continuous, simulcast_fields, Net, Published};
+use sfumato_core::{Command, Kind};
+use str0m::media::MediaKind;
+
+const FRAME: Duration = Duration::from_millis(33);
+
+/// One frame on every layer, lowest first; `key[l]` makes layer l's a keyframe.
+fn frame(net: &mut Net, publisher: usize, key: [bool; 3]) {
+    for (layer, keyframe) in key.into_iter().enumerate() {
+        net.send_layer(publisher, layer, keyframe);
+    }
+    net.step(FRAME);
+}
+
+/// (layer, PictureID, TL0PICIDX) of every video packet `c` received, in order.
+fn seen(net: &Net, c: usize) -> Vec<(usize, u16, u8)> {
+    net.client(c)
+        .received_payloads(MediaKind::Video)
+        .into_iter()
+        .map(simulcast_fields)
+        .collect()
+}
+
+fn set_layer(net: &mut Net, c: usize, tracks: Published, layer: Option<u8>) {
+    let peer = net.client(c).peer;
+    net.command(
+        0,
+        Command::SetLayer {
+            peer,
+            track: tracks.video,
+            layer,
+        },
+    );
+}
+
+/// PictureIDs (15-bit) and TL0PICIDX go up by one per packet: one frame per packet here.
+fn assert_descriptors_continuous(seen: &[(usize, u16, u8)]) {
+    for w in seen.windows(2) {
+        let ((_, pid0, tl0), (_, pid1, tl1)) = (w[0], w[1]);
+        assert_eq!(pid1, (pid0 + 1) & 0x7fff, "PictureID jumps in {seen:?}");
+        assert_eq!(tl1, tl0.wrapping_add(1), "TL0PICIDX jumps in {seen:?}");
+    }
+}
+
+fn setup() -> (Net, usize, usize, Published) {
+    let mut net = Net::new(1);
+    let alice = net.add_client("alice", 0);
+    let bob = net.add_client("bob", 0);
+    let tracks = net.publish_simulcast(alice);
+    net.create_subscriber(bob);
+    net.subscribe(bob, tracks.video, Kind::Video, 0);
+    net.connect_all();
+    (net, alice, bob, tracks)
+}
+
+#[test]
+fn a_subscriber_gets_the_top_layer_then_switches_down_at_a_keyframe() {
+    let (mut net, alice, bob, tracks) = setup();
+    frame(&mut net, alice, [true; 3]);
+    for _ in 0..10 {
+        frame(&mut net, alice, [false; 3]);
+    }
+    let before = seen(&net, bob);
+    assert_eq!(before.len(), 11, "one packet per frame reaches bob");
+    assert!(before.iter().all(|(l, _, _)| *l == 2), "the top layer only");
+
+    // Bob asks for the lowest layer: the publisher is asked for its keyframe, and bob keeps
+    // seeing the top layer meanwhile (no freeze).
+    let asked = net.client(alice).layer_keyframe_requests.len();
+    set_layer(&mut net, bob, tracks, Some(0));
+    for _ in 0..5 {
+        frame(&mut net, alice, [false; 3]);
+    }
+    assert!(
+        net.client(alice).layer_keyframe_requests[asked..]
+            .iter()
+            .any(|(_, l)| *l == 0),
+        "a keyframe of layer 0 was asked for: {:?}",
+        net.client(alice).layer_keyframe_requests
+    );
+    assert_eq!(seen(&net, bob).len(), 16);
+    assert!(seen(&net, bob).iter().all(|(l, _, _)| *l == 2));
+
+    // Layer 0's keyframe: from it on bob gets layer 0 only, as one continuous stream.
+    frame(&mut net, alice, [true, false, false]);
+    for _ in 0..5 {
+        frame(&mut net, alice, [false; 3]);
+    }
+    let all = seen(&net, bob);
+    let layers: Vec<usize> = all.iter().map(|(l, _, _)| *l).collect();
+    assert_eq!(layers, [vec![2; 16], vec![0; 6]].concat());
+    assert_descriptors_continuous(&all);
+    assert_continuous("bob", &net.client(bob).received_seqs(MediaKind::Video));
+}
+
+#[test]
+fn switching_up_crosses_the_picture_id_wrap_and_back_down_stays_continuous() {
+    let (mut net, alice, bob, tracks) = setup();
+    set_layer(&mut net, bob, tracks, Some(1));
+    frame(&mut net, alice, [true; 3]);
+    for _ in 0..3 {
+        frame(&mut net, alice, [false; 3]);
+    }
+    // Up to layer 2, whose PictureIDs are about to wrap (0x7ff0 + n).
+    set_layer(&mut net, bob, tracks, Some(2));
+    frame(&mut net, alice, [false, false, true]);
+    for _ in 0..20 {
+        frame(&mut net, alice, [false; 3]);
+    }
+    set_layer(&mut net, bob, tracks, Some(1));
+    frame(&mut net, alice, [false, true, false]);
+    frame(&mut net, alice, [false; 3]);
+
+    let all = seen(&net, bob);
+    let layers: Vec<usize> = all.iter().map(|(l, _, _)| *l).collect();
+    // Each frame sends layer 1 before layer 2: the switch frame still carries a layer-1 packet.
+    assert_eq!(layers, [vec![1; 5], vec![2; 21], vec![1; 2]].concat());
+    assert_descriptors_continuous(&all);
+    assert_continuous("bob", &net.client(bob).received_seqs(MediaKind::Video));
+}
+
+#[test]
+fn a_track_turned_off_gets_nothing_and_resumes_at_a_keyframe() {
+    let (mut net, alice, bob, tracks) = setup();
+    frame(&mut net, alice, [true; 3]);
+    set_layer(&mut net, bob, tracks, None);
+    for _ in 0..10 {
+        frame(&mut net, alice, [true; 3]);
+    }
+    assert_eq!(seen(&net, bob).len(), 1, "nothing while off");
+
+    set_layer(&mut net, bob, tracks, Some(1));
+    frame(&mut net, alice, [false; 3]);
+    assert_eq!(seen(&net, bob).len(), 1, "resuming waits for a keyframe");
+    frame(&mut net, alice, [false, true, false]);
+    frame(&mut net, alice, [false; 3]);
+    let all = seen(&net, bob);
+    assert_eq!(
+        all.iter().map(|(l, _, _)| *l).collect::<Vec<_>>(),
+        [2, 1, 1]
+    );
+    assert_continuous("bob", &net.client(bob).received_seqs(MediaKind::Video));
+}
+
+#[test]
+fn a_subscriber_whose_layer_never_comes_falls_back_to_a_lower_one() {
+    let (mut net, alice, bob, _) = setup();
+    // The publisher sends layers 0 and 1 only (as a browser does when its uplink is short).
+    let mut elapsed = Duration::ZERO;
+    let mut i = 0;
+    while elapsed < Duration::from_secs(2) {
+        let key = i % 15 == 0;
+        net.send_layer(alice, 0, key);
+        net.send_layer(alice, 1, key);
+        net.step(FRAME);
+        elapsed += FRAME;
+        i += 1;
+    }
+    let all = seen(&net, bob);
+    assert!(
+        all.len() > 10,
+        "bob sees a lower layer rather than nothing: {all:?}"
+    );
+    // It takes the first keyframe below its target, then steps up to the best layer sent.
+    let first_top = all.iter().position(|(l, _, _)| *l == 1).expect("layer 1");
+    assert!(first_top <= 1, "{all:?}");
+    assert!(all[first_top..].iter().all(|(l, _, _)| *l == 1), "{all:?}");
+    assert_descriptors_continuous(&all);
+}
