@@ -42,7 +42,12 @@ export interface ConnectOptions {
   pingIntervalMs?: number;
   /** RTCPeerConnection configuration for both peer connections. */
   rtcConfig?: RTCConfiguration;
+  /** Simulcast layer received of every remote video track unless `setVideoQuality` says otherwise (default `high`). */
+  videoQuality?: VideoQuality;
 }
+
+/** `low` ≈ 320×180, `medium` ≈ 640×360, `high` the publisher's best, `off` nothing at all. */
+export type VideoQuality = 'low' | 'medium' | 'high' | 'off';
 
 export interface PublishOptions {
   /** Capture the microphone (default true). Ignored when `stream` is given. */
@@ -51,6 +56,8 @@ export interface PublishOptions {
   video?: boolean | MediaTrackConstraints;
   /** Publish this stream instead of capturing one. */
   stream?: MediaStream;
+  /** Send the camera in three layers: 320×180, 640×360, 1280×720 (default true). */
+  simulcast?: boolean;
 }
 
 export interface ParticipantEvent {
@@ -138,6 +145,13 @@ export declare class Room {
   /** Mutes or unmutes our tracks of one kind (track.enabled and a `mute` message). */
   setMuted(kind: TrackKind, muted: boolean): void;
   isMuted(kind: TrackKind): boolean;
+  /**
+   * Which layer of another participant's video track we receive. The switch happens at the
+   * publisher's next keyframe of that layer, without freezing the picture meanwhile.
+   */
+  setVideoQuality(track: string | { track: string }, quality: VideoQuality): void;
+  /** The quality asked for a remote video track. */
+  videoQuality(track: string): VideoQuality;
   /** Leaves: `leave` message, socket and peer connections closed. */
   leave(opts?: { stopTracks?: boolean }): void;
 }

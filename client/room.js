@@ -27,6 +27,19 @@ const DEFAULTS = {
   rtcConfig: DEFAULT_RTC_CONFIG,
 };
 
+/**
+ * Simulcast layers of a published camera, lowest first (the server ranks them in this order):
+ * 320×180, 640×360 and 1280×720 from a 720p capture.
+ */
+const SIMULCAST_ENCODINGS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+
+/** What `setVideoQuality` accepts. */
+const QUALITIES = new Set(['low', 'medium', 'high', 'off']);
+
 /** Error codes after which trying again cannot help. */
 const FATAL_JOIN_CODES = new Set(['unsupported_version', 'bad_message']);
 
@@ -90,6 +103,11 @@ export class Room extends Emitter {
     this._subs = new Map();
     this._goneTracks = new Set();
     this._lastOfferTracks = [];
+    /** remote video track id -> quality asked for with setVideoQuality */
+    this._qualities = new Map();
+    if (opts.videoQuality != null && !QUALITIES.has(opts.videoQuality)) {
+      throw new TypeError(`connect: videoQuality is one of ${[...QUALITIES].join(', ')}`);
+    }
   }
 
   /** The other participants, as currently known. */
@@ -111,20 +129,50 @@ export class Room extends Emitter {
     return !!this._mutePrefs[kind];
   }
 
+  /**
+   * Chooses which simulcast layer of another participant's video track we receive: `low`
+   * (320 wide), `medium` (640), `high` (the publisher's best) or `off` (no packets at all).
+   * The switch happens at the publisher's next keyframe of that layer; the picture does not
+   * freeze meanwhile. Remembered across reconnects.
+   * @param {string|{track: string}} track a track id, or a subscription
+   * @param {'low'|'medium'|'high'|'off'} quality
+   */
+  setVideoQuality(track, quality) {
+    const id = typeof track === 'object' && track ? String(track.track ?? track.id) : String(track);
+    if (!QUALITIES.has(quality)) throw new TypeError(`setVideoQuality: quality is one of ${[...QUALITIES].join(', ')}`);
+    this._qualities.set(id, quality);
+    if (this._sig) this._sig.send({ type: 'quality', track: id, quality });
+  }
+
+  /** The quality asked for a remote video track (`connect`'s `videoQuality` by default). */
+  videoQuality(track) {
+    return this._qualities.get(String(track)) ?? this._opts.videoQuality ?? 'high';
+  }
+
+  /** Tells the server our wish for a remote track we just learnt about, if we have one. */
+  _announceQuality(info) {
+    if (info.kind !== 'video' || !this._sig) return;
+    const q = this._qualities.get(info.id) ?? this._opts.videoQuality;
+    if (q) this._sig.send({ type: 'quality', track: info.id, quality: q });
+  }
+
   // ---------------------------------------------------------------- publish / mute / leave
 
   /**
-   * Captures camera and/or microphone (or uses `stream`) and publishes it.
-   * @param {{audio?: boolean|MediaTrackConstraints, video?: boolean|MediaTrackConstraints, stream?: MediaStream}} [opts]
+   * Captures camera and/or microphone (or uses `stream`) and publishes it. The camera is
+   * captured at 1280×720 and sent in three simulcast layers unless `simulcast` is false.
+   * @param {{audio?: boolean|MediaTrackConstraints, video?: boolean|MediaTrackConstraints, stream?: MediaStream, simulcast?: boolean}} [opts]
    * @returns {Promise<MediaStream>} the local stream
    */
   async publish(opts = {}) {
     if (this._left) throw new Error('publish: the room was left');
     if (this._local.stream) throw new Error('publish: already publishing');
     const audio = opts.audio ?? true;
-    const video = opts.video ?? true;
+    let video = opts.video ?? true;
+    if (video === true) video = { width: { ideal: 1280 }, height: { ideal: 720 } };
     const stream = opts.stream ?? (await navigator.mediaDevices.getUserMedia({ audio, video }));
     this._local.stream = stream;
+    this._local.simulcast = opts.simulcast ?? true;
     this._local.tracks = stream.getTracks().map((t) => {
       const muted = !!this._mutePrefs[t.kind];
       t.enabled = !muted;
@@ -206,8 +254,12 @@ export class Room extends Emitter {
     sig.on('message', (msg) => this._onMessage(msg, session));
     sig.on('close', (ev) => this._onSocketClose(ev, session));
     this.localParticipant = { id: String(joined.participant?.id), name: String(joined.participant?.name ?? this.name) };
-    const others = Array.isArray(joined.participants) ? joined.participants : [];
-    return others.map(participantFrom).filter((p) => p.id !== this.localParticipant.id);
+    const others = (Array.isArray(joined.participants) ? joined.participants : [])
+      .map(participantFrom)
+      .filter((p) => p.id !== this.localParticipant.id);
+    // Before the server offers their tracks: the first packets are already the right layer.
+    for (const p of others) for (const t of p.tracks) this._announceQuality(t);
+    return others;
   }
 
   // ---------------------------------------------------------------- signaling messages
@@ -225,6 +277,7 @@ export class Room extends Emitter {
         const p = participantFrom(msg.participant);
         if (p.id === this.localParticipant?.id) break;
         this._participants.set(p.id, p);
+        for (const t of p.tracks) this._announceQuality(t);
         this.emit('participantJoined', { participant: p });
         this._retryReconcile();
         break;
@@ -250,6 +303,7 @@ export class Room extends Emitter {
         const info = { id: String(t.id), kind: t.kind, muted: !!t.muted };
         p.tracks = p.tracks.filter((x) => x.id !== info.id).concat(info);
         this._goneTracks.delete(info.id);
+        this._announceQuality(info);
         this.emit('trackPublished', { participant: p, track: info });
         this._retryReconcile();
         break;
@@ -319,7 +373,9 @@ export class Room extends Emitter {
     const pc = this._pubPc;
     for (const lt of this._local.tracks) {
       if (!lt.transceiver) {
-        lt.transceiver = pc.addTransceiver(lt.mediaStreamTrack, { direction: 'sendonly', streams: [this._local.stream] });
+        const init = { direction: 'sendonly', streams: [this._local.stream] };
+        if (lt.kind === 'video' && this._local.simulcast) init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+        lt.transceiver = pc.addTransceiver(lt.mediaStreamTrack, init);
       }
     }
     const sdp = await createOfferSdp(pc, this._opts.gatherTimeoutMs);

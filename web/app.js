@@ -1,5 +1,6 @@
 // The room demo: /?room=R&name=N joins at once and publishes camera and microphone
-// (&publish=0 joins as a viewer); without room and name it shows a form.
+// (&publish=0 joins as a viewer; &quality=low|medium|high picks the simulcast layer received
+// of every video); without room and name it shows a form.
 
 import { Sfumato } from '/sdk/sfumato.js';
 
@@ -8,6 +9,7 @@ const params = new URLSearchParams(location.search);
 const roomName = params.get('room') ?? '';
 const userName = params.get('name') ?? '';
 const publishing = params.get('publish') !== '0';
+const quality = ['low', 'medium', 'high'].includes(params.get('quality')) ? params.get('quality') : undefined;
 
 /** @type {import('/sdk/index.d.ts').Room | null} */
 let room = null;
@@ -142,7 +144,7 @@ async function join() {
   $('room-label').textContent = roomName;
   setStatus('Connecting…');
   try {
-    room = await Sfumato.connect(Sfumato.defaultUrl(), { room: roomName, name: userName });
+    room = await Sfumato.connect(Sfumato.defaultUrl(), { room: roomName, name: userName, videoQuality: quality });
     window.sfumatoRoom = room; // for the console
     wire(room);
     for (const p of room.participants) ensureTile(p.id, p.name);

@@ -37,6 +37,9 @@ pub struct Participant {
     pub subscriber: Option<PeerId>,
     pub tracks: Vec<TrackId>,
     pub subscriptions: Vec<TrackId>,
+    /// Simulcast layer asked for per remote video track (`None`: off); a track not listed
+    /// gets the best layer its publisher sends.
+    pub layers: HashMap<TrackId, Option<u8>>,
 }
 
 pub struct TrackInfo {
@@ -110,6 +113,7 @@ impl State {
             subscriber,
             tracks: Vec::new(),
             subscriptions: Vec::new(),
+            layers: HashMap::new(),
         };
         if let (Some(peer), true) = (subscriber, socket) {
             self.peers.insert(peer, id);
@@ -354,6 +358,7 @@ impl State {
                 self.pool.send(origin, Command::AddSink { track, worker });
             }
         }
+        let layer = p.layers.get(&track).copied();
         self.pool.send(
             worker,
             Command::Subscribe {
@@ -363,6 +368,54 @@ impl State {
                 origin,
             },
         );
+        if let Some(layer) = layer {
+            self.pool
+                .send(worker, Command::SetLayer { peer, track, layer });
+        }
+    }
+
+    /// Participant `id` wants simulcast layer `layer` (`None`: nothing) of the video track
+    /// named `track` of someone in its room. Kept for later subscriptions too.
+    pub fn set_layer(
+        &mut self,
+        id: ParticipantId,
+        track: &str,
+        layer: Option<u8>,
+    ) -> Result<(), &'static str> {
+        let Some(room) = self.participants.get(&id).map(|p| p.room.clone()) else {
+            return Err("participant is gone");
+        };
+        let Some(tid) = self
+            .tracks
+            .iter()
+            .find(|(t, i)| {
+                t.to_string() == track
+                    && i.kind == Kind::Video
+                    && i.owner != id
+                    && self
+                        .participants
+                        .get(&i.owner)
+                        .is_some_and(|o| o.room == room)
+            })
+            .map(|(t, _)| *t)
+        else {
+            return Err("not a video track of another participant of this room");
+        };
+        let Some(p) = self.participants.get_mut(&id) else {
+            return Err("participant is gone");
+        };
+        p.layers.insert(tid, layer);
+        if let (Some(peer), true) = (p.subscriber, p.subscriptions.contains(&tid)) {
+            self.pool.send(
+                p.worker,
+                Command::SetLayer {
+                    peer,
+                    track: tid,
+                    layer,
+                },
+            );
+        }
+        Ok(())
     }
 
     fn release_sink(&mut self, track: TrackId, worker: WorkerId) {

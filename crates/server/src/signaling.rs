@@ -222,6 +222,25 @@ async fn handle(
                 ))
             }
         }
+        ("quality", Some(id)) => {
+            let track = field(&msg, "track")?;
+            let layer = match field(&msg, "quality")? {
+                "low" => Some(0),
+                "medium" => Some(1),
+                "high" => Some(2),
+                "off" => None,
+                other => {
+                    return Err(Reject(
+                        "bad_message",
+                        format!("`quality` is low, medium, high or off, not `{other}`"),
+                    ))
+                }
+            };
+            app.state()
+                .set_layer(id, track, layer)
+                .map_err(|e| Reject("unknown_track", format!("`{track}`: {e}")))?;
+            Ok(Flow::Continue)
+        }
         ("leave", Some(_)) => Ok(Flow::Leave),
         _ => Err(Reject(
             "unknown_type",
@@ -233,7 +252,7 @@ async fn handle(
 fn is_client_type(kind: &str) -> bool {
     matches!(
         kind,
-        "publish_offer" | "subscribe_answer" | "mute" | "leave"
+        "publish_offer" | "subscribe_answer" | "mute" | "quality" | "leave"
     )
 }
 

@@ -89,6 +89,21 @@ async fn websocket_bad_messages_get_errors() {
             &["unknown_track"],
         ),
         (
+            "quality of an unknown track",
+            json!({"type":"quality","track":"no-such-track","quality":"low"}).to_string(),
+            &["unknown_track"],
+        ),
+        (
+            "quality with an unknown level",
+            json!({"type":"quality","track":"x","quality":"ultra"}).to_string(),
+            &["bad_message"],
+        ),
+        (
+            "quality without fields",
+            r#"{"type":"quality"}"#.into(),
+            &["bad_message"],
+        ),
+        (
             "publish_offer without sdp",
             r#"{"type":"publish_offer"}"#.into(),
             &["bad_message"],
