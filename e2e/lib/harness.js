@@ -277,7 +277,7 @@ export class Session {
 /**
  * The page's inbound-rtp statistics, over every live RTCPeerConnection it created.
  * @returns {Promise<{key: string, kind: string, ssrc: number, mid?: string, framesDecoded: number,
- *   frameWidth: number, frameHeight: number, packetsReceived: number, bytesReceived: number}[]>}
+ *   frameWidth: number, frameHeight: number, packetsReceived: number, packetsLost: number, bytesReceived: number}[]>}
  */
 export function inboundStats(page) {
   return page.evaluate(async () => {
@@ -303,6 +303,7 @@ export function inboundStats(page) {
           frameWidth: s.frameWidth || 0,
           frameHeight: s.frameHeight || 0,
           packetsReceived: s.packetsReceived || 0,
+          packetsLost: s.packetsLost || 0,
           bytesReceived: s.bytesReceived || 0,
         });
       });

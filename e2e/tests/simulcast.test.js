@@ -2,6 +2,7 @@
 // with the demo page's ?quality= and switch live with room.setVideoQuality.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { Session, inboundStats, sleep, waitFor, waitForMedia } from '../lib/harness.js';
 
@@ -48,6 +49,8 @@ test('a viewer with quality=low decodes 320 wide while one with quality=high dec
 
 test('a viewer switched from low to high reaches 1280 within 3 s and never freezes 500 ms', () =>
   s.run(async () => {
+    const downlink = async (name) => (await s.server.getJson('/api/rooms/sc')).body.participants.find((p) => p.name === name)?.downlink;
+    console.log(`before the switch, low's downlink: ${JSON.stringify(await downlink('low'))}`);
     const start = Date.now();
     await pages.low.evaluate(() => {
       const room = window.sfumatoRoom;
@@ -62,6 +65,7 @@ test('a viewer switched from low to high reaches 1280 within 3 s and never freez
       await sleep(100);
     }
     const shown = JSON.stringify(samples);
+    console.log(`after the switch, low's downlink: ${JSON.stringify(await downlink('low'))}`);
     console.log(`switch: 1280 wide after ${reachedAt} ms, ${samples.at(-1).frames - samples[0].frames} frames decoded in 5 s`);
     assert.ok(reachedAt !== null && reachedAt <= 3000, `1280 wide after ${reachedAt} ms: ${shown}`);
     // framesDecoded keeps growing: no 500 ms window without a new frame.
@@ -70,5 +74,72 @@ test('a viewer switched from low to high reaches 1280 within 3 s and never freez
       if (samples[i].t - samples[j].t >= 450) {
         assert.ok(samples[i].frames > samples[j].frames, `no frame between ${samples[j].t} and ${samples[i].t} ms: ${shown}`);
       }
+    }
+  }));
+
+/** The local UDP port of the page's selected ICE candidate pairs. */
+function localPorts(page) {
+  return page.evaluate(async () => {
+    const ports = [];
+    for (const pc of window.__sfumatoPCs || []) {
+      if (pc.connectionState !== 'connected') continue;
+      const report = await pc.getStats();
+      report.forEach((st) => {
+        if (st.type === 'candidate-pair' && st.nominated && st.state === 'succeeded') {
+          const local = report.get(st.localCandidateId);
+          if (local?.port) ports.push(local.port);
+        }
+      });
+    }
+    return [...new Set(ports)];
+  });
+}
+
+/** Runs `tc` (inside the test's own network namespace: only its loopback is shaped). */
+function tc(args) {
+  execFileSync('tc', args, { stdio: 'pipe' });
+}
+
+test('a viewer whose downlink is capped gets a lower layer instead of losing packets', { skip: process.env.SFUMATO_E2E_NO_NETNS ? 'tc would shape the host loopback' : false }, () =>
+  s.run(async () => {
+    const ports = await localPorts(pages.high);
+    assert.equal(ports.length, 1, `the viewer has one connected peer connection: ${ports}`);
+    const downlink = async () => (await s.server.getJson('/api/rooms/sc')).body.participants.find((p) => p.name === 'high')?.downlink;
+    // 600 kbit/s towards the viewer's port: room for the middle layer and audio, not the top.
+    // htb: the viewer's port in a 600 kbit/s class with a 30-packet queue (~0.4 s), the rest
+    // unshaped. (This kernel has htb, tbf, pfifo and u32; not prio or netem.)
+    tc(['qdisc', 'add', 'dev', 'lo', 'root', 'handle', '1:', 'htb', 'default', '20']);
+    try {
+      tc(['class', 'add', 'dev', 'lo', 'parent', '1:', 'classid', '1:10', 'htb', 'rate', '600kbit', 'ceil', '600kbit']);
+      tc(['class', 'add', 'dev', 'lo', 'parent', '1:', 'classid', '1:20', 'htb', 'rate', '10gbit']);
+      tc(['qdisc', 'add', 'dev', 'lo', 'parent', '1:10', 'handle', '10:', 'pfifo', 'limit', '30']);
+      tc(['filter', 'add', 'dev', 'lo', 'parent', '1:', 'protocol', 'ip', 'prio', '1', 'u32', 'match', 'ip', 'protocol', '17', '0xff', 'match', 'ip', 'dport', String(ports[0]), '0xffff', 'flowid', '1:10']);
+      let last;
+      await waitFor(
+        async () => {
+          last = await downlink();
+          const layer = Object.values(last?.layers ?? {})[0];
+          return last && last.estimate_bps < 700_000 && layer !== null && layer <= 1;
+        },
+        { timeout: 30000, interval: 500, message: 'the capped viewer to be allocated a lower layer', describe: () => JSON.stringify(last) },
+      );
+      // Settled on the lower layer: it decodes (at most 640 wide) and loses (almost) nothing.
+      await sleep(3000);
+      const a = (await inboundStats(pages.high)).filter((x) => x.kind === 'video');
+      await sleep(5000);
+      const b = (await inboundStats(pages.high)).filter((x) => x.kind === 'video');
+      const sum = (list, f) => list.reduce((n, x) => n + (x[f] ?? 0), 0);
+      const received = sum(b, 'packetsReceived') - sum(a, 'packetsReceived');
+      const lost = sum(b, 'packetsLost') - sum(a, 'packetsLost');
+      const frames = sum(b, 'framesDecoded') - sum(a, 'framesDecoded');
+      const v = await video(pages.high);
+      console.log(`capped viewer: ${JSON.stringify(await downlink())}, ${v.frameWidth} wide, ${frames} frames, ${received} packets, ${lost} lost in 5 s`);
+      assert.ok(v.frameWidth > 0 && v.frameWidth <= 640, `decodes ${v.frameWidth} wide`);
+      assert.ok(frames >= 50, `keeps decoding: ${frames} frames in 5 s`);
+      assert.ok(lost <= Math.max(2, received * 0.01), `${lost} of ${received} packets lost`);
+      // The other viewer is not affected.
+      assert.ok((await video(pages.low)).frameWidth >= 1280, 'the uncapped viewer keeps the top layer');
+    } finally {
+      tc(['qdisc', 'del', 'dev', 'lo', 'root']);
     }
   }));

@@ -98,6 +98,13 @@ pub enum Event {
     PeerConnected {
         peer: PeerId,
     },
+    /// A subscribing peer's downlink estimate and the simulcast layer each of its video
+    /// tracks gets (`None`: off); sent when either changes.
+    Allocated {
+        peer: PeerId,
+        estimate_bps: u64,
+        layers: Vec<(TrackId, Option<u8>)>,
+    },
     /// The peer is gone (ICE timed out, DTLS closed, or [`Command::ClosePeer`]).
     PeerClosed {
         peer: PeerId,

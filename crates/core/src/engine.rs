@@ -37,6 +37,8 @@ pub struct Engine {
     scratch: Vec<PeerOut>,
     outputs: VecDeque<Output>,
     stats: WorkerStats,
+    /// Whether subscribing peers estimate their downlink (see [`Engine::set_bandwidth_estimation`]).
+    bwe: bool,
 }
 
 impl Engine {
@@ -56,7 +58,15 @@ impl Engine {
                 worker: worker.0,
                 ..Default::default()
             },
+            bwe: true,
         }
+    }
+
+    /// Whether peers created from now on estimate their downlink and fit simulcast layers to
+    /// it (on by default). Off, every subscription gets the layer it asks for, unpaced:
+    /// less CPU per packet and no pacing delay (docs/benchmarks.md), no adaptation.
+    pub fn set_bandwidth_estimation(&mut self, on: bool) {
+        self.bwe = on;
     }
 
     pub fn worker(&self) -> WorkerId {
@@ -113,7 +123,7 @@ impl Engine {
             }
             Command::CreateSubscriber { peer } => {
                 if !self.peers.contains_key(&peer) {
-                    match Peer::new(peer, Role::Subscriber, now, self.local_addr) {
+                    match Peer::new(peer, Role::Subscriber, now, self.local_addr, self.bwe) {
                         Ok(p) => self.insert_peer(p),
                         Err(e) => tracing::warn!(%peer, "cannot create subscriber: {e}"),
                     }
@@ -232,7 +242,7 @@ impl Engine {
     fn offer_in(&mut self, now: Instant, req: RequestId, id: PeerId, offer: String, role: Role) {
         let created = !self.peers.contains_key(&id);
         if created {
-            match Peer::new(id, role, now, self.local_addr) {
+            match Peer::new(id, role, now, self.local_addr, self.bwe) {
                 Ok(p) => self.insert_peer(p),
                 Err(e) => return self.reply(req, Err(e)),
             }
@@ -342,6 +352,14 @@ impl Engine {
                     slots,
                 }),
                 PeerOut::Connected => self.event(Event::PeerConnected { peer: from }),
+                PeerOut::Allocated {
+                    estimate_bps,
+                    layers,
+                } => self.event(Event::Allocated {
+                    peer: from,
+                    estimate_bps,
+                    layers,
+                }),
                 PeerOut::Closed(reason) => closed = Some(reason),
             }
         }

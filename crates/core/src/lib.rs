@@ -26,6 +26,7 @@
 //! [`throttle`] merges keyframe requests; [`demux`] maps datagrams to peers; [`dtls`] shares
 //! one DTLS setup between all peers.
 
+pub mod alloc;
 pub mod api;
 pub mod demux;
 pub mod dtls;

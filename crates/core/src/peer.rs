@@ -15,6 +15,9 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
+use str0m::bwe::{Bitrate, BweKind};
+
+use crate::alloc::{allocate, LayerRates, Want};
 use crate::ids::{Kind, PeerId, TrackId, WorkerId};
 use crate::keyframe::is_keyframe_start;
 use crate::packet::{MediaPacket, MAX_LAYERS};
@@ -34,6 +37,15 @@ const RTX_PACKETS: usize = 1024;
 const RTX_RATIO_CAP: f32 = 0.15;
 /// The layer a new subscription asks for: the best the publisher sends.
 const HIGHEST_LAYER: u8 = MAX_LAYERS as u8 - 1;
+/// The downlink estimate a subscribing peer starts from, before feedback refines it.
+const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(1_000);
+/// How often a subscriber's layers are reallocated within its estimate.
+const ALLOCATION_INTERVAL: Duration = Duration::from_millis(500);
+/// Share of the estimate given to media; the rest is headroom for retransmissions and RTCP.
+const ESTIMATE_USE: f64 = 0.9;
+/// A track moved down for lack of bandwidth moves up again only after this long (no
+/// flapping, no keyframe storms); moving down is immediate.
+const UPGRADE_HOLD: Duration = Duration::from_secs(2);
 /// How long a slot with nothing to forward waits for its target layer before it takes a
 /// lower one.
 const LAYER_FALLBACK: Duration = Duration::from_secs(1);
@@ -73,6 +85,11 @@ pub enum PeerOut {
         slots: Vec<(String, TrackId)>,
     },
     Connected,
+    /// A subscriber's downlink estimate and the layer each of its video tracks now gets.
+    Allocated {
+        estimate_bps: u64,
+        layers: Vec<(TrackId, Option<u8>)>,
+    },
     Closed(&'static str),
 }
 
@@ -107,9 +124,17 @@ pub struct Slot {
     negotiated_active: bool,
     rewriter: Rewriter,
     vp8: Vp8Rewriter,
-    /// The simulcast layer this subscription should receive (clamped to the layers the
-    /// track has); `None`: the track is off and gets no packets at all.
+    /// The best simulcast layer the subscriber asked for (`None`: off).
+    requested: Option<u8>,
+    /// The layer this subscription should receive now: the request, lowered to fit the
+    /// downlink (clamped to the layers the track has); `None`: off, no packets.
     target: Option<u8>,
+    /// When `target` was last lowered for lack of bandwidth.
+    lowered: Option<Instant>,
+    /// Bitrates of the track's layers as they pass by.
+    rates: LayerRates,
+    /// Allocation priority, higher first.
+    priority: u8,
     /// The layer being forwarded; a switch to `target` happens at one of its keyframes.
     /// `None`: nothing can be forwarded until a keyframe (a new subscription, a resumed one).
     current: Option<u8>,
@@ -134,7 +159,11 @@ impl Slot {
             negotiated_active: negotiated,
             rewriter: Rewriter::new(),
             vp8: Vp8Rewriter::new(),
+            requested: Some(HIGHEST_LAYER),
             target: Some(HIGHEST_LAYER),
+            lowered: None,
+            rates: LayerRates::new(),
+            priority: 0,
             current: None,
             idle_since: None,
             last_keyframe_ask: None,
@@ -196,21 +225,35 @@ pub struct Peer {
     /// The offer awaiting an answer and, per slot, whether it offered the slot active.
     pending_offer: Option<(SdpPendingOffer, Vec<bool>)>,
     events: Vec<RtcEvent>,
+    /// Downlink estimate in bits per second (TWCC, else REMB), for subscribing roles.
+    estimate: Option<u64>,
+    /// Whether the estimate comes from transport-wide feedback (else REMB, if any).
+    twcc: bool,
+    /// What was last reported in [`PeerOut::Allocated`].
+    reported: Option<(u64, Vec<Option<u8>>)>,
+    next_allocation: Instant,
 }
 
 impl Peer {
+    /// `bwe`: estimate the downlink of a subscribing peer and fit its layers to it (str0m's
+    /// GoogCC, which also paces what is sent to the peer).
     pub fn new(
         id: PeerId,
         role: Role,
         now: Instant,
         local_addr: SocketAddr,
+        bwe: bool,
     ) -> Result<Self, Error> {
-        let mut rtc = RtcConfig::new()
+        let mut config = RtcConfig::new()
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_stats_interval(None)
-            .set_crypto_provider(crate::dtls::provider())
-            .build(now);
+            .set_crypto_provider(crate::dtls::provider());
+        if bwe && role != Role::Publisher {
+            // Estimate what we can send to this peer (TWCC feedback, GoogCC).
+            config = config.enable_bwe(Some(INITIAL_ESTIMATE));
+        }
+        let mut rtc = config.build(now);
         let candidate = Candidate::host(local_addr, Protocol::Udp)
             .map_err(|e| Error::Internal(format!("candidate {local_addr}: {e}")))?;
         rtc.add_local_candidate(candidate);
@@ -231,6 +274,10 @@ impl Peer {
             ssrc_map: Vec::new(),
             pending_offer: None,
             events: Vec::new(),
+            estimate: None,
+            twcc: false,
+            reported: None,
+            next_allocation: now,
         })
     }
 
@@ -444,6 +491,99 @@ impl Peer {
         if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
             tracing::debug!(peer = %self.id, "timeout failed: {e}");
         }
+        if self.role != Role::Publisher && now >= self.next_allocation {
+            self.next_allocation = now + ALLOCATION_INTERVAL;
+            self.allocate(now, out);
+        }
+    }
+
+    /// Gives each video track the best layer that fits the downlink estimate (see `alloc`).
+    fn allocate(&mut self, now: Instant, out: &mut Vec<PeerOut>) {
+        for slot in &mut self.slots {
+            slot.rates.update(now, ALLOCATION_INTERVAL / 2);
+        }
+        let Some(estimate) = self.estimate else {
+            return;
+        };
+        let live = |s: &Slot| s.track.is_some() && s.negotiated_active;
+        let audio: u64 = self
+            .slots
+            .iter()
+            .filter(|s| live(s) && s.kind == Kind::Audio)
+            .map(|s| s.rates.bps()[0])
+            .sum();
+        let video: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| live(&self.slots[i]) && self.slots[i].kind == Kind::Video)
+            .collect();
+        let wants: Vec<Want> = video
+            .iter()
+            .map(|&i| {
+                let s = &self.slots[i];
+                Want {
+                    requested: s.requested,
+                    rates: s.rates.bps(),
+                    priority: s.priority,
+                }
+            })
+            .collect();
+        let budget = ((estimate as f64 * ESTIMATE_USE) as u64).saturating_sub(audio);
+        let result = allocate(budget, &wants);
+        for (&i, &layer) in video.iter().zip(&result.layers) {
+            let s = &self.slots[i];
+            if layer == s.target {
+                continue;
+            }
+            let up = layer > s.target;
+            if up && s.lowered.is_some_and(|t| now < t + UPGRADE_HOLD) {
+                continue;
+            }
+            // Lowered below the request: the link, not the subscriber, decided.
+            if !up && layer < s.requested {
+                self.slots[i].lowered = Some(now);
+            }
+            self.retarget(now, i, layer, out);
+        }
+        // Probe towards what everyone asked for; keep sustaining what is sent.
+        let used = Bitrate::bps(result.used + audio);
+        let desired = Bitrate::bps(result.desired.max(result.used) + audio);
+        self.rtc.bwe().set_bitrate(used, desired);
+        let layers: Vec<Option<u8>> = video.iter().map(|&i| self.slots[i].target).collect();
+        let changed = match &self.reported {
+            None => true,
+            Some((e, l)) => *l != layers || estimate.abs_diff(*e) * 10 > *e,
+        };
+        if changed {
+            self.reported = Some((estimate, layers));
+            out.push(PeerOut::Allocated {
+                estimate_bps: estimate,
+                layers: video
+                    .iter()
+                    .filter_map(|&i| Some((self.slots[i].track?, self.slots[i].target)))
+                    .collect(),
+            });
+        }
+    }
+
+    /// Points slot `i` at `layer` (`None`: no packets), asking for the keyframe a switch
+    /// needs; the current layer keeps flowing until it arrives.
+    fn retarget(&mut self, now: Instant, i: usize, layer: Option<u8>, out: &mut Vec<PeerOut>) {
+        let connected = self.connected;
+        let slot = &mut self.slots[i];
+        slot.target = layer;
+        match layer {
+            // Resuming needs a keyframe: the decoder missed everything in between.
+            None => slot.restart(),
+            Some(layer) => {
+                if let (true, true, Kind::Video, Some(track)) =
+                    (connected, slot.negotiated_active, slot.kind, slot.track)
+                {
+                    if slot.current != Some(layer) {
+                        slot.last_keyframe_ask = Some(now);
+                        out.push(PeerOut::KeyframeWanted { track, layer });
+                    }
+                }
+            }
+        }
     }
 
     pub fn close(&mut self, out: &mut Vec<PeerOut>, reason: &'static str) {
@@ -512,6 +652,17 @@ impl Peer {
                 }
             }
             RtcEvent::RtpPacket(pkt) => self.on_rtp(pkt, out),
+            RtcEvent::EgressBitrateEstimate(BweKind::Twcc {
+                estimate,
+                can_probe: true,
+            }) => {
+                self.twcc = true;
+                self.estimate = Some(estimate.as_u64());
+            }
+            // Only for peers without transport-wide feedback.
+            RtcEvent::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) if !self.twcc => {
+                self.estimate = Some(estimate.as_u64());
+            }
             RtcEvent::KeyframeRequest(req) => {
                 if let Some(slot) = self.slots.iter().find(|s| s.mid == Some(req.mid)) {
                     if let (Some(track), Some(layer)) = (slot.track, slot.current.or(slot.target)) {
@@ -680,7 +831,8 @@ impl Peer {
         }
     }
 
-    /// Sets the layer the subscription to `track` should receive; `None` turns it off.
+    /// Sets the best layer the subscription to `track` may receive; `None` turns it off.
+    /// Within the downlink estimate, it gets that layer or the best one that fits.
     pub fn set_layer(
         &mut self,
         now: Instant,
@@ -688,24 +840,19 @@ impl Peer {
         layer: Option<u8>,
         out: &mut Vec<PeerOut>,
     ) {
-        let connected = self.connected;
-        for slot in self.slots.iter_mut().filter(|s| s.track == Some(track)) {
-            if slot.target == layer {
-                continue;
-            }
-            slot.target = layer;
-            match layer {
-                // Resuming needs a keyframe: the decoder missed everything in between.
-                None => slot.restart(),
-                Some(layer) => {
-                    // Ask the publisher for the keyframe the switch needs; the current layer
-                    // keeps flowing until it arrives.
-                    if connected && slot.negotiated_active && slot.kind == Kind::Video {
-                        slot.last_keyframe_ask = Some(now);
-                        out.push(PeerOut::KeyframeWanted { track, layer });
-                    }
-                }
-            }
+        let Some(i) = self.slots.iter().position(|s| s.track == Some(track)) else {
+            return;
+        };
+        if self.slots[i].requested == layer {
+            return;
+        }
+        self.slots[i].requested = layer;
+        if self.estimate.is_some() {
+            // Applies now what fits; a wish above it waits for a larger estimate.
+            self.slots[i].lowered = None;
+            self.allocate(now, out);
+        } else {
+            self.retarget(now, i, layer, out);
         }
     }
 
@@ -723,6 +870,7 @@ impl Peer {
         if !s.negotiated_active || s.track != Some(pkt.track) {
             return Write::Dropped;
         }
+        s.rates.add(now, pkt.layer, pkt.payload.len());
         let Some(target) = s.target else {
             return Write::Dropped; // turned off
         };

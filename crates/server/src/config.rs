@@ -33,6 +33,10 @@ pub struct Cli {
     /// Participants a worker takes before `pack` placement uses the next one [default: 50]
     #[arg(long, env = "SFUMATO_WORKER_CAPACITY")]
     pub worker_capacity: Option<usize>,
+    /// Estimate each subscriber's downlink and fit simulcast layers to it; costs CPU per
+    /// packet and paces what is sent (docs/benchmarks.md) [default: true]
+    #[arg(long, env = "SFUMATO_BANDWIDTH_ESTIMATION", action = clap::ArgAction::Set)]
+    pub bandwidth_estimation: Option<bool>,
     /// TOML file with any of the settings above (snake_case keys)
     #[arg(long, env = "SFUMATO_CONFIG")]
     pub config: Option<PathBuf>,
@@ -47,6 +51,7 @@ struct File {
     announce_ip: Option<IpAddr>,
     placement: Option<Policy>,
     worker_capacity: Option<usize>,
+    bandwidth_estimation: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +62,7 @@ pub struct Config {
     pub announce_ip: IpAddr,
     pub placement: Policy,
     pub worker_capacity: usize,
+    pub bandwidth_estimation: bool,
 }
 
 impl Config {
@@ -94,6 +100,10 @@ impl Config {
             announce_ip,
             placement: cli.placement.or(file.placement).unwrap_or(Policy::Pack),
             worker_capacity: cli.worker_capacity.or(file.worker_capacity).unwrap_or(50),
+            bandwidth_estimation: cli
+                .bandwidth_estimation
+                .or(file.bandwidth_estimation)
+                .unwrap_or(true),
         })
     }
 
@@ -133,6 +143,7 @@ mod tests {
         assert_eq!(c.rtc_port, 40000);
         assert_eq!(c.placement, Policy::Pack);
         assert!(c.workers >= 1);
+        assert!(c.bandwidth_estimation);
     }
 
     #[test]
@@ -142,7 +153,7 @@ mod tests {
         let path = dir.join("sfumato.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.2:9000\"\nworkers = 3\nplacement = \"spread\"\nrtc_port = 41000\n",
+            "listen = \"127.0.0.2:9000\"\nworkers = 3\nplacement = \"spread\"\nrtc_port = 41000\nbandwidth_estimation = false\n",
         )
         .unwrap();
         let p = path.to_str().unwrap();
@@ -150,8 +161,8 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.2:9000".parse().unwrap());
         assert_eq!(c.announce_ip, "127.0.0.2".parse::<IpAddr>().unwrap());
         assert_eq!(
-            (c.workers, c.rtc_port, c.placement),
-            (3, 41000, Policy::Spread)
+            (c.workers, c.rtc_port, c.placement, c.bandwidth_estimation),
+            (3, 41000, Policy::Spread, false)
         );
         let c = Config::load(cli(&[
             "--config",
@@ -160,9 +171,14 @@ mod tests {
             "1",
             "--placement",
             "pack",
+            "--bandwidth-estimation",
+            "true",
         ]))
         .unwrap();
-        assert_eq!((c.workers, c.placement), (1, Policy::Pack));
+        assert_eq!(
+            (c.workers, c.placement, c.bandwidth_estimation),
+            (1, Policy::Pack, true)
+        );
 
         std::fs::write(&path, "listen = \"127.0.0.1:1\"\nworkerz = 3\n").unwrap();
         let err = Config::load(cli(&["--config", p])).unwrap_err();

@@ -61,6 +61,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         bind_ip: config.bind_ip(),
         announce_ip: config.announce_ip,
         base_port: config.rtc_port,
+        bandwidth_estimation: config.bandwidth_estimation,
     })?;
     let pool = Arc::new(pool);
     let placement = Placement::new(config.placement, config.workers, config.worker_capacity);

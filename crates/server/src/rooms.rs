@@ -40,7 +40,13 @@ pub struct Participant {
     /// Simulcast layer asked for per remote video track (`None`: off); a track not listed
     /// gets the best layer its publisher sends.
     pub layers: HashMap<TrackId, Option<u8>>,
+    /// The worker's latest downlink estimate for this participant's subscriber and the layer
+    /// each video track gets.
+    pub downlink: Option<Downlink>,
 }
+
+/// A subscriber's downlink estimate (bits per second) and the layer of each video track.
+pub type Downlink = (u64, Vec<(TrackId, Option<u8>)>);
 
 pub struct TrackInfo {
     pub owner: ParticipantId,
@@ -114,6 +120,7 @@ impl State {
             tracks: Vec::new(),
             subscriptions: Vec::new(),
             layers: HashMap::new(),
+            downlink: None,
         };
         if let (Some(peer), true) = (subscriber, socket) {
             self.peers.insert(peer, id);
@@ -283,6 +290,17 @@ impl State {
                 );
             }
             Event::PeerConnected { peer } => tracing::debug!(%peer, "peer connected"),
+            Event::Allocated {
+                peer,
+                estimate_bps,
+                layers,
+            } => {
+                let id = self.peers.get(&peer).copied();
+                if let Some(p) = id.and_then(|id| self.participants.get_mut(&id)) {
+                    tracing::debug!(%peer, estimate_bps, ?layers, "downlink allocation");
+                    p.downlink = Some((estimate_bps, layers));
+                }
+            }
             Event::PeerClosed { peer, reason } => {
                 let Some(&id) = self.peers.get(&peer) else {
                     return;
@@ -541,6 +559,13 @@ impl State {
             .map(|p| {
                 let mut v = self.participant_json(p);
                 v["worker"] = json!(p.worker.0);
+                if let Some((estimate, layers)) = &p.downlink {
+                    let layers: serde_json::Map<String, Value> = layers
+                        .iter()
+                        .map(|(t, l)| (t.to_string(), json!(l)))
+                        .collect();
+                    v["downlink"] = json!({"estimate_bps": estimate, "layers": layers});
+                }
                 v["kind"] = json!(match p.client {
                     Client::Socket(_) => "websocket",
                     Client::Whip => "whip",

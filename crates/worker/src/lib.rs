@@ -36,6 +36,8 @@ pub struct PoolConfig {
     pub announce_ip: IpAddr,
     /// Worker i binds `base_port + i`.
     pub base_port: u16,
+    /// Subscribers' downlink estimation and layer allocation (`Engine::set_bandwidth_estimation`).
+    pub bandwidth_estimation: bool,
 }
 
 /// Why a request to a worker got no answer.
@@ -135,6 +137,7 @@ impl Pool {
                 events: event_tx.clone(),
                 pending: HashMap::new(),
                 pipe_dropped: 0,
+                bandwidth_estimation: config.bandwidth_estimation,
             };
             let join = std::thread::Builder::new()
                 .name(format!("sfumato-worker-{i}"))

@@ -32,11 +32,13 @@ pub(crate) struct Runtime {
     pub events: mpsc::Sender<Delivery>,
     pub pending: HashMap<RequestId, ReplySender>,
     pub pipe_dropped: u64,
+    pub bandwidth_estimation: bool,
 }
 
 impl Runtime {
     pub fn run(mut self) {
         let mut engine = Engine::new(self.id, self.addr);
+        engine.set_bandwidth_estimation(self.bandwidth_estimation);
         if let Err(e) = self
             .poll
             .registry()
