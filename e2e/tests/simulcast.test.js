@@ -132,8 +132,11 @@ test('a viewer whose downlink is capped gets a lower layer instead of losing pac
       const received = sum(b, 'packetsReceived') - sum(a, 'packetsReceived');
       const lost = sum(b, 'packetsLost') - sum(a, 'packetsLost');
       const frames = sum(b, 'framesDecoded') - sum(a, 'framesDecoded');
+      const kbps = Math.round(((sum(b, 'bytesReceived') - sum(a, 'bytesReceived')) * 8) / 5 / 1000);
       const v = await video(pages.high);
-      console.log(`capped viewer: ${JSON.stringify(await downlink())}, ${v.frameWidth} wide, ${frames} frames, ${received} packets, ${lost} lost in 5 s`);
+      console.log(`capped viewer: ${JSON.stringify(await downlink())}, ${v.frameWidth} wide, ${frames} frames, ${received} packets, ${lost} lost, ${kbps} kbit/s of video in 5 s`);
+      const rooms = await s.server.getJson('/api/rooms/sc');
+      console.log(`uncapped viewer: ${JSON.stringify(rooms.body.participants.find((p) => p.name === 'low')?.downlink)}`);
       assert.ok(v.frameWidth > 0 && v.frameWidth <= 640, `decodes ${v.frameWidth} wide`);
       assert.ok(frames >= 50, `keeps decoding: ${frames} frames in 5 s`);
       assert.ok(lost <= Math.max(2, received * 0.01), `${lost} of ${received} packets lost`);
