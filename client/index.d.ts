@@ -110,6 +110,8 @@ export interface RoomEvents {
   trackSubscribed: TrackSubscribedEvent;
   trackUnsubscribed: TrackUnsubscribedEvent;
   trackMuted: TrackMutedEvent;
+  /** The room's dominant speaker changed (from audio levels, with hysteresis). */
+  activeSpeaker: { participant: Participant | LocalParticipant; local: boolean };
   published: PublishedEvent;
   reconnecting: { attempt: number; delayMs: number };
   reconnected: { attempts: number };
@@ -125,6 +127,8 @@ export declare class Room {
   readonly roomName: string;
   readonly name: string;
   readonly state: RoomState;
+  /** Id of the room's dominant speaker (possibly us), null before anyone spoke. */
+  readonly activeSpeaker: string | null;
   /** Our own identity; changes after a reconnect (the server gives a new id). */
   readonly localParticipant: LocalParticipant | null;
   /** The other participants. */

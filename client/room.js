@@ -103,6 +103,8 @@ export class Room extends Emitter {
     this._subs = new Map();
     this._goneTracks = new Set();
     this._lastOfferTracks = [];
+    /** Id of the room's dominant speaker (ours included), null before anyone spoke. */
+    this.activeSpeaker = null;
     /** remote video track id -> quality asked for with setVideoQuality */
     this._qualities = new Map();
     if (opts.videoQuality != null && !QUALITIES.has(opts.videoQuality)) {
@@ -254,6 +256,7 @@ export class Room extends Emitter {
     sig.on('message', (msg) => this._onMessage(msg, session));
     sig.on('close', (ev) => this._onSocketClose(ev, session));
     this.localParticipant = { id: String(joined.participant?.id), name: String(joined.participant?.name ?? this.name) };
+    this.activeSpeaker = joined.active_speaker != null ? String(joined.active_speaker) : null;
     const others = (Array.isArray(joined.participants) ? joined.participants : [])
       .map(participantFrom)
       .filter((p) => p.id !== this.localParticipant.id);
@@ -341,6 +344,13 @@ export class Room extends Emitter {
         }
         if (!kind) kind = this._local.tracks.find((lt) => lt.serverId === trackId)?.kind;
         this.emit('trackMuted', { participant: p, track: trackId, kind, muted, local: p === this.localParticipant });
+        break;
+      }
+      case 'active_speaker': {
+        const id = idOf(msg.participant);
+        this.activeSpeaker = id;
+        const p = id === this.localParticipant?.id ? this.localParticipant : this._participants.get(id);
+        this.emit('activeSpeaker', { participant: p ?? { id, name: '', tracks: [] }, local: id === this.localParticipant?.id });
         break;
       }
       case 'error':

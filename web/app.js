@@ -128,6 +128,9 @@ function wire(r) {
     const tile = tiles.get(local ? 'local' : p.id);
     if (tile && kind) showMuted(tile, kind, muted);
   });
+  r.on('activeSpeaker', ({ participant: p, local }) => {
+    for (const [id, tile] of tiles) tile.classList.toggle('speaking', id === (local ? 'local' : p.id));
+  });
   r.on('reconnecting', ({ attempt }) => setStatus(`Connection lost, reconnecting (attempt ${attempt})…`, 'warn'));
   r.on('reconnected', () => setStatus('Connected'));
   r.on('error', ({ code, message }) => console.warn(`server error ${code}: ${message}`));

@@ -55,6 +55,13 @@ pub enum Command {
         track: TrackId,
         layer: Option<u8>,
     },
+    /// Allocation priority of `peer`'s subscription to `track` within its downlink, higher
+    /// first (the control plane raises the active speaker's video).
+    SetPriority {
+        peer: PeerId,
+        track: TrackId,
+        priority: u8,
+    },
     /// At the origin of `track`: send one copy of each of its packets to `worker`.
     AddSink {
         track: TrackId,
@@ -97,6 +104,12 @@ pub enum Event {
     },
     PeerConnected {
         peer: PeerId,
+    },
+    /// Every [`LEVEL_INTERVAL`](crate::engine::LEVEL_INTERVAL), per audio track published on
+    /// this worker: its mean loudness over the interval, 0 (silence, or no packets: DTX) to
+    /// 127, from the audio-level header extension.
+    AudioLevels {
+        levels: Vec<(TrackId, u8)>,
     },
     /// A subscribing peer's downlink estimate and the simulcast layer each of its video
     /// tracks gets (`None`: off); sent when either changes.

@@ -12,7 +12,7 @@ use str0m::net::Transmit;
 
 use crate::api::{Command, Event, ReplyBody, RequestId, WorkerStats};
 use crate::demux::{Demux, Lookup};
-use crate::ids::{PeerId, TrackId, WorkerId};
+use crate::ids::{Kind, PeerId, TrackId, WorkerId};
 use crate::packet::{MediaPacket, PipeMsg, MAX_LAYERS};
 use crate::peer::{Peer, PeerOut, Role, Write};
 use crate::router::{Route, Router};
@@ -26,6 +26,9 @@ pub enum Output {
     Event(Event),
 }
 
+/// How often the loudness of the audio tracks published here is reported.
+pub const LEVEL_INTERVAL: Duration = Duration::from_millis(200);
+
 pub struct Engine {
     worker: WorkerId,
     local_addr: SocketAddr,
@@ -37,6 +40,8 @@ pub struct Engine {
     scratch: Vec<PeerOut>,
     outputs: VecDeque<Output>,
     stats: WorkerStats,
+    /// When the next [`Event::AudioLevels`] is due.
+    next_levels: Option<Instant>,
     /// Whether subscribing peers estimate their downlink (see [`Engine::set_bandwidth_estimation`]).
     bwe: bool,
 }
@@ -59,6 +64,7 @@ impl Engine {
                 ..Default::default()
             },
             bwe: true,
+            next_levels: None,
         }
     }
 
@@ -148,6 +154,15 @@ impl Engine {
                 origin,
             } => self.subscribe(now, peer, track, kind, origin),
             Command::Unsubscribe { peer, track } => self.unsubscribe(now, peer, track),
+            Command::SetPriority {
+                peer,
+                track,
+                priority,
+            } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.set_priority(track, priority);
+                }
+            }
             Command::SetLayer { peer, track, layer } => {
                 let mut outs = Vec::new();
                 if let Some(p) = self.peers.get_mut(&peer) {
@@ -206,6 +221,11 @@ impl Engine {
         for (track, layer, publisher) in due_keyframes {
             self.send_keyframe_request(track, layer, publisher);
         }
+        let due = *self.next_levels.get_or_insert(now + LEVEL_INTERVAL);
+        if now >= due {
+            self.next_levels = Some(now + LEVEL_INTERVAL);
+            self.report_levels();
+        }
         self.flush(now);
     }
 
@@ -223,6 +243,7 @@ impl Engine {
             .flat_map(|r| r.keyframes.iter().filter_map(|k| k.deadline()));
         peers
             .chain(keyframes)
+            .chain(self.next_levels)
             .min()
             .unwrap_or(now + Duration::from_secs(1))
     }
@@ -372,13 +393,33 @@ impl Engine {
         self.outputs.push_back(Output::Event(e));
     }
 
+    /// Reports the loudness of the audio tracks published here and starts a new window.
+    fn report_levels(&mut self) {
+        let mut levels = Vec::new();
+        for (track, r) in self.router.routes.iter_mut() {
+            if r.kind != Kind::Audio || r.origin != self.worker || r.publisher.is_none() {
+                continue;
+            }
+            let (sum, n) = std::mem::take(&mut r.loudness);
+            levels.push((*track, sum.checked_div(n).unwrap_or(0) as u8));
+        }
+        if !levels.is_empty() {
+            self.event(Event::AudioLevels { levels });
+        }
+    }
+
     /// Fans one packet out to the local subscriptions and, at the origin, to the sinks.
     fn route(&mut self, now: Instant, pkt: Arc<MediaPacket>) {
         self.stats.packets_in += 1;
-        let Some(route) = self.router.routes.get(&pkt.track) else {
+        let Some(route) = self.router.routes.get_mut(&pkt.track) else {
             self.stats.packets_dropped += 1;
             return;
         };
+        if let (Some(level), true) = (pkt.audio_level, route.origin == self.worker) {
+            route.loudness.0 += 127 - u32::from(level.unsigned_abs().min(127));
+            route.loudness.1 += 1;
+        }
+        let route = &*route;
         for &to in &route.sinks {
             self.stats.pipe_out += 1;
             self.outputs.push_back(Output::Pipe {

@@ -831,6 +831,14 @@ impl Peer {
         }
     }
 
+    /// Sets the allocation priority of the subscription to `track` (applied at the next
+    /// allocation).
+    pub fn set_priority(&mut self, track: TrackId, priority: u8) {
+        for slot in self.slots.iter_mut().filter(|s| s.track == Some(track)) {
+            slot.priority = priority;
+        }
+    }
+
     /// Sets the best layer the subscription to `track` may receive; `None` turns it off.
     /// Within the downlink estimate, it gets that layer or the best one that fits.
     pub fn set_layer(

@@ -20,6 +20,9 @@ pub struct Route {
     /// Keyframe requests merged towards the publisher (origin only).
     /// Simulcast layers the publisher negotiated (1 without simulcast; known at the origin).
     pub layers: u8,
+    /// At the origin of an audio track: loudness (127 − the audio-level header's −dBov, so 0
+    /// is silence) summed over the packets of the current reporting window, and their count.
+    pub loudness: (u32, u32),
     /// Keyframe requests to the publisher, merged per simulcast layer.
     pub keyframes: [KeyframeThrottle; MAX_LAYERS],
 }
@@ -33,6 +36,7 @@ impl Route {
             subs: Vec::new(),
             sinks: Vec::new(),
             layers: 1,
+            loudness: (0, 0),
             keyframes: Default::default(),
         }
     }

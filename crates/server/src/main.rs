@@ -7,6 +7,7 @@ mod http;
 mod placement;
 mod rooms;
 mod signaling;
+mod speaker;
 mod whip;
 
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -13,6 +13,7 @@ use sfumato_worker::Pool;
 use tokio::sync::mpsc;
 
 use crate::placement::Placement;
+use crate::speaker::Speaker;
 
 pub type ParticipantId = u64;
 
@@ -60,6 +61,7 @@ pub struct TrackInfo {
 pub struct Room {
     /// In join order.
     pub participants: Vec<ParticipantId>,
+    pub speaker: Speaker,
 }
 
 pub struct State {
@@ -186,6 +188,7 @@ impl State {
         }
         if let Some(room) = self.rooms.get_mut(&p.room) {
             room.participants.retain(|x| *x != id);
+            room.speaker.forget(id);
             if room.participants.is_empty() {
                 self.rooms.remove(&p.room);
             }
@@ -290,6 +293,7 @@ impl State {
                 );
             }
             Event::PeerConnected { peer } => tracing::debug!(%peer, "peer connected"),
+            Event::AudioLevels { levels } => self.on_levels(&levels),
             Event::Allocated {
                 peer,
                 estimate_bps,
@@ -316,6 +320,77 @@ impl State {
                 }
             }
             Event::Reply { .. } => {}
+        }
+    }
+
+    /// Loudness reports: update each room's dominant speaker; announce a change and give the
+    /// new speaker's video the first share of everyone's downlink.
+    fn on_levels(&mut self, levels: &[(TrackId, u8)]) {
+        let mut touched: Vec<String> = Vec::new();
+        for (track, loudness) in levels {
+            let Some(owner) = self.tracks.get(track).map(|t| t.owner) else {
+                continue;
+            };
+            let Some(room_name) = self.participants.get(&owner).map(|p| p.room.clone()) else {
+                continue;
+            };
+            if let Some(room) = self.rooms.get_mut(&room_name) {
+                room.speaker.level(owner, *loudness);
+                if !touched.contains(&room_name) {
+                    touched.push(room_name);
+                }
+            }
+        }
+        for name in touched {
+            let Some(room) = self.rooms.get_mut(&name) else {
+                continue;
+            };
+            let before = room.speaker.current();
+            let Some(now) = room.speaker.decide() else {
+                continue;
+            };
+            tracing::debug!(room = name, speaker = now, "active speaker");
+            for (who, priority) in before.into_iter().map(|b| (b, 0)).chain([(now, 1)]) {
+                self.prioritize(&name, who, priority);
+            }
+            self.broadcast(
+                &name,
+                ParticipantId::MAX,
+                json!({"type": "active_speaker", "participant": participant_key(now)}),
+            );
+        }
+    }
+
+    /// Sets the allocation priority of `who`'s video at every subscriber of room `room`.
+    fn prioritize(&self, room: &str, who: ParticipantId, priority: u8) {
+        let Some(p) = self.participants.get(&who) else {
+            return;
+        };
+        let videos: Vec<TrackId> = p
+            .tracks
+            .iter()
+            .filter(|t| self.tracks.get(t).is_some_and(|i| i.kind == Kind::Video))
+            .copied()
+            .collect();
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        for sub in r
+            .participants
+            .iter()
+            .filter_map(|id| self.participants.get(id))
+        {
+            let Some(peer) = sub.subscriber else { continue };
+            for &track in videos.iter().filter(|t| sub.subscriptions.contains(t)) {
+                self.pool.send(
+                    sub.worker,
+                    Command::SetPriority {
+                        peer,
+                        track,
+                        priority,
+                    },
+                );
+            }
         }
     }
 

@@ -150,6 +150,7 @@ async fn handle(
                 "room": room,
                 "participant": {"id": participant_key(id), "name": p.name},
                 "participants": others,
+                "active_speaker": state.rooms[room].speaker.current().map(participant_key),
             });
             let _ = tx.send(joined.to_string());
             Ok(Flow::Continue)

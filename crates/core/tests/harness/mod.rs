@@ -22,7 +22,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpWrite, SeqNo};
+use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
 use str0m::{Candidate, Event as RtcEvent, Input, Output as RtcOutput, Rtc};
 
 /// The default step of virtual time.
@@ -120,6 +120,8 @@ pub struct Client {
     layers: [LayerState; 3],
     pub audio_mid: Option<Mid>,
     pub video_mid: Option<Mid>,
+    /// The audio-level header extension value (−dBov) put on audio packets, if any.
+    pub audio_level: Option<i8>,
     next_seq: [u64; 2],
     next_ts: [u32; 2],
     counter: u32,
@@ -162,6 +164,7 @@ impl Client {
             ],
             audio_mid: None,
             video_mid: None,
+            audio_level: None,
             next_seq: [base, base + 10_000],
             next_ts: [base as u32 * 960, base as u32 * 3000],
             counter: 0,
@@ -259,12 +262,19 @@ impl Client {
         self.next_seq[k] += 1;
         let ts = self.next_ts[k];
         self.next_ts[k] = ts.wrapping_add(ts_step);
+        let ext = ExtensionValues {
+            audio_level: self.audio_level.filter(|_| kind == MediaKind::Audio),
+            // str0m writes the extension only with both values.
+            voice_activity: self.audio_level.map(|_| true),
+            ..Default::default()
+        };
         let mut api = self.rtc.direct_api();
         let tx = api.stream_tx_by_mid(mid, None).expect("send stream");
         tx.write_rtp(
             RtpWrite::new(pt, SeqNo::from(seq), ts, now, payload.clone())
                 .marker(kind == MediaKind::Video)
-                .nackable(kind == MediaKind::Video),
+                .nackable(kind == MediaKind::Video)
+                .ext_vals(ext),
         );
         self.sent.push(Sent {
             kind,
