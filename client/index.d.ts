@@ -154,6 +154,11 @@ export declare class Room {
    * publisher's next keyframe of that layer, without freezing the picture meanwhile.
    */
   setVideoQuality(track: string | { track: string }, quality: VideoQuality): void;
+  /**
+   * Lets the element showing `track` choose its quality: by rendered width (≤ 360 device
+   * pixels low, ≤ 720 medium, above high) and `off` while not visible. Returns a stop function.
+   */
+  observeVideo(track: string | { track: string }, element: Element): () => void;
   /** The quality asked for a remote video track. */
   videoQuality(track: string): VideoQuality;
   /** Leaves: `leave` message, socket and peer connections closed. */

@@ -146,6 +146,44 @@ export class Room extends Emitter {
     if (this._sig) this._sig.send({ type: 'quality', track: id, quality });
   }
 
+  /**
+   * Lets `element` (where `track` is shown) choose its quality from then on: the layer that
+   * matches its rendered width in device pixels (up to 360: low, up to 720: medium, above:
+   * high), and `off` while it is not visible (scrolled away, `display: none`, hidden tab),
+   * so that what nobody sees costs no bandwidth. Returns a function that stops it.
+   * @param {string|{track: string}} track
+   * @param {Element} element
+   * @returns {() => void}
+   */
+  observeVideo(track, element) {
+    const id = typeof track === 'object' && track ? String(track.track ?? track.id) : String(track);
+    let width = element.getBoundingClientRect().width;
+    let intersecting = true;
+    const apply = () => {
+      const px = width * (globalThis.devicePixelRatio || 1);
+      const visible = intersecting && width > 0 && globalThis.document?.visibilityState !== 'hidden';
+      const q = !visible ? 'off' : px <= 360 ? 'low' : px <= 720 ? 'medium' : 'high';
+      if (this._qualities.get(id) !== q) this.setVideoQuality(id, q);
+    };
+    const resize = new ResizeObserver((entries) => {
+      width = entries[entries.length - 1].contentRect.width;
+      apply();
+    });
+    const intersect = new IntersectionObserver((entries) => {
+      intersecting = entries[entries.length - 1].isIntersecting;
+      apply();
+    });
+    resize.observe(element);
+    intersect.observe(element);
+    globalThis.document?.addEventListener('visibilitychange', apply);
+    apply();
+    return () => {
+      resize.disconnect();
+      intersect.disconnect();
+      globalThis.document?.removeEventListener('visibilitychange', apply);
+    };
+  }
+
   /** The quality asked for a remote video track (`connect`'s `videoQuality` by default). */
   videoQuality(track) {
     return this._qualities.get(String(track)) ?? this._opts.videoQuality ?? 'high';

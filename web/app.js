@@ -1,6 +1,7 @@
 // The room demo: /?room=R&name=N joins at once and publishes camera and microphone
-// (&publish=0 joins as a viewer; &quality=low|medium|high picks the simulcast layer received
-// of every video); without room and name it shows a form.
+// (&publish=0 joins as a viewer; &quality=low|medium|high fixes the simulcast layer received
+// of every video, else each video's size and visibility choose it); without room and name it
+// shows a form.
 
 import { Sfumato } from '/sdk/sfumato.js';
 
@@ -15,6 +16,8 @@ const quality = ['low', 'medium', 'high'].includes(params.get('quality')) ? para
 let room = null;
 /** participant id (or 'local') → tile element */
 const tiles = new Map();
+/** remote video track id → stops its element choosing its quality (observeVideo) */
+const observers = new Map();
 
 // ------------------------------------------------------------------ status line
 
@@ -115,12 +118,18 @@ function showMuted(tile, kind, muted) {
 function wire(r) {
   r.on('participantJoined', ({ participant: p }) => ensureTile(p.id, p.name));
   r.on('participantLeft', ({ participant: p }) => removeTile(p.id));
-  r.on('trackSubscribed', ({ participant: p, kind, stream, muted }) => {
+  r.on('trackSubscribed', ({ participant: p, track, kind, stream, muted }) => {
     const tile = ensureTile(p.id, p.name);
     attach(tile, kind, stream);
     if (muted) showMuted(tile, kind, true);
+    if (kind === 'video' && !quality) {
+      observers.get(track)?.();
+      observers.set(track, r.observeVideo(track, tile.querySelector('video')));
+    }
   });
-  r.on('trackUnsubscribed', ({ participant: p, kind, mediaStreamTrack }) => {
+  r.on('trackUnsubscribed', ({ participant: p, track, kind, mediaStreamTrack }) => {
+    observers.get(track)?.();
+    observers.delete(track);
     const tile = tiles.get(p.id);
     if (tile) detach(tile, kind, mediaStreamTrack);
   });

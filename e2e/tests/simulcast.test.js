@@ -10,7 +10,8 @@ let s;
 const pages = {};
 
 before(async () => {
-  s = await Session.start({ name: 'simulcast', rtcPort: 41400, workers: 1 });
+  // With the downlink estimator (off by default: docs/benchmarks.md, "What the estimator costs").
+  s = await Session.start({ name: 'simulcast', rtcPort: 41400, workers: 1, args: ['--bandwidth-estimation', 'true'] });
 });
 after(() => s?.close());
 

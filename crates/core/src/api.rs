@@ -8,6 +8,9 @@ use crate::ids::{Kind, PeerId, TrackId, WorkerId};
 
 pub type RequestId = u64;
 
+/// The simulcast layer each video track of a subscriber gets (`None`: off).
+pub type Layers = Vec<(TrackId, Option<u8>)>;
+
 #[derive(Debug)]
 pub enum Command {
     /// Create a peer that publishes (the client offers; we only receive), or apply a new
@@ -115,8 +118,9 @@ pub enum Event {
     /// tracks gets (`None`: off); sent when either changes.
     Allocated {
         peer: PeerId,
-        estimate_bps: u64,
-        layers: Vec<(TrackId, Option<u8>)>,
+        /// `None` without bandwidth estimation.
+        estimate_bps: Option<u64>,
+        layers: Layers,
     },
     /// The peer is gone (ICE timed out, DTLS closed, or [`Command::ClosePeer`]).
     PeerClosed {

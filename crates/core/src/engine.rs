@@ -63,14 +63,14 @@ impl Engine {
                 worker: worker.0,
                 ..Default::default()
             },
-            bwe: true,
+            bwe: false,
             next_levels: None,
         }
     }
 
     /// Whether peers created from now on estimate their downlink and fit simulcast layers to
-    /// it (on by default). Off, every subscription gets the layer it asks for, unpaced:
-    /// less CPU per packet and no pacing delay (docs/benchmarks.md), no adaptation.
+    /// it (off by default: str0m's estimator paces and pads, docs/benchmarks.md). Off, every
+    /// subscription gets the layer it asks for, unpaced.
     pub fn set_bandwidth_estimation(&mut self, on: bool) {
         self.bwe = on;
     }

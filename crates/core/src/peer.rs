@@ -18,6 +18,7 @@ use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output, Rtc
 use str0m::bwe::{Bitrate, BweKind};
 
 use crate::alloc::{allocate, LayerRates, Want};
+use crate::api::Layers;
 use crate::ids::{Kind, PeerId, TrackId, WorkerId};
 use crate::keyframe::is_keyframe_start;
 use crate::packet::{MediaPacket, MAX_LAYERS};
@@ -85,10 +86,11 @@ pub enum PeerOut {
         slots: Vec<(String, TrackId)>,
     },
     Connected,
-    /// A subscriber's downlink estimate and the layer each of its video tracks now gets.
+    /// A subscriber's downlink estimate (if estimated) and the layer each of its video
+    /// tracks now gets.
     Allocated {
-        estimate_bps: u64,
-        layers: Vec<(TrackId, Option<u8>)>,
+        estimate_bps: Option<u64>,
+        layers: Layers,
     },
     Closed(&'static str),
 }
@@ -230,7 +232,7 @@ pub struct Peer {
     /// Whether the estimate comes from transport-wide feedback (else REMB, if any).
     twcc: bool,
     /// What was last reported in [`PeerOut::Allocated`].
-    reported: Option<(u64, Vec<Option<u8>>)>,
+    reported: Option<(Option<u64>, Layers)>,
     next_allocation: Instant,
 }
 
@@ -547,19 +549,33 @@ impl Peer {
         let used = Bitrate::bps(result.used + audio);
         let desired = Bitrate::bps(result.desired.max(result.used) + audio);
         self.rtc.bwe().set_bitrate(used, desired);
-        let layers: Vec<Option<u8>> = video.iter().map(|&i| self.slots[i].target).collect();
+        self.report(out);
+    }
+
+    /// Reports the estimate and the video layers if they changed (the estimate by > 10%).
+    fn report(&mut self, out: &mut Vec<PeerOut>) {
+        let layers: Layers = self
+            .slots
+            .iter()
+            .filter(|s| s.kind == Kind::Video && s.negotiated_active)
+            .filter_map(|s| Some((s.track?, s.target)))
+            .collect();
+        let estimate = self.estimate;
         let changed = match &self.reported {
             None => true,
-            Some((e, l)) => *l != layers || estimate.abs_diff(*e) * 10 > *e,
+            Some((e, l)) => {
+                *l != layers
+                    || match (estimate, *e) {
+                        (Some(a), Some(b)) => a.abs_diff(b) * 10 > b,
+                        (a, b) => a != b,
+                    }
+            }
         };
         if changed {
-            self.reported = Some((estimate, layers));
+            self.reported = Some((estimate, layers.clone()));
             out.push(PeerOut::Allocated {
                 estimate_bps: estimate,
-                layers: video
-                    .iter()
-                    .filter_map(|&i| Some((self.slots[i].track?, self.slots[i].target)))
-                    .collect(),
+                layers,
             });
         }
     }
@@ -861,6 +877,7 @@ impl Peer {
             self.allocate(now, out);
         } else {
             self.retarget(now, i, layer, out);
+            self.report(out);
         }
     }
 

@@ -34,7 +34,7 @@ pub struct Cli {
     #[arg(long, env = "SFUMATO_WORKER_CAPACITY")]
     pub worker_capacity: Option<usize>,
     /// Estimate each subscriber's downlink and fit simulcast layers to it; costs CPU per
-    /// packet and paces what is sent (docs/benchmarks.md) [default: true]
+    /// packet, paces what is sent and pads (docs/benchmarks.md) [default: false]
     #[arg(long, env = "SFUMATO_BANDWIDTH_ESTIMATION", action = clap::ArgAction::Set)]
     pub bandwidth_estimation: Option<bool>,
     /// TOML file with any of the settings above (snake_case keys)
@@ -103,7 +103,7 @@ impl Config {
             bandwidth_estimation: cli
                 .bandwidth_estimation
                 .or(file.bandwidth_estimation)
-                .unwrap_or(true),
+                .unwrap_or(false),
         })
     }
 
@@ -143,7 +143,7 @@ mod tests {
         assert_eq!(c.rtc_port, 40000);
         assert_eq!(c.placement, Policy::Pack);
         assert!(c.workers >= 1);
-        assert!(c.bandwidth_estimation);
+        assert!(!c.bandwidth_estimation);
     }
 
     #[test]

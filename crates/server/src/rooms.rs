@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use sfumato_worker::sfumato_core::api::Layers;
 use sfumato_worker::sfumato_core::{Command, Event, Kind, PeerId, TrackId, WorkerId};
 use sfumato_worker::Pool;
 use tokio::sync::mpsc;
@@ -46,8 +47,9 @@ pub struct Participant {
     pub downlink: Option<Downlink>,
 }
 
-/// A subscriber's downlink estimate (bits per second) and the layer of each video track.
-pub type Downlink = (u64, Vec<(TrackId, Option<u8>)>);
+/// A subscriber's downlink estimate (bits per second, if estimated) and the layer of each
+/// video track.
+pub type Downlink = (Option<u64>, Layers);
 
 pub struct TrackInfo {
     pub owner: ParticipantId,
