@@ -97,7 +97,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .route("/whep/{room}/{participant}", post(whip::whep_post_chosen))
         .route("/whep/{room}/session/{session}", delete(whip::whep_delete))
         .fallback(get(http::asset))
-        .layer(axum::extract::DefaultBodyLimit::max(signaling::MAX_MESSAGE))
+        .layer(axum::extract::DefaultBodyLimit::max(whip::MAX_BODY))
         .with_state(app);
 
     let listener = tokio::net::TcpListener::bind(config.listen).await?;

@@ -9,8 +9,10 @@ use serde::Deserialize;
 use sfumato_worker::sfumato_core::{Command, ReplyBody};
 
 use crate::rooms::{parse_participant_key, participant_key, Client, ParticipantId};
-use crate::signaling::MAX_MESSAGE;
 use crate::App;
+
+/// Largest HTTP body (a WHIP or WHEP offer: a few m-lines).
+pub const MAX_BODY: usize = 64 * 1024;
 
 #[derive(Deserialize)]
 pub struct NameQuery {
@@ -39,7 +41,7 @@ fn sdp_body(headers: &HeaderMap, body: &Bytes) -> Result<String, (StatusCode, St
             format!("Content-Type must be application/sdp, not `{ctype}`"),
         ));
     }
-    if body.len() > MAX_MESSAGE {
+    if body.len() > MAX_BODY {
         return Err((
             StatusCode::PAYLOAD_TOO_LARGE,
             "the SDP offer is over 64 KiB".into(),
