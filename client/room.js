@@ -105,6 +105,8 @@ export class Room extends Emitter {
     this._lastOfferTracks = [];
     /** Id of the room's dominant speaker (ours included), null before anyone spoke. */
     this.activeSpeaker = null;
+    /** our track id -> which simulcast layers the server says someone receives */
+    this._layerWishes = new Map();
     /** remote video track id -> quality asked for with setVideoQuality */
     this._qualities = new Map();
     if (opts.videoQuality != null && !QUALITIES.has(opts.videoQuality)) {
@@ -384,6 +386,11 @@ export class Room extends Emitter {
         this.emit('trackMuted', { participant: p, track: trackId, kind, muted, local: p === this.localParticipant });
         break;
       }
+      case 'layers':
+        // Which of our simulcast layers someone receives: encode only those.
+        this._layerWishes.set(String(msg.track), Array.isArray(msg.active) ? msg.active.map(Boolean) : []);
+        this._applyLayers();
+        break;
       case 'active_speaker': {
         const id = idOf(msg.participant);
         this.activeSpeaker = id;
@@ -438,9 +445,39 @@ export class Room extends Emitter {
       lt.serverId = t ? String(t.id) : null;
       if (lt.serverId && lt.muted) sig.send({ type: 'mute', track: lt.serverId, muted: true });
     }
+    this._applyLayers();
     this.emit('published', {
       tracks: this._local.tracks.map((lt) => ({ id: lt.serverId, kind: lt.kind, muted: lt.muted, mediaStreamTrack: lt.mediaStreamTrack })),
     });
+  }
+
+  /** Turns our simulcast encodings on or off as the server's `layers` messages say. */
+  _applyLayers() {
+    // One setParameters at a time: each must start from the parameters the last one left.
+    this._layersChain = (this._layersChain ?? Promise.resolve())
+      .then(() => this._applyLayersNow())
+      .catch((err) => console.warn('sfumato: setParameters failed', err));
+  }
+
+  async _applyLayersNow() {
+    for (const lt of this._local.tracks) {
+      const wish = lt.serverId ? this._layerWishes.get(lt.serverId) : undefined;
+      const sender = lt.transceiver?.sender;
+      if (!wish || !sender || lt.kind !== 'video') continue;
+      const params = sender.getParameters();
+      if (!params.encodings || params.encodings.length < 2) continue;
+      let changed = false;
+      for (const enc of params.encodings) {
+        const i = SIMULCAST_ENCODINGS.findIndex((e) => e.rid === enc.rid);
+        if (i < 0) continue;
+        const active = !!wish[i];
+        if (enc.active !== active) {
+          enc.active = active;
+          changed = true;
+        }
+      }
+      if (changed) await sender.setParameters(params);
+    }
   }
 
   // ---------------------------------------------------------------- subscribe PC

@@ -30,7 +30,15 @@ test("without ?quality= each video's size and visibility choose its layer", () =
     // A third of a 960 px page: the low layer.
     const small = await tileWidth();
     assert.ok(small <= 360, `tile ${small} px wide`);
-    await waitFor(async () => (await width()) === 320, { timeout: 10000, message: `320 wide in a ${small} px tile`, describe: () => '' });
+    // (The low layer may start smaller while the publisher's encoder ramps up.)
+    let w;
+    await waitFor(
+      async () => {
+        w = await width();
+        return w > 0 && w <= 320;
+      },
+      { timeout: 10000, message: `at most 320 wide in a ${small} px tile`, describe: () => String(w) },
+    );
 
     // One tile per row: the top layer.
     await pages.auto.evaluate(() => {
@@ -61,4 +69,40 @@ test("without ?quality= each video's size and visibility choose its layer", () =
     const b = await inboundStats(pages.auto);
     const packets = (list) => list.filter((x) => x.kind === 'video').reduce((n, x) => n + x.packetsReceived, 0);
     assert.ok(packets(b) - packets(a) <= 2, `video packets while hidden: ${packets(b) - packets(a)}`);
+  }));
+
+/** `active` of each simulcast encoding of the page's published video, lowest first. */
+const encodings = (page) =>
+  page.evaluate(() => {
+    const pc = (window.__sfumatoPCs || []).find((p) => p.getSenders().some((s) => s.track?.kind === 'video'));
+    const sender = pc?.getSenders().find((s) => s.track?.kind === 'video');
+    return (sender?.getParameters().encodings ?? []).map((e) => e.active);
+  });
+
+test('the publisher encodes only the layers someone receives', () =>
+  s.run(async () => {
+    // From the first test: the only viewer has the video hidden.
+    const expect = async (want, why) => {
+      let got;
+      await waitFor(
+        async () => {
+          got = await encodings(pages.pub);
+          return JSON.stringify(got) === JSON.stringify(want);
+        },
+        { timeout: 10000, message: `publisher encodings ${JSON.stringify(want)} (${why})`, describe: () => JSON.stringify(got) },
+      );
+    };
+    await expect([false, false, false], 'the only viewer hides the video');
+    await pages.auto.evaluate(() => {
+      document.querySelector('.tile[data-name="pub"]').style.display = '';
+      document.getElementById('grid').style.gridTemplateColumns = '';
+    });
+    await expect([true, false, false], 'a small tile takes the low layer');
+    await waitForMedia(pages.auto, { video: 1, timeout: 10000, minFrames: 5 });
+    await pages.auto.evaluate(() => {
+      document.getElementById('grid').style.gridTemplateColumns = '1fr';
+    });
+    // The lowest layer stays on while anyone watches (what switches fall back to).
+    await expect([true, false, true], 'a full-row tile takes the top layer');
+    await waitFor(async () => (await video(pages.auto)).frameWidth >= 1280, { timeout: 10000, message: 'the viewer decodes 1280 wide', describe: () => '' });
   }));
