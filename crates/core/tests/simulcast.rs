@@ -177,3 +177,36 @@ fn a_subscriber_whose_layer_never_comes_falls_back_to_a_lower_one() {
     assert!(all[first_top..].iter().all(|(l, _, _)| *l == 1), "{all:?}");
     assert_descriptors_continuous(&all);
 }
+
+#[test]
+fn a_publisher_restart_keeps_the_descriptor_continuous() {
+    let (mut net, alice, bob, first) = setup();
+    frame(&mut net, alice, [true; 3]);
+    for _ in 0..5 {
+        frame(&mut net, alice, [false; 3]);
+    }
+    // Alice's peer goes away and she publishes again: bob's slot is reused for her new
+    // track, whose PictureIDs start over where her first ones started.
+    let mid = net.slot_mid(bob, first.video).expect("a video slot");
+    let peer = net.client(alice).peer;
+    net.command(0, Command::ClosePeer { peer });
+    net.run_for(Duration::from_millis(100));
+    let alice2 = net.add_client("alice again", 0);
+    let second = net.publish_simulcast(alice2);
+    net.subscribe(bob, second.video, Kind::Video, 0);
+    net.connect(&[alice2]);
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(
+        net.slot_mid(bob, second.video),
+        Some(mid),
+        "the slot is reused"
+    );
+    frame(&mut net, alice2, [true; 3]);
+    for _ in 0..5 {
+        frame(&mut net, alice2, [false; 3]);
+    }
+    let all = seen(&net, bob);
+    assert_eq!(all.len(), 12, "{all:?}");
+    assert_descriptors_continuous(&all);
+    assert_continuous("bob", &net.client(bob).received_seqs(MediaKind::Video));
+}
