@@ -338,6 +338,13 @@ export async function waitForMedia(page, { video = 0, audio = 0, timeout = 30000
   );
 }
 
+/** A page's main inbound video stream (the one that decoded the most frames). */
+export async function mainVideo(page) {
+  const v = (await inboundStats(page)).filter((x) => x.kind === 'video');
+  v.sort((a, b) => b.framesDecoded - a.framesDecoded);
+  return v[0] ?? { framesDecoded: 0, frameWidth: 0, packetsReceived: 0 };
+}
+
 /** Participant names shown as tiles on the demo page. */
 export function tileNames(page) {
   return page.$$eval('#grid .tile:not(.local)', (els) => els.map((e) => e.dataset.name).sort());

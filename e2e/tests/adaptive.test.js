@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Session, inboundStats, sleep, waitFor, waitForMedia } from '../lib/harness.js';
+import { Session, inboundStats, mainVideo, sleep, waitFor, waitForMedia } from '../lib/harness.js';
 
 let s;
 const pages = {};
@@ -13,19 +13,13 @@ before(async () => {
 });
 after(() => s?.close());
 
-/** The decoding video stream of a page (the one with the most frames). */
-async function video(page) {
-  const v = (await inboundStats(page)).filter((x) => x.kind === 'video');
-  v.sort((a, b) => b.framesDecoded - a.framesDecoded);
-  return v[0] ?? { framesDecoded: 0, frameWidth: 0 };
-}
 
 test("without ?quality= each video's size and visibility choose its layer", () =>
   s.run(async () => {
     pages.pub = await s.open('/?room=ad&name=pub', 'pub');
     pages.auto = await s.open('/?room=ad&name=auto&publish=0', 'auto');
     await waitForMedia(pages.auto, { video: 1, timeout: 45000 });
-    const width = async () => (await video(pages.auto)).frameWidth;
+    const width = async () => (await mainVideo(pages.auto)).frameWidth;
     const tileWidth = () => pages.auto.$eval('.tile[data-name="pub"] video', (v) => Math.round(v.getBoundingClientRect().width));
     // A third of a 960 px page: the low layer.
     const small = await tileWidth();
@@ -104,5 +98,5 @@ test('the publisher encodes only the layers someone receives', () =>
     });
     // The lowest layer stays on while anyone watches (what switches fall back to).
     await expect([true, false, true], 'a full-row tile takes the top layer');
-    await waitFor(async () => (await video(pages.auto)).frameWidth >= 1280, { timeout: 10000, message: 'the viewer decodes 1280 wide', describe: () => '' });
+    await waitFor(async () => (await mainVideo(pages.auto)).frameWidth >= 1280, { timeout: 10000, message: 'the viewer decodes 1280 wide', describe: () => '' });
   }));

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
-import { Session, inboundStats, sleep, waitFor, waitForMedia } from '../lib/harness.js';
+import { Session, inboundStats, mainVideo, sleep, waitFor, waitForMedia } from '../lib/harness.js';
 
 let s;
 const pages = {};
@@ -15,12 +15,6 @@ before(async () => {
 });
 after(() => s?.close());
 
-/** The decoding video stream of a page (the one with the most frames). */
-async function video(page) {
-  const v = (await inboundStats(page)).filter((x) => x.kind === 'video');
-  v.sort((a, b) => b.framesDecoded - a.framesDecoded);
-  return v[0] ?? { framesDecoded: 0, frameWidth: 0 };
-}
 
 test('a viewer with quality=low decodes 320 wide while one with quality=high decodes 1280', () =>
   s.run(async () => {
@@ -34,7 +28,7 @@ test('a viewer with quality=low decodes 320 wide while one with quality=high dec
     let last;
     await waitFor(
       async () => {
-        last = await video(pages.high);
+        last = await mainVideo(pages.high);
         return last.frameWidth >= 1280;
       },
       { timeout: 60000, interval: 500, message: 'the high viewer to decode 1280 wide', describe: () => JSON.stringify(last) },
@@ -42,7 +36,7 @@ test('a viewer with quality=low decodes 320 wide while one with quality=high dec
 
     // The low viewer decodes the 320×180 layer all along.
     for (let i = 0; i < 10; i++) {
-      const v = await video(pages.low);
+      const v = await mainVideo(pages.low);
       assert.ok(v.frameWidth > 0 && v.frameWidth <= 320, `low viewer decodes ${v.frameWidth} wide`);
       await sleep(200);
     }
@@ -60,7 +54,7 @@ test('a viewer switched from low to high reaches 1280 within 3 s and never freez
     const samples = [];
     let reachedAt = null;
     while (Date.now() - start < 5000) {
-      const v = await video(pages.low);
+      const v = await mainVideo(pages.low);
       samples.push({ t: Date.now() - start, frames: v.framesDecoded, width: v.frameWidth });
       if (reachedAt === null && v.frameWidth >= 1280) reachedAt = Date.now() - start;
       await sleep(100);
@@ -134,7 +128,7 @@ test('a viewer whose downlink is capped gets a lower layer instead of losing pac
       const lost = sum(b, 'packetsLost') - sum(a, 'packetsLost');
       const frames = sum(b, 'framesDecoded') - sum(a, 'framesDecoded');
       const kbps = Math.round(((sum(b, 'bytesReceived') - sum(a, 'bytesReceived')) * 8) / 5 / 1000);
-      const v = await video(pages.high);
+      const v = await mainVideo(pages.high);
       console.log(`capped viewer: ${JSON.stringify(await downlink())}, ${v.frameWidth} wide, ${frames} frames, ${received} packets, ${lost} lost, ${kbps} kbit/s of video in 5 s`);
       const rooms = await s.server.getJson('/api/rooms/sc');
       console.log(`uncapped viewer: ${JSON.stringify(rooms.body.participants.find((p) => p.name === 'low')?.downlink)}`);
@@ -142,7 +136,7 @@ test('a viewer whose downlink is capped gets a lower layer instead of losing pac
       assert.ok(frames >= 50, `keeps decoding: ${frames} frames in 5 s`);
       assert.ok(lost <= Math.max(2, received * 0.01), `${lost} of ${received} packets lost`);
       // The other viewer is not affected.
-      assert.ok((await video(pages.low)).frameWidth >= 1280, 'the uncapped viewer keeps the top layer');
+      assert.ok((await mainVideo(pages.low)).frameWidth >= 1280, 'the uncapped viewer keeps the top layer');
     } finally {
       tc(['qdisc', 'del', 'dev', 'lo', 'root']);
     }
