@@ -45,7 +45,7 @@ test("without ?quality= each video's size and visibility choose its layer", () =
         last = await width();
         return last >= 1280;
       },
-      { timeout: 10000, message: `1280 wide in a ${big} px tile`, describe: () => String(last) },
+      { timeout: 20000, message: `1280 wide in a ${big} px tile`, describe: () => String(last) },
     );
 
     // Hidden: no packets at all.
@@ -98,5 +98,5 @@ test('the publisher encodes only the layers someone receives', () =>
     });
     // The lowest layer stays on while anyone watches (what switches fall back to).
     await expect([true, false, true], 'a full-row tile takes the top layer');
-    await waitFor(async () => (await mainVideo(pages.auto)).frameWidth >= 1280, { timeout: 10000, message: 'the viewer decodes 1280 wide', describe: () => '' });
+    await waitFor(async () => (await mainVideo(pages.auto)).frameWidth >= 1280, { timeout: 20000, message: 'the viewer decodes 1280 wide', describe: () => '' });
   }));
