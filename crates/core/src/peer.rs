@@ -229,6 +229,8 @@ pub struct Peer {
     events: Vec<RtcEvent>,
     /// Downlink estimate in bits per second (TWCC, else REMB), for subscribing roles.
     estimate: Option<u64>,
+    /// Whether this peer estimates its downlink (and so measures its slots' layer rates).
+    estimating: bool,
     /// Whether the estimate comes from transport-wide feedback (else REMB, if any).
     twcc: bool,
     /// What was last reported in [`PeerOut::Allocated`].
@@ -251,7 +253,8 @@ impl Peer {
             .set_rtp_mode(true)
             .set_stats_interval(None)
             .set_crypto_provider(crate::dtls::provider());
-        if bwe && role != Role::Publisher {
+        let estimating = bwe && role != Role::Publisher;
+        if estimating {
             // Estimate what we can send to this peer (TWCC feedback, GoogCC).
             config = config.enable_bwe(Some(INITIAL_ESTIMATE));
         }
@@ -277,6 +280,7 @@ impl Peer {
             pending_offer: None,
             events: Vec::new(),
             estimate: None,
+            estimating,
             twcc: false,
             reported: None,
             next_allocation: now,
@@ -493,7 +497,7 @@ impl Peer {
         if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
             tracing::debug!(peer = %self.id, "timeout failed: {e}");
         }
-        if self.role != Role::Publisher && now >= self.next_allocation {
+        if self.estimating && now >= self.next_allocation {
             self.next_allocation = now + ALLOCATION_INTERVAL;
             self.allocate(now, out);
         }
@@ -895,7 +899,9 @@ impl Peer {
         if !s.negotiated_active || s.track != Some(pkt.track) {
             return Write::Dropped;
         }
-        s.rates.add(now, pkt.layer, pkt.payload.len());
+        if self.estimating {
+            s.rates.add(now, pkt.layer, pkt.payload.len());
+        }
         let Some(target) = s.target else {
             return Write::Dropped; // turned off
         };
