@@ -52,6 +52,11 @@ function participantFrom(p) {
   };
 }
 
+/** A track id, from an id or from an object that names one (a subscription: `track`). */
+function trackIdOf(t) {
+  return t && typeof t === 'object' ? String(t.track ?? t.id) : String(t);
+}
+
 /** `participant_left.participant` is an id; accept an object too. */
 function idOf(v) {
   return v && typeof v === 'object' ? String(v.id) : String(v);
@@ -142,7 +147,7 @@ export class Room extends Emitter {
    * @param {'low'|'medium'|'high'|'off'} quality
    */
   setVideoQuality(track, quality) {
-    const id = typeof track === 'object' && track ? String(track.track ?? track.id) : String(track);
+    const id = trackIdOf(track);
     if (!QUALITIES.has(quality)) throw new TypeError(`setVideoQuality: quality is one of ${[...QUALITIES].join(', ')}`);
     this._qualities.set(id, quality);
     if (this._sig) this._sig.send({ type: 'quality', track: id, quality });
@@ -158,7 +163,7 @@ export class Room extends Emitter {
    * @returns {() => void}
    */
   observeVideo(track, element) {
-    const id = typeof track === 'object' && track ? String(track.track ?? track.id) : String(track);
+    const id = trackIdOf(track);
     let width = element.getBoundingClientRect().width;
     let intersecting = true;
     const apply = () => {

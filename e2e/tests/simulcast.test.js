@@ -15,6 +15,9 @@ before(async () => {
 });
 after(() => s?.close());
 
+/** What the server says of participant `name`'s downlink (estimate and layers). */
+const downlink = async (name) => (await s.server.getJson('/api/rooms/sc')).body.participants.find((p) => p.name === name)?.downlink;
+
 
 test('a viewer with quality=low decodes 320 wide while one with quality=high decodes 1280', () =>
   s.run(async () => {
@@ -44,7 +47,6 @@ test('a viewer with quality=low decodes 320 wide while one with quality=high dec
 
 test('a viewer switched from low to high reaches 1280 within 3 s and never freezes 500 ms', () =>
   s.run(async () => {
-    const downlink = async (name) => (await s.server.getJson('/api/rooms/sc')).body.participants.find((p) => p.name === name)?.downlink;
     console.log(`before the switch, low's downlink: ${JSON.stringify(await downlink('low'))}`);
     const start = Date.now();
     await pages.low.evaluate(() => {
@@ -99,7 +101,6 @@ test('a viewer whose downlink is capped gets a lower layer instead of losing pac
   s.run(async () => {
     const ports = await localPorts(pages.high);
     assert.equal(ports.length, 1, `the viewer has one connected peer connection: ${ports}`);
-    const downlink = async () => (await s.server.getJson('/api/rooms/sc')).body.participants.find((p) => p.name === 'high')?.downlink;
     // 600 kbit/s towards the viewer's port: room for the middle layer and audio, not the top.
     // htb: the viewer's port in a 600 kbit/s class with a 30-packet queue (~0.4 s), the rest
     // unshaped. (This kernel has htb, tbf, pfifo and u32; not prio or netem.)
@@ -112,7 +113,7 @@ test('a viewer whose downlink is capped gets a lower layer instead of losing pac
       let last;
       await waitFor(
         async () => {
-          last = await downlink();
+          last = await downlink('high');
           const layer = Object.values(last?.layers ?? {})[0];
           return last && last.estimate_bps < 700_000 && layer !== null && layer <= 1;
         },
@@ -129,9 +130,8 @@ test('a viewer whose downlink is capped gets a lower layer instead of losing pac
       const frames = sum(b, 'framesDecoded') - sum(a, 'framesDecoded');
       const kbps = Math.round(((sum(b, 'bytesReceived') - sum(a, 'bytesReceived')) * 8) / 5 / 1000);
       const v = await mainVideo(pages.high);
-      console.log(`capped viewer: ${JSON.stringify(await downlink())}, ${v.frameWidth} wide, ${frames} frames, ${received} packets, ${lost} lost, ${kbps} kbit/s of video in 5 s`);
-      const rooms = await s.server.getJson('/api/rooms/sc');
-      console.log(`uncapped viewer: ${JSON.stringify(rooms.body.participants.find((p) => p.name === 'low')?.downlink)}`);
+      console.log(`capped viewer: ${JSON.stringify(await downlink('high'))}, ${v.frameWidth} wide, ${frames} frames, ${received} packets, ${lost} lost, ${kbps} kbit/s of video in 5 s`);
+      console.log(`uncapped viewer: ${JSON.stringify(await downlink('low'))}`);
       assert.ok(v.frameWidth > 0 && v.frameWidth <= 640, `decodes ${v.frameWidth} wide`);
       assert.ok(frames >= 50, `keeps decoding: ${frames} frames in 5 s`);
       // Not zero every time: str0m probes towards the top layers' rate with padding on the

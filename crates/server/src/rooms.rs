@@ -217,13 +217,16 @@ impl State {
         tracing::info!(participant = id, room = p.room, "left");
     }
 
-    pub fn set_muted(&mut self, id: ParticipantId, track: &str, muted: bool) -> bool {
-        let Some(tid) = self
-            .tracks
+    /// The track a client names by `name`, if `ok` accepts it.
+    fn find_track(&self, name: &str, ok: impl Fn(&TrackInfo) -> bool) -> Option<TrackId> {
+        self.tracks
             .iter()
-            .find(|(t, i)| i.owner == id && t.to_string() == track)
+            .find(|(t, i)| ok(i) && t.to_string() == name)
             .map(|(t, _)| *t)
-        else {
+    }
+
+    pub fn set_muted(&mut self, id: ParticipantId, track: &str, muted: bool) -> bool {
+        let Some(tid) = self.find_track(track, |i| i.owner == id) else {
             return false;
         };
         if let Some(info) = self.tracks.get_mut(&tid) {
@@ -533,20 +536,14 @@ impl State {
         let Some(room) = self.participants.get(&id).map(|p| p.room.clone()) else {
             return Err("participant is gone");
         };
-        let Some(tid) = self
-            .tracks
-            .iter()
-            .find(|(t, i)| {
-                t.to_string() == track
-                    && i.kind == Kind::Video
-                    && i.owner != id
-                    && self
-                        .participants
-                        .get(&i.owner)
-                        .is_some_and(|o| o.room == room)
-            })
-            .map(|(t, _)| *t)
-        else {
+        let Some(tid) = self.find_track(track, |i| {
+            i.kind == Kind::Video
+                && i.owner != id
+                && self
+                    .participants
+                    .get(&i.owner)
+                    .is_some_and(|o| o.room == room)
+        }) else {
             return Err("not a video track of another participant of this room");
         };
         let Some(p) = self.participants.get_mut(&id) else {
