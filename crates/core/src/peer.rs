@@ -47,6 +47,10 @@ const ESTIMATE_USE: f64 = 0.9;
 /// A track moved down for lack of bandwidth moves up again only after this long (no
 /// flapping, no keyframe storms); moving down is immediate.
 const UPGRADE_HOLD: Duration = Duration::from_secs(2);
+/// A layer the subscriber just asked for is given at once and kept this long whatever the
+/// estimate, while str0m probes for the bandwidth it needs: an estimate that followed a low
+/// layer (measured down to 198 kbit/s) takes seconds to grow to a top layer's rate.
+const REQUEST_GRACE: Duration = Duration::from_secs(3);
 /// How long a slot with nothing to forward waits for its target layer before it takes a
 /// lower one.
 const LAYER_FALLBACK: Duration = Duration::from_secs(1);
@@ -133,6 +137,8 @@ pub struct Slot {
     target: Option<u8>,
     /// When `target` was last lowered for lack of bandwidth.
     lowered: Option<Instant>,
+    /// When the subscriber last asked for a layer ([`Peer::set_layer`]).
+    asked: Option<Instant>,
     /// Bitrates of the track's layers as they pass by.
     rates: LayerRates,
     /// Allocation priority, higher first.
@@ -164,6 +170,7 @@ impl Slot {
             requested: Some(HIGHEST_LAYER),
             target: Some(HIGHEST_LAYER),
             lowered: None,
+            asked: None,
             rates: LayerRates::new(),
             priority: 0,
             current: None,
@@ -543,6 +550,9 @@ impl Peer {
             if up && s.lowered.is_some_and(|t| now < t + UPGRADE_HOLD) {
                 continue;
             }
+            if !up && s.asked.is_some_and(|t| now < t + REQUEST_GRACE) {
+                continue;
+            }
             // Lowered below the request: the link, not the subscriber, decided.
             if !up && layer < s.requested {
                 self.slots[i].lowered = Some(now);
@@ -875,12 +885,14 @@ impl Peer {
             return;
         }
         self.slots[i].requested = layer;
+        self.retarget(now, i, layer, out);
         if self.estimate.is_some() {
-            // Applies now what fits; a wish above it waits for a larger estimate.
+            // Given at once; the allocation lowers it only if the estimate has not grown
+            // to it after the grace (and probes towards it meanwhile).
             self.slots[i].lowered = None;
+            self.slots[i].asked = Some(now);
             self.allocate(now, out);
         } else {
-            self.retarget(now, i, layer, out);
             self.report(out);
         }
     }
