@@ -432,8 +432,12 @@ impl Engine {
             let Some(peer) = self.peers.get_mut(&sub) else {
                 continue;
             };
-            match peer.write(now, slot, &pkt) {
-                Write::Forwarded => {
+            let written = peer.write(now, slot, &pkt);
+            if written == Write::ForwardedWantsKeyframe {
+                need_keyframe = true;
+            }
+            match written {
+                Write::Forwarded | Write::ForwardedWantsKeyframe => {
                     self.stats.packets_forwarded += 1;
                     if !peer.queued {
                         peer.queued = true;

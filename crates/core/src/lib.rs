@@ -23,7 +23,8 @@
 //!
 //! Modules: [`peer`] wraps one str0m `Rtc`; [`router`] knows where each track goes;
 //! [`rewrite`] keeps outgoing numbering continuous; [`keyframe`] finds keyframes;
-//! [`throttle`] merges keyframe requests; [`demux`] maps datagrams to peers; [`dtls`] shares
+//! [`throttle`] merges keyframe requests; [`vp8`] and [`vp9`] keep descriptors continuous
+//! and select scalable layers; [`demux`] maps datagrams to peers; [`dtls`] shares
 //! one DTLS setup between all peers.
 
 pub mod alloc;
@@ -39,6 +40,7 @@ pub mod rewrite;
 pub mod router;
 pub mod throttle;
 pub mod vp8;
+pub mod vp9;
 
 pub use api::{Command, Event, ReplyBody, RequestId, WorkerStats};
 pub use engine::{Engine, Output};

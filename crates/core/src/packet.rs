@@ -8,6 +8,7 @@ use str0m::format::PayloadParams;
 use str0m::rtp::Vp8Descriptor;
 
 use crate::ids::{Kind, TrackId};
+use crate::vp9::Vp9Layer;
 
 /// Most simulcast layers a track may have (browsers send at most three, RFC 8853 allows
 /// more: the rest are not forwarded).
@@ -36,6 +37,9 @@ pub struct MediaPacket {
     pub layers: u8,
     /// The VP8 payload descriptor, parsed once at the origin (VP8 only).
     pub vp8: Option<Vp8Descriptor>,
+    /// The VP9 layer fields of a scalable (SVC) stream, read once at the origin; its
+    /// `spatial_layers` is the stream's latest count, on every packet.
+    pub vp9: Option<Vp9Layer>,
     pub audio_level: Option<i8>,
     pub voice_activity: Option<bool>,
     /// When the origin worker received it.

@@ -24,6 +24,7 @@ use crate::keyframe::is_keyframe_start;
 use crate::packet::{MediaPacket, MAX_LAYERS};
 use crate::rewrite::{Rewriter, Source};
 use crate::vp8::Vp8Rewriter;
+use crate::vp9::{self, Vp9Layer};
 use crate::Error;
 
 /// A peer that has not connected this long after creation is closed.
@@ -109,6 +110,8 @@ pub struct Published {
     /// Simulcast layers by rid, lowest first (the order of the offer's `a=simulcast`, as
     /// browsers list `sendEncodings`); empty without simulcast.
     rids: Vec<Rid>,
+    /// Spatial layers of a scalable (SVC) stream, from its latest scalability structure.
+    spatial_layers: u8,
 }
 
 impl Published {
@@ -139,8 +142,11 @@ pub struct Slot {
     lowered: Option<Instant>,
     /// When the subscriber last asked for a layer ([`Peer::set_layer`]).
     asked: Option<Instant>,
-    /// Bitrates of the track's layers as they pass by.
+    /// Bitrates of the track's layers as they pass by (per spatial layer for SVC).
     rates: LayerRates,
+    /// Whether the track is scalable (SVC): its layers add up instead of replacing each
+    /// other.
+    svc: bool,
     /// Allocation priority, higher first.
     priority: u8,
     /// The layer being forwarded; a switch to `target` happens at one of its keyframes.
@@ -172,6 +178,7 @@ impl Slot {
             lowered: None,
             asked: None,
             rates: LayerRates::new(),
+            svc: false,
             priority: 0,
             current: None,
             idle_since: None,
@@ -194,6 +201,7 @@ impl Slot {
 
     /// Nothing more is forwarded until a keyframe (the receiver has to start decoding over).
     fn restart(&mut self) {
+        self.rewriter.rebase();
         self.current = None;
         self.idle_since = None;
         self.last_keyframe_ask = None;
@@ -209,6 +217,9 @@ impl Slot {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Write {
     Forwarded,
+    /// Written; the slot waits to move up to a higher layer of a scalable stream, and it is
+    /// time to ask the origin for a keyframe again.
+    ForwardedWantsKeyframe,
     /// Not written: the slot is not ready, or the packet cannot be sent to this peer.
     Dropped,
     /// Not written; the slot waits for a keyframe and it is time to ask the origin again.
@@ -532,9 +543,18 @@ impl Peer {
             .iter()
             .map(|&i| {
                 let s = &self.slots[i];
+                let mut rates = s.rates.bps();
+                if s.svc {
+                    // A spatial layer is sent with every layer below it.
+                    for l in 1..rates.len() {
+                        if rates[l] > 0 {
+                            rates[l] += rates[l - 1];
+                        }
+                    }
+                }
                 Want {
                     requested: s.requested,
-                    rates: s.rates.bps(),
+                    rates,
                     priority: s.priority,
                 }
             })
@@ -733,6 +753,7 @@ impl Peer {
                     mid,
                     params: Vec::new(),
                     rids: Vec::new(),
+                    spatial_layers: 1,
                 });
                 let i = self.published.len() - 1;
                 self.learn_rids(i);
@@ -795,6 +816,17 @@ impl Peer {
             Codec::Vp8 => Vp8Descriptor::parse(&pkt.payload).ok(),
             _ => None,
         };
+        let vp9 = match codec {
+            Codec::Vp9 => Vp9Layer::parse(&pkt.payload).map(|mut l| {
+                let seen = l.spatial_layers.unwrap_or(l.spatial + 1);
+                if l.spatial_layers.is_some() || seen > published.spatial_layers {
+                    published.spatial_layers = seen;
+                }
+                l.spatial_layers = Some(published.spatial_layers);
+                l
+            }),
+            _ => None,
+        };
         let layers = published.rids.len().max(1) as u8;
         out.push(PeerOut::Media(Arc::new(MediaPacket {
             track: published.track,
@@ -808,6 +840,7 @@ impl Peer {
             layer,
             layers,
             vp8,
+            vp9,
             audio_level: pkt.header.ext_vals.audio_level,
             voice_activity: pkt.header.ext_vals.voice_activity,
             received: pkt.timestamp,
@@ -911,13 +944,34 @@ impl Peer {
         if !s.negotiated_active || s.track != Some(pkt.track) {
             return Write::Dropped;
         }
+        let source = Source {
+            track: pkt.track,
+            ssrc: pkt.ssrc,
+        };
         if self.estimating {
-            s.rates.add(now, pkt.layer, pkt.payload.len());
+            let layer = pkt.vp9.map_or(pkt.layer, |l| l.spatial);
+            s.rates.add(now, layer, pkt.payload.len());
         }
         let Some(target) = s.target else {
             return Write::Dropped; // turned off
         };
-        if s.current != Some(pkt.layer) {
+        let mut marker = pkt.marker;
+        let mut wants_keyframe = false;
+        if let Some(layer) = &pkt.vp9 {
+            // One stream, every spatial layer: keep those up to the one this slot gets.
+            s.svc = true;
+            let top = layer.spatial_layers.unwrap_or(1).saturating_sub(1);
+            let d = vp9::select(&mut s.current, target.min(top), layer, pkt.keyframe, marker);
+            if !d.forward {
+                s.rewriter.skip(source, pkt.seq);
+                if s.current.is_none() && s.may_ask_keyframe(now) {
+                    return Write::NeedKeyframe;
+                }
+                return Write::Dropped;
+            }
+            marker = d.marker;
+            wants_keyframe = d.wants_keyframe && s.may_ask_keyframe(now);
+        } else if s.current != Some(pkt.layer) {
             // Not the layer being forwarded: maybe the one to switch to.
             let target = target.min(pkt.layers.saturating_sub(1));
             let idle_since = *s.idle_since.get_or_insert(now);
@@ -957,10 +1011,6 @@ impl Peer {
             }
         };
         let Some(pt) = pt else { return Write::Dropped };
-        let source = Source {
-            track: pkt.track,
-            ssrc: pkt.ssrc,
-        };
         let clock_rate = pkt.params.spec().clock_rate.get();
         let Some(out) = s
             .rewriter
@@ -992,13 +1042,17 @@ impl Peer {
             pkt.received,
             pkt.payload.clone(),
         )
-        .marker(pkt.marker)
+        .marker(marker)
         .ext_vals(ext)
         .nackable(pkt.kind == Kind::Video);
         if let Some(patch) = vp8_patch {
             write = write.vp8_patch(patch);
         }
         tx.write_rtp(write);
-        Write::Forwarded
+        if wants_keyframe {
+            Write::ForwardedWantsKeyframe
+        } else {
+            Write::Forwarded
+        }
     }
 }

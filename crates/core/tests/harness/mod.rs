@@ -93,6 +93,7 @@ pub struct Received {
     pub kind: Option<MediaKind>,
     pub ssrc: u32,
     pub seq: u64,
+    pub marker: bool,
     pub payload: Vec<u8>,
 }
 
@@ -118,6 +119,8 @@ pub struct Client {
     pub layer_keyframe_requests: Vec<(Instant, usize)>,
     /// Per simulcast layer: next sequence number, timestamp, PictureID and TL0PICIDX.
     layers: [LayerState; 3],
+    /// Numbering of the VP9 scalable stream ([`Net::send_svc_picture`]).
+    svc: LayerState,
     pub audio_mid: Option<Mid>,
     pub video_mid: Option<Mid>,
     /// The audio-level header extension value (−dBov) put on audio packets, if any.
@@ -138,6 +141,7 @@ impl Client {
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
+            .enable_vp9(true)
             .build(now);
         let candidate = Candidate::host(addr, Protocol::Udp).expect("host candidate");
         rtc.add_local_candidate(candidate);
@@ -162,6 +166,7 @@ impl Client {
                 LayerState::new(base + 30_000, 20_000, 90),
                 LayerState::new(base + 40_000, 0x7ff0, 250),
             ],
+            svc: LayerState::new(base + 50_000, 0x7ffe, 7),
             audio_mid: None,
             video_mid: None,
             audio_level: None,
@@ -214,6 +219,7 @@ impl Client {
                     kind,
                     ssrc: *p.header.ssrc,
                     seq: *p.seq_no,
+                    marker: p.header.marker,
                     payload: p.payload.to_vec(),
                 });
             }
@@ -310,6 +316,38 @@ impl Client {
             payload: payload.clone(),
         });
         payload
+    }
+
+    /// Queues one VP9 picture of `spatial_layers` layers (one packet each, lowest first,
+    /// the marker on the last) and records its packets.
+    fn write_svc_picture(&mut self, now: Instant, spatial_layers: u8, keyframe: bool) {
+        let mid = self.video_mid.expect("the client publishes video");
+        let pt = self.pt(Codec::Vp9);
+        for spatial in 0..spatial_layers {
+            self.counter += 1;
+            let st = self.svc;
+            let ss = (keyframe && spatial == 0).then_some(spatial_layers);
+            let payload = svc_payload(spatial, keyframe, st.picture_id, st.tl0, ss, self.counter);
+            let seq = self.svc.seq;
+            self.svc.seq += 1;
+            let mut api = self.rtc.direct_api();
+            let tx = api.stream_tx_by_mid(mid, None).expect("send stream");
+            tx.write_rtp(
+                RtpWrite::new(pt, SeqNo::from(seq), st.ts, now, payload.clone())
+                    .marker(spatial + 1 == spatial_layers)
+                    .nackable(true),
+            );
+            self.sent.push(Sent {
+                kind: MediaKind::Video,
+                seq,
+                keyframe: keyframe && spatial == 0,
+                payload,
+            });
+        }
+        // One picture: the sequence number moved per packet, the rest once.
+        let seq = self.svc.seq;
+        self.svc.advance();
+        self.svc.seq = seq;
     }
 
     /// Payloads received on media of `kind`, in arrival order.
@@ -437,6 +475,49 @@ pub fn simulcast_fields(p: &[u8]) -> (usize, u16, u8) {
         p[10] as usize,
         u16::from(p[2] & 0x7f) << 8 | u16::from(p[3]),
         p[4],
+    )
+}
+
+/// A one-packet VP9 layer frame of a scalable stream (RFC 9628, non-flexible mode): B and E
+/// set, a 15-bit picture id, the layer byte (spatial layer, temporal 0), TL0PICIDX, a
+/// scalability structure of `ss` spatial layers if given; then the spatial layer and a
+/// counter.
+pub fn svc_payload(
+    spatial: u8,
+    keyframe: bool,
+    picture_id: u16,
+    tl0: u8,
+    ss: Option<u8>,
+    counter: u32,
+) -> Vec<u8> {
+    let mut b0 = 0xac; // I, L, B, E
+    if !keyframe {
+        b0 |= 0x40; // P: inter-picture predicted
+    }
+    if ss.is_some() {
+        b0 |= 0x02; // V
+    }
+    let mut p = vec![
+        b0,
+        0x80 | (picture_id >> 8) as u8,
+        picture_id as u8,
+        spatial << 1,
+        tl0,
+    ];
+    if let Some(n) = ss {
+        p.push((n - 1) << 5);
+    }
+    p.push(0xa0 | spatial);
+    p.extend_from_slice(&counter.to_be_bytes());
+    p.resize(p.len() + 40, 0x5a);
+    p
+}
+
+/// The spatial layer and picture id of a payload made by [`svc_payload`].
+pub fn svc_fields(p: &[u8]) -> (u8, u16) {
+    (
+        (p[3] >> 1) & 0x07,
+        u16::from(p[1] & 0x7f) << 8 | u16::from(p[2]),
     )
 }
 
@@ -691,6 +772,17 @@ impl Net {
         client.drain(now, &mut self.queue);
         self.pump();
         payload
+    }
+
+    /// Client `c` sends one VP9 picture of `spatial_layers` spatial layers on its video
+    /// m-line (published with [`Net::publish`]); it leaves right away.
+    pub fn send_svc_picture(&mut self, c: usize, spatial_layers: u8, keyframe: bool) {
+        let now = self.now;
+        let client = &mut self.clients[c];
+        client.write_svc_picture(now, spatial_layers, keyframe);
+        client.timeout(now);
+        client.drain(now, &mut self.queue);
+        self.pump();
     }
 
     /// Client `c` sends one single-packet video frame; it leaves right away.
