@@ -37,6 +37,28 @@ const SIMULCAST_ENCODINGS = [
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
 
+/** Video codecs `publish` can prefer; VP9 is sent scalable (SVC) instead of in simulcast. */
+const VIDEO_CODECS = new Set(['vp8', 'vp9', 'h264']);
+/** What a scalable (SVC) camera is encoded with by default: three spatial layers (320, 640,
+ * 1280 wide from a 720p camera) of three temporal layers, dependent only at keyframes. */
+const SVC_MODE = 'L3T3_KEY';
+
+/**
+ * Puts `codec` (e.g. 'vp9') first in what `transceiver` offers, profile 0 before the others
+ * (the profile every browser decodes); the rest keep the browser's order as fallbacks.
+ */
+function preferCodec(transceiver, codec) {
+  const caps = globalThis.RTCRtpSender?.getCapabilities?.('video');
+  if (!caps || typeof transceiver.setCodecPreferences !== 'function') return;
+  const mime = `video/${codec}`.toLowerCase();
+  const rank = (c) => {
+    if (c.mimeType.toLowerCase() !== mime) return 2;
+    return /profile-id=[1-9]/.test(c.sdpFmtpLine ?? '') ? 1 : 0;
+  };
+  const sorted = [...caps.codecs].sort((a, b) => rank(a) - rank(b));
+  transceiver.setCodecPreferences(sorted);
+}
+
 /** What `setVideoQuality` accepts. */
 const QUALITIES = new Set(['low', 'medium', 'high', 'off']);
 
@@ -208,7 +230,9 @@ export class Room extends Emitter {
   /**
    * Captures camera and/or microphone (or uses `stream`) and publishes it. The camera is
    * captured at 1280×720 and sent in three simulcast layers unless `simulcast` is false.
-   * @param {{audio?: boolean|MediaTrackConstraints, video?: boolean|MediaTrackConstraints, stream?: MediaStream, simulcast?: boolean}} [opts]
+   * With `videoCodec: 'vp9'` it is sent as one scalable stream instead (SVC, `scalabilityMode`
+   * `L3T3_KEY` by default): the server forwards each viewer the spatial layers it needs.
+   * @param {{audio?: boolean|MediaTrackConstraints, video?: boolean|MediaTrackConstraints, stream?: MediaStream, simulcast?: boolean, videoCodec?: 'vp8'|'vp9'|'h264', scalabilityMode?: string}} [opts]
    * @returns {Promise<MediaStream>} the local stream
    */
   async publish(opts = {}) {
@@ -217,9 +241,14 @@ export class Room extends Emitter {
     const audio = opts.audio ?? true;
     let video = opts.video ?? true;
     if (video === true) video = { width: { ideal: 1280 }, height: { ideal: 720 } };
+    if (opts.videoCodec != null && !VIDEO_CODECS.has(opts.videoCodec)) {
+      throw new TypeError(`publish: videoCodec is one of ${[...VIDEO_CODECS].join(', ')}`);
+    }
     const stream = opts.stream ?? (await navigator.mediaDevices.getUserMedia({ audio, video }));
     this._local.stream = stream;
-    this._local.simulcast = opts.simulcast ?? true;
+    this._local.videoCodec = opts.videoCodec ?? null;
+    this._local.scalabilityMode = opts.videoCodec === 'vp9' ? (opts.scalabilityMode ?? SVC_MODE) : null;
+    this._local.simulcast = !this._local.scalabilityMode && (opts.simulcast ?? true);
     this._local.tracks = stream.getTracks().map((t) => {
       const muted = !!this._mutePrefs[t.kind];
       t.enabled = !muted;
@@ -434,8 +463,13 @@ export class Room extends Emitter {
     for (const lt of this._local.tracks) {
       if (!lt.transceiver) {
         const init = { direction: 'sendonly', streams: [this._local.stream] };
-        if (lt.kind === 'video' && this._local.simulcast) init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+        if (lt.kind === 'video' && this._local.scalabilityMode) {
+          init.sendEncodings = [{ scalabilityMode: this._local.scalabilityMode, maxBitrate: 1_700_000 }];
+        } else if (lt.kind === 'video' && this._local.simulcast) {
+          init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+        }
         lt.transceiver = pc.addTransceiver(lt.mediaStreamTrack, init);
+        if (lt.kind === 'video' && this._local.videoCodec) preferCodec(lt.transceiver, this._local.videoCodec);
       }
     }
     const sdp = await createOfferSdp(pc, this._opts.gatherTimeoutMs);

@@ -11,6 +11,7 @@ const roomName = params.get('room') ?? '';
 const userName = params.get('name') ?? '';
 const publishing = params.get('publish') !== '0';
 const quality = ['low', 'medium', 'high'].includes(params.get('quality')) ? params.get('quality') : undefined;
+const videoCodec = ['vp8', 'vp9', 'h264'].includes(params.get('codec')) ? params.get('codec') : undefined;
 
 /** @type {import('/sdk/index.d.ts').Room | null} */
 let room = null;
@@ -167,7 +168,7 @@ async function join() {
       const tile = ensureTile('local', userName, { local: true });
       setStatus('Starting camera…');
       try {
-        const stream = await room.publish({ audio: true, video: true });
+        const stream = await room.publish({ audio: true, video: true, videoCodec });
         attach(tile, 'video', stream);
         setMuteButtons();
       } catch (err) {

@@ -28,6 +28,7 @@
 //! one DTLS setup between all peers.
 
 pub mod alloc;
+pub mod answer;
 pub mod api;
 pub mod demux;
 pub mod dtls;

@@ -1,0 +1,120 @@
+// A camera published as one scalable VP9 stream (SVC, L3T3_KEY: the demo page's ?codec=vp9);
+// each viewer gets the spatial layers up to its quality, and switches live.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { Session, mainVideo, sleep, waitFor, waitForMedia } from '../lib/harness.js';
+
+let s;
+const pages = {};
+
+before(async () => {
+  s = await Session.start({ name: 'svc', rtcPort: 41500, workers: 1 });
+});
+after(() => s?.close());
+
+/** The codec of the page's decoded video (from its inbound-rtp's codec stats). */
+const videoCodec = (page) =>
+  page.evaluate(async () => {
+    for (const pc of window.__sfumatoPCs || []) {
+      if (pc.connectionState !== 'connected') continue;
+      const report = await pc.getStats();
+      for (const st of report.values()) {
+        if (st.type === 'inbound-rtp' && st.kind === 'video' && st.codecId) return report.get(st.codecId)?.mimeType;
+      }
+    }
+    return null;
+  });
+
+/** The publisher's outbound video: codec, scalability mode and sent width. */
+const outbound = (page) =>
+  page.evaluate(async () => {
+    for (const pc of window.__sfumatoPCs || []) {
+      const report = await pc.getStats();
+      for (const st of report.values()) {
+        if (st.type === 'outbound-rtp' && st.kind === 'video') {
+          return { codec: report.get(st.codecId)?.mimeType, mode: st.scalabilityMode, width: st.frameWidth };
+        }
+      }
+    }
+    return null;
+  });
+
+test('viewers of one VP9 SVC stream decode 320 wide at quality=low and 1280 at high', () =>
+  s.run(async () => {
+    pages.pub = await s.open('/?room=svc&name=pub&codec=vp9', 'pub');
+    pages.low = await s.open('/?room=svc&name=low&publish=0&quality=low', 'low');
+    pages.high = await s.open('/?room=svc&name=high&publish=0&quality=high', 'high');
+    await waitForMedia(pages.low, { video: 1, timeout: 45000 });
+    await waitForMedia(pages.high, { video: 1, timeout: 45000 });
+
+    const out = await outbound(pages.pub);
+    console.log(`publisher sends ${JSON.stringify(out)}`);
+    assert.equal(out?.codec, 'video/VP9');
+    assert.equal(out?.mode, 'L3T3_KEY');
+    assert.equal(await videoCodec(pages.high), 'video/VP9');
+
+    let last;
+    await waitFor(
+      async () => {
+        last = await mainVideo(pages.high);
+        return last.frameWidth >= 1280;
+      },
+      { timeout: 60000, interval: 500, message: 'the high viewer to decode 1280 wide', describe: () => JSON.stringify(last) },
+    );
+    for (let i = 0; i < 10; i++) {
+      const v = await mainVideo(pages.low);
+      assert.ok(v.frameWidth > 0 && v.frameWidth <= 320, `low viewer decodes ${v.frameWidth} wide`);
+      await sleep(200);
+    }
+    // Only the lowest spatial layer reaches the low viewer: a fraction of the bytes.
+    const bytes = async (page) => (await mainVideo(page)).bytesReceived;
+    const [l0, h0] = [await bytes(pages.low), await bytes(pages.high)];
+    await sleep(3000);
+    const [l1, h1] = [await bytes(pages.low), await bytes(pages.high)];
+    const low = ((l1 - l0) * 8) / 3, high = ((h1 - h0) * 8) / 3;
+    console.log(`received: low ${Math.round(low / 1000)} kbit/s, high ${Math.round(high / 1000)} kbit/s`);
+    assert.ok(low < high / 2, `the low viewer receives ${low} bit/s against ${high}`);
+    // The dropped layers leave no hole in the low viewer's sequence numbers: nothing lost.
+    const lost = (await mainVideo(pages.low)).packetsLost;
+    assert.equal(lost, 0, `the low viewer counts ${lost} packets lost`);
+  }));
+
+test('a VP9 SVC viewer switched from low to high reaches 1280 within 3 s and never freezes 500 ms', () =>
+  s.run(async () => {
+    const start = Date.now();
+    await pages.low.evaluate(() => {
+      const room = window.sfumatoRoom;
+      for (const sub of room.subscriptions) if (sub.kind === 'video') room.setVideoQuality(sub, 'high');
+    });
+    const samples = [];
+    let reachedAt = null;
+    while (Date.now() - start < 5000) {
+      const v = await mainVideo(pages.low);
+      samples.push({ t: Date.now() - start, frames: v.framesDecoded, width: v.frameWidth });
+      if (reachedAt === null && v.frameWidth >= 1280) reachedAt = Date.now() - start;
+      await sleep(100);
+    }
+    const shown = JSON.stringify(samples);
+    console.log(`SVC switch: 1280 wide after ${reachedAt} ms`);
+    assert.ok(reachedAt !== null && reachedAt <= 3000, `1280 wide after ${reachedAt} ms: ${shown}`);
+    for (let i = 0, j = 0; i < samples.length; i++) {
+      while (samples[i].t - samples[j].t > 500) j++;
+      if (samples[i].t - samples[j].t >= 450) {
+        assert.ok(samples[i].frames > samples[j].frames, `no frame between ${samples[j].t} and ${samples[i].t} ms: ${shown}`);
+      }
+    }
+    // And back down, at the next picture.
+    await pages.low.evaluate(() => {
+      const room = window.sfumatoRoom;
+      for (const sub of room.subscriptions) if (sub.kind === 'video') room.setVideoQuality(sub, 'low');
+    });
+    let v;
+    await waitFor(
+      async () => {
+        v = await mainVideo(pages.low);
+        return v.frameWidth > 0 && v.frameWidth <= 320;
+      },
+      { timeout: 5000, interval: 100, message: 'the viewer to decode 320 wide again', describe: () => JSON.stringify(v) },
+    );
+  }));
