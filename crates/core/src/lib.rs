@@ -37,6 +37,7 @@ pub mod ids;
 pub mod keyframe;
 pub mod packet;
 pub mod peer;
+pub mod red;
 pub mod rewrite;
 pub mod router;
 pub mod throttle;

@@ -40,6 +40,9 @@ pub struct MediaPacket {
     /// The VP9 layer fields of a scalable (SVC) stream, read once at the origin; its
     /// `spatial_layers` is the stream's latest count, on every packet.
     pub vp9: Option<Vp9Layer>,
+    /// For a RED packet (`payload` is RFC 2198 RED, `params` its primary codec's), the
+    /// primary block alone: what subscribers without RED get.
+    pub red_primary: Option<Arc<[u8]>>,
     pub audio_level: Option<i8>,
     pub voice_activity: Option<bool>,
     /// When the origin worker received it.

@@ -23,6 +23,7 @@ use crate::api::Layers;
 use crate::ids::{Kind, PeerId, TrackId, WorkerId};
 use crate::keyframe::is_keyframe_start;
 use crate::packet::{MediaPacket, MAX_LAYERS};
+use crate::red;
 use crate::rewrite::{Rewriter, Source};
 use crate::vp8::Vp8Rewriter;
 use crate::vp9::{self, Vp9Layer};
@@ -156,8 +157,9 @@ pub struct Slot {
     /// Since when the slot has had nothing to forward (for the fallback to a lower layer).
     idle_since: Option<Instant>,
     last_keyframe_ask: Option<Instant>,
-    /// (source track, publisher's payload type) → ours; `None` if we cannot send that codec.
-    pt_map: Vec<(TrackId, Pt, Option<Pt>)>,
+    /// How each source's payload is sent on this slot, cached per (track, payload type,
+    /// RED or not).
+    pt_map: Vec<PtMapping>,
     /// Whether the outgoing stream's retransmission history has been sized.
     rtx_history_set: bool,
 }
@@ -212,6 +214,19 @@ impl Slot {
     fn waiting_keyframe(&self) -> bool {
         self.kind == Kind::Video && self.current.is_none()
     }
+}
+
+/// How one source payload type is sent to one subscriber.
+#[derive(Debug, Clone, Copy)]
+struct PtMapping {
+    track: TrackId,
+    /// The publisher's (primary) payload type, and whether its packets come as RED.
+    from: Pt,
+    red_in: bool,
+    /// Our payload type for it (`None`: the subscriber cannot receive that codec) and
+    /// whether that is RED (else a RED source is sent as its primary block).
+    to: Option<Pt>,
+    red_out: bool,
 }
 
 /// The result of offering one packet to a slot.
@@ -271,7 +286,9 @@ impl Peer {
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_stats_interval(None)
-            .set_crypto_provider(crate::dtls::provider());
+            .set_crypto_provider(crate::dtls::provider())
+            // Opus with RED, for the peers that offer or accept it (passed through, `red`).
+            .enable_opus(true, true);
         let estimating = bwe && role != Role::Publisher;
         if estimating {
             // Estimate what we can send to this peer (TWCC feedback, GoogCC).
@@ -804,15 +821,26 @@ impl Peer {
         };
         let pt = pkt.header.payload_type;
         let published = &mut self.published[index];
-        let params = match published.params.iter().find(|p| p.pt() == pt) {
+        // The payload type's parameters; a RED payload type stands for its primary codec's.
+        let of_pt = |p: &PayloadParams| p.pt() == pt || p.red() == Some(pt);
+        let params = match published.params.iter().find(|p| of_pt(p)) {
             Some(p) => *p,
             None => {
-                let Some(p) = self.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
+                let Some(p) = self.rtc.codec_config().find(|p| of_pt(p)).copied() else {
                     return;
                 };
                 published.params.push(p);
                 p
             }
+        };
+        let red_primary = if params.red() == Some(pt) {
+            // Taken out once here for the subscribers without RED; a malformed one is dropped.
+            let Some(primary) = red::primary(&pkt.payload) else {
+                return;
+            };
+            Some(Arc::from(primary))
+        } else {
+            None
         };
         let codec = params.spec().codec;
         let keyframe = is_keyframe_start(codec, &pkt.payload);
@@ -845,6 +873,7 @@ impl Peer {
             layers,
             vp8,
             vp9,
+            red_primary,
             audio_level: pkt.header.ext_vals.audio_level,
             voice_activity: pkt.header.ext_vals.voice_activity,
             received: pkt.timestamp,
@@ -1001,18 +1030,32 @@ impl Peer {
             s.idle_since = None;
         }
         // The payload type this peer negotiated for the publisher's codec, cached per source.
-        let key = (pkt.track, pkt.params.pt());
-        let pt = match s.pt_map.iter().find(|(t, p, _)| (*t, *p) == key) {
-            Some(&(_, _, pt)) => pt,
+        let (from, red_in) = (pkt.params.pt(), pkt.red_primary.is_some());
+        let found = s
+            .pt_map
+            .iter()
+            .find(|m| m.track == pkt.track && m.from == from && m.red_in == red_in)
+            .copied();
+        let mapping = match found {
+            Some(m) => m,
             None => {
-                let pt = self
-                    .rtc
-                    .codec_config()
-                    .match_params(pkt.params)
-                    .map(|p| p.pt());
-                s.pt_map.push((key.0, key.1, pt));
-                pt
+                let ours = self.rtc.codec_config().match_params(pkt.params);
+                let red = ours.and_then(|p| p.red()).filter(|_| red_in);
+                let m = PtMapping {
+                    track: pkt.track,
+                    from,
+                    red_in,
+                    to: red.or(ours.map(|p| p.pt())),
+                    red_out: red.is_some(),
+                };
+                s.pt_map.push(m);
+                m
             }
+        };
+        let pt = mapping.to;
+        let payload = match (&pkt.red_primary, mapping.red_out) {
+            (Some(primary), false) => primary.clone(),
+            _ => pkt.payload.clone(),
         };
         let Some(pt) = pt else { return Write::Dropped };
         let clock_rate = pkt.params.spec().clock_rate.get();
@@ -1039,16 +1082,10 @@ impl Peer {
             tx.set_rtx_cache(RTX_PACKETS, RTX_HISTORY, Some(RTX_RATIO_CAP));
             s.rtx_history_set = true;
         }
-        let mut write = RtpWrite::new(
-            pt,
-            out.seq.into(),
-            out.timestamp,
-            pkt.received,
-            pkt.payload.clone(),
-        )
-        .marker(marker)
-        .ext_vals(ext)
-        .nackable(pkt.kind == Kind::Video);
+        let mut write = RtpWrite::new(pt, out.seq.into(), out.timestamp, pkt.received, payload)
+            .marker(marker)
+            .ext_vals(ext)
+            .nackable(pkt.kind == Kind::Video);
         if let Some(patch) = vp8_patch {
             write = write.vp8_patch(patch);
         }

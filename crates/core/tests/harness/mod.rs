@@ -94,6 +94,7 @@ pub struct Received {
     pub ssrc: u32,
     pub seq: u64,
     pub marker: bool,
+    pub pt: u8,
     pub payload: Vec<u8>,
 }
 
@@ -134,12 +135,12 @@ pub struct Client {
 }
 
 impl Client {
-    fn new(name: &str, index: usize, peer: PeerId, worker: usize, now: Instant) -> Self {
+    fn new(name: &str, index: usize, peer: PeerId, worker: usize, now: Instant, red: bool) -> Self {
         let addr = client_addr(index);
         let mut rtc = Rtc::builder()
             .set_rtp_mode(true)
             .clear_codecs()
-            .enable_opus(true, false)
+            .enable_opus(true, red)
             .enable_vp8(true)
             .enable_vp9(true)
             .build(now);
@@ -220,6 +221,7 @@ impl Client {
                     ssrc: *p.header.ssrc,
                     seq: *p.seq_no,
                     marker: p.header.marker,
+                    pt: *p.header.payload_type,
                     payload: p.payload.to_vec(),
                 });
             }
@@ -261,9 +263,19 @@ impl Client {
             MediaKind::Video => (self.video_mid, Codec::Vp8, 1, 3000),
         };
         let mid = mid.expect("the client publishes this kind");
-        let pt = self.pt(codec);
+        let mut pt = self.pt(codec);
         self.counter += 1;
-        let payload = payload(kind, keyframe, self.peer, self.counter);
+        let mut payload = payload(kind, keyframe, self.peer, self.counter);
+        // With RED negotiated, audio goes as RED: the previous frame's 3 first bytes as the
+        // redundant block, then this frame.
+        let red = self.red_pt().filter(|_| kind == MediaKind::Audio);
+        if let Some(red) = red {
+            pt = red;
+            let primary = *self.pt(Codec::Opus);
+            let mut p = vec![0x80 | primary, 0x03, 0xc0, 0x03, primary, 0xaa, 0xbb, 0xcc];
+            p.extend_from_slice(&payload);
+            payload = p;
+        }
         let seq = self.next_seq[k];
         self.next_seq[k] += 1;
         let ts = self.next_ts[k];
@@ -289,6 +301,19 @@ impl Client {
             payload: payload.clone(),
         });
         payload
+    }
+
+    /// The RED payload type negotiated for Opus, if any.
+    pub fn red_pt(&self) -> Option<str0m::media::Pt> {
+        self.rtc
+            .codec_config()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .and_then(|p| p.red())
+    }
+
+    /// The payload type negotiated for `codec`.
+    pub fn pt_of(&self, codec: Codec) -> u8 {
+        *self.pt(codec)
     }
 
     /// Queues one packet (a one-packet frame) of simulcast layer `layer` and records it.
@@ -610,10 +635,19 @@ impl Net {
 
     /// A new client whose peer lives on `worker`. Returns its index.
     pub fn add_client(&mut self, name: &str, worker: usize) -> usize {
+        self.add_client_with(name, worker, false)
+    }
+
+    /// A client whose audio is Opus with RED (RFC 2198), sent and received, as browsers do.
+    pub fn add_client_with_red(&mut self, name: &str, worker: usize) -> usize {
+        self.add_client_with(name, worker, true)
+    }
+
+    fn add_client_with(&mut self, name: &str, worker: usize, red: bool) -> usize {
         let index = self.clients.len();
         let peer = PeerId(self.next_peer);
         self.next_peer += 1;
-        let c = Client::new(name, index, peer, worker, self.now);
+        let c = Client::new(name, index, peer, worker, self.now, red);
         self.by_addr.insert(c.addr, Node::Client(index));
         self.clients.push(c);
         index

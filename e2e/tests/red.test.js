@@ -1,0 +1,114 @@
+// RED audio (RFC 2198): between browsers, the publisher's RED packets pass through to a
+// viewer that negotiated RED; a viewer without RED gets the primary Opus frames alone.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { Session, sleep, waitForMedia } from '../lib/harness.js';
+
+let s;
+
+before(async () => {
+  s = await Session.start({ name: 'red', rtcPort: 41600, workers: 2, placement: 'spread' });
+});
+after(() => s?.close());
+
+/** The page's inbound audio: codec, packets, samples and how many were concealed. */
+const inboundAudio = (page) =>
+  page.evaluate(async () => {
+    for (const pc of window.__sfumatoPCs || []) {
+      if (pc.connectionState !== 'connected') continue;
+      const report = await pc.getStats();
+      for (const st of report.values()) {
+        if (st.type === 'inbound-rtp' && st.kind === 'audio') {
+          return {
+            codec: report.get(st.codecId)?.mimeType,
+            packets: st.packetsReceived,
+            bytes: st.bytesReceived,
+            samples: st.totalSamplesReceived,
+            concealed: st.concealedSamples,
+            energy: st.totalAudioEnergy,
+          };
+        }
+      }
+    }
+    return null;
+  });
+
+const outboundAudioCodec = (page) =>
+  page.evaluate(async () => {
+    for (const pc of window.__sfumatoPCs || []) {
+      const report = await pc.getStats();
+      for (const st of report.values()) {
+        if (st.type === 'outbound-rtp' && st.kind === 'audio') return report.get(st.codecId)?.mimeType;
+      }
+    }
+    return null;
+  });
+
+test('RED reaches a viewer that negotiated it and plain Opus one that did not, both decode cleanly', () =>
+  s.run(async () => {
+    const pub = await s.open('/?room=red&name=pub', 'pub');
+    const viewer = await s.open('/?room=red&name=viewer&publish=0', 'viewer');
+    await waitForMedia(viewer, { audio: 1, timeout: 30000 });
+
+    // A WHEP viewer whose offer leaves RED out.
+    const plain = await s.open('/', 'plain');
+    const status = await plain.evaluate(async () => {
+      const pc = new RTCPeerConnection();
+      (window.__sfumatoPCs ||= []).push(pc);
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+      pc.addTransceiver('video', { direction: 'recvonly' });
+      // Played out, so that the decoder's statistics count.
+      pc.addEventListener('track', (e) => {
+        if (e.track.kind !== 'audio') return;
+        const el = document.createElement('audio');
+        el.srcObject = new MediaStream([e.track]);
+        el.autoplay = true;
+        document.body.append(el);
+      });
+      const offer = await pc.createOffer();
+      const red = /a=rtpmap:(\d+) red\/48000/.exec(offer.sdp)?.[1];
+      let sdp = offer.sdp;
+      if (red) {
+        sdp = sdp
+          .split('\r\n')
+          .filter((l) => !l.startsWith(`a=rtpmap:${red} `) && !l.startsWith(`a=fmtp:${red} `))
+          .map((l) => (l.startsWith('m=audio') ? l.split(' ').filter((x, i) => i < 3 || x !== red).join(' ') : l))
+          .join('\r\n');
+      }
+      await pc.setLocalDescription({ type: 'offer', sdp });
+      await new Promise((r) => setTimeout(r, 500));
+      const r = await fetch('/whep/red', { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+      const body = await r.text();
+      if (r.status === 201) await pc.setRemoteDescription({ type: 'answer', sdp: body });
+      return r.status;
+    });
+    assert.equal(status, 201);
+    await waitForMedia(plain, { audio: 1, timeout: 30000 });
+
+    const sent = await outboundAudioCodec(pub);
+    const a0 = await inboundAudio(viewer);
+    const b0 = await inboundAudio(plain);
+    await sleep(4000);
+    const a1 = await inboundAudio(viewer);
+    const b1 = await inboundAudio(plain);
+    console.log(`publisher sends ${sent}; viewer ${JSON.stringify(a1)}; plain ${JSON.stringify(b1)}`);
+    const window = (x0, x1) => ({
+      packets: x1.packets - x0.packets,
+      perPacket: (x1.bytes - x0.bytes) / (x1.packets - x0.packets),
+      samples: x1.samples - x0.samples,
+      concealed: x1.concealed - x0.concealed,
+      energy: x1.energy - x0.energy,
+    });
+    const red = window(a0, a1);
+    const opus = window(b0, b1);
+    console.log(`over 4 s: RED viewer ${JSON.stringify(red)}; plain viewer ${JSON.stringify(opus)}`);
+    for (const [who, w] of [['RED viewer', red], ['plain viewer', opus]]) {
+      assert.ok(w.packets >= 150, `${who}: ${w.packets} packets in 4 s`);
+      assert.ok(w.samples > 0 && w.concealed / w.samples < 0.02, `${who}: ${w.concealed} of ${w.samples} samples concealed`);
+      assert.ok(w.energy > 0, `${who}: silence`);
+    }
+    // RED packets carry the previous frame too: about twice the bytes of the primary alone
+    // (measured 127 against 62).
+    assert.ok(red.perPacket > 1.6 * opus.perPacket, `RED ${red.perPacket} bytes per packet, plain ${opus.perPacket}`);
+  }));
