@@ -92,3 +92,59 @@ fn lost_packet_is_retransmitted_on_the_same_worker() {
 fn lost_packet_is_retransmitted_by_the_subscribers_worker() {
     lost_video_packet_is_retransmitted(1);
 }
+
+/// A subscriber that loses a keyframe on the way has it again within a second: its NACK is
+/// answered from the subscriber side's cache, without asking the publisher.
+#[test]
+fn a_lost_keyframe_is_back_within_a_second() {
+    let mut net = Net::new(1);
+    let alice = net.add_client("alice", 0);
+    let bob = net.add_client("bob", 0);
+    let tracks = net.publish(alice);
+    net.create_subscriber(bob);
+    net.subscribe_all(bob, tracks);
+    net.connect_all();
+    net.send_video(alice, true);
+    for _ in 0..10 {
+        net.send_video(alice, false);
+        net.step(Duration::from_millis(33));
+    }
+    let bob_addr = net.client(bob).addr;
+    let server = harness::worker_addr(0);
+    let asked_before = net.client(alice).keyframe_requests.len();
+
+    // The next keyframe to bob is lost, once (no audio is sent: bob's next RTP is it).
+    let mut armed = true;
+    net.loss = Some(Box::new(move |d| {
+        let hit =
+            armed && d.source == server && d.destination == bob_addr && d.rtp_ssrc().is_some();
+        if hit {
+            armed = false;
+        }
+        hit
+    }));
+    let lost_at = net.now;
+    let key = net.send_video(alice, true);
+    for _ in 0..30 {
+        net.send_video(alice, false);
+        net.step(Duration::from_millis(33));
+    }
+    assert_eq!(net.lost.len(), 1, "the keyframe was lost");
+    let back = net
+        .client(bob)
+        .received
+        .iter()
+        .find(|r| r.payload == key)
+        .map(|r| r.at)
+        .expect("bob gets the keyframe again");
+    let took = back - lost_at;
+    assert!(
+        took < Duration::from_secs(1),
+        "the keyframe came back after {took:?}"
+    );
+    assert_eq!(
+        net.client(alice).keyframe_requests.len(),
+        asked_before,
+        "the publisher was not asked for another keyframe"
+    );
+}
