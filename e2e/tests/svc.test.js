@@ -9,7 +9,7 @@ let s;
 const pages = {};
 
 before(async () => {
-  s = await Session.start({ name: 'svc', rtcPort: 41500, workers: 1 });
+  s = await Session.start({ name: 'svc', rtcPort: 41800, workers: 1 });
 });
 after(() => s?.close());
 

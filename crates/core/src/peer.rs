@@ -18,7 +18,6 @@ use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output, Rtc
 use str0m::bwe::{Bitrate, BweKind};
 
 use crate::alloc::{allocate, LayerRates, Want};
-use crate::answer::follow_offer_video_order;
 use crate::api::Layers;
 use crate::ids::{Kind, PeerId, TrackId, WorkerId};
 use crate::keyframe::is_keyframe_start;
@@ -347,7 +346,7 @@ impl Peer {
             .map_err(|e| Error::Negotiation(e.to_string()))?;
         let mut answer = answer.to_sdp_string();
         if self.role == Role::Publisher {
-            answer = follow_offer_video_order(sdp, &answer);
+            answer = crate::answer::for_publisher(sdp, &answer);
         }
         for line in answer.lines() {
             let Some(mid) = line.strip_prefix("a=mid:") else {

@@ -1,5 +1,7 @@
-// RED audio (RFC 2198): between browsers, the publisher's RED packets pass through to a
-// viewer that negotiated RED; a viewer without RED gets the primary Opus frames alone.
+// Audio between browsers. RED (RFC 2198): the publisher's RED packets pass through to a
+// viewer that negotiated RED; a viewer without RED gets the primary Opus frames alone. DTX:
+// the server's answer asks publishers for discontinuous transmission, so a silent
+// microphone sends a few packets instead of 50 per second, and viewers play it on.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -8,9 +10,30 @@ import { Session, sleep, waitForMedia } from '../lib/harness.js';
 let s;
 
 before(async () => {
-  s = await Session.start({ name: 'red', rtcPort: 41600, workers: 2, placement: 'spread' });
+  s = await Session.start({ name: 'audio', rtcPort: 41900, workers: 2, placement: 'spread' });
 });
 after(() => s?.close());
+
+/** getUserMedia's audio becomes a continuous 440 Hz tone at `gain` (0: digital silence);
+ * Chromium's fake microphone only beeps now and then. Video stays the fake camera. */
+const microphone = (gain) => `(() => {
+  const md = navigator.mediaDevices;
+  const original = md.getUserMedia.bind(md);
+  md.getUserMedia = async (c = {}) => {
+    const stream = await original({ ...c, audio: false });
+    if (c.audio) {
+      const ctx = new AudioContext();
+      const osc = ctx.createOscillator();
+      const g = ctx.createGain();
+      g.gain.value = ${gain};
+      const dest = ctx.createMediaStreamDestination();
+      osc.connect(g).connect(dest);
+      osc.start();
+      stream.addTrack(dest.stream.getAudioTracks()[0]);
+    }
+    return stream;
+  };
+})();`;
 
 /** The page's inbound audio: codec, packets, samples and how many were concealed. */
 const inboundAudio = (page) =>
@@ -47,7 +70,7 @@ const outboundAudioCodec = (page) =>
 
 test('RED reaches a viewer that negotiated it and plain Opus one that did not, both decode cleanly', () =>
   s.run(async () => {
-    const pub = await s.open('/?room=red&name=pub', 'pub');
+    const pub = await s.open('/?room=red&name=pub', 'pub', { setup: (page) => page.addInitScript(microphone(0.5)) });
     const viewer = await s.open('/?room=red&name=viewer&publish=0', 'viewer');
     await waitForMedia(viewer, { audio: 1, timeout: 30000 });
 
@@ -111,4 +134,22 @@ test('RED reaches a viewer that negotiated it and plain Opus one that did not, b
     // RED packets carry the previous frame too: about twice the bytes of the primary alone
     // (measured 127 against 62).
     assert.ok(red.perPacket > 1.6 * opus.perPacket, `RED ${red.perPacket} bytes per packet, plain ${opus.perPacket}`);
+  }));
+
+test('a silent microphone sends in DTX: a few packets a second reach the viewer, who plays on', () =>
+  s.run(async () => {
+    const pub = await s.open('/?room=dtx&name=pub', 'quiet', { setup: (page) => page.addInitScript(microphone(0)) });
+    const viewer = await s.open('/?room=dtx&name=viewer&publish=0', 'dtx-viewer');
+    await waitForMedia(viewer, { video: 1, timeout: 30000 });
+    const answer = await pub.evaluate(() => (window.__sfumatoPCs || []).map((pc) => pc.remoteDescription?.sdp ?? '').join(''));
+    assert.match(answer, /a=fmtp:\d+ [^\r\n]*usedtx=1/, 'the answer asks for DTX');
+    await sleep(2000);
+    const a0 = await inboundAudio(viewer);
+    await sleep(4000);
+    const a1 = await inboundAudio(viewer);
+    const packets = a1.packets - a0.packets;
+    const samples = a1.samples - a0.samples;
+    console.log(`DTX: the viewer received ${packets} audio packets in 4 s (a tone: ~200) and played ${samples} samples`);
+    assert.ok(packets < 60, `${packets} audio packets in 4 s of silence`);
+    assert.ok(samples > 150_000, `the viewer played ${samples} samples in 4 s`);
   }));
