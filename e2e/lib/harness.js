@@ -345,6 +345,34 @@ export async function mainVideo(page) {
   return v[0] ?? { framesDecoded: 0, frameWidth: 0, packetsReceived: 0 };
 }
 
+/**
+ * Switches every video the page receives to `quality` (room.setVideoQuality) and samples its
+ * main video every 100 ms for `ms`: returns when it first decoded `reach(frameWidth)`, the
+ * samples, and the longest stretch without a newly decoded frame.
+ */
+export async function switchQuality(page, quality, { reach, ms = 5000 }) {
+  const start = Date.now();
+  await page.evaluate((q) => {
+    const room = window.sfumatoRoom;
+    for (const sub of room.subscriptions) if (sub.kind === 'video') room.setVideoQuality(sub, q);
+  }, quality);
+  const samples = [];
+  let reachedAt = null;
+  while (Date.now() - start < ms) {
+    const v = await mainVideo(page);
+    samples.push({ t: Date.now() - start, frames: v.framesDecoded, width: v.frameWidth });
+    if (reachedAt === null && reach(v.frameWidth)) reachedAt = Date.now() - start;
+    await sleep(100);
+  }
+  let frozenMs = 0;
+  let lastNew = samples[0];
+  for (const x of samples) {
+    if (x.frames > lastNew.frames) lastNew = x;
+    frozenMs = Math.max(frozenMs, x.t - lastNew.t);
+  }
+  return { reachedAt, samples, frozenMs };
+}
+
 /** Participant names shown as tiles on the demo page. */
 export function tileNames(page) {
   return page.$$eval('#grid .tile:not(.local)', (els) => els.map((e) => e.dataset.name).sort());
