@@ -59,10 +59,10 @@ export interface PublishOptions {
   /** Send the camera in three layers: 320×180, 640×360, 1280×720 (default true). */
   simulcast?: boolean;
   /** Codec to prefer for the camera (default: the browser's choice, VP8 in Chromium).
-   * `vp9` is sent as one scalable stream (SVC) instead of in simulcast. */
-  videoCodec?: 'vp8' | 'vp9' | 'h264';
-  /** The SVC mode with `videoCodec: 'vp9'` (default `L3T3_KEY`: three spatial layers of
-   * three temporal layers). */
+   * `vp9` and `av1` are sent as one scalable stream (SVC) instead of in simulcast. */
+  videoCodec?: 'vp8' | 'vp9' | 'av1' | 'h264';
+  /** The SVC mode with `videoCodec: 'vp9'` or `'av1'` (default `L3T3_KEY`: three spatial
+   * layers of three temporal layers). */
   scalabilityMode?: string;
 }
 

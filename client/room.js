@@ -37,8 +37,10 @@ const SIMULCAST_ENCODINGS = [
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
 
-/** Video codecs `publish` can prefer; VP9 is sent scalable (SVC) instead of in simulcast. */
-const VIDEO_CODECS = new Set(['vp8', 'vp9', 'h264']);
+/** Video codecs `publish` can prefer; VP9 and AV1 are sent scalable (SVC) instead of in
+ * simulcast. */
+const VIDEO_CODECS = new Set(['vp8', 'vp9', 'av1', 'h264']);
+const SVC_CODECS = new Set(['vp9', 'av1']);
 /** What a scalable (SVC) camera is encoded with by default: three spatial layers (320, 640,
  * 1280 wide from a 720p camera) of three temporal layers, dependent only at keyframes. */
 const SVC_MODE = 'L3T3_KEY';
@@ -230,9 +232,10 @@ export class Room extends Emitter {
   /**
    * Captures camera and/or microphone (or uses `stream`) and publishes it. The camera is
    * captured at 1280×720 and sent in three simulcast layers unless `simulcast` is false.
-   * With `videoCodec: 'vp9'` it is sent as one scalable stream instead (SVC, `scalabilityMode`
-   * `L3T3_KEY` by default): the server forwards each viewer the spatial layers it needs.
-   * @param {{audio?: boolean|MediaTrackConstraints, video?: boolean|MediaTrackConstraints, stream?: MediaStream, simulcast?: boolean, videoCodec?: 'vp8'|'vp9'|'h264', scalabilityMode?: string}} [opts]
+   * With `videoCodec: 'vp9'` or `'av1'` it is sent as one scalable stream instead (SVC,
+   * `scalabilityMode` `L3T3_KEY` by default): the server forwards each viewer the spatial
+   * layers it needs.
+   * @param {{audio?: boolean|MediaTrackConstraints, video?: boolean|MediaTrackConstraints, stream?: MediaStream, simulcast?: boolean, videoCodec?: 'vp8'|'vp9'|'av1'|'h264', scalabilityMode?: string}} [opts]
    * @returns {Promise<MediaStream>} the local stream
    */
   async publish(opts = {}) {
@@ -247,7 +250,7 @@ export class Room extends Emitter {
     const stream = opts.stream ?? (await navigator.mediaDevices.getUserMedia({ audio, video }));
     this._local.stream = stream;
     this._local.videoCodec = opts.videoCodec ?? null;
-    this._local.scalabilityMode = opts.videoCodec === 'vp9' ? (opts.scalabilityMode ?? SVC_MODE) : null;
+    this._local.scalabilityMode = SVC_CODECS.has(opts.videoCodec) ? (opts.scalabilityMode ?? SVC_MODE) : null;
     this._local.simulcast = !this._local.scalabilityMode && (opts.simulcast ?? true);
     this._local.tracks = stream.getTracks().map((t) => {
       const muted = !!this._mutePrefs[t.kind];

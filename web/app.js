@@ -11,7 +11,7 @@ const roomName = params.get('room') ?? '';
 const userName = params.get('name') ?? '';
 const publishing = params.get('publish') !== '0';
 const quality = ['low', 'medium', 'high'].includes(params.get('quality')) ? params.get('quality') : undefined;
-const videoCodec = ['vp8', 'vp9', 'h264'].includes(params.get('codec')) ? params.get('codec') : undefined;
+const videoCodec = ['vp8', 'vp9', 'av1', 'h264'].includes(params.get('codec')) ? params.get('codec') : undefined;
 
 /** @type {import('/sdk/index.d.ts').Room | null} */
 let room = null;

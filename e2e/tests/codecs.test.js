@@ -1,14 +1,13 @@
-// Video codecs other than the default VP8 simulcast. VP9 as one scalable stream (SVC,
-// L3T3_KEY: the demo page's ?codec=vp9): each viewer gets the spatial layers up to its
-// quality, and switches live. H264 in simulcast (?codec=h264): the same layer choices, with
-// nothing of the payload to rewrite.
+// Video codecs other than the default VP8 simulcast. VP9 and AV1 as one scalable stream
+// (SVC, L3T3_KEY: the demo page's ?codec=vp9|av1; AV1 with the dependency descriptor): each
+// viewer gets the spatial layers up to its quality, and switches live. H264 in simulcast
+// (?codec=h264): the same layer choices, with nothing of the payload to rewrite.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Session, mainVideo, sleep, switchQuality, waitFor, waitForMedia } from '../lib/harness.js';
 
 let s;
-const pages = {};
 
 before(async () => {
   s = await Session.start({ name: 'codecs', rtcPort: 41800, workers: 1 });
@@ -42,82 +41,76 @@ const outbound = (page) =>
     return null;
   });
 
-test('viewers of one VP9 SVC stream decode 320 wide at quality=low and 1280 at high', () =>
-  s.run(async () => {
-    pages.pub = await s.open('/?room=svc&name=pub&codec=vp9', 'pub');
-    pages.low = await s.open('/?room=svc&name=low&publish=0&quality=low', 'low');
-    pages.high = await s.open('/?room=svc&name=high&publish=0&quality=high', 'high');
-    await waitForMedia(pages.low, { video: 1, timeout: 45000 });
-    await waitForMedia(pages.high, { video: 1, timeout: 45000 });
+/**
+ * A publisher sending `codec` and two viewers asking for `low` and `high`: checks what is
+ * sent and decoded, that the low viewer receives a fraction of the bytes with nothing lost,
+ * and returns the pages.
+ */
+async function viewers(codec, { mode }) {
+  const pub = await s.open(`/?room=${codec}&name=pub&codec=${codec}`, `${codec}-pub`);
+  const low = await s.open(`/?room=${codec}&name=low&publish=0&quality=low`, `${codec}-low`);
+  const high = await s.open(`/?room=${codec}&name=high&publish=0&quality=high`, `${codec}-high`);
+  await waitForMedia(low, { video: 1, timeout: 45000 });
+  await waitForMedia(high, { video: 1, timeout: 45000 });
 
-    const out = await outbound(pages.pub);
-    console.log(`publisher sends ${JSON.stringify(out)}`);
-    assert.equal(out?.codec, 'video/VP9');
-    assert.equal(out?.mode, 'L3T3_KEY');
-    assert.equal(await videoCodec(pages.high), 'video/VP9');
+  const mime = `video/${codec.toUpperCase()}`;
+  const out = await outbound(pub);
+  console.log(`${codec}: publisher sends ${JSON.stringify(out)}`);
+  assert.equal(out?.codec, mime);
+  if (mode) assert.equal(out?.mode, mode);
+  assert.equal(await videoCodec(high), mime);
 
-    let last;
-    await waitFor(
-      async () => {
-        last = await mainVideo(pages.high);
-        return last.frameWidth >= 1280;
-      },
-      { timeout: 60000, interval: 500, message: 'the high viewer to decode 1280 wide', describe: () => JSON.stringify(last) },
-    );
-    for (let i = 0; i < 10; i++) {
-      const v = await mainVideo(pages.low);
-      assert.ok(v.frameWidth > 0 && v.frameWidth <= 320, `low viewer decodes ${v.frameWidth} wide`);
-      await sleep(200);
-    }
-    // Only the lowest spatial layer reaches the low viewer: a fraction of the bytes.
-    const bytes = async (page) => (await mainVideo(page)).bytesReceived;
-    const [l0, h0] = [await bytes(pages.low), await bytes(pages.high)];
-    await sleep(3000);
-    const [l1, h1] = [await bytes(pages.low), await bytes(pages.high)];
-    const low = ((l1 - l0) * 8) / 3, high = ((h1 - h0) * 8) / 3;
-    console.log(`received: low ${Math.round(low / 1000)} kbit/s, high ${Math.round(high / 1000)} kbit/s`);
-    assert.ok(low < high / 2, `the low viewer receives ${low} bit/s against ${high}`);
-    // The dropped layers leave no hole in the low viewer's sequence numbers: nothing lost.
-    const lost = (await mainVideo(pages.low)).packetsLost;
-    assert.equal(lost, 0, `the low viewer counts ${lost} packets lost`);
-  }));
-
-test('a VP9 SVC viewer switched from low to high reaches 1280 within 3 s and never freezes 500 ms', () =>
-  s.run(async () => {
-    const { reachedAt, samples, frozenMs } = await switchQuality(pages.low, 'high', { reach: (w) => w >= 1280 });
-    const shown = JSON.stringify(samples);
-    console.log(`SVC switch: 1280 wide after ${reachedAt} ms`);
-    assert.ok(reachedAt !== null && reachedAt <= 3000, `1280 wide after ${reachedAt} ms: ${shown}`);
-    assert.ok(frozenMs < 500, `${frozenMs} ms without a new frame: ${shown}`);
-    // And back down, at the next picture.
-    const down = await switchQuality(pages.low, 'low', { reach: (w) => w > 0 && w <= 320, ms: 3000 });
-    assert.ok(down.reachedAt !== null, `back to 320 wide: ${JSON.stringify(down.samples)}`);
-    assert.ok(down.frozenMs < 500, `${down.frozenMs} ms without a new frame going down: ${JSON.stringify(down.samples)}`);
-  }));
-
-test('H264 simulcast: low and high viewers, and a live switch up with no freeze', () =>
-  s.run(async () => {
-    const pub = await s.open('/?room=h264&name=pub&codec=h264', 'h264-pub');
-    const low = await s.open('/?room=h264&name=low&publish=0&quality=low', 'h264-low');
-    const high = await s.open('/?room=h264&name=high&publish=0&quality=high', 'h264-high');
-    await waitForMedia(low, { video: 1, timeout: 45000 });
-    await waitForMedia(high, { video: 1, timeout: 45000 });
-    assert.equal((await outbound(pub))?.codec, 'video/H264');
-    assert.equal(await videoCodec(high), 'video/H264');
-    let last;
-    await waitFor(
-      async () => {
-        last = await mainVideo(high);
-        return last.frameWidth >= 1280;
-      },
-      { timeout: 60000, interval: 500, message: 'the high viewer to decode 1280 wide', describe: () => JSON.stringify(last) },
-    );
+  let last;
+  await waitFor(
+    async () => {
+      last = await mainVideo(high);
+      return last.frameWidth >= 1280;
+    },
+    { timeout: 60000, interval: 500, message: 'the high viewer to decode 1280 wide', describe: () => JSON.stringify(last) },
+  );
+  for (let i = 0; i < 10; i++) {
     const v = await mainVideo(low);
     assert.ok(v.frameWidth > 0 && v.frameWidth <= 320, `low viewer decodes ${v.frameWidth} wide`);
+    await sleep(200);
+  }
+  // Only the lowest layer reaches the low viewer: a fraction of the bytes.
+  const bytes = async (page) => (await mainVideo(page)).bytesReceived;
+  const [l0, h0] = [await bytes(low), await bytes(high)];
+  await sleep(3000);
+  const [l1, h1] = [await bytes(low), await bytes(high)];
+  const lowBps = ((l1 - l0) * 8) / 3;
+  const highBps = ((h1 - h0) * 8) / 3;
+  console.log(`${codec}: received low ${Math.round(lowBps / 1000)} kbit/s, high ${Math.round(highBps / 1000)} kbit/s`);
+  assert.ok(lowBps < highBps / 2, `the low viewer receives ${lowBps} bit/s against ${highBps}`);
+  // Dropped layers leave no hole in the low viewer's sequence numbers: nothing lost.
+  const lost = (await mainVideo(low)).packetsLost;
+  assert.equal(lost, 0, `the low viewer counts ${lost} packets lost`);
+  return { pub, low, high };
+}
 
-    const up = await switchQuality(low, 'high', { reach: (w) => w >= 1280 });
-    console.log(`H264 switch: 1280 wide after ${up.reachedAt} ms`);
-    assert.ok(up.reachedAt !== null && up.reachedAt <= 3000, `1280 wide after ${up.reachedAt} ms: ${JSON.stringify(up.samples)}`);
-    assert.ok(up.frozenMs < 500, `${up.frozenMs} ms without a new frame: ${JSON.stringify(up.samples)}`);
-    assert.equal((await mainVideo(low)).packetsLost, 0, 'no packet lost across the switch');
-  }));
+/** Switches `page` from low to high and back: 1280 wide within 3 s, 320 again, never a
+ * 500 ms stretch without a new frame. */
+async function switchUpAndDown(codec, page) {
+  const up = await switchQuality(page, 'high', { reach: (w) => w >= 1280 });
+  console.log(`${codec}: switch up, 1280 wide after ${up.reachedAt} ms`);
+  assert.ok(up.reachedAt !== null && up.reachedAt <= 3000, `1280 wide after ${up.reachedAt} ms: ${JSON.stringify(up.samples)}`);
+  assert.ok(up.frozenMs < 500, `${up.frozenMs} ms without a new frame: ${JSON.stringify(up.samples)}`);
+  const down = await switchQuality(page, 'low', { reach: (w) => w > 0 && w <= 320, ms: 3000 });
+  console.log(`${codec}: switch down, 320 wide after ${down.reachedAt} ms`);
+  assert.ok(down.reachedAt !== null, `back to 320 wide: ${JSON.stringify(down.samples)}`);
+  assert.ok(down.frozenMs < 500, `${down.frozenMs} ms without a new frame going down: ${JSON.stringify(down.samples)}`);
+  assert.equal((await mainVideo(page)).packetsLost, 0, 'no packet lost across the switches');
+}
+
+for (const [codec, mode, what] of [
+  ['vp9', 'L3T3_KEY', 'VP9 SVC'],
+  ['av1', 'L3T3_KEY', 'AV1 SVC (dependency descriptor)'],
+  ['h264', null, 'H264 simulcast'],
+]) {
+  test(`${what}: low viewer decodes 320 wide, high 1280, and a live switch never freezes`, () =>
+    s.run(async () => {
+      const { pub, low, high } = await viewers(codec, { mode });
+      await switchUpAndDown(codec, low);
+      for (const page of [pub, low, high]) await page.context().close();
+    }));
+}

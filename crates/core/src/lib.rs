@@ -23,13 +23,14 @@
 //!
 //! Modules: [`peer`] wraps one str0m `Rtc`; [`router`] knows where each track goes;
 //! [`rewrite`] keeps outgoing numbering continuous; [`keyframe`] finds keyframes;
-//! [`throttle`] merges keyframe requests; [`vp8`] and [`vp9`] keep descriptors continuous
-//! and select scalable layers; [`demux`] maps datagrams to peers; [`dtls`] shares
+//! [`throttle`] merges keyframe requests; [`vp8`] keeps descriptors continuous; [`svc`]
+//! selects scalable layers, read by [`vp9`] and [`dd`]; [`demux`] maps datagrams to peers; [`dtls`] shares
 //! one DTLS setup between all peers.
 
 pub mod alloc;
 pub mod answer;
 pub mod api;
+pub mod dd;
 pub mod demux;
 pub mod dtls;
 pub mod engine;
@@ -40,6 +41,7 @@ pub mod peer;
 pub mod red;
 pub mod rewrite;
 pub mod router;
+pub mod svc;
 pub mod throttle;
 pub mod vp8;
 pub mod vp9;

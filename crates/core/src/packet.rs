@@ -8,7 +8,7 @@ use str0m::format::PayloadParams;
 use str0m::rtp::Vp8Descriptor;
 
 use crate::ids::{Kind, TrackId};
-use crate::vp9::Vp9Layer;
+use crate::svc::SvcLayer;
 
 /// Most simulcast layers a track may have (browsers send at most three, RFC 8853 allows
 /// more: the rest are not forwarded).
@@ -37,9 +37,12 @@ pub struct MediaPacket {
     pub layers: u8,
     /// The VP8 payload descriptor, parsed once at the origin (VP8 only).
     pub vp8: Option<Vp8Descriptor>,
-    /// The VP9 layer fields of a scalable (SVC) stream, read once at the origin; its
-    /// `spatial_layers` is the stream's latest count, on every packet.
-    pub vp9: Option<Vp9Layer>,
+    /// The layer fields of a scalable (SVC) stream (VP9 descriptor, AV1 dependency
+    /// descriptor), read once at the origin; its `spatial_layers` is the stream's latest
+    /// count, on every packet.
+    pub svc: Option<SvcLayer>,
+    /// AV1's dependency descriptor as received, forwarded unchanged.
+    pub dd: Option<Arc<[u8]>>,
     /// For a RED packet (`payload` is RFC 2198 RED, `params` its primary codec's), the
     /// primary block alone: what subscribers without RED get.
     pub red_primary: Option<Arc<[u8]>>,

@@ -12,20 +12,22 @@ use str0m::format::Codec;
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Rids};
 use str0m::net::{Protocol, Receive, Transmit};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
+use str0m::rtp::{Extension, ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 use str0m::bwe::{Bitrate, BweKind};
 
 use crate::alloc::{allocate, LayerRates, Want};
 use crate::api::Layers;
+use crate::dd::{self, DdBytes, DdExtension, Templates};
 use crate::ids::{Kind, PeerId, TrackId, WorkerId};
 use crate::keyframe::is_keyframe_start;
 use crate::packet::{MediaPacket, MAX_LAYERS};
 use crate::red;
 use crate::rewrite::{Rewriter, Source};
+use crate::svc::{self, SvcLayer};
 use crate::vp8::Vp8Rewriter;
-use crate::vp9::{self, Vp9Layer};
+use crate::vp9;
 use crate::Error;
 
 /// A peer that has not connected this long after creation is closed.
@@ -38,6 +40,8 @@ const RTX_HISTORY: Duration = Duration::from_secs(1);
 const RTX_PACKETS: usize = 1024;
 /// Queued resends are dropped when they pass this share of what is sent (str0m's default).
 const RTX_RATIO_CAP: f32 = 0.15;
+/// Our id for AV1's dependency descriptor extension (free in str0m's standard map).
+const DD_EXTENSION_ID: u8 = 12;
 /// The layer a new subscription asks for: the best the publisher sends.
 const HIGHEST_LAYER: u8 = MAX_LAYERS as u8 - 1;
 /// The downlink estimate a subscribing peer starts from, before feedback refines it.
@@ -113,6 +117,21 @@ pub struct Published {
     rids: Vec<Rid>,
     /// Spatial layers of a scalable (SVC) stream, from its latest scalability structure.
     spatial_layers: u8,
+    /// AV1's frame templates, from the latest dependency descriptor structure.
+    templates: Templates,
+}
+
+impl Published {
+    /// Completes a scalable packet's layer fields with the stream's spatial layer count,
+    /// learnt from the structures the publisher announces (or the highest layer seen).
+    fn svc_layer(&mut self, mut l: SvcLayer) -> SvcLayer {
+        let seen = l.spatial_layers.unwrap_or(l.spatial + 1);
+        if l.spatial_layers.is_some() || seen > self.spatial_layers {
+            self.spatial_layers = seen;
+        }
+        l.spatial_layers = Some(self.spatial_layers);
+        l
+    }
 }
 
 impl Published {
@@ -287,7 +306,12 @@ impl Peer {
             .set_stats_interval(None)
             .set_crypto_provider(crate::dtls::provider())
             // Opus with RED, for the peers that offer or accept it (passed through, `red`).
-            .enable_opus(true, true);
+            .enable_opus(true, true)
+            // AV1's dependency descriptor, read for scalable streams and passed through.
+            .set_extension(
+                DD_EXTENSION_ID,
+                Extension::with_serializer(dd::URI, DdExtension),
+            );
         let estimating = bwe && role != Role::Publisher;
         if estimating {
             // Estimate what we can send to this peer (TWCC feedback, GoogCC).
@@ -774,6 +798,7 @@ impl Peer {
                     params: Vec::new(),
                     rids: Vec::new(),
                     spatial_layers: 1,
+                    templates: Templates::new(),
                 });
                 let i = self.published.len() - 1;
                 self.learn_rids(i);
@@ -847,17 +872,18 @@ impl Peer {
             Codec::Vp8 => Vp8Descriptor::parse(&pkt.payload).ok(),
             _ => None,
         };
-        let vp9 = match codec {
-            Codec::Vp9 => Vp9Layer::parse(&pkt.payload).map(|mut l| {
-                let seen = l.spatial_layers.unwrap_or(l.spatial + 1);
-                if l.spatial_layers.is_some() || seen > published.spatial_layers {
-                    published.spatial_layers = seen;
-                }
-                l.spatial_layers = Some(published.spatial_layers);
-                l
-            }),
+        let dd = pkt
+            .header
+            .ext_vals
+            .user_values
+            .get::<DdBytes>()
+            .map(|DdBytes(b)| b.clone());
+        let svc = match (codec, &dd) {
+            (Codec::Vp9, _) => vp9::parse(&pkt.payload),
+            (Codec::Av1, Some(dd)) => published.templates.read(dd),
             _ => None,
-        };
+        }
+        .map(|l| published.svc_layer(l));
         let layers = published.rids.len().max(1) as u8;
         out.push(PeerOut::Media(Arc::new(MediaPacket {
             track: published.track,
@@ -871,7 +897,8 @@ impl Peer {
             layer,
             layers,
             vp8,
-            vp9,
+            svc,
+            dd,
             red_primary,
             audio_level: pkt.header.ext_vals.audio_level,
             voice_activity: pkt.header.ext_vals.voice_activity,
@@ -981,7 +1008,7 @@ impl Peer {
             ssrc: pkt.ssrc,
         };
         if self.estimating {
-            let layer = pkt.vp9.map_or(pkt.layer, |l| l.spatial);
+            let layer = pkt.svc.map_or(pkt.layer, |l| l.spatial);
             s.rates.add(now, layer, pkt.payload.len());
         }
         let Some(target) = s.target else {
@@ -989,11 +1016,11 @@ impl Peer {
         };
         let mut marker = pkt.marker;
         let mut wants_keyframe = false;
-        if let Some(layer) = &pkt.vp9 {
+        if let Some(layer) = &pkt.svc {
             // One stream, every spatial layer: keep those up to the one this slot gets.
             s.svc = true;
             let top = layer.spatial_layers.unwrap_or(1).saturating_sub(1);
-            let d = vp9::select(&mut s.current, target.min(top), layer, pkt.keyframe, marker);
+            let d = svc::select(&mut s.current, target.min(top), layer, pkt.keyframe, marker);
             if !d.forward {
                 s.rewriter.skip(source, pkt.seq);
                 if s.current.is_none() && s.may_ask_keyframe(now) {
@@ -1064,11 +1091,16 @@ impl Peer {
         else {
             return Write::Dropped;
         };
-        let ext = ExtensionValues {
+        let mut ext = ExtensionValues {
             audio_level: pkt.audio_level,
             voice_activity: pkt.voice_activity,
             ..Default::default()
         };
+        if let Some(dd) = &pkt.dd {
+            // str0m keeps user extension values in a map: one small allocation per packet
+            // of an AV1 stream with a dependency descriptor (no other stream has one).
+            ext.user_values.set(DdBytes(dd.clone()));
+        }
         let vp8_patch = pkt
             .vp8
             .as_ref()
