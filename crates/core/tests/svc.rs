@@ -1,4 +1,5 @@
-//! Story: a publisher sends VP9 with three spatial layers in one stream (SVC). Each
+//! Story: a publisher sends VP9 or AV1 with three spatial layers in one stream (SVC; AV1's
+//! layers named by the dependency descriptor extension). Each
 //! subscriber receives the spatial layers up to the one it gets: it moves down at the next
 //! picture, up only at a keyframe (which the engine asks for), sees no gap in its sequence
 //! numbers where layers were dropped, and the last packet it gets of each picture carries
@@ -8,14 +9,16 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{assert_continuous, svc_fields, Net, Published};
+use harness::{assert_continuous, svc_fields, Net, Published, SvcCodec};
 use sfumato_core::{Command, Kind};
 use str0m::media::MediaKind;
 
 const FRAME: Duration = Duration::from_millis(33);
 
-fn picture(net: &mut Net, publisher: usize, layers: u8, keyframe: bool) {
-    net.send_svc_picture(publisher, layers, keyframe);
+const CODECS: [SvcCodec; 2] = [SvcCodec::Vp9, SvcCodec::Av1];
+
+fn picture(net: &mut Net, codec: SvcCodec, publisher: usize, layers: u8, keyframe: bool) {
+    net.send_svc_picture(publisher, codec, layers, keyframe);
     net.step(FRAME);
 }
 
@@ -72,11 +75,17 @@ fn setup() -> (Net, usize, usize, usize, Published) {
 
 #[test]
 fn each_subscriber_gets_the_spatial_layers_up_to_its_own() {
+    for codec in CODECS {
+        each_subscriber_gets_the_spatial_layers_up_to_its_own_in(codec);
+    }
+}
+
+fn each_subscriber_gets_the_spatial_layers_up_to_its_own_in(codec: SvcCodec) {
     let (mut net, alice, bob, carol, tracks) = setup();
     set_layer(&mut net, carol, tracks, Some(0));
-    picture(&mut net, alice, 3, true);
+    picture(&mut net, codec, alice, 3, true);
     for _ in 0..9 {
-        picture(&mut net, alice, 3, false);
+        picture(&mut net, codec, alice, 3, false);
     }
     let full = seen(&net, bob);
     assert_eq!(full.len(), 30, "bob gets every packet");
@@ -90,18 +99,24 @@ fn each_subscriber_gets_the_spatial_layers_up_to_its_own() {
 
 #[test]
 fn down_at_the_next_picture_up_at_a_keyframe_with_no_gap() {
+    for codec in CODECS {
+        down_at_the_next_picture_up_at_a_keyframe_with_no_gap_in(codec);
+    }
+}
+
+fn down_at_the_next_picture_up_at_a_keyframe_with_no_gap_in(codec: SvcCodec) {
     let (mut net, alice, bob, carol, tracks) = setup();
     set_layer(&mut net, carol, tracks, Some(0));
-    picture(&mut net, alice, 3, true);
+    picture(&mut net, codec, alice, 3, true);
     for _ in 0..4 {
-        picture(&mut net, alice, 3, false);
+        picture(&mut net, codec, alice, 3, false);
     }
 
     // Bob moves down to layer 1 at the next picture, without a keyframe.
     set_layer(&mut net, bob, tracks, Some(1));
     let from = seen(&net, bob).len();
     for _ in 0..4 {
-        picture(&mut net, alice, 3, false);
+        picture(&mut net, codec, alice, 3, false);
     }
     assert_pictures("bob after moving down", &seen(&net, bob)[from..], 1);
     assert_eq!(seen(&net, bob).len() - from, 8);
@@ -112,7 +127,7 @@ fn down_at_the_next_picture_up_at_a_keyframe_with_no_gap() {
     set_layer(&mut net, carol, tracks, Some(2));
     let from = seen(&net, carol).len();
     for _ in 0..20 {
-        picture(&mut net, alice, 3, false);
+        picture(&mut net, codec, alice, 3, false);
     }
     assert!(
         net.client(alice).keyframe_requests.len() > asked,
@@ -120,8 +135,8 @@ fn down_at_the_next_picture_up_at_a_keyframe_with_no_gap() {
     );
     assert_pictures("carol waiting", &seen(&net, carol)[from..], 0);
     let from = seen(&net, carol).len();
-    picture(&mut net, alice, 3, true);
-    picture(&mut net, alice, 3, false);
+    picture(&mut net, codec, alice, 3, true);
+    picture(&mut net, codec, alice, 3, false);
     assert_pictures("carol after the keyframe", &seen(&net, carol)[from..], 2);
     assert_eq!(seen(&net, carol).len() - from, 6);
 
@@ -133,16 +148,22 @@ fn down_at_the_next_picture_up_at_a_keyframe_with_no_gap() {
 
 #[test]
 fn fewer_layers_than_asked_for_do_not_bring_keyframe_requests() {
+    for codec in CODECS {
+        fewer_layers_than_asked_for_do_not_bring_keyframe_requests_in(codec);
+    }
+}
+
+fn fewer_layers_than_asked_for_do_not_bring_keyframe_requests_in(codec: SvcCodec) {
     let (mut net, alice, bob, _carol, _tracks) = setup();
     // The publisher announces two spatial layers; bob asks for the top one by default.
-    picture(&mut net, alice, 2, true);
+    picture(&mut net, codec, alice, 2, true);
     // The subscriptions' first requests (merged, one deferred by the 500 ms interval).
     for _ in 0..30 {
-        picture(&mut net, alice, 2, false);
+        picture(&mut net, codec, alice, 2, false);
     }
     let asked = net.client(alice).keyframe_requests.len();
     for _ in 0..60 {
-        picture(&mut net, alice, 2, false);
+        picture(&mut net, codec, alice, 2, false);
     }
     assert_eq!(
         net.client(alice).keyframe_requests.len(),
@@ -155,19 +176,25 @@ fn fewer_layers_than_asked_for_do_not_bring_keyframe_requests() {
 
 #[test]
 fn turned_off_gets_nothing_and_resumes_at_a_keyframe() {
+    for codec in CODECS {
+        turned_off_gets_nothing_and_resumes_at_a_keyframe_in(codec);
+    }
+}
+
+fn turned_off_gets_nothing_and_resumes_at_a_keyframe_in(codec: SvcCodec) {
     let (mut net, alice, bob, _carol, tracks) = setup();
-    picture(&mut net, alice, 3, true);
-    picture(&mut net, alice, 3, false);
+    picture(&mut net, codec, alice, 3, true);
+    picture(&mut net, codec, alice, 3, false);
     set_layer(&mut net, bob, tracks, None);
     let from = seen(&net, bob).len();
     for _ in 0..5 {
-        picture(&mut net, alice, 3, false);
+        picture(&mut net, codec, alice, 3, false);
     }
     assert_eq!(seen(&net, bob).len(), from, "nothing while off");
     set_layer(&mut net, bob, tracks, Some(1));
-    picture(&mut net, alice, 3, false);
+    picture(&mut net, codec, alice, 3, false);
     assert_eq!(seen(&net, bob).len(), from, "a delta picture cannot resume");
-    picture(&mut net, alice, 3, true);
+    picture(&mut net, codec, alice, 3, true);
     assert_pictures("bob resumed", &seen(&net, bob)[from..], 1);
     assert_continuous("bob", &net.client(bob).received_seqs(MediaKind::Video));
 }

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use sfumato_core::dd::{self, DdBytes, DdExtension};
 use sfumato_core::{
     Command, Engine, Event, Kind, Output, PeerId, PipeMsg, ReplyBody, RequestId, TrackId, WorkerId,
 };
@@ -22,7 +23,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
+use str0m::rtp::{Extension, ExtensionValues, RtpWrite, SeqNo};
 use str0m::{Candidate, Event as RtcEvent, Input, Output as RtcOutput, Rtc};
 
 /// The default step of virtual time.
@@ -143,6 +144,8 @@ impl Client {
             .enable_opus(true, red)
             .enable_vp8(true)
             .enable_vp9(true)
+            .enable_av1(true)
+            .set_extension(12, Extension::with_serializer(dd::URI, DdExtension))
             .build(now);
         let candidate = Candidate::host(addr, Protocol::Udp).expect("host candidate");
         rtc.add_local_candidate(candidate);
@@ -345,14 +348,39 @@ impl Client {
 
     /// Queues one VP9 picture of `spatial_layers` layers (one packet each, lowest first,
     /// the marker on the last) and records its packets.
-    fn write_svc_picture(&mut self, now: Instant, spatial_layers: u8, keyframe: bool) {
+    fn write_svc_picture(
+        &mut self,
+        now: Instant,
+        codec: SvcCodec,
+        spatial_layers: u8,
+        keyframe: bool,
+    ) {
         let mid = self.video_mid.expect("the client publishes video");
-        let pt = self.pt(Codec::Vp9);
+        let pt = self.pt(match codec {
+            SvcCodec::Vp9 => Codec::Vp9,
+            SvcCodec::Av1 => Codec::Av1,
+        });
         for spatial in 0..spatial_layers {
             self.counter += 1;
             let st = self.svc;
-            let ss = (keyframe && spatial == 0).then_some(spatial_layers);
-            let payload = svc_payload(spatial, keyframe, st.picture_id, st.tl0, ss, self.counter);
+            // VP9's scalability structure or AV1's template structure, on keyframes.
+            let structure = (keyframe && spatial == 0).then_some(spatial_layers);
+            let mut ext = ExtensionValues::default();
+            let payload = match codec {
+                SvcCodec::Vp9 => svc_payload(
+                    spatial,
+                    keyframe,
+                    st.picture_id,
+                    st.tl0,
+                    structure,
+                    self.counter,
+                ),
+                SvcCodec::Av1 => {
+                    let dd = dependency_descriptor(spatial, st.picture_id, structure);
+                    ext.user_values.set(DdBytes(dd.into()));
+                    av1_payload(spatial, keyframe, st.picture_id, self.counter)
+                }
+            };
             let seq = self.svc.seq;
             self.svc.seq += 1;
             let mut api = self.rtc.direct_api();
@@ -360,6 +388,7 @@ impl Client {
             tx.write_rtp(
                 RtpWrite::new(pt, SeqNo::from(seq), st.ts, now, payload.clone())
                     .marker(spatial + 1 == spatial_layers)
+                    .ext_vals(ext)
                     .nackable(true),
             );
             self.sent.push(Sent {
@@ -503,10 +532,25 @@ pub fn simulcast_fields(p: &[u8]) -> (usize, u16, u8) {
     )
 }
 
+/// A scalable video codec of the harness: VP9 (layers in the payload descriptor) or AV1
+/// (layers in the dependency descriptor extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SvcCodec {
+    Vp9,
+    Av1,
+}
+
+/// Every payload of a scalable picture ends with its spatial layer and picture id.
+fn svc_trailer(p: &mut Vec<u8>, spatial: u8, picture_id: u16, counter: u32) {
+    p.extend_from_slice(&counter.to_be_bytes());
+    p.resize(p.len() + 40, 0x5a);
+    p.push(spatial);
+    p.extend_from_slice(&picture_id.to_be_bytes());
+}
+
 /// A one-packet VP9 layer frame of a scalable stream (RFC 9628, non-flexible mode): B and E
 /// set, a 15-bit picture id, the layer byte (spatial layer, temporal 0), TL0PICIDX, a
-/// scalability structure of `ss` spatial layers if given; then the spatial layer and a
-/// counter.
+/// scalability structure of `ss` spatial layers if given; then the trailer.
 pub fn svc_payload(
     spatial: u8,
     keyframe: bool,
@@ -532,18 +576,60 @@ pub fn svc_payload(
     if let Some(n) = ss {
         p.push((n - 1) << 5);
     }
-    p.push(0xa0 | spatial);
-    p.extend_from_slice(&counter.to_be_bytes());
-    p.resize(p.len() + 40, 0x5a);
+    svc_trailer(&mut p, spatial, picture_id, counter);
     p
 }
 
-/// The spatial layer and picture id of a payload made by [`svc_payload`].
+/// A one-packet AV1 layer frame: the aggregation header (one OBU; N on a keyframe's first
+/// packet), an OBU stand-in, then the trailer.
+pub fn av1_payload(spatial: u8, keyframe: bool, picture_id: u16, counter: u32) -> Vec<u8> {
+    let n = if keyframe && spatial == 0 { 0x08 } else { 0 };
+    let mut p = vec![0x10 | n, 0x32, 0x00];
+    svc_trailer(&mut p, spatial, picture_id, counter);
+    p
+}
+
+/// The dependency descriptor of a one-packet frame of `spatial` (template `spatial`, one
+/// temporal layer), with a template structure of `structure` spatial layers if given.
+pub fn dependency_descriptor(spatial: u8, frame: u16, structure: Option<u8>) -> Vec<u8> {
+    let mut bits: Vec<bool> = Vec::new();
+    let mut put = |v: u32, n: u32| {
+        for i in (0..n).rev() {
+            bits.push(v >> i & 1 == 1);
+        }
+    };
+    put(1, 1); // start of frame
+    put(1, 1); // end of frame
+    put(u32::from(spatial), 6); // template id (offset 0: template index = spatial layer)
+    put(u32::from(frame), 16);
+    if let Some(layers) = structure {
+        put(1, 1); // template structure present
+        put(0, 4);
+        put(0, 6); // template id offset
+        put(u32::from(layers) - 1, 5); // one decode target per spatial layer
+        for s in 0..layers {
+            put(if s + 1 < layers { 2 } else { 3 }, 2); // next spatial layer, or the end
+        }
+        // Decode target indications, no frame diffs, no chains, no resolutions.
+        put(0, 2 * u32::from(layers) * u32::from(layers));
+        put(0, u32::from(layers));
+        put(0, 2);
+        put(0, 1);
+    }
+    bits.chunks(8)
+        .map(|c| {
+            c.iter()
+                .enumerate()
+                .fold(0u8, |b, (i, &x)| b | u8::from(x) << (7 - i))
+        })
+        .collect()
+}
+
+/// The spatial layer and picture id of a payload made by [`svc_payload`] or
+/// [`av1_payload`].
 pub fn svc_fields(p: &[u8]) -> (u8, u16) {
-    (
-        (p[3] >> 1) & 0x07,
-        u16::from(p[1] & 0x7f) << 8 | u16::from(p[2]),
-    )
+    let n = p.len();
+    (p[n - 3], u16::from_be_bytes([p[n - 2], p[n - 1]]))
 }
 
 /// Decides whether a datagram is lost on the way (true: drop it).
@@ -808,12 +894,18 @@ impl Net {
         payload
     }
 
-    /// Client `c` sends one VP9 picture of `spatial_layers` spatial layers on its video
-    /// m-line (published with [`Net::publish`]); it leaves right away.
-    pub fn send_svc_picture(&mut self, c: usize, spatial_layers: u8, keyframe: bool) {
+    /// Client `c` sends one picture of `spatial_layers` spatial layers in `codec` on its
+    /// video m-line (published with [`Net::publish`]); it leaves right away.
+    pub fn send_svc_picture(
+        &mut self,
+        c: usize,
+        codec: SvcCodec,
+        spatial_layers: u8,
+        keyframe: bool,
+    ) {
         let now = self.now;
         let client = &mut self.clients[c];
-        client.write_svc_picture(now, spatial_layers, keyframe);
+        client.write_svc_picture(now, codec, spatial_layers, keyframe);
         client.timeout(now);
         client.drain(now, &mut self.queue);
         self.pump();
