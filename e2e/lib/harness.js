@@ -338,6 +338,48 @@ export async function waitForMedia(page, { video = 0, audio = 0, timeout = 30000
   );
 }
 
+/**
+ * The first `type` ('inbound-rtp', 'outbound-rtp') statistics of `kind` on the page's live
+ * peer connections, as a plain object with its codec's `mimeType` as `codec`; null if none.
+ */
+export function rtpStat(page, type, kind) {
+  return page.evaluate(
+    async ([type, kind]) => {
+      for (const pc of window.__sfumatoPCs || []) {
+        if (pc.connectionState === 'closed') continue;
+        const report = await pc.getStats();
+        for (const st of report.values()) {
+          if (st.type === type && st.kind === kind) return { ...st, codec: report.get(st.codecId)?.mimeType };
+        }
+      }
+      return null;
+    },
+    [type, kind],
+  );
+}
+
+/** getUserMedia's audio becomes a continuous 440 Hz tone at `gain` (0: digital silence),
+ * where Chromium's fake microphone only beeps now and then; video stays the fake camera.
+ * An init script: `page.addInitScript(microphone(0.5))`. */
+export const microphone = (gain) => `(() => {
+  const md = navigator.mediaDevices;
+  const original = md.getUserMedia.bind(md);
+  md.getUserMedia = async (c = {}) => {
+    const stream = await original({ ...c, audio: false });
+    if (c.audio) {
+      const ctx = new AudioContext();
+      const osc = ctx.createOscillator();
+      const g = ctx.createGain();
+      g.gain.value = ${gain};
+      const dest = ctx.createMediaStreamDestination();
+      osc.connect(g).connect(dest);
+      osc.start();
+      stream.addTrack(dest.stream.getAudioTracks()[0]);
+    }
+    return stream;
+  };
+})();`;
+
 /** A page's main inbound video stream (the one that decoded the most frames). */
 export async function mainVideo(page) {
   const v = (await inboundStats(page)).filter((x) => x.kind === 'video');

@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Session, sleep, waitForMedia } from '../lib/harness.js';
+import { Session, microphone, rtpStat, sleep, waitForMedia } from '../lib/harness.js';
 
 let s;
 
@@ -14,59 +14,22 @@ before(async () => {
 });
 after(() => s?.close());
 
-/** getUserMedia's audio becomes a continuous 440 Hz tone at `gain` (0: digital silence);
- * Chromium's fake microphone only beeps now and then. Video stays the fake camera. */
-const microphone = (gain) => `(() => {
-  const md = navigator.mediaDevices;
-  const original = md.getUserMedia.bind(md);
-  md.getUserMedia = async (c = {}) => {
-    const stream = await original({ ...c, audio: false });
-    if (c.audio) {
-      const ctx = new AudioContext();
-      const osc = ctx.createOscillator();
-      const g = ctx.createGain();
-      g.gain.value = ${gain};
-      const dest = ctx.createMediaStreamDestination();
-      osc.connect(g).connect(dest);
-      osc.start();
-      stream.addTrack(dest.stream.getAudioTracks()[0]);
+/** The page's inbound audio: codec, packets, bytes, samples and how many were concealed. */
+const inboundAudio = async (page) => {
+  const st = await rtpStat(page, 'inbound-rtp', 'audio');
+  return (
+    st && {
+      codec: st.codec,
+      packets: st.packetsReceived,
+      bytes: st.bytesReceived,
+      samples: st.totalSamplesReceived,
+      concealed: st.concealedSamples,
+      energy: st.totalAudioEnergy,
     }
-    return stream;
-  };
-})();`;
+  );
+};
 
-/** The page's inbound audio: codec, packets, samples and how many were concealed. */
-const inboundAudio = (page) =>
-  page.evaluate(async () => {
-    for (const pc of window.__sfumatoPCs || []) {
-      if (pc.connectionState !== 'connected') continue;
-      const report = await pc.getStats();
-      for (const st of report.values()) {
-        if (st.type === 'inbound-rtp' && st.kind === 'audio') {
-          return {
-            codec: report.get(st.codecId)?.mimeType,
-            packets: st.packetsReceived,
-            bytes: st.bytesReceived,
-            samples: st.totalSamplesReceived,
-            concealed: st.concealedSamples,
-            energy: st.totalAudioEnergy,
-          };
-        }
-      }
-    }
-    return null;
-  });
-
-const outboundAudioCodec = (page) =>
-  page.evaluate(async () => {
-    for (const pc of window.__sfumatoPCs || []) {
-      const report = await pc.getStats();
-      for (const st of report.values()) {
-        if (st.type === 'outbound-rtp' && st.kind === 'audio') return report.get(st.codecId)?.mimeType;
-      }
-    }
-    return null;
-  });
+const outboundAudioCodec = async (page) => (await rtpStat(page, 'outbound-rtp', 'audio'))?.codec;
 
 test('RED reaches a viewer that negotiated it and plain Opus one that did not, both decode cleanly', () =>
   s.run(async () => {

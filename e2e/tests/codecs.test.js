@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Session, mainVideo, sleep, switchQuality, waitFor, waitForMedia } from '../lib/harness.js';
+import { Session, mainVideo, rtpStat, sleep, switchQuality, waitFor, waitForMedia } from '../lib/harness.js';
 
 let s;
 
@@ -14,32 +14,14 @@ before(async () => {
 });
 after(() => s?.close());
 
-/** The codec of the page's decoded video (from its inbound-rtp's codec stats). */
-const videoCodec = (page) =>
-  page.evaluate(async () => {
-    for (const pc of window.__sfumatoPCs || []) {
-      if (pc.connectionState !== 'connected') continue;
-      const report = await pc.getStats();
-      for (const st of report.values()) {
-        if (st.type === 'inbound-rtp' && st.kind === 'video' && st.codecId) return report.get(st.codecId)?.mimeType;
-      }
-    }
-    return null;
-  });
+/** The codec of the page's decoded video. */
+const videoCodec = async (page) => (await rtpStat(page, 'inbound-rtp', 'video'))?.codec;
 
 /** The publisher's outbound video: codec, scalability mode and sent width. */
-const outbound = (page) =>
-  page.evaluate(async () => {
-    for (const pc of window.__sfumatoPCs || []) {
-      const report = await pc.getStats();
-      for (const st of report.values()) {
-        if (st.type === 'outbound-rtp' && st.kind === 'video') {
-          return { codec: report.get(st.codecId)?.mimeType, mode: st.scalabilityMode, width: st.frameWidth };
-        }
-      }
-    }
-    return null;
-  });
+const outbound = async (page) => {
+  const st = await rtpStat(page, 'outbound-rtp', 'video');
+  return st && { codec: st.codec, mode: st.scalabilityMode, width: st.frameWidth };
+};
 
 /**
  * A publisher sending `codec` and two viewers asking for `low` and `high`: checks what is

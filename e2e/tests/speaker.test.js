@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Session, waitForMedia } from '../lib/harness.js';
+import { Session, microphone, waitForMedia } from '../lib/harness.js';
 
 let s;
 const pages = {};
@@ -15,27 +15,7 @@ before(async () => {
 });
 after(() => s?.close());
 
-/** getUserMedia's audio becomes a continuous 440 Hz tone; video stays the fake camera. */
-const TONE_MICROPHONE = `(() => {
-  const md = navigator.mediaDevices;
-  const original = md.getUserMedia.bind(md);
-  md.getUserMedia = async (c = {}) => {
-    const stream = await original({ ...c, audio: false });
-    if (c.audio) {
-      const ctx = new AudioContext();
-      const osc = ctx.createOscillator();
-      const gain = ctx.createGain();
-      gain.gain.value = 0.5;
-      const dest = ctx.createMediaStreamDestination();
-      osc.connect(gain).connect(dest);
-      osc.start();
-      stream.addTrack(dest.stream.getAudioTracks()[0]);
-    }
-    return stream;
-  };
-})();`;
-
-const open = (name) => s.open(`/?room=sp&name=${name}`, name, { setup: (page) => page.addInitScript(TONE_MICROPHONE) });
+const open = (name) => s.open(`/?room=sp&name=${name}`, name, { setup: (page) => page.addInitScript(microphone(0.5)) });
 
 /** The names whose tiles are outlined as speaking on `page` ('local' for our own). */
 const speaking = (page) =>

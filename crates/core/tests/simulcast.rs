@@ -31,18 +31,6 @@ fn seen(net: &Net, c: usize) -> Vec<(usize, u16, u8)> {
         .collect()
 }
 
-fn set_layer(net: &mut Net, c: usize, tracks: Published, layer: Option<u8>) {
-    let peer = net.client(c).peer;
-    net.command(
-        0,
-        Command::SetLayer {
-            peer,
-            track: tracks.video,
-            layer,
-        },
-    );
-}
-
 /// PictureIDs (15-bit) and TL0PICIDX go up by one per packet: one frame per packet here.
 fn assert_descriptors_continuous(seen: &[(usize, u16, u8)]) {
     for w in seen.windows(2) {
@@ -77,7 +65,7 @@ fn a_subscriber_gets_the_top_layer_then_switches_down_at_a_keyframe() {
     // Bob asks for the lowest layer: the publisher is asked for its keyframe, and bob keeps
     // seeing the top layer meanwhile (no freeze).
     let asked = net.client(alice).layer_keyframe_requests.len();
-    set_layer(&mut net, bob, tracks, Some(0));
+    net.set_layer(bob, tracks.video, Some(0));
     for _ in 0..5 {
         frame(&mut net, alice, [false; 3]);
     }
@@ -106,18 +94,18 @@ fn a_subscriber_gets_the_top_layer_then_switches_down_at_a_keyframe() {
 #[test]
 fn switching_up_crosses_the_picture_id_wrap_and_back_down_stays_continuous() {
     let (mut net, alice, bob, tracks) = setup();
-    set_layer(&mut net, bob, tracks, Some(1));
+    net.set_layer(bob, tracks.video, Some(1));
     frame(&mut net, alice, [true; 3]);
     for _ in 0..3 {
         frame(&mut net, alice, [false; 3]);
     }
     // Up to layer 2, whose PictureIDs are about to wrap (0x7ff0 + n).
-    set_layer(&mut net, bob, tracks, Some(2));
+    net.set_layer(bob, tracks.video, Some(2));
     frame(&mut net, alice, [false, false, true]);
     for _ in 0..20 {
         frame(&mut net, alice, [false; 3]);
     }
-    set_layer(&mut net, bob, tracks, Some(1));
+    net.set_layer(bob, tracks.video, Some(1));
     frame(&mut net, alice, [false, true, false]);
     frame(&mut net, alice, [false; 3]);
 
@@ -133,13 +121,13 @@ fn switching_up_crosses_the_picture_id_wrap_and_back_down_stays_continuous() {
 fn a_track_turned_off_gets_nothing_and_resumes_at_a_keyframe() {
     let (mut net, alice, bob, tracks) = setup();
     frame(&mut net, alice, [true; 3]);
-    set_layer(&mut net, bob, tracks, None);
+    net.set_layer(bob, tracks.video, None);
     for _ in 0..10 {
         frame(&mut net, alice, [true; 3]);
     }
     assert_eq!(seen(&net, bob).len(), 1, "nothing while off");
 
-    set_layer(&mut net, bob, tracks, Some(1));
+    net.set_layer(bob, tracks.video, Some(1));
     frame(&mut net, alice, [false; 3]);
     assert_eq!(seen(&net, bob).len(), 1, "resuming waits for a keyframe");
     frame(&mut net, alice, [false, true, false]);

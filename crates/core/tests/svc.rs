@@ -10,7 +10,7 @@ mod harness;
 use std::time::Duration;
 
 use harness::{assert_continuous, svc_fields, Net, Published, SvcCodec};
-use sfumato_core::{Command, Kind};
+use sfumato_core::Kind;
 use str0m::media::MediaKind;
 
 const FRAME: Duration = Duration::from_millis(33);
@@ -33,18 +33,6 @@ fn seen(net: &Net, c: usize) -> Vec<(u8, u16, bool)> {
             (spatial, pid, r.marker)
         })
         .collect()
-}
-
-fn set_layer(net: &mut Net, c: usize, tracks: Published, layer: Option<u8>) {
-    let peer = net.client(c).peer;
-    net.command(
-        0,
-        Command::SetLayer {
-            peer,
-            track: tracks.video,
-            layer,
-        },
-    );
 }
 
 /// Every picture's packets are there up to `top`, and only the packet of `top` is marked.
@@ -82,7 +70,7 @@ fn each_subscriber_gets_the_spatial_layers_up_to_its_own() {
 
 fn each_subscriber_gets_the_spatial_layers_up_to_its_own_in(codec: SvcCodec) {
     let (mut net, alice, bob, carol, tracks) = setup();
-    set_layer(&mut net, carol, tracks, Some(0));
+    net.set_layer(carol, tracks.video, Some(0));
     picture(&mut net, codec, alice, 3, true);
     for _ in 0..9 {
         picture(&mut net, codec, alice, 3, false);
@@ -106,14 +94,14 @@ fn down_at_the_next_picture_up_at_a_keyframe_with_no_gap() {
 
 fn down_at_the_next_picture_up_at_a_keyframe_with_no_gap_in(codec: SvcCodec) {
     let (mut net, alice, bob, carol, tracks) = setup();
-    set_layer(&mut net, carol, tracks, Some(0));
+    net.set_layer(carol, tracks.video, Some(0));
     picture(&mut net, codec, alice, 3, true);
     for _ in 0..4 {
         picture(&mut net, codec, alice, 3, false);
     }
 
     // Bob moves down to layer 1 at the next picture, without a keyframe.
-    set_layer(&mut net, bob, tracks, Some(1));
+    net.set_layer(bob, tracks.video, Some(1));
     let from = seen(&net, bob).len();
     for _ in 0..4 {
         picture(&mut net, codec, alice, 3, false);
@@ -124,7 +112,7 @@ fn down_at_the_next_picture_up_at_a_keyframe_with_no_gap_in(codec: SvcCodec) {
     // Carol moves up to layer 2: the publisher is asked for a keyframe (within the 500 ms
     // merging interval); until it comes, carol keeps layer 0 (no freeze).
     let asked = net.client(alice).keyframe_requests.len();
-    set_layer(&mut net, carol, tracks, Some(2));
+    net.set_layer(carol, tracks.video, Some(2));
     let from = seen(&net, carol).len();
     for _ in 0..20 {
         picture(&mut net, codec, alice, 3, false);
@@ -185,13 +173,13 @@ fn turned_off_gets_nothing_and_resumes_at_a_keyframe_in(codec: SvcCodec) {
     let (mut net, alice, bob, _carol, tracks) = setup();
     picture(&mut net, codec, alice, 3, true);
     picture(&mut net, codec, alice, 3, false);
-    set_layer(&mut net, bob, tracks, None);
+    net.set_layer(bob, tracks.video, None);
     let from = seen(&net, bob).len();
     for _ in 0..5 {
         picture(&mut net, codec, alice, 3, false);
     }
     assert_eq!(seen(&net, bob).len(), from, "nothing while off");
-    set_layer(&mut net, bob, tracks, Some(1));
+    net.set_layer(bob, tracks.video, Some(1));
     picture(&mut net, codec, alice, 3, false);
     assert_eq!(seen(&net, bob).len(), from, "a delta picture cannot resume");
     picture(&mut net, codec, alice, 3, true);

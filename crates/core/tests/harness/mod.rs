@@ -872,6 +872,12 @@ impl Net {
         );
     }
 
+    /// Client `c` asks for simulcast or spatial `layer` of `track` (`None`: off).
+    pub fn set_layer(&mut self, c: usize, track: TrackId, layer: Option<u8>) {
+        let (worker, peer) = (self.clients[c].worker, self.clients[c].peer);
+        self.command(worker, Command::SetLayer { peer, track, layer });
+    }
+
     /// Subscribes client `c` to both tracks of a publisher.
     pub fn subscribe_all(&mut self, c: usize, p: Published) {
         self.subscribe(c, p.audio, Kind::Audio, p.worker);
