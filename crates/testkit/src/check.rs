@@ -125,6 +125,7 @@ mod tests {
             .map(|(i, p)| SentPacket {
                 kind: Kind::Video,
                 mid: "1".into(),
+                rid: None,
                 ssrc: 1,
                 pt: 96,
                 seq: i as u16,

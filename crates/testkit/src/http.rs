@@ -175,6 +175,12 @@ pub async fn whip_publish(url: &str) -> anyhow::Result<HttpSession> {
     negotiate(url, OfferSpec::publish(), "whip").await
 }
 
+/// WHIP like [`whip_publish`], the video in three simulcast layers (rids `q`, `h`, `f`:
+/// 320x180, 640x360 and 1280x720, each its own VP8 stream with its own SSRC).
+pub async fn whip_publish_simulcast(url: &str) -> anyhow::Result<HttpSession> {
+    negotiate(url, OfferSpec::publish_simulcast(), "whip").await
+}
+
 /// WHEP: plays `url` (`…/whep/{room}` or `…/whep/{room}/{participant}`) with a `recvonly`
 /// audio + video offer.
 pub async fn whep_play(url: &str) -> anyhow::Result<HttpSession> {

@@ -4,13 +4,16 @@
 //! 127.0.0.1 and a driving thread that follows str0m's rule (drain `poll_output` after every
 //! mutation). Peers record every RTP payload they send and receive.
 //!
-//! - [`whip_publish`] / [`whep_play`]: WHIP and WHEP sessions ([`HttpSession`]).
+//! - [`whip_publish`] / [`whip_publish_simulcast`] / [`whep_play`]: WHIP and WHEP sessions
+//!   ([`HttpSession`]).
 //! - [`Participant`]: the WebSocket signaling protocol of `docs/protocol.md`, with a publish
 //!   PC and an automatically answered subscribe PC.
 //! - [`media`]: IVF and Ogg/Opus parsing, RFC 7741 VP8 packetization, paced looping sources
-//!   over the committed fixtures (VP8 320x240 test pattern at 30 fps, Opus at 50 packets/s).
+//!   over the committed fixtures (VP8 320x240 test pattern at 30 fps, three simulcast layers
+//!   of it at 320x180, 640x360 and 1280x720, Opus at 50 packets/s).
 //! - [`check`]: payload identity and sequence continuity checks over recordings.
-//! - [`TestServer`]: spawns the real `sfumato` binary on fresh loopback ports.
+//! - [`TestServer`]: spawns the real `sfumato` binary on fresh loopback ports ([`sfumato_bin`]
+//!   finds or builds it for tests outside the server's crate).
 //! - [`garbage`]: malformed STUN/DTLS/RTP/RTCP datagrams for robustness tests.
 
 pub mod check;
@@ -25,15 +28,15 @@ pub mod ws;
 
 pub use check::{compare_payloads, seq_discontinuities, Compare, Comparison};
 pub use http::{
-    http_delete, http_get, http_get_json, http_post, whep_play, whip_publish, HttpResponse,
-    HttpSession,
+    http_delete, http_get, http_get_json, http_post, whep_play, whip_publish,
+    whip_publish_simulcast, HttpResponse, HttpSession,
 };
 pub use peer::{
-    AudioPayload, Kind, OfferSpec, Peer, PeerCounts, PeerOptions, PeerStatus, ReceivedPacket,
-    SentPacket,
+    AudioPayload, Kind, LayerCounts, OfferSpec, Peer, PeerCounts, PeerOptions, PeerStatus,
+    ReceivedPacket, SentPacket,
 };
 pub use rtc_util::{negotiated_pt, random_u64};
-pub use server::{ServerOptions, TestServer};
+pub use server::{sfumato_bin, ServerOptions, TestServer};
 pub use wait::{poll_for, poll_until};
 pub use ws::{msg_type, Participant, PublishedTrack, SubscribedTrack};
 

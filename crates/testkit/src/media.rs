@@ -11,6 +11,17 @@ pub const VP8_FIXTURE: &[u8] = include_bytes!("../fixtures/testsrc-320x240.ivf")
 /// The committed Opus fixture (Ogg/Opus, 20 ms frames, 48 kHz mono).
 pub const OPUS_FIXTURE: &[u8] = include_bytes!("../fixtures/sine-440hz.opus");
 
+/// The rids of a simulcast publisher, lowest layer first (Chrome's `q;h;f`).
+pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
+
+/// The committed VP8 fixtures of the simulcast layers, in [`SIMULCAST_RIDS`] order:
+/// 320x180, 640x360 and 1280x720, each encoded on its own (`fixtures/README.md`).
+pub const VP8_SIMULCAST_FIXTURES: [&[u8]; 3] = [
+    include_bytes!("../fixtures/testsrc-320x180.ivf"),
+    include_bytes!("../fixtures/testsrc-640x360.ivf"),
+    include_bytes!("../fixtures/testsrc-1280x720.ivf"),
+];
+
 /// The 3-byte Opus "silence" frame (TOC 0xF8: CELT FB 20 ms, one frame).
 pub const OPUS_SILENCE: [u8; 3] = [0xF8, 0xFF, 0xFE];
 
@@ -63,6 +74,17 @@ impl IvfFrame {
 /// Whether a raw VP8 frame (not an RTP payload) is a key frame.
 pub fn vp8_is_keyframe(frame: &[u8]) -> bool {
     frame.first().is_some_and(|b| b & 0x01 == 0)
+}
+
+/// The width and height a VP8 key frame declares (RFC 6386 9.1), `None` for an inter frame
+/// or a truncated or malformed key frame.
+pub fn vp8_keyframe_size(frame: &[u8]) -> Option<(u16, u16)> {
+    if !vp8_is_keyframe(frame) || frame.get(3..6)? != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let w = u16::from_le_bytes([*frame.get(6)?, *frame.get(7)?]) & 0x3fff;
+    let h = u16::from_le_bytes([*frame.get(8)?, *frame.get(9)?]) & 0x3fff;
+    Some((w, h))
 }
 
 /// Parses an IVF file into its header and frames. Rejects truncated input.
@@ -251,6 +273,15 @@ pub fn vp8_payload_is_keyframe(payload: &[u8]) -> bool {
     }
 }
 
+/// The width and height of the key frame a VP8 RTP payload starts, if it starts one.
+pub fn vp8_payload_keyframe_size(payload: &[u8]) -> Option<(u16, u16)> {
+    let d = parse_vp8_descriptor(payload)?;
+    if !d.start_of_partition || d.partition_id != 0 {
+        return None;
+    }
+    vp8_keyframe_size(payload.get(d.len..)?)
+}
+
 /// A copy of a VP8 RTP payload with the picture id zeroed, for comparisons that must not
 /// depend on an SFU rewriting picture ids.
 pub fn vp8_payload_without_picture_id(payload: &[u8]) -> Vec<u8> {
@@ -347,7 +378,17 @@ pub struct VideoSource {
 impl VideoSource {
     /// A source over the committed fixture.
     pub fn from_fixture(picture_id: u16, ts_base: u32) -> anyhow::Result<Self> {
-        let (_, frames) = parse_ivf(VP8_FIXTURE)?;
+        Self::from_ivf(VP8_FIXTURE, picture_id, ts_base)
+    }
+
+    /// A source over an IVF file of VP8 frames.
+    pub fn from_ivf(ivf: &[u8], picture_id: u16, ts_base: u32) -> anyhow::Result<Self> {
+        let (header, frames) = parse_ivf(ivf)?;
+        ensure!(
+            &header.fourcc == b"VP80",
+            "IVF: not VP8 ({:?})",
+            header.fourcc
+        );
         Self::new(frames, picture_id, ts_base)
     }
 
@@ -367,6 +408,14 @@ impl VideoSource {
             start: None,
             keyframe_pending: false,
         })
+    }
+
+    /// The width and height of the video (from its first key frame).
+    pub fn size(&self) -> (u16, u16) {
+        self.frames
+            .first()
+            .and_then(|f| vp8_keyframe_size(&f.data))
+            .unwrap_or((0, 0))
     }
 
     /// The next frame is a key frame (jumps to the next key frame of the loop).
@@ -557,6 +606,55 @@ mod tests {
         assert_eq!(&k[3..6], &[0x9d, 0x01, 0x2a]);
         assert_eq!(u16::from_le_bytes([k[6], k[7]]) & 0x3fff, 320);
         assert_eq!(u16::from_le_bytes([k[8], k[9]]) & 0x3fff, 240);
+    }
+
+    #[test]
+    fn simulcast_fixtures_are_vp8_of_their_layer_sizes() {
+        let sizes = [(320, 180), (640, 360), (1280, 720)];
+        let mut last_len = 0;
+        for (bytes, size) in VP8_SIMULCAST_FIXTURES.iter().zip(sizes) {
+            let (h, frames) = parse_ivf(bytes).unwrap();
+            assert_eq!(&h.fourcc, b"VP80");
+            assert_eq!((h.width, h.height), size);
+            assert_eq!((h.timebase_den, h.timebase_num), (30, 1));
+            assert_eq!(frames.len(), 60, "2 s at 30 fps");
+            let keys: Vec<usize> = (0..frames.len())
+                .filter(|&i| frames[i].is_vp8_keyframe())
+                .collect();
+            assert_eq!(keys, vec![0, 30], "{size:?}");
+            for k in keys {
+                assert_eq!(vp8_keyframe_size(&frames[k].data), Some(size));
+            }
+            // Each layer is encoded on its own: higher layers are bigger, all stay small.
+            assert!(bytes.len() > last_len && bytes.len() < 300_000, "{size:?}");
+            last_len = bytes.len();
+            let v = VideoSource::from_ivf(bytes, 0, 0).unwrap();
+            assert_eq!(v.size(), size);
+        }
+        assert_eq!(VideoSource::from_fixture(0, 0).unwrap().size(), (320, 240));
+    }
+
+    #[test]
+    fn vp8_keyframe_size_rejects_inter_and_truncated_frames() {
+        let (_, frames) = parse_ivf(VP8_FIXTURE).unwrap();
+        let key = &frames[0].data;
+        assert_eq!(vp8_keyframe_size(key), Some((320, 240)));
+        assert_eq!(vp8_keyframe_size(&frames[1].data), None);
+        for n in 0..10 {
+            assert_eq!(vp8_keyframe_size(&key[..n]), None, "truncated at {n}");
+        }
+        let mut bad = key.to_vec();
+        bad[4] = 0;
+        assert_eq!(vp8_keyframe_size(&bad), None, "no start code");
+        // On the wire: the first packet of a key frame tells its size, the others do not.
+        let chunks = Vp8Packetizer::new(0, MAX_VP8_PAYLOAD).packetize(key);
+        assert!(chunks.len() > 1);
+        assert_eq!(
+            vp8_payload_keyframe_size(&chunks[0].payload),
+            Some((320, 240))
+        );
+        assert_eq!(vp8_payload_keyframe_size(&chunks[1].payload), None);
+        assert_eq!(vp8_payload_keyframe_size(&[]), None);
     }
 
     #[test]

@@ -13,13 +13,15 @@ use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{
+    Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::oneshot;
 
-use crate::media::{AudioSource, VideoSource};
+use crate::media::{AudioSource, VideoSource, SIMULCAST_RIDS, VP8_SIMULCAST_FIXTURES};
 use crate::rtc_util::{negotiated_pt, random_u64};
 use crate::wait::poll_until;
 
@@ -60,6 +62,8 @@ pub struct SentPacket {
     pub kind: Kind,
     /// The mid of the transceiver it was sent on.
     pub mid: String,
+    /// The simulcast layer's rid, `None` without simulcast.
+    pub rid: Option<String>,
     /// Sending SSRC.
     pub ssrc: u32,
     /// Payload type.
@@ -120,6 +124,31 @@ pub struct PeerCounts {
     pub received_unknown: u64,
     /// Keyframe requests (PLI/FIR) received from the server.
     pub keyframe_requests: u64,
+    /// Per simulcast layer sent, lowest first (empty without simulcast).
+    pub sent_layers: Vec<LayerCounts>,
+}
+
+/// Counters of one simulcast layer sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LayerCounts {
+    /// The layer's rid.
+    pub rid: String,
+    /// The layer's SSRC.
+    pub ssrc: u32,
+    /// Frame width in pixels.
+    pub width: u16,
+    /// Frame height in pixels.
+    pub height: u16,
+    /// RTP packets sent.
+    pub packets: u64,
+    /// RTP payload bytes sent.
+    pub bytes: u64,
+    /// Frames sent.
+    pub frames: u64,
+    /// Key frames sent.
+    pub keyframes: u64,
+    /// Keyframe requests that restarted this layer (naming its rid, or no rid).
+    pub keyframe_requests: u64,
 }
 
 /// Connection state of a peer connection.
@@ -154,6 +183,9 @@ pub struct OfferSpec {
     pub audio: Option<Direction>,
     /// Direction of a video m-line, if any.
     pub video: Option<Direction>,
+    /// A sending video m-line sends three simulcast layers ([`SIMULCAST_RIDS`], lowest
+    /// first in `a=simulcast:send`), each looping its own fixture.
+    pub simulcast: bool,
 }
 
 impl OfferSpec {
@@ -162,6 +194,15 @@ impl OfferSpec {
         Self {
             audio: Some(Direction::SendOnly),
             video: Some(Direction::SendOnly),
+            simulcast: false,
+        }
+    }
+
+    /// `sendonly` audio + video in three simulcast layers (a simulcast publisher).
+    pub fn publish_simulcast() -> Self {
+        Self {
+            simulcast: true,
+            ..Self::publish()
         }
     }
 
@@ -170,6 +211,7 @@ impl OfferSpec {
         Self {
             audio: Some(Direction::RecvOnly),
             video: Some(Direction::RecvOnly),
+            simulcast: false,
         }
     }
 }
@@ -214,6 +256,7 @@ enum Cmd {
     },
     RequestKeyframe {
         mid: String,
+        rid: Option<String>,
         reply: oneshot::Sender<anyhow::Result<()>>,
     },
     Inject {
@@ -344,7 +387,19 @@ impl Peer {
     /// Sends a PLI for the stream received on `mid`.
     pub async fn request_keyframe(&self, mid: &str) -> anyhow::Result<()> {
         let mid = mid.to_string();
-        self.call(|reply| Cmd::RequestKeyframe { mid, reply }).await
+        self.call(|reply| Cmd::RequestKeyframe {
+            mid,
+            rid: None,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends a PLI for simulcast layer `rid` of the stream received on `mid`.
+    pub async fn request_layer_keyframe(&self, mid: &str, rid: &str) -> anyhow::Result<()> {
+        let (mid, rid) = (mid.to_string(), Some(rid.to_string()));
+        self.call(|reply| Cmd::RequestKeyframe { mid, rid, reply })
+            .await
     }
 
     /// Sends raw datagrams from this peer's own socket to the remote address ICE selected
@@ -459,8 +514,11 @@ impl Drop for Peer {
     }
 }
 
+/// One stream sent: a track, or one simulcast layer of it.
 struct SendTrack {
     mid: Mid,
+    /// The simulcast layer's rid and its index in `PeerCounts::sent_layers`.
+    layer: Option<(Rid, usize)>,
     kind: Kind,
     pt: Pt,
     ssrc: Ssrc,
@@ -479,13 +537,23 @@ struct Driver {
     shared: Arc<Mutex<Shared>>,
     next_timeout: Instant,
     pending: Option<SdpPendingOffer>,
-    /// Media added by our offers: (mid, kind, direction).
-    added: Vec<(Mid, Kind, Direction)>,
+    /// Media added by our offers.
+    added: Vec<AddedMedia>,
     senders: Vec<SendTrack>,
     rx_map: HashMap<Ssrc, (Option<Mid>, Option<Kind>)>,
     audio_payload: AudioPayload,
     connected: bool,
     remote: Option<SocketAddr>,
+}
+
+/// An m-line added by one of our offers.
+#[derive(Debug, Clone, Copy)]
+struct AddedMedia {
+    mid: Mid,
+    kind: Kind,
+    dir: Direction,
+    /// Sends the [`SIMULCAST_RIDS`] layers.
+    simulcast: bool,
 }
 
 /// The longest the driving loop blocks, so commands are picked up promptly.
@@ -624,14 +692,21 @@ impl Driver {
                 }
             }
             Event::KeyframeRequest(req) => {
+                let mut s = lock(&self.shared);
+                s.counts.keyframe_requests += 1;
+                // A request naming a rid restarts that layer only; one without, all layers.
                 for t in &mut self.senders {
-                    if t.mid == req.mid {
-                        if let Some(v) = &mut t.video {
-                            v.request_keyframe();
-                        }
+                    let rid = t.layer.map(|(rid, _)| rid);
+                    if t.mid != req.mid || (req.rid.is_some() && req.rid != rid) {
+                        continue;
+                    }
+                    if let Some(v) = &mut t.video {
+                        v.request_keyframe();
+                    }
+                    if let Some(c) = t.layer.and_then(|(_, i)| s.counts.sent_layers.get_mut(i)) {
+                        c.keyframe_requests += 1;
                     }
                 }
-                lock(&self.shared).counts.keyframe_requests += 1;
             }
             Event::RtpPacket(p) => {
                 let ssrc = p.header.ssrc;
@@ -692,17 +767,17 @@ impl Driver {
                 self.drain();
                 let _ = reply.send(r);
             }
-            Cmd::RequestKeyframe { mid, reply } => {
+            Cmd::RequestKeyframe { mid, rid, reply } => {
                 let r = match self
                     .rtc
                     .direct_api()
-                    .stream_rx_by_mid(mid.as_str().into(), None)
+                    .stream_rx_by_mid(mid.as_str().into(), rid.as_deref().map(Rid::from))
                 {
                     Some(s) => {
                         s.request_keyframe(KeyframeRequestKind::Pli);
                         Ok(())
                     }
-                    None => Err(anyhow!("no receive stream on mid {mid}")),
+                    None => Err(anyhow!("no receive stream on mid {mid} rid {rid:?}")),
                 };
                 self.drain();
                 let _ = reply.send(r);
@@ -728,18 +803,28 @@ impl Driver {
         let mut api = self.rtc.sdp_api();
         let mut added = Vec::new();
         if let Some(dir) = spec.audio {
-            added.push((
-                api.add_media(MediaKind::Audio, dir, None, None, None),
-                Kind::Audio,
+            added.push(AddedMedia {
+                mid: api.add_media(MediaKind::Audio, dir, None, None, None),
+                kind: Kind::Audio,
                 dir,
-            ));
+                simulcast: false,
+            });
         }
         if let Some(dir) = spec.video {
-            added.push((
-                api.add_media(MediaKind::Video, dir, None, None, None),
-                Kind::Video,
+            let simulcast = spec.simulcast && dir.is_sending();
+            let layers = simulcast.then(|| {
+                let mut s = Simulcast::new();
+                for rid in SIMULCAST_RIDS {
+                    s.add_send_layer(SimulcastLayer::new(rid));
+                }
+                s
+            });
+            added.push(AddedMedia {
+                mid: api.add_media(MediaKind::Video, dir, None, None, layers),
+                kind: Kind::Video,
                 dir,
-            ));
+                simulcast,
+            });
         }
         let (offer, pending) = api.apply().context("the offer has no changes")?;
         self.added.extend(added);
@@ -754,8 +839,8 @@ impl Driver {
         let mids: Vec<Mid> = self
             .added
             .iter()
-            .filter(|(_, _, d)| matches!(d, Direction::SendOnly | Direction::SendRecv))
-            .map(|(m, _, _)| *m)
+            .filter(|a| a.dir.is_sending())
+            .map(|a| a.mid)
             .collect();
         for t in &mut self.senders {
             t.stopped = true;
@@ -797,38 +882,38 @@ impl Driver {
     }
 
     fn setup_senders(&mut self) -> anyhow::Result<()> {
-        for &(mid, kind, dir) in &self.added {
-            if !matches!(dir, Direction::SendOnly | Direction::SendRecv) {
+        for a in self.added.clone() {
+            if !a.dir.is_sending() || self.senders.iter().any(|t| t.mid == a.mid) {
                 continue;
             }
-            if self.senders.iter().any(|t| t.mid == mid) {
-                continue;
-            }
-            let codec = match kind {
+            let codec = match a.kind {
                 Kind::Audio => Codec::Opus,
                 Kind::Video => Codec::Vp8,
             };
-            let Some(media) = self.rtc.media(mid) else {
+            let Some(media) = self.rtc.media(a.mid) else {
                 continue;
             };
             if media.disabled() {
                 continue;
             }
+            let mid = a.mid;
             let pt = negotiated_pt(&self.rtc, mid, codec)
                 .or_else(|| {
                     let cfg = self.rtc.codec_config();
                     cfg.find(|p| p.spec().codec == codec).map(|p| p.pt())
                 })
                 .with_context(|| format!("no {codec:?} payload type negotiated on mid {mid}"))?;
-            let mut api = self.rtc.direct_api();
-            let Some(stream) = api.stream_tx_by_mid(mid, None) else {
-                bail!("no send stream for mid {mid}");
-            };
-            let ssrc = stream.ssrc();
+            if a.simulcast {
+                for (rid, ivf) in SIMULCAST_RIDS.into_iter().zip(VP8_SIMULCAST_FIXTURES) {
+                    self.add_layer_sender(mid, pt, Rid::from(rid), ivf)?;
+                }
+                continue;
+            }
+            let ssrc = self.tx_ssrc(mid, None)?;
             let r = random_u64();
             let seq = r % 20_000 + 1;
             let ts_base = (r >> 16) as u32;
-            let (video, audio) = match kind {
+            let (video, audio) = match a.kind {
                 Kind::Video => (
                     Some(VideoSource::from_fixture((r >> 48) as u16, ts_base)?),
                     None,
@@ -843,7 +928,8 @@ impl Driver {
             };
             self.senders.push(SendTrack {
                 mid,
-                kind,
+                layer: None,
+                kind: a.kind,
                 pt,
                 ssrc,
                 seq,
@@ -852,6 +938,50 @@ impl Driver {
                 stopped: false,
             });
         }
+        Ok(())
+    }
+
+    /// The SSRC of the send stream of `mid` (and simulcast layer `rid`).
+    fn tx_ssrc(&mut self, mid: Mid, rid: Option<Rid>) -> anyhow::Result<Ssrc> {
+        let mut api = self.rtc.direct_api();
+        match api.stream_tx_by_mid(mid, rid) {
+            Some(stream) => Ok(stream.ssrc()),
+            None => match rid {
+                Some(rid) => bail!("no send stream for mid {mid} rid {rid}"),
+                None => bail!("no send stream for mid {mid}"),
+            },
+        }
+    }
+
+    /// Adds the sender of one simulcast layer: its own SSRC, sequence numbers, timestamps
+    /// and PictureIDs, looping the VP8 frames of `ivf`.
+    fn add_layer_sender(&mut self, mid: Mid, pt: Pt, rid: Rid, ivf: &[u8]) -> anyhow::Result<()> {
+        let ssrc = self.tx_ssrc(mid, Some(rid))?;
+        let r = random_u64();
+        let video = VideoSource::from_ivf(ivf, (r >> 48) as u16, (r >> 16) as u32)?;
+        let (width, height) = video.size();
+        let index = {
+            let mut s = lock(&self.shared);
+            s.counts.sent_layers.push(LayerCounts {
+                rid: rid.to_string(),
+                ssrc: *ssrc,
+                width,
+                height,
+                ..Default::default()
+            });
+            s.counts.sent_layers.len() - 1
+        };
+        self.senders.push(SendTrack {
+            mid,
+            layer: Some((rid, index)),
+            kind: Kind::Video,
+            pt,
+            ssrc,
+            seq: r % 20_000 + 1,
+            video: Some(video),
+            audio: None,
+            stopped: false,
+        });
         Ok(())
     }
 
@@ -884,10 +1014,12 @@ impl Driver {
             for _ in 0..8 {
                 let t = &mut self.senders[i];
                 let mut batch: Vec<(u32, bool, Arc<[u8]>)> = Vec::new();
+                let mut keyframe = false;
                 if let Some(v) = &mut t.video {
-                    let Some((ts, _key, chunks)) = v.poll(now) else {
+                    let Some((ts, key, chunks)) = v.poll(now) else {
                         break;
                     };
+                    keyframe = key;
                     for c in chunks {
                         batch.push((ts, c.marker, c.payload));
                     }
@@ -899,13 +1031,14 @@ impl Driver {
                 } else {
                     break;
                 }
-                let (mid, pt, ssrc, kind) = (t.mid, t.pt, t.ssrc, t.kind);
+                let (mid, layer, pt, ssrc, kind) = (t.mid, t.layer, t.pt, t.ssrc, t.kind);
+                let rid = layer.map(|(rid, _)| rid);
                 let mut records = Vec::with_capacity(batch.len());
                 for (ts, marker, payload) in batch {
                     let seq = self.senders[i].seq;
                     self.senders[i].seq += 1;
                     let mut api = self.rtc.direct_api();
-                    let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+                    let Some(stream) = api.stream_tx_by_mid(mid, rid) else {
                         break;
                     };
                     let w = RtpWrite::new(pt, SeqNo::from(seq), ts, now, payload.clone())
@@ -917,6 +1050,7 @@ impl Driver {
                     records.push(SentPacket {
                         kind,
                         mid: mid.to_string(),
+                        rid: rid.map(|r| r.to_string()),
                         ssrc: *ssrc,
                         pt: *pt,
                         seq: seq as u16,
@@ -934,6 +1068,12 @@ impl Driver {
                         s.counts.sent_video += records.len() as u64;
                         s.counts.sent_video_frames += 1;
                     }
+                }
+                if let Some(c) = layer.and_then(|(_, l)| s.counts.sent_layers.get_mut(l)) {
+                    c.packets += records.len() as u64;
+                    c.bytes += records.iter().map(|r| r.payload.len() as u64).sum::<u64>();
+                    c.frames += 1;
+                    c.keyframes += u64::from(keyframe);
                 }
                 s.sent.extend(records);
             }

@@ -2,12 +2,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, ensure, Context};
 use serde_json::Value;
 
 use crate::http::{http_get, http_get_json};
@@ -44,6 +45,61 @@ impl ServerOptions {
             ..Default::default()
         }
     }
+}
+
+/// The `sfumato` binary, for tests outside the server's crate (only that crate's tests get
+/// `CARGO_BIN_EXE_sfumato`): `$SFUMATO_BIN` if set; otherwise built with
+/// `cargo build --workspace --bin sfumato` (the features of a plain `cargo build`, so its
+/// artifacts are shared) into the target directory and profile of the running test
+/// executable (`<target>/<profile>/deps/<test>`), once per process, so it is never stale.
+pub fn sfumato_bin() -> anyhow::Result<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| find_or_build_sfumato().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn find_or_build_sfumato() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("SFUMATO_BIN") {
+        return Ok(bin.into());
+    }
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .with_context(|| format!("{} is not in <target>/<profile>/deps", exe.display()))?;
+    let target_dir = profile_dir
+        .parent()
+        .with_context(|| format!("{} has no parent", profile_dir.display()))?;
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(p) => p,
+        None => bail!("no profile in {}", profile_dir.display()),
+    };
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(["build", "--quiet", "--workspace", "--bin", "sfumato"])
+        .arg("--profile")
+        .arg(profile)
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("running {}", cargo.to_string_lossy()))?;
+    ensure!(
+        status.success(),
+        "cargo build --workspace --bin sfumato --profile {profile}: {status}"
+    );
+    let bin = profile_dir.join(format!("sfumato{}", std::env::consts::EXE_SUFFIX));
+    ensure!(
+        bin.is_file(),
+        "{} missing after the build (set SFUMATO_BIN)",
+        bin.display()
+    );
+    Ok(bin)
 }
 
 static NEXT_BLOCK: AtomicU32 = AtomicU32::new(0);

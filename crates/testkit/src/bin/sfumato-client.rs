@@ -1,10 +1,13 @@
-//! `sfumato-client`: publish the looped VP8 + Opus fixture over WHIP, or play over WHEP.
+//! `sfumato-client`: publish the looped VP8 + Opus fixture over WHIP (optionally as three
+//! simulcast layers), or play over WHEP.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sfumato_testkit::{whep_play, whip_publish, HttpSession, Kind};
+use sfumato_testkit::{
+    whep_play, whip_publish, whip_publish_simulcast, HttpSession, Kind, LayerCounts,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -26,6 +29,10 @@ enum Cmd {
         /// How long to publish.
         #[arg(long, default_value_t = 10)]
         duration_secs: u64,
+        /// Send the video as three simulcast layers (rids q, h, f: 320x180, 640x360 and
+        /// 1280x720, each its own VP8 stream).
+        #[arg(long)]
+        simulcast: bool,
     },
     /// Play with WHEP and print the packets received, then DELETE the session.
     Whep {
@@ -52,15 +59,26 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Whip { url, duration_secs } => {
-            let s = whip_publish(&url).await?;
+        Cmd::Whip {
+            url,
+            duration_secs,
+            simulcast,
+        } => {
+            let s = if simulcast {
+                whip_publish_simulcast(&url).await?
+            } else {
+                whip_publish(&url).await?
+            };
             println!("whip: session {}", s.location());
-            run(&s, duration_secs, false).await?;
+            let secs = run(&s, duration_secs, false).await?;
             let c = s.peer().counts();
             println!(
                 "whip: sent {} audio, {} video packets ({} frames); {} keyframe requests",
                 c.sent_audio, c.sent_video, c.sent_video_frames, c.keyframe_requests
             );
+            for l in &c.sent_layers {
+                println!("whip: {}", layer_summary(l, secs));
+            }
             let status = s.close().await?;
             println!("whip: DELETE -> {status}");
         }
@@ -84,7 +102,22 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(s: &HttpSession, secs: u64, verbose: bool) -> anyhow::Result<()> {
+/// One simulcast layer's totals, with its mean bitrate over `secs` of sending.
+fn layer_summary(l: &LayerCounts, secs: f64) -> String {
+    let kbps = if secs > 0.0 {
+        l.bytes as f64 * 8.0 / secs / 1000.0
+    } else {
+        0.0
+    };
+    format!(
+        "layer {} {}x{} ssrc={}: {} packets, {} frames ({} key), {kbps:.0} kbit/s; {} keyframe requests",
+        l.rid, l.width, l.height, l.ssrc, l.packets, l.frames, l.keyframes, l.keyframe_requests
+    )
+}
+
+/// Waits for the connection, then prints counters every second for `secs` seconds. Returns
+/// the seconds spent connected.
+async fn run(s: &HttpSession, secs: u64, verbose: bool) -> anyhow::Result<f64> {
     s.peer()
         .wait_connected(Duration::from_secs(10))
         .await
@@ -115,8 +148,13 @@ async fn run(s: &HttpSession, secs: u64, verbose: bool) -> anyhow::Result<()> {
             printed = r.len();
         }
         let c = s.peer().counts();
+        let layers: String = c
+            .sent_layers
+            .iter()
+            .map(|l| format!(" {}={}", l.rid, l.packets))
+            .collect();
         println!(
-            "t={:>3}s sent audio={} video={} received audio={} video={}",
+            "t={:>3}s sent audio={} video={}{layers} received audio={} video={}",
             start.elapsed().as_secs(),
             c.sent_audio,
             c.sent_video,
@@ -124,5 +162,5 @@ async fn run(s: &HttpSession, secs: u64, verbose: bool) -> anyhow::Result<()> {
             s.peer().received_count(Kind::Video)
         );
     }
-    Ok(())
+    Ok(start.elapsed().as_secs_f64())
 }
