@@ -13,7 +13,7 @@ use str0m::net::Transmit;
 use crate::api::{Command, Event, ReplyBody, RequestId, WorkerStats};
 use crate::demux::{Demux, Lookup};
 use crate::ids::{Kind, PeerId, TrackId, WorkerId};
-use crate::packet::{MediaPacket, PipeMsg, MAX_LAYERS};
+use crate::packet::{MediaPacket, PipeMsg, ALL_LAYERS, MAX_LAYERS};
 use crate::peer::{Peer, PeerOut, Role, Write};
 use crate::router::{Route, Router};
 use crate::Error;
@@ -116,6 +116,17 @@ impl Engine {
         match msg {
             PipeMsg::Media(pkt) => self.route(now, pkt),
             PipeMsg::KeyframeRequest(track, layer) => self.keyframe_request(now, track, layer),
+            PipeMsg::Layers {
+                track,
+                worker,
+                mask,
+            } => {
+                if let Some(route) = self.router.get_mut(&track) {
+                    for sink in route.sinks.iter_mut().filter(|(w, _)| *w == worker) {
+                        sink.1 = mask;
+                    }
+                }
+            }
         }
     }
 
@@ -172,14 +183,14 @@ impl Engine {
             }
             Command::AddSink { track, worker } => {
                 if let Some(route) = self.router.get_mut(&track) {
-                    if worker != self.worker && !route.sinks.contains(&worker) {
-                        route.sinks.push(worker);
+                    if worker != self.worker && !route.sinks.iter().any(|(w, _)| *w == worker) {
+                        route.sinks.push((worker, ALL_LAYERS));
                     }
                 }
             }
             Command::RemoveSink { track, worker } => {
                 if let Some(route) = self.router.get_mut(&track) {
-                    route.sinks.retain(|w| *w != worker);
+                    route.sinks.retain(|(w, _)| *w != worker);
                 }
                 self.router.prune(&track);
             }
@@ -195,7 +206,35 @@ impl Engine {
                 self.reply(req, Ok(ReplyBody::Stats(stats)));
             }
         }
+        self.announce_layers();
         self.flush(now);
+    }
+
+    /// Tells the origin of each remote track which simulcast layers the subscriptions here
+    /// may forward, when that changed: after every command (a new subscription, a quality
+    /// asked for, an answer) and every [`LEVEL_INTERVAL`] (a finished switch down).
+    fn announce_layers(&mut self) {
+        for (track, route) in self.router.routes.iter_mut() {
+            if route.origin == self.worker {
+                continue;
+            }
+            let mask = route
+                .subs
+                .iter()
+                .filter_map(|(peer, slot)| Some(self.peers.get(peer)?.wanted_layers(*slot)))
+                .fold(0, |m, w| m | w);
+            if mask != route.wanted {
+                route.wanted = mask;
+                self.outputs.push_back(Output::Pipe {
+                    to: route.origin,
+                    msg: PipeMsg::Layers {
+                        track: *track,
+                        worker: self.worker,
+                        mask,
+                    },
+                });
+            }
+        }
     }
 
     /// Time passes: due peers and due keyframe requests run, and every touched peer sends.
@@ -225,6 +264,7 @@ impl Engine {
         if now >= due {
             self.next_levels = Some(now + LEVEL_INTERVAL);
             self.report_levels();
+            self.announce_layers();
         }
         self.flush(now);
     }
@@ -420,7 +460,17 @@ impl Engine {
             route.loudness.1 += 1;
         }
         let route = &*route;
-        for &to in &route.sinks {
+        // Simulcast layers are separate streams: a sink gets only those it may forward.
+        // (A scalable stream's layers share one numbering, which a sink needs whole.)
+        let bit = if pkt.layers > 1 {
+            1 << pkt.layer
+        } else {
+            ALL_LAYERS
+        };
+        for &(to, mask) in &route.sinks {
+            if mask & bit == 0 {
+                continue;
+            }
             self.stats.pipe_out += 1;
             self.outputs.push_back(Output::Pipe {
                 to,

@@ -7,7 +7,7 @@ use std::time::Instant;
 use str0m::format::PayloadParams;
 use str0m::rtp::Vp8Descriptor;
 
-use crate::ids::{Kind, TrackId};
+use crate::ids::{Kind, TrackId, WorkerId};
 use crate::svc::SvcLayer;
 
 /// Most simulcast layers a track may have (browsers send at most three, RFC 8853 allows
@@ -61,4 +61,14 @@ pub enum PipeMsg {
     /// A subscriber on the sending worker needs a keyframe of a layer of a track whose
     /// origin is the receiving worker.
     KeyframeRequest(TrackId, u8),
+    /// The simulcast layers of `track` that worker `worker`'s subscriptions may forward (bit
+    /// l: layer l): the origin pipes it only those.
+    Layers {
+        track: TrackId,
+        worker: WorkerId,
+        mask: u8,
+    },
 }
+
+/// A layer mask that lets every layer through.
+pub const ALL_LAYERS: u8 = u8::MAX;

@@ -22,7 +22,7 @@ use crate::api::Layers;
 use crate::dd::{self, DdBytes, DdExtension, Templates};
 use crate::ids::{Kind, PeerId, TrackId, WorkerId};
 use crate::keyframe::is_keyframe_start;
-use crate::packet::{MediaPacket, MAX_LAYERS};
+use crate::packet::{MediaPacket, ALL_LAYERS, MAX_LAYERS};
 use crate::red;
 use crate::rewrite::{Rewriter, Source};
 use crate::svc::{self, SvcLayer};
@@ -950,6 +950,23 @@ impl Peer {
         }
         if let Some(Rids::Specific(rids)) = self.rtc.media(p.mid).map(|m| m.rids_rx()) {
             p.rids = rids.iter().take(MAX_LAYERS).copied().collect();
+        }
+    }
+
+    /// The simulcast layers slot `slot` may forward (bit l: layer l): those up to the higher
+    /// of the one it forwards and the one it moves to (the lower ones are its fallback);
+    /// every layer for audio, or when the allocator measures all layers' rates; none when
+    /// the slot is off or carries nothing.
+    pub fn wanted_layers(&self, slot: usize) -> u8 {
+        let Some(s) = self.slots.get(slot).filter(|s| s.track.is_some()) else {
+            return 0;
+        };
+        if s.kind == Kind::Audio || self.estimating {
+            return ALL_LAYERS;
+        }
+        match s.target.max(s.current) {
+            None => 0,
+            Some(top) => ((2u16 << top.min(7)) - 1) as u8,
         }
     }
 

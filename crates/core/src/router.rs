@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::ids::{Kind, PeerId, TrackId, WorkerId};
-use crate::packet::MAX_LAYERS;
+use crate::packet::{ALL_LAYERS, MAX_LAYERS};
 use crate::throttle::KeyframeThrottle;
 
 #[derive(Debug)]
@@ -15,8 +15,14 @@ pub struct Route {
     pub publisher: Option<PeerId>,
     /// Local subscriptions: the subscribing peer and the index of its slot.
     pub subs: Vec<(PeerId, usize)>,
-    /// Other workers that get one copy of each packet (origin only).
-    pub sinks: Vec<WorkerId>,
+    /// Other workers that get one copy of each packet (origin only), with the simulcast
+    /// layers they want ([`PipeMsg::Layers`]; all until they say).
+    ///
+    /// [`PipeMsg::Layers`]: crate::packet::PipeMsg::Layers
+    pub sinks: Vec<(WorkerId, u8)>,
+    /// The simulcast layers the local subscriptions may forward, as last told to the
+    /// origin (when the origin is another worker).
+    pub wanted: u8,
     /// Keyframe requests merged towards the publisher (origin only).
     /// Simulcast layers the publisher negotiated (1 without simulcast; known at the origin).
     pub layers: u8,
@@ -35,6 +41,7 @@ impl Route {
             publisher,
             subs: Vec::new(),
             sinks: Vec::new(),
+            wanted: ALL_LAYERS,
             layers: 1,
             loudness: (0, 0),
             keyframes: Default::default(),

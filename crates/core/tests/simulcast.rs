@@ -198,3 +198,68 @@ fn a_publisher_restart_keeps_the_descriptor_continuous() {
     assert_descriptors_continuous(&all);
     assert_continuous("bob", &net.client(bob).received_seqs(MediaKind::Video));
 }
+
+/// The subscriber sits on another worker than the publisher: the origin pipes it only the
+/// layers its subscription may forward, and a switch still never leaves it without frames.
+#[test]
+fn a_sink_worker_is_piped_only_the_layers_it_forwards() {
+    let mut net = Net::new(2);
+    let alice = net.add_client("alice", 0);
+    let bob = net.add_client("bob", 1);
+    let tracks = net.publish_simulcast(alice);
+    net.create_subscriber(bob);
+    net.subscribe(bob, tracks.video, Kind::Video, 0);
+    net.connect_all();
+    net.set_layer(bob, tracks.video, Some(0));
+    frame(&mut net, alice, [true; 3]);
+    for _ in 0..10 {
+        frame(&mut net, alice, [false; 3]);
+    }
+    let piped = |net: &Net| net.pipe_layers(0, 1, tracks.video);
+    let from = piped(&net).len();
+    for _ in 0..10 {
+        frame(&mut net, alice, [false; 3]);
+    }
+    assert_eq!(
+        piped(&net)[from..],
+        [0; 10],
+        "only the low layer crosses the pipe"
+    );
+    assert!(seen(&net, bob).iter().all(|(l, _, _)| *l == 0));
+
+    // Up: the top layer is piped again, and bob switches at its keyframe.
+    net.set_layer(bob, tracks.video, Some(2));
+    frame(&mut net, alice, [false, false, true]);
+    frame(&mut net, alice, [false; 3]);
+    assert_eq!(
+        seen(&net, bob).last().map(|s| s.0),
+        Some(2),
+        "bob is on the top layer"
+    );
+
+    // Down: the top layer keeps coming until the low keyframe, then stops being piped.
+    net.set_layer(bob, tracks.video, Some(0));
+    let before = seen(&net, bob).len();
+    frame(&mut net, alice, [false; 3]);
+    assert_eq!(
+        seen(&net, bob).len(),
+        before + 1,
+        "still the top layer, no gap"
+    );
+    frame(&mut net, alice, [true, false, false]);
+    for _ in 0..10 {
+        frame(&mut net, alice, [false; 3]);
+    }
+    let from = piped(&net).len();
+    for _ in 0..5 {
+        frame(&mut net, alice, [false; 3]);
+    }
+    assert_eq!(
+        piped(&net)[from..],
+        [0; 5],
+        "the top layer stopped crossing"
+    );
+    let got = seen(&net, bob);
+    assert_eq!(got[before..].iter().filter(|(l, _, _)| *l == 0).count(), 16);
+    assert_continuous("bob", &net.client(bob).received_seqs(MediaKind::Video));
+}

@@ -73,8 +73,9 @@ impl Datagram {
 /// A pipe message as seen crossing between two workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PipeRecord {
-    Media { track: TrackId, seq: u64 },
+    Media { track: TrackId, seq: u64, layer: u8 },
     KeyframeRequest(TrackId),
+    Layers { track: TrackId, mask: u8 },
 }
 
 /// One RTP packet a client sent.
@@ -1073,8 +1074,13 @@ impl Net {
                     PipeMsg::Media(p) => PipeRecord::Media {
                         track: p.track,
                         seq: p.seq,
+                        layer: p.layer,
                     },
                     PipeMsg::KeyframeRequest(t, _) => PipeRecord::KeyframeRequest(*t),
+                    PipeMsg::Layers { track, mask, .. } => PipeRecord::Layers {
+                        track: *track,
+                        mask: *mask,
+                    },
                 };
                 self.pipe_log.push((w, to.0 as usize, rec));
                 self.pipes.push_back((to.0 as usize, msg));
@@ -1156,15 +1162,30 @@ impl Net {
 
     /// Pipe media messages that crossed from `from` to `to` for `track`.
     pub fn pipe_media(&self, from: usize, to: usize, track: TrackId) -> Vec<u64> {
-        self.pipe_log
-            .iter()
-            .filter_map(|(f, t, r)| match r {
-                PipeRecord::Media { track: tr, seq } if *f == from && *t == to && *tr == track => {
-                    Some(*seq)
-                }
-                _ => None,
-            })
+        self.piped(from, to, track).map(|(seq, _)| seq).collect()
+    }
+
+    /// The simulcast layer of each packet of `track` piped from worker `from` to `to`.
+    pub fn pipe_layers(&self, from: usize, to: usize, track: TrackId) -> Vec<u8> {
+        self.piped(from, to, track)
+            .map(|(_, layer)| layer)
             .collect()
+    }
+
+    fn piped(
+        &self,
+        from: usize,
+        to: usize,
+        track: TrackId,
+    ) -> impl Iterator<Item = (u64, u8)> + '_ {
+        self.pipe_log.iter().filter_map(move |(f, t, r)| match r {
+            PipeRecord::Media {
+                track: tr,
+                seq,
+                layer,
+            } if *f == from && *t == to && *tr == track => Some((*seq, *layer)),
+            _ => None,
+        })
     }
 }
 
