@@ -24,11 +24,15 @@ after(async () => {
   await s?.close();
 });
 
-/** RTP packets the server received from publishers so far (GET /api/workers; a worker's
- * `packets_in` also counts what other workers piped to it). */
-async function packetsIn(server) {
+/** RTP packets the server received from publishers so far, and the pipe messages workers
+ * received from each other (GET /api/workers; a worker's `packets_in` also counts what other
+ * workers piped to it). */
+async function packetCounts(server) {
   const { body } = await server.getJson('/api/workers');
-  return body.workers.reduce((n, w) => n + w.packets_in - w.pipe_in, 0);
+  return {
+    received: body.workers.reduce((n, w) => n + w.packets_in - w.pipe_in, 0),
+    piped: body.workers.reduce((n, w) => n + w.pipe_in, 0),
+  };
 }
 
 /** CPU seconds (user + system) of process `pid` so far. */
@@ -63,14 +67,16 @@ test('one browser decodes thirty videos of one room', { skip }, () =>
     // Every one of the 30 keeps decoding over a 10 s window.
     const pid = s.server.child.pid;
     const before = new Map((await inboundStats(viewer)).map((x) => [x.key, x]));
-    const in0 = await packetsIn(s.server);
+    const in0 = await packetCounts(s.server);
     const cpu0 = cpuSeconds(pid);
     const t0 = Date.now();
     await sleep(10000);
     const after = await inboundStats(viewer);
     const secs = (Date.now() - t0) / 1000;
     const cpu = (cpuSeconds(pid) - cpu0) / secs;
-    const inPps = ((await packetsIn(s.server)) - in0) / secs;
+    const in1 = await packetCounts(s.server);
+    const inPps = (in1.received - in0.received) / secs;
+    const pipedPps = (in1.piped - in0.piped) / secs;
     const grown = (x, f) => x[f] - (before.get(x.key)?.[f] ?? 0);
     const videos = after.filter((x) => x.kind === 'video' && grown(x, 'framesDecoded') > 0);
     const fps = videos.map((x) => grown(x, 'framesDecoded') / secs);
@@ -87,7 +93,8 @@ test('one browser decodes thirty videos of one room', { skip }, () =>
     console.log(
       `thirty: ${videos.length} videos decoding (${sizeList}), ${Math.min(...fps).toFixed(1)}-${Math.max(...fps).toFixed(1)} frames/s each, ` +
         `viewer receives ${Math.round(kbps)} kbit/s (${received} packets, ${lost} lost), ` +
-        `server receives ${Math.round(inPps)} packets/s, server CPU ${(cpu * 100).toFixed(1)}% of a core`,
+        `server receives ${Math.round(inPps)} packets/s and pipes ${Math.round(pipedPps)}/s between its workers, ` +
+        `server CPU ${(cpu * 100).toFixed(1)}% of a core`,
     );
     assert.equal(videos.length, PUBLISHERS, 'every video decodes');
     assert.deepEqual([...sizes.keys()], ['320x180'], 'the viewer gets the low layer (q) of each');
