@@ -404,6 +404,7 @@ impl Engine {
                     });
                 }
                 PeerOut::TrackRemoved(track) => self.remove_track(now, track),
+                PeerOut::Dropped => self.stats.packets_dropped += 1,
                 PeerOut::KeyframeWanted { track, layer } => {
                     self.keyframe_request(now, track, layer)
                 }

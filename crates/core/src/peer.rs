@@ -86,6 +86,8 @@ pub enum PeerOut {
         layers: u8,
     },
     TrackRemoved(TrackId),
+    /// A received RTP packet that could not be routed.
+    Dropped,
     /// A subscriber of `track` on this peer needs a keyframe of simulcast layer `layer`.
     KeyframeWanted {
         track: TrackId,
@@ -815,7 +817,16 @@ impl Peer {
         }
     }
 
+    /// A received packet of a published track; one that cannot be routed (an unknown
+    /// stream or payload type, a malformed RED payload) is reported dropped.
     fn on_rtp(&mut self, pkt: RtpPacket, out: &mut Vec<PeerOut>) {
+        match self.media_packet(pkt) {
+            Some(m) => out.push(PeerOut::Media(Arc::new(m))),
+            None => out.push(PeerOut::Dropped),
+        }
+    }
+
+    fn media_packet(&mut self, pkt: RtpPacket) -> Option<MediaPacket> {
         let ssrc = *pkt.header.ssrc;
         let (index, layer) = match self.ssrc_map.iter().find(|(s, _, _)| *s == ssrc) {
             Some(&(_, i, layer)) => (i, layer),
@@ -826,16 +837,16 @@ impl Peer {
                     .stream_rx(&pkt.header.ssrc)
                     .map(|s| (s.mid(), s.rid()))
                 else {
-                    return;
+                    return None;
                 };
                 let Some(i) = self.published.iter().position(|p| p.mid == mid) else {
-                    return;
+                    return None;
                 };
                 self.learn_rids(i);
                 let layer = match rid {
                     Some(rid) => match self.published[i].rids.iter().position(|r| *r == rid) {
                         Some(l) => l as u8,
-                        None => return, // a rid beyond the layers we forward
+                        None => return None, // a rid beyond the layers we forward
                     },
                     None => 0,
                 };
@@ -851,7 +862,7 @@ impl Peer {
             Some(p) => *p,
             None => {
                 let Some(p) = self.rtc.codec_config().find(|p| of_pt(p)).copied() else {
-                    return;
+                    return None;
                 };
                 published.params.push(p);
                 p
@@ -860,7 +871,7 @@ impl Peer {
         let red_primary = if params.red() == Some(pt) {
             // Taken out once here for the subscribers without RED; a malformed one is dropped.
             let Some(primary) = red::primary(&pkt.payload) else {
-                return;
+                return None;
             };
             Some(Arc::from(primary))
         } else {
@@ -885,7 +896,7 @@ impl Peer {
         }
         .map(|l| published.svc_layer(l));
         let layers = published.rids.len().max(1) as u8;
-        out.push(PeerOut::Media(Arc::new(MediaPacket {
+        Some(MediaPacket {
             track: published.track,
             kind: published.kind,
             ssrc,
@@ -904,7 +915,7 @@ impl Peer {
             voice_activity: pkt.header.ext_vals.voice_activity,
             received: pkt.timestamp,
             payload: pkt.payload,
-        })));
+        })
     }
 
     /// Asks for keyframes for every slot that waits for one (throttled per slot).

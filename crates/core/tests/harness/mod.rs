@@ -320,6 +320,11 @@ impl Client {
         *self.pt(codec)
     }
 
+    /// The payload type negotiated for `codec`, as str0m names it.
+    pub fn payload_type(&self, codec: Codec) -> str0m::media::Pt {
+        self.pt(codec)
+    }
+
     /// Queues one packet (a one-packet frame) of simulcast layer `layer` and records it.
     fn write_layer(&mut self, now: Instant, layer: usize, keyframe: bool) -> Vec<u8> {
         let mid = self.video_mid.expect("the client publishes video");
@@ -913,6 +918,39 @@ impl Net {
         let now = self.now;
         let client = &mut self.clients[c];
         client.write_svc_picture(now, codec, spatial_layers, keyframe);
+        client.timeout(now);
+        client.drain(now, &mut self.queue);
+        self.pump();
+    }
+
+    /// Client `c` sends one packet of `kind` with payload type `pt`, `payload` and, if
+    /// given, a dependency descriptor, whatever they hold (not recorded as sent).
+    pub fn send_raw(
+        &mut self,
+        c: usize,
+        kind: MediaKind,
+        pt: str0m::media::Pt,
+        payload: Vec<u8>,
+        dd: Option<Vec<u8>>,
+    ) {
+        let now = self.now;
+        let client = &mut self.clients[c];
+        let (mid, k) = match kind {
+            MediaKind::Audio => (client.audio_mid, 0),
+            MediaKind::Video => (client.video_mid, 1),
+        };
+        let seq = client.next_seq[k];
+        client.next_seq[k] += 1;
+        let ts = client.next_ts[k];
+        let mut ext = ExtensionValues::default();
+        if let Some(dd) = dd {
+            ext.user_values.set(DdBytes(dd.into()));
+        }
+        let mut api = client.rtc.direct_api();
+        let tx = api
+            .stream_tx_by_mid(mid.expect("the client publishes this kind"), None)
+            .expect("send stream");
+        tx.write_rtp(RtpWrite::new(pt, SeqNo::from(seq), ts, now, payload).ext_vals(ext));
         client.timeout(now);
         client.drain(now, &mut self.queue);
         self.pump();
