@@ -831,17 +831,12 @@ impl Peer {
         let (index, layer) = match self.ssrc_map.iter().find(|(s, _, _)| *s == ssrc) {
             Some(&(_, i, layer)) => (i, layer),
             None => {
-                let Some((mid, rid)) = self
+                let (mid, rid) = self
                     .rtc
                     .direct_api()
                     .stream_rx(&pkt.header.ssrc)
-                    .map(|s| (s.mid(), s.rid()))
-                else {
-                    return None;
-                };
-                let Some(i) = self.published.iter().position(|p| p.mid == mid) else {
-                    return None;
-                };
+                    .map(|s| (s.mid(), s.rid()))?;
+                let i = self.published.iter().position(|p| p.mid == mid)?;
                 self.learn_rids(i);
                 let layer = match rid {
                     Some(rid) => match self.published[i].rids.iter().position(|r| *r == rid) {
@@ -861,19 +856,14 @@ impl Peer {
         let params = match published.params.iter().find(|p| of_pt(p)) {
             Some(p) => *p,
             None => {
-                let Some(p) = self.rtc.codec_config().find(|p| of_pt(p)).copied() else {
-                    return None;
-                };
+                let p = self.rtc.codec_config().find(|p| of_pt(p)).copied()?;
                 published.params.push(p);
                 p
             }
         };
         let red_primary = if params.red() == Some(pt) {
             // Taken out once here for the subscribers without RED; a malformed one is dropped.
-            let Some(primary) = red::primary(&pkt.payload) else {
-                return None;
-            };
-            Some(Arc::from(primary))
+            Some(Arc::from(red::primary(&pkt.payload)?))
         } else {
             None
         };
