@@ -493,7 +493,8 @@ export class Room extends Emitter {
     });
   }
 
-  /** Turns our simulcast encodings on or off as the server's `layers` messages say. */
+  /** Turns our encodings on or off as the server's `layers` messages say: each simulcast
+   * layer, or a single (plain or scalable) encoding as a whole. */
   _applyLayers() {
     // One setParameters at a time: each must start from the parameters the last one left.
     this._layersChain = (this._layersChain ?? Promise.resolve())
@@ -507,12 +508,14 @@ export class Room extends Emitter {
       const sender = lt.transceiver?.sender;
       if (!wish || !sender || lt.kind !== 'video') continue;
       const params = sender.getParameters();
-      if (!params.encodings || params.encodings.length < 2) continue;
+      if (!params.encodings?.length) continue;
       let changed = false;
       for (const enc of params.encodings) {
+        // A single encoding (no simulcast, or one scalable stream) is on while any layer is
+        // wanted; simulcast encodings each follow their own layer.
         const i = SIMULCAST_ENCODINGS.findIndex((e) => e.rid === enc.rid);
-        if (i < 0) continue;
-        const active = !!wish[i];
+        const active = params.encodings.length === 1 ? wish.some(Boolean) : i >= 0 && !!wish[i];
+        if (params.encodings.length > 1 && i < 0) continue;
         if (enc.active !== active) {
           enc.active = active;
           changed = true;

@@ -100,3 +100,31 @@ test('the publisher encodes only the layers someone receives', () =>
     await expect([true, false, true], 'a full-row tile takes the top layer');
     await waitFor(async () => (await mainVideo(pages.auto)).frameWidth >= 1280, { timeout: 20000, message: 'the viewer decodes 1280 wide', describe: () => '' });
   }));
+
+test('a single-encoding (VP9 SVC) publisher stops encoding while nobody watches', () =>
+  s.run(async () => {
+    const pub = await s.open('/?room=one&name=pub&codec=vp9', 'svc-pub');
+    const viewer = await s.open('/?room=one&name=viewer&publish=0&quality=low', 'svc-viewer');
+    await waitForMedia(viewer, { video: 1, timeout: 30000 });
+    const expect = async (want, why) => {
+      let got;
+      await waitFor(
+        async () => {
+          got = await encodings(pub);
+          return JSON.stringify(got) === JSON.stringify(want);
+        },
+        { timeout: 10000, message: `publisher encodings ${JSON.stringify(want)} (${why})`, describe: () => JSON.stringify(got) },
+      );
+    };
+    await expect([true], 'a viewer watches');
+    const quality = (q) =>
+      viewer.evaluate((q) => {
+        const room = window.sfumatoRoom;
+        for (const sub of room.subscriptions) if (sub.kind === 'video') room.setVideoQuality(sub, q);
+      }, q);
+    await quality('off');
+    await expect([false], 'the only viewer turned the video off');
+    await quality('low');
+    await expect([true], 'the viewer wants it again');
+    await waitForMedia(viewer, { video: 1, timeout: 15000, minFrames: 10 });
+  }));
