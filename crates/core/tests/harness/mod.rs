@@ -23,7 +23,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{Extension, ExtensionValues, RtpWrite, SeqNo};
+use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpWrite, SeqNo};
 use str0m::{Candidate, Event as RtcEvent, Input, Output as RtcOutput, Rtc};
 
 /// The default step of virtual time.
@@ -137,9 +137,29 @@ pub struct Client {
 }
 
 impl Client {
-    fn new(name: &str, index: usize, peer: PeerId, worker: usize, now: Instant, red: bool) -> Self {
+    fn new(
+        name: &str,
+        index: usize,
+        peer: PeerId,
+        worker: usize,
+        now: Instant,
+        red: bool,
+        twcc: bool,
+    ) -> Self {
         let addr = client_addr(index);
-        let mut rtc = Rtc::builder()
+        let mut builder = Rtc::builder();
+        if !twcc {
+            // str0m's standard extensions without transport-wide sequence numbers: the
+            // client gives no TWCC feedback, only REMB when asked to.
+            let mut exts = ExtensionMap::empty();
+            exts.set(1, Extension::AudioLevel);
+            exts.set(2, Extension::AbsoluteSendTime);
+            exts.set(4, Extension::RtpMid);
+            exts.set(10, Extension::RtpStreamId);
+            exts.set(11, Extension::RepairedRtpStreamId);
+            builder = builder.set_extension_map(exts);
+        }
+        let mut rtc = builder
             .set_rtp_mode(true)
             .clear_codecs()
             .enable_opus(true, red)
@@ -503,7 +523,7 @@ impl LayerState {
 
 /// A one-packet VP8 frame of a simulcast layer: an RFC 7741 descriptor with a 15-bit
 /// PictureID, TL0PICIDX and TID/KEYIDX, the VP8 payload header, then the layer and a
-/// counter so that every payload of a test is recognisable.
+/// counter so that every payload of a test is recognisable, padded by layer.
 pub fn simulcast_payload(
     layer: usize,
     keyframe: bool,
@@ -525,7 +545,8 @@ pub fn simulcast_payload(
         layer as u8,
     ];
     p.extend_from_slice(&counter.to_be_bytes());
-    p.resize(p.len() + 40, 0x5a);
+    // Higher layers are bigger, as real ones are: 40, 160, 640 bytes of padding.
+    p.resize(p.len() + (40 << (2 * layer)), 0x5a);
     p
 }
 
@@ -727,19 +748,25 @@ impl Net {
 
     /// A new client whose peer lives on `worker`. Returns its index.
     pub fn add_client(&mut self, name: &str, worker: usize) -> usize {
-        self.add_client_with(name, worker, false)
+        self.add_client_with(name, worker, false, true)
     }
 
     /// A client whose audio is Opus with RED (RFC 2198), sent and received, as browsers do.
     pub fn add_client_with_red(&mut self, name: &str, worker: usize) -> usize {
-        self.add_client_with(name, worker, true)
+        self.add_client_with(name, worker, true, true)
     }
 
-    fn add_client_with(&mut self, name: &str, worker: usize, red: bool) -> usize {
+    /// A client without transport-wide congestion control feedback: its downlink estimate
+    /// reaches the engine as REMB ([`Net::send_remb`]) only.
+    pub fn add_client_remb_only(&mut self, name: &str, worker: usize) -> usize {
+        self.add_client_with(name, worker, false, false)
+    }
+
+    fn add_client_with(&mut self, name: &str, worker: usize, red: bool, twcc: bool) -> usize {
         let index = self.clients.len();
         let peer = PeerId(self.next_peer);
         self.next_peer += 1;
-        let c = Client::new(name, index, peer, worker, self.now, red);
+        let c = Client::new(name, index, peer, worker, self.now, red, twcc);
         self.by_addr.insert(c.addr, Node::Client(index));
         self.clients.push(c);
         index
@@ -951,6 +978,20 @@ impl Net {
             .stream_tx_by_mid(mid.expect("the client publishes this kind"), None)
             .expect("send stream");
         tx.write_rtp(RtpWrite::new(pt, SeqNo::from(seq), ts, now, payload).ext_vals(ext));
+        client.timeout(now);
+        client.drain(now, &mut self.queue);
+        self.pump();
+    }
+
+    /// Client `c` tells the engine, by REMB on the stream carrying `track`, that it can
+    /// receive `bps`.
+    pub fn send_remb(&mut self, c: usize, track: TrackId, bps: u64) {
+        let mid = self.slot_mid(c, track).expect("a negotiated slot");
+        let now = self.now;
+        let client = &mut self.clients[c];
+        let mut api = client.rtc.direct_api();
+        let rx = api.stream_rx_by_mid(mid, None).expect("a receive stream");
+        rx.request_remb(str0m::bwe::Bitrate::bps(bps));
         client.timeout(now);
         client.drain(now, &mut self.queue);
         self.pump();

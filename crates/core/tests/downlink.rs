@@ -1,0 +1,76 @@
+//! Story: with downlink estimation on, a subscriber whose browser gives no transport-wide
+//! feedback, only REMB, still gets the simulcast layer that fits: the REMB estimate drives
+//! the allocation, down at once and up again after the hold time.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{Net, Published};
+use sfumato_core::{Event, Kind, PeerId};
+
+const FRAME: Duration = Duration::from_millis(33);
+
+/// A second of frames on the three layers (40, 160, 640 bytes of padding: ~15, ~45 and
+/// ~160 kbit/s), with `bps` said by REMB every 100 ms.
+fn second(net: &mut Net, alice: usize, bob: usize, tracks: Published, bps: u64) {
+    for i in 0..30 {
+        for layer in 0..3 {
+            net.send_layer(alice, layer, i == 0);
+        }
+        if i % 3 == 0 {
+            net.send_remb(bob, tracks.video, bps);
+        }
+        net.step(FRAME);
+    }
+}
+
+/// The last allocation reported for `peer`: (estimate, layer of `track`).
+fn allocated(net: &Net, peer: PeerId, tracks: Published) -> Option<(Option<u64>, Option<u8>)> {
+    net.events.iter().rev().find_map(|(_, e)| match e {
+        Event::Allocated {
+            peer: p,
+            estimate_bps,
+            layers,
+        } if *p == peer => {
+            let layer = layers.iter().find(|(t, _)| *t == tracks.video)?.1;
+            Some((*estimate_bps, layer))
+        }
+        _ => None,
+    })
+}
+
+#[test]
+fn a_remb_estimate_picks_the_layer_that_fits() {
+    let mut net = Net::new(1);
+    net.engines[0].set_bandwidth_estimation(true);
+    let alice = net.add_client("alice", 0);
+    let bob = net.add_client_remb_only("bob", 0);
+    let tracks = net.publish_simulcast(alice);
+    net.create_subscriber(bob);
+    net.subscribe(bob, tracks.video, Kind::Video, 0);
+    net.connect_all();
+    let peer = net.client(bob).peer;
+
+    // 100 kbit/s: room for the middle layer, not the top one.
+    for _ in 0..3 {
+        second(&mut net, alice, bob, tracks, 100_000);
+    }
+    assert_eq!(
+        allocated(&net, peer, tracks),
+        Some((Some(100_000), Some(1)))
+    );
+
+    // 25 kbit/s: the lowest layer, at once.
+    second(&mut net, alice, bob, tracks, 25_000);
+    assert_eq!(allocated(&net, peer, tracks), Some((Some(25_000), Some(0))));
+
+    // 1 Mbit/s: back to the top once the hold after a downgrade has passed.
+    second(&mut net, alice, bob, tracks, 1_000_000);
+    second(&mut net, alice, bob, tracks, 1_000_000);
+    second(&mut net, alice, bob, tracks, 1_000_000);
+    assert_eq!(
+        allocated(&net, peer, tracks),
+        Some((Some(1_000_000), Some(2)))
+    );
+}
