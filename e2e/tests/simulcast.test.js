@@ -102,8 +102,17 @@ test('a viewer whose downlink is capped gets a lower layer instead of losing pac
         },
         { timeout: 30000, interval: 500, message: 'the capped viewer to be allocated a lower layer', describe: () => JSON.stringify(last) },
       );
-      // Settled on the lower layer: it decodes (at most 640 wide) and loses (almost) nothing.
-      await sleep(3000);
+      // The switch waits for a keyframe of the lower layer, which the publisher is asked for;
+      // once the viewer decodes it (at most 640 wide), it loses (almost) nothing.
+      let shown;
+      await waitFor(
+        async () => {
+          shown = { video: await mainVideo(pages.high), downlink: await downlink('high') };
+          return shown.video.frameWidth > 0 && shown.video.frameWidth <= 640;
+        },
+        { timeout: 20000, interval: 500, message: 'the capped viewer to decode the lower layer', describe: () => JSON.stringify(shown) },
+      );
+      await sleep(1000);
       const a = (await inboundStats(pages.high)).filter((x) => x.kind === 'video');
       await sleep(5000);
       const b = (await inboundStats(pages.high)).filter((x) => x.kind === 'video');
