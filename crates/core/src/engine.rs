@@ -483,12 +483,9 @@ impl Engine {
             let Some(peer) = self.peers.get_mut(&sub) else {
                 continue;
             };
-            let written = peer.write(now, slot, &pkt);
-            if written == Write::ForwardedWantsKeyframe {
-                need_keyframe = true;
-            }
-            match written {
-                Write::Forwarded | Write::ForwardedWantsKeyframe => {
+            match peer.write(now, slot, &pkt) {
+                w @ (Write::Forwarded | Write::ForwardedWantsKeyframe) => {
+                    need_keyframe |= w == Write::ForwardedWantsKeyframe;
                     self.stats.packets_forwarded += 1;
                     if !peer.queued {
                         peer.queued = true;

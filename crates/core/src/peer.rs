@@ -1096,12 +1096,9 @@ impl Peer {
                 m
             }
         };
-        let pt = mapping.to;
-        let payload = match (&pkt.red_primary, mapping.red_out) {
-            (Some(primary), false) => primary.clone(),
-            _ => pkt.payload.clone(),
+        let Some(pt) = mapping.to else {
+            return Write::Dropped;
         };
-        let Some(pt) = pt else { return Write::Dropped };
         let clock_rate = pkt.params.spec().clock_rate.get();
         let Some(out) = s
             .rewriter
@@ -1131,6 +1128,11 @@ impl Peer {
             tx.set_rtx_cache(RTX_PACKETS, RTX_HISTORY, Some(RTX_RATIO_CAP));
             s.rtx_history_set = true;
         }
+        // A RED source to a subscriber without RED: its primary block alone.
+        let payload = match (&pkt.red_primary, mapping.red_out) {
+            (Some(primary), false) => primary.clone(),
+            _ => pkt.payload.clone(),
+        };
         let mut write = RtpWrite::new(pt, out.seq.into(), out.timestamp, pkt.received, payload)
             .marker(marker)
             .ext_vals(ext)
