@@ -27,6 +27,11 @@ struct Cli {
     /// CPU the server under test is pinned to; the generator takes the others.
     #[arg(long, default_value_t = 0, global = true)]
     server_cpu: usize,
+    /// The server's downlink estimation (its `--bandwidth-estimation`). Off here by default:
+    /// Janus VideoRoom estimates nothing, so that compares like with like; docs/benchmarks.md
+    /// measures what turning it on costs.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    bandwidth_estimation: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -131,6 +136,7 @@ fn sfumato_on(cli: &Cli, workers: usize, port_base: u16, cpus: String) -> Target
         http_port: port_base,
         rtc_port: port_base + 100,
         log: cli.out.join(format!("sfumato-{workers}w.log")),
+        bandwidth_estimation: cli.bandwidth_estimation,
     })
 }
 
@@ -315,6 +321,10 @@ async fn compare(cli: &Cli, quick: bool, threads: usize) -> anyhow::Result<()> {
             }
         }
     }
+    println!(
+        "Sfumato with `--bandwidth-estimation {}`.\n",
+        cli.bandwidth_estimation
+    );
     println!("{}", report::markdown(&all));
     let json = write_json(cli, "compare", &all)?;
     let series = |label: &str, rs: &[RunReport], f: fn(&RunReport) -> f64| Series {

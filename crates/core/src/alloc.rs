@@ -2,15 +2,15 @@
 //! estimate. Pure: the peer measures the layers' bitrates ([`LayerRates`]), asks
 //! [`allocate`] and applies the answer.
 //!
-//! Every track first gets its lowest layer, even past the budget: a track is never paused
-//! for bandwidth (an estimate that starts below a single-layer stream would otherwise blank
-//! it at once; pausing the lowest-priority tracks of a link too narrow for all bottom
-//! layers, as LiveKit does, is left for later). The rest of the budget then upgrades
-//! tracks one layer at a time, round after round in priority order, so that one track never
-//! takes everything while others stay at the bottom. Layers the
-//! publisher does not send (no bytes seen) are skipped. As SFUs do (LiveKit's stream
-//! allocator, mediasoup's consumer priorities), higher priority first: the active speaker,
-//! then screen shares, then the rest.
+//! In priority order, every track first gets its lowest layer if that fits in what is left
+//! of the budget; a track whose lowest layer does not fit is paused (no packets), as
+//! LiveKit's stream allocator does: sending it anyway would only queue in the pacer and
+//! delay every track of the link. A track whose layers are not measured yet gets what it
+//! asks for at no cost. The rest of the budget then upgrades tracks one layer at a time,
+//! round after round in priority order, so that one track never takes everything while
+//! others stay at the bottom. Layers the publisher does not send (no bytes seen) are
+//! skipped. As SFUs do (LiveKit's stream allocator, mediasoup's consumer priorities),
+//! higher priority first: the active speaker, then screen shares, then the rest.
 
 use std::time::{Duration, Instant};
 
@@ -130,8 +130,10 @@ pub fn allocate(budget: u64, wants: &[Want]) -> Allocation {
             (None, _) => {}
             (Some(&low), _) => {
                 desired += wants[i].rates.iter().max().copied().unwrap_or(0);
-                avail = avail.saturating_sub(rate(i, low));
-                layers[i] = Some(low);
+                if rate(i, low) <= avail {
+                    avail -= rate(i, low);
+                    layers[i] = Some(low);
+                }
             }
         }
     }
@@ -200,14 +202,33 @@ mod tests {
     }
 
     #[test]
-    fn priority_decides_who_is_upgraded_and_no_one_is_paused() {
+    fn priority_decides_who_is_upgraded_and_who_is_paused() {
         let w = [camera(Some(2), 0), camera(Some(2), 9)];
         // Room for the bottom layer of both and one upgrade: the speaker's.
         assert_eq!(allocate(700_000, &w).layers, [Some(0), Some(1)]);
-        // Room for one bottom layer only: both keep their bottom layer.
+        // Room for one bottom layer only: the speaker keeps it, the other track pauses.
         let a = allocate(200_000, &w);
-        assert_eq!(a.layers, [Some(0), Some(0)]);
-        assert_eq!(a.used, 300_000);
+        assert_eq!(a.layers, [None, Some(0)]);
+        assert_eq!(a.used, 150_000);
+        // Paused tracks still count in what probing aims at.
+        assert_eq!(a.desired, 3_000_000);
+        // Not even one bottom layer: everything pauses.
+        assert_eq!(allocate(100_000, &w).layers, [None, None]);
+    }
+
+    #[test]
+    fn a_smaller_track_fits_where_a_larger_one_did_not() {
+        let thumbnail = Want {
+            requested: Some(0),
+            rates: [60_000, 0, 0, 0],
+            priority: 0,
+        };
+        let a = allocate(
+            220_000,
+            &[camera(Some(2), 9), camera(Some(2), 5), thumbnail],
+        );
+        assert_eq!(a.layers, [Some(0), None, Some(0)]);
+        assert_eq!(a.used, 210_000);
     }
 
     #[test]

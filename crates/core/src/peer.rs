@@ -955,17 +955,23 @@ impl Peer {
     }
 
     /// The simulcast layers slot `slot` may forward (bit l: layer l): those up to the higher
-    /// of the one it forwards and the one it moves to (the lower ones are its fallback);
-    /// every layer for audio, or when the allocator measures all layers' rates; none when
-    /// the slot is off or carries nothing.
+    /// of the one it forwards and the one it moves to (the lower ones are its fallback), and
+    /// with an estimate up to the one requested, whose rates the allocator measures; every
+    /// layer for audio; none when the slot is off or carries nothing.
     pub fn wanted_layers(&self, slot: usize) -> u8 {
         let Some(s) = self.slots.get(slot).filter(|s| s.track.is_some()) else {
             return 0;
         };
-        if s.kind == Kind::Audio || self.estimating {
+        if s.kind == Kind::Audio {
             return ALL_LAYERS;
         }
-        match s.target.max(s.current) {
+        let top = s.target.max(s.current);
+        let top = if self.estimating {
+            top.max(s.requested)
+        } else {
+            top
+        };
+        match top {
             None => 0,
             Some(top) => ((2u16 << top.min(7)) - 1) as u8,
         }

@@ -1,13 +1,15 @@
 //! Story: with downlink estimation on, a subscriber whose browser gives no transport-wide
 //! feedback, only REMB, still gets the simulcast layer that fits: the REMB estimate drives
-//! the allocation, down at once and up again after the hold time.
+//! the allocation, down at once and up again after the hold time; below the lowest layer
+//! the video pauses (no packets at all) and resumes, from a keyframe, when the link allows.
 
 mod harness;
 
 use std::time::Duration;
 
-use harness::{Net, Published};
+use harness::{simulcast_fields, Net, Published};
 use sfumato_core::{Event, Kind, PeerId};
+use str0m::media::MediaKind;
 
 const FRAME: Duration = Duration::from_millis(33);
 
@@ -73,4 +75,48 @@ fn a_remb_estimate_picks_the_layer_that_fits() {
         allocated(&net, peer, tracks),
         Some((Some(1_000_000), Some(2)))
     );
+}
+
+#[test]
+fn below_the_lowest_layer_the_video_pauses_and_resumes_from_a_keyframe() {
+    let mut net = Net::new(1);
+    net.engines[0].set_bandwidth_estimation(true);
+    let alice = net.add_client("alice", 0);
+    let bob = net.add_client_remb_only("bob", 0);
+    let tracks = net.publish_simulcast(alice);
+    net.create_subscriber(bob);
+    net.subscribe(bob, tracks.video, Kind::Video, 0);
+    net.connect_all();
+    let peer = net.client(bob).peer;
+    let video = |net: &Net| net.client(bob).received_payloads(MediaKind::Video).len();
+
+    for _ in 0..3 {
+        second(&mut net, alice, bob, tracks, 100_000);
+    }
+    assert_eq!(
+        allocated(&net, peer, tracks),
+        Some((Some(100_000), Some(1)))
+    );
+
+    // 8 kbit/s: not even the lowest layer (~15 kbit/s) fits.
+    second(&mut net, alice, bob, tracks, 8_000);
+    assert_eq!(allocated(&net, peer, tracks), Some((Some(8_000), None)));
+    let paused = video(&net);
+    second(&mut net, alice, bob, tracks, 8_000);
+    assert_eq!(video(&net), paused, "a paused video gets no packets");
+
+    // 100 kbit/s again: after the hold, the middle layer, starting at a keyframe.
+    for _ in 0..3 {
+        second(&mut net, alice, bob, tracks, 100_000);
+    }
+    assert_eq!(
+        allocated(&net, peer, tracks),
+        Some((Some(100_000), Some(1)))
+    );
+    let payloads = net.client(bob).received_payloads(MediaKind::Video);
+    let resumed = &payloads[paused..];
+    assert!(!resumed.is_empty(), "the video resumed");
+    let (layer, _, _) = simulcast_fields(resumed[0]);
+    assert_eq!(resumed[0][6] & 0x01, 0, "resumed at a keyframe");
+    assert_eq!(layer, 1, "resumed on the layer that fits");
 }

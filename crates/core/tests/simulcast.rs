@@ -263,3 +263,38 @@ fn a_sink_worker_is_piped_only_the_layers_it_forwards() {
     assert_eq!(got[before..].iter().filter(|(l, _, _)| *l == 0).count(), 16);
     assert_continuous("bob", &net.client(bob).received_seqs(MediaKind::Video));
 }
+
+/// With downlink estimation on, a sink worker is piped the layers up to the one its
+/// subscription asks for (the allocator measures their rates to move within them), and
+/// no higher.
+#[test]
+fn an_estimating_sink_is_piped_the_layers_up_to_its_request() {
+    let mut net = Net::new(2);
+    for engine in &mut net.engines {
+        engine.set_bandwidth_estimation(true);
+    }
+    let alice = net.add_client("alice", 0);
+    let bob = net.add_client("bob", 1);
+    let tracks = net.publish_simulcast(alice);
+    net.create_subscriber(bob);
+    net.subscribe(bob, tracks.video, Kind::Video, 0);
+    net.connect_all();
+    net.set_layer(bob, tracks.video, Some(1));
+    frame(&mut net, alice, [true; 3]);
+    for _ in 0..10 {
+        frame(&mut net, alice, [false; 3]);
+    }
+    let piped = |net: &Net| net.pipe_layers(0, 1, tracks.video);
+    let from = piped(&net).len();
+    for _ in 0..10 {
+        frame(&mut net, alice, [false; 3]);
+    }
+    let mut layers = piped(&net)[from..].to_vec();
+    layers.sort_unstable();
+    layers.dedup();
+    assert_eq!(
+        layers,
+        [0, 1],
+        "the low and middle layers cross, not the top"
+    );
+}

@@ -33,8 +33,8 @@ pub struct Cli {
     /// Participants a worker takes before `pack` placement uses the next one [default: 50]
     #[arg(long, env = "SFUMATO_WORKER_CAPACITY")]
     pub worker_capacity: Option<usize>,
-    /// Estimate each subscriber's downlink and fit simulcast layers to it; costs CPU per
-    /// packet, paces what is sent and pads (docs/benchmarks.md) [default: false]
+    /// Estimate each subscriber's downlink and fit simulcast layers to it; `false` saves CPU
+    /// per packet and latency where nothing adapts (docs/benchmarks.md) [default: true]
     #[arg(long, env = "SFUMATO_BANDWIDTH_ESTIMATION", action = clap::ArgAction::Set)]
     pub bandwidth_estimation: Option<bool>,
     /// TOML file with any of the settings above (snake_case keys)
@@ -103,7 +103,7 @@ impl Config {
             bandwidth_estimation: cli
                 .bandwidth_estimation
                 .or(file.bandwidth_estimation)
-                .unwrap_or(false),
+                .unwrap_or(true),
         })
     }
 
@@ -143,7 +143,7 @@ mod tests {
         assert_eq!(c.rtc_port, 40000);
         assert_eq!(c.placement, Policy::Pack);
         assert!(c.workers >= 1);
-        assert!(!c.bandwidth_estimation);
+        assert!(c.bandwidth_estimation);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct SfumatoOptions {
     pub http_port: u16,
     pub rtc_port: u16,
     pub log: PathBuf,
+    /// The server's `--bandwidth-estimation`.
+    pub bandwidth_estimation: bool,
 }
 
 pub struct SfumatoServer {
@@ -55,6 +57,8 @@ impl SfumatoServer {
             .arg(opts.workers.to_string())
             .arg("--placement")
             .arg(opts.placement)
+            .arg("--bandwidth-estimation")
+            .arg(opts.bandwidth_estimation.to_string())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log);
