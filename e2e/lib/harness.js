@@ -398,12 +398,22 @@ export async function switchQuality(page, quality, { reach, ms = 5000 }) {
     const room = window.sfumatoRoom;
     for (const sub of room.subscriptions) if (sub.kind === 'video') room.setVideoQuality(sub, q);
   }, quality);
+  const offset = Date.now() - start;
+  const { samples, frozenMs } = await watchVideo(page, ms - offset);
+  const first = samples.find((x) => reach(x.width));
+  return { reachedAt: first ? first.t + offset : null, samples, frozenMs };
+}
+
+/**
+ * Samples the page's main video every 100 ms for `ms`: the frames decoded over the window,
+ * the last width, and the longest time without a new frame.
+ */
+export async function watchVideo(page, ms) {
+  const start = Date.now();
   const samples = [];
-  let reachedAt = null;
   while (Date.now() - start < ms) {
     const v = await mainVideo(page);
     samples.push({ t: Date.now() - start, frames: v.framesDecoded, width: v.frameWidth });
-    if (reachedAt === null && reach(v.frameWidth)) reachedAt = Date.now() - start;
     await sleep(100);
   }
   let frozenMs = 0;
@@ -412,7 +422,7 @@ export async function switchQuality(page, quality, { reach, ms = 5000 }) {
     if (x.frames > lastNew.frames) lastNew = x;
     frozenMs = Math.max(frozenMs, x.t - lastNew.t);
   }
-  return { reachedAt, samples, frozenMs };
+  return { samples, frames: samples.at(-1).frames - samples[0].frames, width: samples.at(-1).width, frozenMs };
 }
 
 /** Participant names shown as tiles on the demo page. */

@@ -8,8 +8,9 @@ use crate::ids::{Kind, PeerId, TrackId, WorkerId};
 
 pub type RequestId = u64;
 
-/// The simulcast layer each video track of a subscriber gets (`None`: off).
-pub type Layers = Vec<(TrackId, Option<u8>)>;
+/// The layer each video track of a subscriber gets (`None`: off or paused) and the highest
+/// temporal layer of it (`temporal::ALL_TEMPORAL`: every one).
+pub type Layers = Vec<(TrackId, Option<u8>, u8)>;
 
 #[derive(Debug)]
 pub enum Command {

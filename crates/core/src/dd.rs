@@ -13,6 +13,7 @@ use std::sync::Arc;
 use str0m::rtp::{ExtensionSerializer, ExtensionValues};
 
 use crate::svc::SvcLayer;
+use crate::temporal::ALL_TEMPORAL;
 
 /// The extension's URI.
 pub const URI: &str =
@@ -127,6 +128,10 @@ impl Templates {
         Some(SvcLayer {
             spatial,
             temporal,
+            // The base layer's frames are where every temporal layer may start again: in
+            // the `LxTy` modes browsers send, a frame above the base refers to nothing
+            // before the latest base frame.
+            switch_up: if temporal == 0 { ALL_TEMPORAL } else { 0 },
             begin,
             end,
             spatial_layers: announced,
@@ -227,8 +232,13 @@ mod tests {
         );
         assert_eq!(key.spatial_layers, Some(3));
         // Template ids wrap: offset 60, so template 0 is index 4 (S1T1), 4 is index 8 (S2T2).
+        assert_eq!(
+            key.switch_up, ALL_TEMPORAL,
+            "a base frame opens every layer"
+        );
         let l = t.read(&plain(0, true, true)).expect("known template");
         assert_eq!((l.spatial, l.temporal, l.spatial_layers), (1, 1, None));
+        assert_eq!(l.switch_up, 0);
         let l = t.read(&plain(4, false, true)).expect("known template");
         assert_eq!((l.spatial, l.temporal, l.begin, l.end), (2, 2, false, true));
         assert_eq!(

@@ -24,7 +24,8 @@
 //! Modules: [`peer`] wraps one str0m `Rtc`; [`router`] knows where each track goes;
 //! [`rewrite`] keeps outgoing numbering continuous; [`keyframe`] finds keyframes;
 //! [`throttle`] merges keyframe requests; [`vp8`] keeps descriptors continuous; [`svc`]
-//! selects scalable layers, read by [`vp9`] and [`dd`]; [`demux`] maps datagrams to peers; [`dtls`] shares
+//! selects scalable layers, read by [`vp9`] and [`dd`]; [`temporal`] selects temporal
+//! layers; [`alloc`] fits layers to a downlink estimate; [`demux`] maps datagrams to peers; [`dtls`] shares
 //! one DTLS setup between all peers.
 
 pub mod alloc;
@@ -42,6 +43,7 @@ pub mod red;
 pub mod rewrite;
 pub mod router;
 pub mod svc;
+pub mod temporal;
 pub mod throttle;
 pub mod vp8;
 pub mod vp9;

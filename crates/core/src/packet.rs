@@ -9,6 +9,7 @@ use str0m::rtp::Vp8Descriptor;
 
 use crate::ids::{Kind, TrackId, WorkerId};
 use crate::svc::SvcLayer;
+use crate::temporal::TemporalLayer;
 
 /// Most simulcast layers a track may have (browsers send at most three, RFC 8853 allows
 /// more: the rest are not forwarded).
@@ -41,6 +42,8 @@ pub struct MediaPacket {
     /// descriptor), read once at the origin; its `spatial_layers` is the stream's latest
     /// count, on every packet.
     pub svc: Option<SvcLayer>,
+    /// The temporal layer fields (VP8 with a TID, VP9, AV1 with a dependency descriptor).
+    pub temporal: Option<TemporalLayer>,
     /// AV1's dependency descriptor as received, forwarded unchanged.
     pub dd: Option<Arc<[u8]>>,
     /// For a RED packet (`payload` is RFC 2198 RED, `params` its primary codec's), the

@@ -17,7 +17,7 @@ use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output, Rtc
 
 use str0m::bwe::{Bitrate, BweKind};
 
-use crate::alloc::{allocate, LayerRates, Want};
+use crate::alloc::{allocate, cumulative, LayerRates, Want};
 use crate::api::Layers;
 use crate::dd::{self, DdBytes, DdExtension, Templates};
 use crate::ids::{Kind, PeerId, TrackId, WorkerId};
@@ -26,6 +26,7 @@ use crate::packet::{MediaPacket, ALL_LAYERS, MAX_LAYERS};
 use crate::red;
 use crate::rewrite::{Rewriter, Source};
 use crate::svc::{self, SvcLayer};
+use crate::temporal::{self, TemporalLayer, ALL_TEMPORAL};
 use crate::vp8::Vp8Rewriter;
 use crate::vp9;
 use crate::Error;
@@ -119,8 +120,11 @@ pub struct Published {
     rids: Vec<Rid>,
     /// Spatial layers of a scalable (SVC) stream, from its latest scalability structure.
     spatial_layers: u8,
-    /// AV1's frame templates, from the latest dependency descriptor structure.
-    templates: Templates,
+    /// Frame templates per simulcast layer (one stream each), from the latest dependency
+    /// descriptor structure: AV1's layers, and the temporal layers of the other codecs
+    /// when browsers describe them there (Chrome's VP8 carries no TID in its payload
+    /// descriptor once the dependency descriptor is negotiated).
+    templates: [Templates; MAX_LAYERS],
 }
 
 impl Published {
@@ -160,6 +164,12 @@ pub struct Slot {
     /// The layer this subscription should receive now: the request, lowered to fit the
     /// downlink (clamped to the layers the track has); `None`: off, no packets.
     target: Option<u8>,
+    /// The highest temporal layer to forward of `target` ([`ALL_TEMPORAL`] unless the
+    /// downlink is short).
+    temporal_target: u8,
+    /// The highest temporal layer being forwarded; moves to `temporal_target` where the
+    /// stream allows (`temporal::select`).
+    temporal: u8,
     /// When `target` was last lowered for lack of bandwidth.
     lowered: Option<Instant>,
     /// When the subscriber last asked for a layer ([`Peer::set_layer`]).
@@ -198,6 +208,8 @@ impl Slot {
             vp8: Vp8Rewriter::new(),
             requested: Some(HIGHEST_LAYER),
             target: Some(HIGHEST_LAYER),
+            temporal_target: ALL_TEMPORAL,
+            temporal: ALL_TEMPORAL,
             lowered: None,
             asked: None,
             rates: LayerRates::new(),
@@ -455,6 +467,11 @@ impl Peer {
         slot.origin = origin;
         slot.want_active = true;
         slot.restart();
+        // A reused slot measures its new track from scratch.
+        slot.rates = LayerRates::new();
+        slot.svc = false;
+        slot.temporal_target = ALL_TEMPORAL;
+        slot.temporal = ALL_TEMPORAL;
         let layer = slot.target.unwrap_or(0);
         if self.role == Role::Subscriber {
             self.renegotiate(out);
@@ -580,7 +597,7 @@ impl Peer {
             .slots
             .iter()
             .filter(|s| live(s) && s.kind == Kind::Audio)
-            .map(|s| s.rates.bps()[0])
+            .map(|s| s.rates.layer_bps()[0])
             .sum();
         let video: Vec<usize> = (0..self.slots.len())
             .filter(|&i| live(&self.slots[i]) && self.slots[i].kind == Kind::Video)
@@ -589,30 +606,23 @@ impl Peer {
             .iter()
             .map(|&i| {
                 let s = &self.slots[i];
-                let mut rates = s.rates.bps();
-                if s.svc {
-                    // A spatial layer is sent with every layer below it.
-                    for l in 1..rates.len() {
-                        if rates[l] > 0 {
-                            rates[l] += rates[l - 1];
-                        }
-                    }
-                }
                 Want {
                     requested: s.requested,
-                    rates,
+                    rates: cumulative(s.rates.bps(), s.svc),
                     priority: s.priority,
                 }
             })
             .collect();
         let budget = ((estimate as f64 * ESTIMATE_USE) as u64).saturating_sub(audio);
         let result = allocate(budget, &wants);
-        for (&i, &layer) in video.iter().zip(&result.layers) {
+        tracing::debug!(peer = %self.id, estimate, audio, ?wants, ?result, "allocation");
+        for (&i, &given) in video.iter().zip(&result.layers) {
             let s = &self.slots[i];
-            if layer == s.target {
+            let now_given = s.target.map(|l| (l, s.temporal_target));
+            if given == now_given {
                 continue;
             }
-            let up = layer > s.target;
+            let up = given > now_given;
             if up && s.lowered.is_some_and(|t| now < t + UPGRADE_HOLD) {
                 continue;
             }
@@ -620,10 +630,14 @@ impl Peer {
                 continue;
             }
             // Lowered below the request: the link, not the subscriber, decided.
-            if !up && layer < s.requested {
+            if !up && given < s.requested.map(|l| (l, ALL_TEMPORAL)) {
                 self.slots[i].lowered = Some(now);
             }
-            self.retarget(now, i, layer, out);
+            let layer = given.map(|(l, _)| l);
+            self.slots[i].temporal_target = given.map_or(ALL_TEMPORAL, |(_, t)| t);
+            if layer != self.slots[i].target {
+                self.retarget(now, i, layer, out);
+            }
         }
         // Probe towards what everyone asked for; keep sustaining what is sent.
         let used = Bitrate::bps(result.used + audio);
@@ -638,7 +652,7 @@ impl Peer {
             .slots
             .iter()
             .filter(|s| s.kind == Kind::Video && s.negotiated_active)
-            .filter_map(|s| Some((s.track?, s.target)))
+            .filter_map(|s| Some((s.track?, s.target, s.temporal_target)))
             .collect();
         let estimate = self.estimate;
         let changed = match &self.reported {
@@ -800,7 +814,7 @@ impl Peer {
                     params: Vec::new(),
                     rids: Vec::new(),
                     spatial_layers: 1,
-                    templates: Templates::new(),
+                    templates: Default::default(),
                 });
                 let i = self.published.len() - 1;
                 self.learn_rids(i);
@@ -881,10 +895,20 @@ impl Peer {
             .map(|DdBytes(b)| b.clone());
         let svc = match (codec, &dd) {
             (Codec::Vp9, _) => vp9::parse(&pkt.payload),
-            (Codec::Av1, Some(dd)) => published.templates.read(dd),
+            (Codec::Av1, Some(dd)) => published.templates[0].read(dd),
             _ => None,
         }
         .map(|l| published.svc_layer(l));
+        let temporal = match (&svc, &dd, codec) {
+            (Some(l), _, _) => Some(l.temporal(keyframe)),
+            (None, Some(dd), _) => published
+                .templates
+                .get_mut(usize::from(layer))
+                .and_then(|t| t.read(dd))
+                .map(|l| l.temporal(keyframe)),
+            (None, None, Codec::Vp8) => TemporalLayer::vp8(&pkt.payload, keyframe),
+            _ => None,
+        };
         let layers = published.rids.len().max(1) as u8;
         Some(MediaPacket {
             track: published.track,
@@ -899,6 +923,7 @@ impl Peer {
             layers,
             vp8,
             svc,
+            temporal,
             dd,
             red_primary,
             audio_level: pkt.header.ext_vals.audio_level,
@@ -1001,6 +1026,7 @@ impl Peer {
             return;
         }
         self.slots[i].requested = layer;
+        self.slots[i].temporal_target = ALL_TEMPORAL;
         self.retarget(now, i, layer, out);
         if self.estimate.is_some() {
             // Given at once; the allocation lowers it only if the estimate has not grown
@@ -1033,7 +1059,8 @@ impl Peer {
         };
         if self.estimating {
             let layer = pkt.svc.map_or(pkt.layer, |l| l.spatial);
-            s.rates.add(now, layer, pkt.payload.len());
+            let tid = pkt.temporal.map_or(0, |t| t.tid);
+            s.rates.add(now, layer, tid, pkt.payload.len());
         }
         let Some(target) = s.target else {
             return Write::Dropped; // turned off
@@ -1078,6 +1105,16 @@ impl Peer {
             }
             s.current = Some(pkt.layer);
             s.idle_since = None;
+        }
+        if let Some(t) = &pkt.temporal {
+            if !temporal::select(&mut s.temporal, s.temporal_target, t) {
+                // A whole frame above the temporal layers this slot gets.
+                s.rewriter.skip(source, pkt.seq);
+                if let Some(d) = &pkt.vp8 {
+                    s.vp8.skip(source, d, &pkt.payload);
+                }
+                return Write::Dropped;
+            }
         }
         // The payload type this peer negotiated for the publisher's codec, cached per source.
         let (from, red_in) = (pkt.params.pt(), pkt.red_primary.is_some());

@@ -12,12 +12,18 @@
 //! receiver's end of the picture).
 //!
 //! Dropped packets leave no gap in the subscriber's sequence numbers (`rewrite` skips them).
+//! Temporal layers are chosen in `temporal`, from the fields read here.
+
+use crate::temporal::{TemporalLayer, ALL_TEMPORAL};
 
 /// The layer fields of one packet of a scalable stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SvcLayer {
     pub spatial: u8,
     pub temporal: u8,
+    /// The highest temporal layer a subscription may start forwarding at this picture
+    /// (`temporal::TemporalLayer::switch_up`, without the keyframe case).
+    pub switch_up: u8,
     /// The first packet of this layer's frame.
     pub begin: bool,
     /// The last packet of this layer's frame.
@@ -32,6 +38,19 @@ impl SvcLayer {
     /// Whether this packet starts a new picture (its lowest layer's first packet).
     pub fn picture_start(&self) -> bool {
         self.begin && self.spatial == 0
+    }
+
+    /// Its temporal layer fields; decisions are per picture.
+    pub fn temporal(&self, keyframe: bool) -> TemporalLayer {
+        TemporalLayer {
+            tid: self.temporal,
+            frame_start: self.picture_start(),
+            switch_up: if keyframe {
+                ALL_TEMPORAL
+            } else {
+                self.switch_up
+            },
+        }
     }
 }
 
@@ -85,6 +104,7 @@ mod tests {
         SvcLayer {
             spatial,
             temporal: 0,
+            switch_up: 0,
             begin: true,
             end,
             spatial_layers: None,

@@ -4,11 +4,19 @@
 //! as the sequence numbers do (`rewrite`): a decoder that sees a jump in PictureID assumes
 //! lost frames and asks for a keyframe, which is the freeze a switch must not cause.
 //!
+//! A subscription that drops whole pictures (the temporal layers above the ones it gets)
+//! says so with [`Vp8Rewriter::skip`]: the pictures after them move down to close the gap in
+//! PictureID, as `rewrite` closes the one in sequence numbers (libwebrtc's receiver waits
+//! for every PictureID it has not seen before it decodes a later frame). TL0PICIDX needs no
+//! such care: base-layer pictures are never dropped.
+//!
 //! The descriptor is parsed once at the origin ([`MediaPacket::vp8`]); per subscriber this
 //! only computes the new values and up to four replacement bytes ([`Fields::patch`]), which
 //! str0m applies while it serializes the packet (no copy of the payload here).
 //!
 //! [`MediaPacket::vp8`]: crate::packet::MediaPacket::vp8
+
+use std::collections::VecDeque;
 
 use str0m::rtp::{Vp8Descriptor, Vp8Patch};
 
@@ -26,7 +34,14 @@ pub struct Vp8Rewriter {
     last_pid: Option<u16>,
     last_tl0: Option<u8>,
     last_key: Option<u8>,
+    /// The latest dropped PictureIDs of the current source, oldest first (each moved every
+    /// later picture down by one).
+    skipped: VecDeque<u16>,
 }
+
+/// How many dropped pictures are remembered for reordered packets (a second of a dropped
+/// temporal layer at 30 frames/s).
+const SKIP_MEMORY: usize = 32;
 
 /// Whether the PictureID of this payload is the 15-bit form (M bit), else 7-bit.
 fn wide_picture_id(payload: &[u8]) -> bool {
@@ -96,9 +111,16 @@ impl Vp8Rewriter {
                 }
             }
             self.source = Some(source);
+            self.skipped.clear();
         }
         let picture_id = desc.picture_id().map(|pid| {
-            let out = pid.wrapping_add(self.pid_offset) % pid_mod;
+            let mut offset = self.pid_offset;
+            if self.skipped.back().is_some_and(|&s| newer(s, pid, pid_mod)) {
+                // Reordered from before a drop: the drops after it did not move it.
+                let later = self.skipped.iter().filter(|&&s| newer(s, pid, pid_mod));
+                offset = offset.wrapping_add(later.count() as u16);
+            }
+            let out = pid.wrapping_add(offset) % pid_mod;
             if self
                 .last_pid
                 .is_none_or(|l| newer(out, l % pid_mod, pid_mod))
@@ -132,6 +154,28 @@ impl Vp8Rewriter {
             tl0_pic_idx,
             key_idx,
         }
+    }
+
+    /// A packet of `source`'s picture `desc` is dropped (with the rest of its picture):
+    /// the later pictures of the source close the gap. Nothing to close before the first
+    /// packet of a source is sent (the numbering continues from what was sent).
+    pub fn skip(&mut self, source: Source, desc: &Vp8Descriptor, payload: &[u8]) {
+        let Some(pid) = desc.picture_id() else {
+            return;
+        };
+        if self.source != Some(source) || self.skipped.contains(&pid) {
+            return;
+        }
+        let pid_mod: u16 = if wide_picture_id(payload) {
+            1 << 15
+        } else {
+            1 << 7
+        };
+        if self.skipped.len() == SKIP_MEMORY {
+            self.skipped.pop_front();
+        }
+        self.skipped.push_back(pid);
+        self.pid_offset = self.pid_offset.wrapping_sub(1) % pid_mod;
     }
 }
 
@@ -209,6 +253,33 @@ mod tests {
         out(&mut rw, source(1), 0x7ffe, 255, 31);
         assert_eq!(out(&mut rw, source(2), 5, 9, 1), (0x7fff, 0, 0));
         assert_eq!(out(&mut rw, source(2), 6, 10, 1), (0, 1, 0));
+    }
+
+    #[test]
+    fn dropped_pictures_leave_no_gap() {
+        let mut rw = Vp8Rewriter::new();
+        let skip = |rw: &mut Vp8Rewriter, pid: u16| {
+            let p = payload(pid, 0, 0);
+            rw.skip(source(1), &Vp8Descriptor::parse(&p).unwrap(), &p);
+        };
+        assert_eq!(out(&mut rw, source(1), 10, 1, 0).0, 10);
+        skip(&mut rw, 11);
+        skip(&mut rw, 11); // the same picture's next packet
+        assert_eq!(out(&mut rw, source(1), 12, 1, 0).0, 11);
+        skip(&mut rw, 13);
+        assert_eq!(out(&mut rw, source(1), 14, 2, 0).0, 12);
+        // Reordered packets from before the drops keep their numbers.
+        assert_eq!(out(&mut rw, source(1), 12, 1, 0).0, 11);
+        assert_eq!(out(&mut rw, source(1), 10, 1, 0).0, 10);
+        // Across the PictureID wrap, and on to a switch that continues from there.
+        let mut rw = Vp8Rewriter::new();
+        out(&mut rw, source(1), 0x7ffe, 1, 0);
+        skip(&mut rw, 0x7fff);
+        assert_eq!(out(&mut rw, source(1), 0, 1, 0).0, 0x7fff);
+        assert_eq!(out(&mut rw, source(2), 900, 7, 0).0, 0);
+        // A drop before anything of a source was sent changes nothing.
+        skip(&mut rw, 0x0010);
+        assert_eq!(out(&mut rw, source(2), 901, 7, 0).0, 1);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub fn parse(p: &[u8]) -> Option<SvcLayer> {
     let &l = p.get(i)?;
     i += 1;
     let temporal = l >> 5;
+    // U, the switching up point: no later frame of this layer needs an earlier one.
+    let switch_up = if l & 0x10 != 0 { temporal } else { 0 };
     let spatial = (l >> 1) & 0x07;
     if !flexible {
         i += 1; // TL0PICIDX
@@ -48,6 +50,7 @@ pub fn parse(p: &[u8]) -> Option<SvcLayer> {
     Some(SvcLayer {
         spatial,
         temporal,
+        switch_up,
         begin,
         end,
         spatial_layers,
@@ -95,6 +98,14 @@ mod tests {
         let k = parsed(&desc(0, 0, true, true, true, true));
         assert_eq!(k.spatial_layers, Some(3));
         assert!(k.picture_start());
+    }
+
+    #[test]
+    fn the_switching_up_point_opens_its_temporal_layer() {
+        let mut p = desc(0, 2, true, true, false, false);
+        assert_eq!(parsed(&p).switch_up, 0);
+        p[3] |= 0x10; // U
+        assert_eq!(parsed(&p).switch_up, 2);
     }
 
     #[test]

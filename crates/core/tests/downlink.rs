@@ -2,12 +2,14 @@
 //! feedback, only REMB, still gets the simulcast layer that fits: the REMB estimate drives
 //! the allocation, down at once and up again after the hold time; below the lowest layer
 //! the video pauses (no packets at all) and resumes, from a keyframe, when the link allows.
+//! With temporal layers, a link too short for the lowest layer whole first gets it at a
+//! lower frame rate, with PictureIDs and sequence numbers still continuous.
 
 mod harness;
 
 use std::time::Duration;
 
-use harness::{simulcast_fields, Net, Published};
+use harness::{assert_continuous, simulcast_fields, simulcast_tid, Net, Published};
 use sfumato_core::{Event, Kind, PeerId};
 use str0m::media::MediaKind;
 
@@ -35,7 +37,7 @@ fn allocated(net: &Net, peer: PeerId, tracks: Published) -> Option<(Option<u64>,
             estimate_bps,
             layers,
         } if *p == peer => {
-            let layer = layers.iter().find(|(t, _)| *t == tracks.video)?.1;
+            let layer = layers.iter().find(|(t, _, _)| *t == tracks.video)?.1;
             Some((*estimate_bps, layer))
         }
         _ => None,
@@ -119,4 +121,59 @@ fn below_the_lowest_layer_the_video_pauses_and_resumes_from_a_keyframe() {
     let (layer, _, _) = simulcast_fields(resumed[0]);
     assert_eq!(resumed[0][6] & 0x01, 0, "resumed at a keyframe");
     assert_eq!(layer, 1, "resumed on the layer that fits");
+}
+
+#[test]
+fn a_link_short_of_the_lowest_layer_gets_fewer_frames_of_it_continuously() {
+    let mut net = Net::new(1);
+    net.engines[0].set_bandwidth_estimation(true);
+    let alice = net.add_client("alice", 0);
+    net.client_mut(alice).temporal_layers = true;
+    let bob = net.add_client_remb_only("bob", 0);
+    let tracks = net.publish_simulcast(alice);
+    net.create_subscriber(bob);
+    net.subscribe(bob, tracks.video, Kind::Video, 0);
+    net.connect_all();
+    let peer = net.client(bob).peer;
+
+    // The lowest layer takes ~15 kbit/s, ~7.5 with its two lower temporal layers (a
+    // quarter of the frames each), ~3.7 with the base alone.
+    for _ in 0..4 {
+        second(&mut net, alice, bob, tracks, 10_000);
+    }
+    assert_eq!(allocated(&net, peer, tracks), Some((Some(10_000), Some(0))));
+    let from = net.client(bob).received_payloads(MediaKind::Video).len();
+    second(&mut net, alice, bob, tracks, 10_000);
+    let payloads = net.client(bob).received_payloads(MediaKind::Video);
+    let got: Vec<(usize, u16, u8)> = payloads[from..]
+        .iter()
+        .map(|p| simulcast_fields(p))
+        .collect();
+    let tids: Vec<u8> = payloads[from..].iter().map(|p| simulcast_tid(p)).collect();
+    assert_eq!(got.len(), 15, "half of 30 frames: {tids:?}");
+    assert!(tids.iter().all(|&t| t <= 1), "{tids:?}");
+    assert!(got.iter().all(|&(l, _, _)| l == 0));
+    for pair in got.windows(2) {
+        assert_eq!(
+            pair[1].1,
+            (pair[0].1 + 1) & 0x7fff,
+            "PictureIDs without a gap: {got:?}"
+        );
+    }
+    assert_continuous("bob", &net.client(bob).received_seqs(MediaKind::Video));
+
+    // A wide link again: every frame of the top layer, after the hold.
+    for _ in 0..4 {
+        second(&mut net, alice, bob, tracks, 1_000_000);
+    }
+    let from = net.client(bob).received_payloads(MediaKind::Video).len();
+    second(&mut net, alice, bob, tracks, 1_000_000);
+    let payloads = net.client(bob).received_payloads(MediaKind::Video);
+    let got: Vec<(usize, u16, u8)> = payloads[from..]
+        .iter()
+        .map(|p| simulcast_fields(p))
+        .collect();
+    assert_eq!(got.len(), 30);
+    assert!(got.iter().all(|&(l, _, _)| l == 2));
+    assert_continuous("bob", &net.client(bob).received_seqs(MediaKind::Video));
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use sfumato_worker::sfumato_core::api::Layers;
+use sfumato_worker::sfumato_core::temporal::ALL_TEMPORAL;
 use sfumato_worker::sfumato_core::{Command, Event, Kind, PeerId, TrackId, WorkerId};
 use sfumato_worker::Pool;
 use tokio::sync::mpsc;
@@ -505,7 +506,7 @@ impl State {
             let allocated = p
                 .downlink
                 .as_ref()
-                .and_then(|(_, layers)| layers.iter().find(|(t, _)| *t == track))
+                .and_then(|(_, layers)| layers.iter().find(|(t, _, _)| *t == track))
                 .and_then(|l| l.1);
             for l in [asked, allocated].into_iter().flatten() {
                 needed[usize::from(l.min(2))] = true;
@@ -688,11 +689,18 @@ impl State {
                 let mut v = self.participant_json(p);
                 v["worker"] = json!(p.worker.0);
                 if let Some((estimate, layers)) = &p.downlink {
-                    let layers: serde_json::Map<String, Value> = layers
+                    let spatial: serde_json::Map<String, Value> = layers
                         .iter()
-                        .map(|(t, l)| (t.to_string(), json!(l)))
+                        .map(|(t, l, _)| (t.to_string(), json!(l)))
                         .collect();
-                    v["downlink"] = json!({"estimate_bps": estimate, "layers": layers});
+                    // Only the tracks sent at a lower frame rate (fewer temporal layers).
+                    let temporal: serde_json::Map<String, Value> = layers
+                        .iter()
+                        .filter(|(_, l, tl)| l.is_some() && *tl != ALL_TEMPORAL)
+                        .map(|(t, _, tl)| (t.to_string(), json!(tl)))
+                        .collect();
+                    v["downlink"] =
+                        json!({"estimate_bps": estimate, "layers": spatial, "temporal": temporal});
                 }
                 v["kind"] = json!(match p.client {
                     Client::Socket(_) => "websocket",

@@ -122,6 +122,10 @@ pub struct Client {
     pub layer_keyframe_requests: Vec<(Instant, usize)>,
     /// Per simulcast layer: next sequence number, timestamp, PictureID and TL0PICIDX.
     layers: [LayerState; 3],
+    /// Simulcast layers are sent with three temporal layers (`L1T3`): TIDs 0 2 1 2 from
+    /// each keyframe on, the first layer-2 and layer-1 frames after a base frame are
+    /// switching points (layer sync), TL0PICIDX counts base frames.
+    pub temporal_layers: bool,
     /// Numbering of the VP9 scalable stream ([`Net::send_svc_picture`]).
     svc: LayerState,
     pub audio_mid: Option<Mid>,
@@ -191,6 +195,7 @@ impl Client {
                 LayerState::new(base + 30_000, 20_000, 90),
                 LayerState::new(base + 40_000, 0x7ff0, 250),
             ],
+            temporal_layers: false,
             svc: LayerState::new(base + 50_000, 0x7ffe, 7),
             audio_mid: None,
             video_mid: None,
@@ -351,9 +356,30 @@ impl Client {
         let pt = self.pt(Codec::Vp8);
         self.counter += 1;
         let st = &mut self.layers[layer];
-        let payload = simulcast_payload(layer, keyframe, st.picture_id, st.tl0, self.counter);
+        if keyframe {
+            st.frame = 0;
+        }
+        let (tid, sync) = match (self.temporal_layers, st.frame % 4) {
+            (false, _) | (true, 0) => (0, !self.temporal_layers),
+            (true, 1) => (2, true),
+            (true, 2) => (1, true),
+            (true, _) => (2, false),
+        };
+        // A frame above the base carries the TL0PICIDX of the base frame before it.
+        let tl0 = if tid == 0 {
+            st.tl0
+        } else {
+            st.tl0.wrapping_sub(1)
+        };
+        let fields = Vp8Fields {
+            picture_id: st.picture_id,
+            tl0,
+            tid,
+            sync,
+        };
+        let payload = simulcast_payload_with(layer, keyframe, fields, self.counter);
         let (seq, ts) = (st.seq, st.ts);
-        st.advance();
+        st.advance(tid);
         let mut api = self.rtc.direct_api();
         let tx = api
             .stream_tx_by_mid(mid, Some(RIDS[layer].into()))
@@ -426,7 +452,7 @@ impl Client {
         }
         // One picture: the sequence number moved per packet, the rest once.
         let seq = self.svc.seq;
-        self.svc.advance();
+        self.svc.advance(0);
         self.svc.seq = seq;
     }
 
@@ -501,6 +527,8 @@ struct LayerState {
     ts: u32,
     picture_id: u16,
     tl0: u8,
+    /// Frames since the last keyframe.
+    frame: u32,
 }
 
 impl LayerState {
@@ -510,14 +538,19 @@ impl LayerState {
             ts: seq as u32 * 3000,
             picture_id,
             tl0,
+            frame: 0,
         }
     }
 
-    fn advance(&mut self) {
+    /// After a frame of temporal layer `tid`.
+    fn advance(&mut self, tid: u8) {
         self.seq += 1;
         self.ts = self.ts.wrapping_add(3000);
         self.picture_id = (self.picture_id + 1) & 0x7fff;
-        self.tl0 = self.tl0.wrapping_add(1);
+        if tid == 0 {
+            self.tl0 = self.tl0.wrapping_add(1);
+        }
+        self.frame += 1;
     }
 }
 
@@ -531,13 +564,41 @@ pub fn simulcast_payload(
     tl0: u8,
     counter: u32,
 ) -> Vec<u8> {
+    let fields = Vp8Fields {
+        picture_id,
+        tl0,
+        tid: 0,
+        sync: true,
+    };
+    simulcast_payload_with(layer, keyframe, fields, counter)
+}
+
+/// The VP8 descriptor fields of a harness frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Vp8Fields {
+    pub picture_id: u16,
+    pub tl0: u8,
+    /// Temporal layer.
+    pub tid: u8,
+    /// Layer sync (Y): the frame needs only base-layer frames.
+    pub sync: bool,
+}
+
+/// [`simulcast_payload`] with any temporal layer fields.
+pub fn simulcast_payload_with(layer: usize, keyframe: bool, f: Vp8Fields, counter: u32) -> Vec<u8> {
+    let Vp8Fields {
+        picture_id,
+        tl0,
+        tid,
+        sync,
+    } = f;
     let mut p = vec![
         0x90,
         0xf0,
         0x80 | (picture_id >> 8) as u8,
         picture_id as u8,
         tl0,
-        0x20,
+        tid << 6 | if sync { 0x20 } else { 0 },
         if keyframe { 0x00 } else { 0x01 },
         0x9d,
         0x01,
@@ -548,6 +609,11 @@ pub fn simulcast_payload(
     // Higher layers are bigger, as real ones are: 40, 160, 640 bytes of padding.
     p.resize(p.len() + (40 << (2 * layer)), 0x5a);
     p
+}
+
+/// The temporal layer of a payload made by [`simulcast_payload_with`].
+pub fn simulcast_tid(p: &[u8]) -> u8 {
+    p[5] >> 6
 }
 
 /// The layer, PictureID and TL0PICIDX of a payload made by [`simulcast_payload`].
