@@ -1,14 +1,13 @@
 //! AV1's dependency descriptor (the RTP header extension of the AV1 RTP specification,
 //! appendix A): what a scalable AV1 stream says of each packet's layers, read once at the
-//! origin for `svc`, and the extension itself, registered with str0m so that it is
+//! origin for `svc` (and for `temporal`: Chromium describes its VP8 temporal layers here
+//! too), and the extension itself, registered with str0m so that it is
 //! negotiated, read from publishers and written to subscribers unchanged
 //! ([`DdExtension`]).
 //!
 //! Each packet names a frame template; the templates' spatial and temporal ids come in a
 //! template structure that the publisher attaches to keyframes. The origin keeps the latest
-//! structure per track ([`Templates`]) and turns each packet into an [`SvcLayer`].
-
-use std::sync::Arc;
+//! structure per stream ([`Templates`]) and turns each packet into an [`SvcLayer`].
 
 use str0m::rtp::{ExtensionSerializer, ExtensionValues};
 
@@ -22,9 +21,10 @@ pub const URI: &str =
 /// Most templates a structure may hold (template ids are 6 bits).
 const MAX_TEMPLATES: usize = 64;
 
-/// A packet's dependency descriptor as received, forwarded byte for byte.
+/// A packet's dependency descriptor as received, forwarded byte for byte. str0m keeps it
+/// behind an `Arc` (its user extension map), which the packet shares with every subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DdBytes(pub Arc<[u8]>);
+pub struct DdBytes(pub Box<[u8]>);
 
 /// The str0m serializer of the extension: raw bytes in, the same bytes out.
 #[derive(Debug)]
@@ -45,7 +45,7 @@ impl ExtensionSerializer for DdExtension {
         if buf.len() < 3 {
             return false;
         }
-        ev.user_values.set(DdBytes(Arc::from(buf)));
+        ev.user_values.set(DdBytes(Box::from(buf)));
         true
     }
 

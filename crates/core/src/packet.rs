@@ -7,6 +7,7 @@ use std::time::Instant;
 use str0m::format::PayloadParams;
 use str0m::rtp::Vp8Descriptor;
 
+use crate::dd::DdBytes;
 use crate::ids::{Kind, TrackId, WorkerId};
 use crate::svc::SvcLayer;
 use crate::temporal::TemporalLayer;
@@ -45,7 +46,7 @@ pub struct MediaPacket {
     /// The temporal layer fields (VP8 with a TID, VP9, AV1 with a dependency descriptor).
     pub temporal: Option<TemporalLayer>,
     /// AV1's dependency descriptor as received, forwarded unchanged.
-    pub dd: Option<Arc<[u8]>>,
+    pub dd: Option<Arc<DdBytes>>,
     /// For a RED packet (`payload` is RFC 2198 RED, `params` its primary codec's), the
     /// primary block alone: what subscribers without RED get.
     pub red_primary: Option<Arc<[u8]>>,

@@ -887,15 +887,10 @@ impl Peer {
             Codec::Vp8 => Vp8Descriptor::parse(&pkt.payload).ok(),
             _ => None,
         };
-        let dd = pkt
-            .header
-            .ext_vals
-            .user_values
-            .get::<DdBytes>()
-            .map(|DdBytes(b)| b.clone());
+        let dd = pkt.header.ext_vals.user_values.get_arc::<DdBytes>();
         let svc = match (codec, &dd) {
             (Codec::Vp9, _) => vp9::parse(&pkt.payload),
-            (Codec::Av1, Some(dd)) => published.templates[0].read(dd),
+            (Codec::Av1, Some(dd)) => published.templates[0].read(&dd.0),
             _ => None,
         }
         .map(|l| published.svc_layer(l));
@@ -904,7 +899,7 @@ impl Peer {
             (None, Some(dd), _) => published
                 .templates
                 .get_mut(usize::from(layer))
-                .and_then(|t| t.read(dd))
+                .and_then(|t| t.read(&dd.0))
                 .map(|l| l.temporal(keyframe)),
             (None, None, Codec::Vp8) => TemporalLayer::vp8(&pkt.payload, keyframe),
             _ => None,
@@ -1155,9 +1150,10 @@ impl Peer {
             ..Default::default()
         };
         if let Some(dd) = &pkt.dd {
-            // str0m keeps user extension values in a map: one small allocation per packet
-            // of an AV1 stream with a dependency descriptor (no other stream has one).
-            ext.user_values.set(DdBytes(dd.clone()));
+            // str0m keeps user extension values in a map: one small allocation (its
+            // table) per packet with a dependency descriptor (AV1, Chromium's VP8); the
+            // descriptor itself is shared.
+            ext.user_values.set_arc(dd.clone());
         }
         let vp8_patch = pkt
             .vp8
