@@ -29,6 +29,36 @@ fn second(net: &mut Net, alice: usize, bob: usize, tracks: Published, bps: u64) 
     }
 }
 
+/// Alice publishes simulcast (with `temporal_layers`, each layer in L1T3), Bob subscribes
+/// with REMB as his only feedback; downlink estimation on.
+struct Room {
+    net: Net,
+    alice: usize,
+    bob: usize,
+    tracks: Published,
+    peer: PeerId,
+}
+
+fn room(temporal_layers: bool) -> Room {
+    let mut net = Net::new(1);
+    net.engines[0].set_bandwidth_estimation(true);
+    let alice = net.add_client("alice", 0);
+    net.client_mut(alice).temporal_layers = temporal_layers;
+    let bob = net.add_client_remb_only("bob", 0);
+    let tracks = net.publish_simulcast(alice);
+    net.create_subscriber(bob);
+    net.subscribe(bob, tracks.video, Kind::Video, 0);
+    net.connect_all();
+    let peer = net.client(bob).peer;
+    Room {
+        net,
+        alice,
+        bob,
+        tracks,
+        peer,
+    }
+}
+
 /// The last allocation reported for `peer`: (estimate, layer of `track`).
 fn allocated(net: &Net, peer: PeerId, tracks: Published) -> Option<(Option<u64>, Option<u8>)> {
     net.events.iter().rev().find_map(|(_, e)| match e {
@@ -46,15 +76,13 @@ fn allocated(net: &Net, peer: PeerId, tracks: Published) -> Option<(Option<u64>,
 
 #[test]
 fn a_remb_estimate_picks_the_layer_that_fits() {
-    let mut net = Net::new(1);
-    net.engines[0].set_bandwidth_estimation(true);
-    let alice = net.add_client("alice", 0);
-    let bob = net.add_client_remb_only("bob", 0);
-    let tracks = net.publish_simulcast(alice);
-    net.create_subscriber(bob);
-    net.subscribe(bob, tracks.video, Kind::Video, 0);
-    net.connect_all();
-    let peer = net.client(bob).peer;
+    let Room {
+        mut net,
+        alice,
+        bob,
+        tracks,
+        peer,
+    } = room(false);
 
     // 100 kbit/s: room for the middle layer, not the top one.
     for _ in 0..3 {
@@ -81,15 +109,13 @@ fn a_remb_estimate_picks_the_layer_that_fits() {
 
 #[test]
 fn below_the_lowest_layer_the_video_pauses_and_resumes_from_a_keyframe() {
-    let mut net = Net::new(1);
-    net.engines[0].set_bandwidth_estimation(true);
-    let alice = net.add_client("alice", 0);
-    let bob = net.add_client_remb_only("bob", 0);
-    let tracks = net.publish_simulcast(alice);
-    net.create_subscriber(bob);
-    net.subscribe(bob, tracks.video, Kind::Video, 0);
-    net.connect_all();
-    let peer = net.client(bob).peer;
+    let Room {
+        mut net,
+        alice,
+        bob,
+        tracks,
+        peer,
+    } = room(false);
     let video = |net: &Net| net.client(bob).received_payloads(MediaKind::Video).len();
 
     for _ in 0..3 {
@@ -125,16 +151,13 @@ fn below_the_lowest_layer_the_video_pauses_and_resumes_from_a_keyframe() {
 
 #[test]
 fn a_link_short_of_the_lowest_layer_gets_fewer_frames_of_it_continuously() {
-    let mut net = Net::new(1);
-    net.engines[0].set_bandwidth_estimation(true);
-    let alice = net.add_client("alice", 0);
-    net.client_mut(alice).temporal_layers = true;
-    let bob = net.add_client_remb_only("bob", 0);
-    let tracks = net.publish_simulcast(alice);
-    net.create_subscriber(bob);
-    net.subscribe(bob, tracks.video, Kind::Video, 0);
-    net.connect_all();
-    let peer = net.client(bob).peer;
+    let Room {
+        mut net,
+        alice,
+        bob,
+        tracks,
+        peer,
+    } = room(true);
 
     // The lowest layer takes ~15 kbit/s, ~7.5 with its two lower temporal layers (a
     // quarter of the frames each), ~3.7 with the base alone.

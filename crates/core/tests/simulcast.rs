@@ -199,22 +199,33 @@ fn a_publisher_restart_keeps_the_descriptor_continuous() {
     assert_continuous("bob", &net.client(bob).received_seqs(MediaKind::Video));
 }
 
-/// The subscriber sits on another worker than the publisher: the origin pipes it only the
-/// layers its subscription may forward, and a switch still never leaves it without frames.
-#[test]
-fn a_sink_worker_is_piped_only_the_layers_it_forwards() {
+/// Alice publishes simulcast on worker 0, Bob on worker 1 subscribes asking for `layer`
+/// (downlink estimation `estimating`); eleven frames have passed. Returns (net, alice, bob,
+/// tracks).
+fn across_workers(estimating: bool, layer: u8) -> (Net, usize, usize, Published) {
     let mut net = Net::new(2);
+    for engine in &mut net.engines {
+        engine.set_bandwidth_estimation(estimating);
+    }
     let alice = net.add_client("alice", 0);
     let bob = net.add_client("bob", 1);
     let tracks = net.publish_simulcast(alice);
     net.create_subscriber(bob);
     net.subscribe(bob, tracks.video, Kind::Video, 0);
     net.connect_all();
-    net.set_layer(bob, tracks.video, Some(0));
+    net.set_layer(bob, tracks.video, Some(layer));
     frame(&mut net, alice, [true; 3]);
     for _ in 0..10 {
         frame(&mut net, alice, [false; 3]);
     }
+    (net, alice, bob, tracks)
+}
+
+/// The subscriber sits on another worker than the publisher: the origin pipes it only the
+/// layers its subscription may forward, and a switch still never leaves it without frames.
+#[test]
+fn a_sink_worker_is_piped_only_the_layers_it_forwards() {
+    let (mut net, alice, bob, tracks) = across_workers(false, 0);
     let piped = |net: &Net| net.pipe_layers(0, 1, tracks.video);
     let from = piped(&net).len();
     for _ in 0..10 {
@@ -269,21 +280,7 @@ fn a_sink_worker_is_piped_only_the_layers_it_forwards() {
 /// no higher.
 #[test]
 fn an_estimating_sink_is_piped_the_layers_up_to_its_request() {
-    let mut net = Net::new(2);
-    for engine in &mut net.engines {
-        engine.set_bandwidth_estimation(true);
-    }
-    let alice = net.add_client("alice", 0);
-    let bob = net.add_client("bob", 1);
-    let tracks = net.publish_simulcast(alice);
-    net.create_subscriber(bob);
-    net.subscribe(bob, tracks.video, Kind::Video, 0);
-    net.connect_all();
-    net.set_layer(bob, tracks.video, Some(1));
-    frame(&mut net, alice, [true; 3]);
-    for _ in 0..10 {
-        frame(&mut net, alice, [false; 3]);
-    }
+    let (mut net, alice, _, tracks) = across_workers(true, 1);
     let piped = |net: &Net| net.pipe_layers(0, 1, tracks.video);
     let from = piped(&net).len();
     for _ in 0..10 {
