@@ -158,4 +158,6 @@ pub struct WorkerStats {
     pub pipe_dropped: u64,
     pub keyframe_requests_in: u64,
     pub keyframe_requests_sent: u64,
+    /// Peers dropped because handling them panicked (`Event::PeerClosed` "internal error").
+    pub peers_failed: u64,
 }

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,15 +69,24 @@ impl Engine {
         }
     }
 
-    /// Whether peers created from now on estimate their downlink and fit simulcast layers to
-    /// it (off by default: str0m's estimator paces and pads, docs/benchmarks.md). Off, every
-    /// subscription gets the layer it asks for, unpaced.
+    /// Whether peers created from now on estimate their downlink and fit their layers to it
+    /// (off unless set; the server sets it unless `--bandwidth-estimation false`: str0m's
+    /// estimator paces and pads, docs/benchmarks.md). Off, every subscription gets the
+    /// layer it asks for, unpaced.
     pub fn set_bandwidth_estimation(&mut self, on: bool) {
         self.bwe = on;
     }
 
     pub fn worker(&self) -> WorkerId {
         self.worker
+    }
+
+    /// Tests only: handling the next datagram of peer `id` panics, as a bug in str0m would.
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_peer_on_next_input(&mut self, id: PeerId) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.fail_next_input = true;
+        }
     }
 
     /// One datagram from the socket. Unknown or malformed datagrams are counted and dropped.
@@ -90,12 +100,14 @@ impl Engine {
                 return;
             }
         };
-        let Some(peer) = self.peers.get_mut(&id) else {
-            self.stats.datagrams_dropped += 1;
-            return;
-        };
-        if !peer.receive(now, source, self.local_addr, data) {
-            self.stats.datagrams_dropped += 1;
+        let local = self.local_addr;
+        match self.on_peer(now, id, |p| p.receive(now, source, local, data)) {
+            Some(true) => {}
+            Some(false) => self.stats.datagrams_dropped += 1,
+            None => {
+                self.stats.datagrams_dropped += 1;
+                return;
+            }
         }
         let before = self.outputs.len();
         self.drive(now, id);
@@ -148,12 +160,10 @@ impl Engine {
             }
             Command::SubscriberAnswer { req, peer, answer } => {
                 let mut outs = Vec::new();
-                let result = match self.peers.get_mut(&peer) {
-                    Some(p) => p
-                        .accept_answer(now, &answer, &mut outs)
-                        .map(|()| ReplyBody::Done),
-                    None => Err(Error::NoSuchPeer),
-                };
+                let result = self
+                    .on_peer(now, peer, |p| p.accept_answer(now, &answer, &mut outs))
+                    .unwrap_or(Err(Error::NoSuchPeer))
+                    .map(|()| ReplyBody::Done);
                 self.handle_outs(now, peer, &mut outs);
                 self.mark(peer);
                 self.reply(req, result);
@@ -176,8 +186,10 @@ impl Engine {
             }
             Command::SetLayer { peer, track, layer } => {
                 let mut outs = Vec::new();
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.set_layer(now, track, layer, &mut outs);
+                if self
+                    .on_peer(now, peer, |p| p.set_layer(now, track, layer, &mut outs))
+                    .is_some()
+                {
                     self.handle_outs(now, peer, &mut outs);
                 }
             }
@@ -309,8 +321,10 @@ impl Engine {
             }
         }
         let mut outs = Vec::new();
-        let result = match self.peers.get_mut(&id) {
-            Some(p) if p.role == role => p.accept_offer(&offer, &mut outs),
+        let result = match self.peers.get(&id).map(|p| p.role) {
+            Some(r) if r == role => self
+                .on_peer(now, id, |p| p.accept_offer(&offer, &mut outs))
+                .unwrap_or(Err(Error::NoSuchPeer)),
             Some(_) => Err(Error::WrongRole(
                 "this peer does not take offers of that kind",
             )),
@@ -358,12 +372,15 @@ impl Engine {
     fn flush(&mut self, now: Instant) {
         while let Some(id) = self.touched.pop() {
             let mut outs = std::mem::take(&mut self.scratch);
-            if let Some(p) = self.peers.get_mut(&id) {
+            let ran = self.on_peer(now, id, |p| {
                 p.queued = false;
                 p.timeout(now, &mut outs);
                 p.drain(now, &mut outs);
+            });
+            if ran.is_some() {
+                self.handle_outs(now, id, &mut outs);
             }
-            self.handle_outs(now, id, &mut outs);
+            outs.clear();
             self.scratch = outs;
         }
     }
@@ -371,11 +388,38 @@ impl Engine {
     /// Drains one peer right away (after it received a datagram or an offer).
     fn drive(&mut self, now: Instant, id: PeerId) {
         let mut outs = std::mem::take(&mut self.scratch);
-        if let Some(p) = self.peers.get_mut(&id) {
-            p.drain(now, &mut outs);
+        if self.on_peer(now, id, |p| p.drain(now, &mut outs)).is_some() {
+            self.handle_outs(now, id, &mut outs);
         }
-        self.handle_outs(now, id, &mut outs);
+        outs.clear();
         self.scratch = outs;
+    }
+
+    /// Runs `f` on peer `id` (`None`: no such peer). A panic inside it, from str0m on some
+    /// input nobody foresaw, stays with that peer: it is dropped as failed (its tracks and
+    /// subscriptions go, `Event::PeerClosed` says "internal error") and the rest of the
+    /// worker carries on.
+    fn on_peer<R>(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        f: impl FnOnce(&mut Peer) -> R,
+    ) -> Option<R> {
+        let peer = self.peers.get_mut(&id)?;
+        match panic::catch_unwind(AssertUnwindSafe(|| f(peer))) {
+            Ok(r) => Some(r),
+            Err(cause) => {
+                let what = cause
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| cause.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("a panic");
+                tracing::error!(peer = %id, "peer failed, dropping it: {what}");
+                self.stats.peers_failed += 1;
+                self.remove_peer(now, id, "internal error");
+                None
+            }
+        }
     }
 
     fn handle_outs(&mut self, now: Instant, from: PeerId, outs: &mut Vec<PeerOut>) {

@@ -277,6 +277,9 @@ pub enum Write {
 pub struct Peer {
     pub id: PeerId,
     pub role: Role,
+    /// Tests only: the next datagram's handling panics (`Engine::fail_peer_on_next_input`).
+    #[cfg(feature = "fault-injection")]
+    pub fail_next_input: bool,
     rtc: Rtc,
     created: Instant,
     next_timeout: Instant,
@@ -339,6 +342,8 @@ impl Peer {
         Ok(Peer {
             id,
             role,
+            #[cfg(feature = "fault-injection")]
+            fail_next_input: false,
             rtc,
             created: now,
             next_timeout: now,
@@ -557,6 +562,10 @@ impl Peer {
         destination: SocketAddr,
         data: &[u8],
     ) -> bool {
+        #[cfg(feature = "fault-injection")]
+        if self.fail_next_input {
+            panic!("injected failure");
+        }
         let Ok(contents) = Receive::new(Protocol::Udp, source, destination, data) else {
             return false;
         };

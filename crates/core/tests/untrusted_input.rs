@@ -2,7 +2,8 @@
 //! and corrupted STUN, DTLS and SRTP, from strangers and from the participants' own
 //! addresses; and a publisher sends well-formed SRTP whose payloads are junk for the parsers
 //! behind it (VP9 descriptors, AV1 dependency descriptors, RED). Nothing panics, junk is
-//! counted as dropped, and the media keeps flowing.
+//! counted as dropped, and the media keeps flowing. Should handling one peer panic all the
+//! same (a bug in str0m), that peer alone is dropped.
 
 mod harness;
 
@@ -10,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use harness::{assert_continuous, Net};
+use sfumato_core::Event;
 use str0m::format::Codec;
 use str0m::media::MediaKind;
 
@@ -369,4 +371,33 @@ fn a_publishers_junk_payloads_harm_nobody() {
         "the video arrives unchanged"
     );
     assert!(b.errors.is_empty(), "{:?}", b.errors);
+}
+
+#[test]
+fn a_peer_whose_handling_panics_is_dropped_and_the_room_goes_on() {
+    let mut net = Net::new(1);
+    let alice = net.add_client("alice", 0);
+    let bob = net.add_client("bob", 0);
+    let carol = net.add_client("carol", 0);
+    let tracks = net.publish(alice);
+    net.record = true;
+    for c in [bob, carol] {
+        net.create_subscriber(c);
+        net.subscribe_all(c, tracks);
+    }
+    net.connect_all();
+    net.run_for(Duration::from_millis(100));
+
+    let (peer, addr) = (net.client(carol).peer, net.client(carol).addr);
+    net.engines[0].fail_peer_on_next_input(peer);
+    net.inject(0, addr, &[0x80, 0x60, 0, 1]);
+    assert!(
+        net.saw(0, |e| matches!(e, Event::PeerClosed { peer: p, reason } if *p == peer && *reason == "internal error")),
+        "carol's peer is closed as failed"
+    );
+    let stats = net.engines[0].stats();
+    assert_eq!((stats.peers_failed, stats.peers), (1, 2));
+    // Her next datagrams are strangers' now; alice and bob carry on.
+    net.inject(0, addr, &[0x80, 0x60, 0, 2]);
+    media_keeps_flowing(&mut net, alice, bob);
 }

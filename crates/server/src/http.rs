@@ -64,7 +64,7 @@ pub async fn metrics(AxumState(app): AxumState<App>) -> Response {
     out.push_str("# TYPE sfumato_participants gauge\n");
     out.push_str(&format!("sfumato_participants {participants}\n"));
     type Series = (&'static str, &'static str, fn(&WorkerStats) -> u64);
-    let series: [Series; 15] = [
+    let series: [Series; 16] = [
         ("sfumato_worker_peers", "gauge", |s| s.peers as u64),
         ("sfumato_worker_tracks", "gauge", |s| s.tracks as u64),
         ("sfumato_worker_subscriptions", "gauge", |s| {
@@ -104,6 +104,9 @@ pub async fn metrics(AxumState(app): AxumState<App>) -> Response {
             "counter",
             |s| s.keyframe_requests_sent,
         ),
+        ("sfumato_worker_peers_failed_total", "counter", |s| {
+            s.peers_failed
+        }),
     ];
     for (name, kind, get) in series {
         out.push_str(&format!("# TYPE {name} {kind}\n"));
