@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Session, waitFor, waitForMedia, tileNames } from '../lib/harness.js';
+import { Session, sleep, waitFor, waitForMedia, tileNames } from '../lib/harness.js';
 
 let s;
 const pages = {};
@@ -49,4 +49,15 @@ test('muting the microphone is seen by the server and the others', () =>
     await pages.b.waitForSelector('.tile[data-name="a"]:not(.audio-muted)', { timeout: 10000 });
     // Video keeps flowing all along.
     await waitForMedia(pages.b, { video: 2 });
+  }));
+
+test('someone alone in a room for over 30 s still receives who joins next', () =>
+  s.run(async () => {
+    // Alone, the first participant's receiving connection has nothing to negotiate; it
+    // used to be closed as an ICE timeout after 30 s, and who joined later was never seen.
+    pages.early = await s.open('/?room=alone&name=early', 'early');
+    await sleep(35000);
+    pages.late = await s.open('/?room=alone&name=late', 'late');
+    await waitForMedia(pages.early, { video: 1, audio: 1, timeout: 30000 });
+    await waitForMedia(pages.late, { video: 1, audio: 1, timeout: 30000 });
   }));

@@ -31,7 +31,8 @@ use crate::vp8::Vp8Rewriter;
 use crate::vp9;
 use crate::Error;
 
-/// A peer that has not connected this long after creation is closed.
+/// A peer that has not connected this long after it should have started to is closed
+/// (`Peer::connect_from`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How far back a subscriber's NACK can be answered. str0m keeps 3 s by default, which is most
 /// of a subscription's memory; a NACK older than a second is past any useful round trip
@@ -281,7 +282,13 @@ pub struct Peer {
     #[cfg(feature = "fault-injection")]
     pub fail_next_input: bool,
     rtc: Rtc,
-    created: Instant,
+    /// Since when the peer should be connecting (it closes if not connected
+    /// `CONNECT_TIMEOUT` later): its creation for a peer that answers the client's offer,
+    /// the first offer sent for a subscribing one (with nothing to receive yet, it has no
+    /// connection to make).
+    connect_from: Option<Instant>,
+    /// A subscribing peer has sent its first offer.
+    offered: bool,
     next_timeout: Instant,
     connected: bool,
     closed: bool,
@@ -345,7 +352,8 @@ impl Peer {
             #[cfg(feature = "fault-injection")]
             fail_next_input: false,
             rtc,
-            created: now,
+            connect_from: (role != Role::Subscriber).then_some(now),
+            offered: false,
             next_timeout: now,
             connected: false,
             closed: false,
@@ -547,6 +555,7 @@ impl Peer {
                 .filter_map(|s| Some((s.mid?.to_string(), s.track?)))
                 .collect();
             self.pending_offer = Some((pending, offered));
+            self.offered = true;
             out.push(PeerOut::Offer {
                 sdp: offer.to_sdp_string(),
                 slots,
@@ -580,7 +589,13 @@ impl Peer {
 
     /// Lets time pass: sends what is queued, retransmits, reports.
     pub fn timeout(&mut self, now: Instant, out: &mut Vec<PeerOut>) {
-        if !self.connected && !self.closed && now >= self.created + CONNECT_TIMEOUT {
+        if self.offered && self.connect_from.is_none() {
+            self.connect_from = Some(now);
+        }
+        let overdue = self
+            .connect_from
+            .is_some_and(|t| now >= t + CONNECT_TIMEOUT);
+        if !self.connected && !self.closed && overdue {
             self.close(out, "ice timeout");
             return;
         }
