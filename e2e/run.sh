@@ -2,7 +2,7 @@
 # Runs the browser end-to-end tests against a built server, inside a private network
 # namespace with loopback only.
 #
-#   cargo build --release          # first: the namespace has no registry access
+#   cargo build --release --workspace --bins  # first: the namespace has no registry access
 #   e2e/run.sh                     # all tests
 #   e2e/run.sh tests/whep.test.js  # some tests (paths relative to e2e/)
 #
@@ -28,7 +28,7 @@ if [ ! -x "$chromium" ]; then
 fi
 
 if [ ! -x "$SFUMATO_BIN" ]; then
-  echo "run.sh: server binary $SFUMATO_BIN not found; build it first (cargo build --release)" >&2
+  echo "run.sh: server binary $SFUMATO_BIN not found; build it first (cargo build --release --workspace --bins)" >&2
   exit 1
 fi
 

@@ -11,6 +11,7 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v unshare >/dev/null || missing+=(util-linux)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v npm >/dev/null || missing+=(nodejs npm)
+command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   apt-get update -qq
@@ -20,11 +21,13 @@ fi
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --release --all-targets -- -D warnings
+cargo clippy --release --workspace --all-targets -- -D warnings
 echo "== cargo build"
 cargo build --release --workspace --bins
 echo "== cargo test"
 cargo test --release --workspace
+echo "== the README's run command"
+bash scripts/check-run-command.sh
 echo "== benchmark smoke test (5 s, 3 participants, against sfumato)"
 target/release/sfumato-bench smoke --out target/bench-smoke
 echo "== browser end-to-end tests"

@@ -77,7 +77,7 @@ export function freePort() {
  */
 export async function startServer({ name, rtcPort, workers = 2, placement = 'spread', args = [] }) {
   if (!existsSync(SERVER_BIN)) {
-    throw new Error(`server binary ${SERVER_BIN} not found: build it first (cargo build --release) or set SFUMATO_BIN`);
+    throw new Error(`server binary ${SERVER_BIN} not found: build it first (cargo build --release --workspace --bins) or set SFUMATO_BIN`);
   }
   mkdirSync(RESULTS_DIR, { recursive: true });
   const port = await freePort();
