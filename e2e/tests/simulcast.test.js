@@ -122,9 +122,24 @@ test('a viewer whose downlink is capped gets a lower layer instead of losing pac
         { timeout: 20000, interval: 500, message: 'the capped viewer to decode the lower layer', describe: () => JSON.stringify(shown) },
       );
       await sleep(1000);
+      // For the whole window, what the viewer decodes agrees with what the server allocates
+      // it: never wider than the layer allocated now or at the previous sample (a switch
+      // down waits for a keyframe of the lower layer).
+      const wide = [320, 640, 1280];
+      const samples = [];
       const a = (await inboundStats(pages.high)).filter((x) => x.kind === 'video');
-      await sleep(5000);
+      const end = Date.now() + 5000;
+      while (Date.now() < end) {
+        const d = await downlink('high');
+        const layer = Object.values(d?.layers ?? {})[0];
+        samples.push({ layer, width: (await mainVideo(pages.high)).frameWidth, estimate: d?.estimate_bps });
+        await sleep(250);
+      }
       const b = (await inboundStats(pages.high)).filter((x) => x.kind === 'video');
+      for (let i = 0; i < samples.length; i++) {
+        const allowed = Math.max(samples[i].layer ?? 0, samples[Math.max(0, i - 1)].layer ?? 0);
+        assert.ok(samples[i].width <= wide[allowed], `sample ${i}: decodes ${samples[i].width} wide while allocated layer ${allowed} at most: ${JSON.stringify(samples)}`);
+      }
       const sum = (list, f) => list.reduce((n, x) => n + (x[f] ?? 0), 0);
       const received = sum(b, 'packetsReceived') - sum(a, 'packetsReceived');
       const lost = sum(b, 'packetsLost') - sum(a, 'packetsLost');

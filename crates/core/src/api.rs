@@ -123,6 +123,14 @@ pub enum Event {
         estimate_bps: Option<u64>,
         layers: Layers,
     },
+    /// The simulcast layers of video `track`, published on this worker, that its publisher
+    /// should send (bit l: layer l; 0: none, nobody watches); sent when that changes. Every
+    /// layer up to the highest one a subscription anywhere may forward: the engine is the one
+    /// owner of layer demand, the control plane only passes it to the publisher.
+    LayerDemand {
+        track: TrackId,
+        mask: u8,
+    },
     /// The peer is gone (ICE timed out, DTLS closed, or [`Command::ClosePeer`]).
     PeerClosed {
         peer: PeerId,

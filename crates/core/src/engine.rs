@@ -138,6 +138,7 @@ impl Engine {
                         sink.1 = mask;
                     }
                 }
+                self.update_demand(now, track);
             }
         }
     }
@@ -218,34 +219,56 @@ impl Engine {
                 self.reply(req, Ok(ReplyBody::Stats(stats)));
             }
         }
-        self.announce_layers();
+        self.announce_layers(now);
         self.flush(now);
     }
 
-    /// Tells the origin of each remote track which simulcast layers the subscriptions here
-    /// may forward, when that changed: after every command (a new subscription, a quality
-    /// asked for, an answer) and every [`LEVEL_INTERVAL`] (a finished switch down).
-    fn announce_layers(&mut self) {
-        for (track, route) in self.router.routes.iter_mut() {
-            if route.origin == self.worker {
-                continue;
-            }
-            let mask = route
-                .subs
-                .iter()
-                .filter_map(|(peer, slot)| Some(self.peers.get(peer)?.wanted_layers(*slot)))
-                .fold(0, |m, w| m | w);
-            if mask != route.wanted {
-                route.wanted = mask;
+    /// Passes layer demand on, for every track, when it changed: after every command (a new
+    /// subscription, a quality asked for, an answer) and every [`LEVEL_INTERVAL`] (a finished
+    /// switch down, the end of a [`DEMAND_HOLD`](crate::router::DEMAND_HOLD)).
+    fn announce_layers(&mut self, now: Instant) {
+        let tracks: Vec<TrackId> = self.router.routes.keys().copied().collect();
+        for track in tracks {
+            self.update_demand(now, track);
+        }
+    }
+
+    /// Layer demand has one owner and one rule (`Peer::demand` per subscription): a worker
+    /// tells the origin of each remote track which simulcast layers its subscriptions may
+    /// forward, and the origin pipes only those; at the origin, the union of its own
+    /// subscriptions' and its sinks' demand is what the publisher is asked to send
+    /// ([`Event::LayerDemand`]).
+    fn update_demand(&mut self, now: Instant, track: TrackId) {
+        let Some(route) = self.router.routes.get_mut(&track) else {
+            return;
+        };
+        let local = route
+            .subs
+            .iter()
+            .filter_map(|(peer, slot)| Some(self.peers.get(peer)?.demand(*slot)))
+            .fold(0, |m, w| m | w);
+        if route.origin != self.worker {
+            if local != route.wanted {
+                route.wanted = local;
                 self.outputs.push_back(Output::Pipe {
                     to: route.origin,
                     msg: PipeMsg::Layers {
-                        track: *track,
+                        track,
                         worker: self.worker,
-                        mask,
+                        mask: local,
                     },
                 });
             }
+            return;
+        }
+        if route.kind != Kind::Video || route.publisher.is_none() {
+            return;
+        }
+        let needed = route.sinks.iter().fold(local, |m, (_, mask)| m | mask);
+        let all = ((1u16 << route.layers.clamp(1, MAX_LAYERS as u8)) - 1) as u8;
+        if let Some(mask) = route.demand.update(now, needed, all) {
+            self.outputs
+                .push_back(Output::Event(Event::LayerDemand { track, mask }));
         }
     }
 
@@ -276,7 +299,7 @@ impl Engine {
         if now >= due {
             self.next_levels = Some(now + LEVEL_INTERVAL);
             self.report_levels();
-            self.announce_layers();
+            self.announce_layers(now);
         }
         self.flush(now);
     }

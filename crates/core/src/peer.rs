@@ -998,11 +998,12 @@ impl Peer {
         }
     }
 
-    /// The simulcast layers slot `slot` may forward (bit l: layer l): those up to the higher
-    /// of the one it forwards and the one it moves to (the lower ones are its fallback), and
-    /// with an estimate up to the one requested, whose rates the allocator measures; every
-    /// layer for audio; none when the slot is off or carries nothing.
-    pub fn wanted_layers(&self, slot: usize) -> u8 {
+    /// The simulcast layers slot `slot` needs (bit l: layer l), which its worker pipes and
+    /// its publisher sends: those up to the higher of the one it forwards and the one it
+    /// moves to (the lower ones are its fallback), and with an estimate up to the one
+    /// requested, whose rates the allocator measures to move up; every layer for audio; none
+    /// when the slot is off or carries nothing.
+    pub fn demand(&self, slot: usize) -> u8 {
         let Some(s) = self.slots.get(slot).filter(|s| s.track.is_some()) else {
             return 0;
         };

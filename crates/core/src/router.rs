@@ -2,6 +2,7 @@
 //! at the track's origin, the other workers that need one copy each (sinks).
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use crate::ids::{Kind, PeerId, TrackId, WorkerId};
 use crate::packet::{ALL_LAYERS, MAX_LAYERS};
@@ -23,6 +24,9 @@ pub struct Route {
     /// The simulcast layers the local subscriptions may forward, as last told to the
     /// origin (when the origin is another worker).
     pub wanted: u8,
+    /// At the origin: the layers the publisher was last told to send (see
+    /// [`crate::engine::Engine`]'s demand announcements).
+    pub demand: Demand,
     /// Keyframe requests merged towards the publisher (origin only).
     /// Simulcast layers the publisher negotiated (1 without simulcast; known at the origin).
     pub layers: u8,
@@ -42,6 +46,7 @@ impl Route {
             subs: Vec::new(),
             sinks: Vec::new(),
             wanted: ALL_LAYERS,
+            demand: Demand::default(),
             layers: 1,
             loudness: (0, 0),
             keyframes: Default::default(),
@@ -51,6 +56,48 @@ impl Route {
     /// A route that neither publishes here nor feeds anyone is dead weight.
     pub fn is_unused(&self) -> bool {
         self.publisher.is_none() && self.subs.is_empty() && self.sinks.is_empty()
+    }
+}
+
+/// How long a layer nobody needs any more keeps being asked of the publisher: a subscriber
+/// that moves between layers, or leaves and comes back, does not make the publisher's encoder
+/// stop and restart (Chrome takes seconds to bring a restarted layer back to its resolution).
+pub const DEMAND_HOLD: Duration = Duration::from_secs(1);
+
+/// The layers of one published track that its publisher is asked to send: every layer up to
+/// the highest one any subscription on any worker may forward (`Peer::demand`), as LiveKit's
+/// dynacast does. More layers are asked for at once; fewer only after [`DEMAND_HOLD`].
+#[derive(Debug, Default)]
+pub struct Demand {
+    /// The mask last announced; `None` until the first announcement: a publisher starts by
+    /// sending every layer.
+    announced: Option<u8>,
+    /// Since when fewer layers than announced have been needed.
+    lower_since: Option<Instant>,
+}
+
+impl Demand {
+    /// Takes the layers needed now, of the track's layers `all`; returns the mask to
+    /// announce, if it changes.
+    pub fn update(&mut self, now: Instant, needed: u8, all: u8) -> Option<u8> {
+        let needed = needed & all;
+        let before = self.announced.unwrap_or(all);
+        let mut announced = before;
+        if needed & !before != 0 {
+            // More is needed: asked for at once; what is no longer needed stays on for the hold.
+            announced = before | needed;
+        }
+        if needed == announced {
+            self.lower_since = None;
+        } else {
+            let since = *self.lower_since.get_or_insert(now);
+            if now >= since + DEMAND_HOLD {
+                announced = needed;
+                self.lower_since = None;
+            }
+        }
+        self.announced = Some(announced);
+        (announced != before).then_some(announced)
     }
 }
 
@@ -91,5 +138,45 @@ impl Router {
             .values()
             .filter(|r| r.keyframes.iter().any(KeyframeThrottle::is_pending))
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl Demand {
+        fn update3(&mut self, now: Instant, needed: u8) -> Option<u8> {
+            self.update(now, needed, 0b111)
+        }
+    }
+
+    #[test]
+    fn demand_rises_at_once_and_falls_after_the_hold() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut d = Demand::default();
+        // A track with three layers; demand is cumulative (every layer up to the highest).
+        // Nobody yet: the publisher's initial "everything" stays for the hold.
+        assert_eq!(d.update3(ms(0), 0), None);
+        assert_eq!(d.update3(ms(500), 0), None);
+        // Someone arrives within the hold: nothing to say.
+        assert_eq!(d.update3(ms(600), 0b111), None);
+        assert_eq!(d.update3(ms(1700), 0b111), None);
+        // Down to the lowest layer: only after a hold of its own.
+        assert_eq!(d.update3(ms(2000), 0b001), None);
+        assert_eq!(d.update3(ms(2999), 0b001), None);
+        assert_eq!(d.update3(ms(3000), 0b001), Some(0b001));
+        // Up again: at once.
+        assert_eq!(d.update3(ms(3001), 0b011), Some(0b011));
+        // A dip shorter than the hold changes nothing.
+        assert_eq!(d.update3(ms(3100), 0b001), None);
+        assert_eq!(d.update3(ms(3500), 0b011), None);
+        assert_eq!(d.update3(ms(4600), 0b011), None);
+        // Nobody: everything off after the hold.
+        assert_eq!(d.update3(ms(5000), 0), None);
+        assert_eq!(d.update3(ms(6000), 0), Some(0));
+        // Layers the track does not have are never asked for (audio and sinks say "all").
+        assert_eq!(d.update3(ms(6001), ALL_LAYERS), Some(0b111));
     }
 }

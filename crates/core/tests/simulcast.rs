@@ -295,3 +295,59 @@ fn an_estimating_sink_is_piped_the_layers_up_to_its_request() {
         "the low and middle layers cross, not the top"
     );
 }
+
+/// The masks the origin (worker 0) asked `track`'s publisher to send, in order.
+fn demands(net: &Net, track: sfumato_core::TrackId) -> Vec<u8> {
+    net.events
+        .iter()
+        .filter_map(|(w, e)| match e {
+            sfumato_core::Event::LayerDemand { track: t, mask } if *w == 0 && *t == track => {
+                Some(*mask)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// What the publisher is asked to send follows the same demand as the pipes, from a
+/// subscriber on another worker: every layer up to the one it may forward, more at once, fewer
+/// once a second has passed without need.
+#[test]
+fn the_publisher_is_asked_for_the_layers_up_to_the_highest_one_needed() {
+    let (mut net, alice, bob, tracks) = across_workers(false, 0);
+    for _ in 0..30 {
+        frame(&mut net, alice, [false; 3]);
+    }
+    assert_eq!(
+        demands(&net, tracks.video),
+        [0b001],
+        "the low layer alone, after the hold"
+    );
+
+    net.set_layer(bob, tracks.video, Some(2));
+    net.step(FRAME);
+    assert_eq!(
+        demands(&net, tracks.video),
+        [0b001, 0b111],
+        "every layer up to the top, at once"
+    );
+    frame(&mut net, alice, [false, false, true]);
+    frame(&mut net, alice, [false; 3]);
+
+    // Down to the middle layer and back within the hold: the publisher is told nothing.
+    net.set_layer(bob, tracks.video, Some(1));
+    frame(&mut net, alice, [false, true, false]);
+    net.set_layer(bob, tracks.video, Some(2));
+    frame(&mut net, alice, [false, false, true]);
+    for _ in 0..40 {
+        frame(&mut net, alice, [false; 3]);
+    }
+    assert_eq!(demands(&net, tracks.video), [0b001, 0b111]);
+
+    // Off: nothing after the hold.
+    net.set_layer(bob, tracks.video, None);
+    for _ in 0..40 {
+        frame(&mut net, alice, [false; 3]);
+    }
+    assert_eq!(demands(&net, tracks.video), [0b001, 0b111, 0b000]);
+}

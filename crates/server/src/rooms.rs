@@ -58,8 +58,6 @@ pub struct TrackInfo {
     pub mid: String,
     pub muted: bool,
     pub origin: WorkerId,
-    /// The simulcast layers last told to the publisher as needed (video).
-    pub active_layers: Option<[bool; 3]>,
 }
 
 #[derive(Default)]
@@ -187,7 +185,6 @@ impl State {
         }
         for t in &p.subscriptions {
             self.release_sink(*t, p.worker);
-            self.sync_layers(*t);
         }
         for t in p.tracks.clone() {
             self.unpublish(t);
@@ -263,7 +260,6 @@ impl State {
                         mid,
                         muted: false,
                         origin: worker,
-                        active_layers: None,
                     },
                 );
                 if let Some(p) = self.participants.get_mut(&owner) {
@@ -284,7 +280,6 @@ impl State {
                 for p in audience {
                     self.subscribe(p, track);
                 }
-                self.sync_layers(track);
             }
             Event::TrackUnpublished { track, .. } => self.unpublish(track),
             Event::SubscriberOffer { peer, sdp, slots } => {
@@ -313,11 +308,18 @@ impl State {
                 let id = self.peers.get(&peer).copied();
                 if let Some(p) = id.and_then(|id| self.participants.get_mut(&id)) {
                     tracing::debug!(%peer, ?estimate_bps, ?layers, "downlink allocation");
-                    let tracks: Vec<TrackId> = layers.iter().map(|l| l.0).collect();
                     p.downlink = Some((estimate_bps, layers));
-                    for t in tracks {
-                        self.sync_layers(t);
-                    }
+                }
+            }
+            Event::LayerDemand { track, mask } => {
+                // The engine decides which layers are needed; the publisher's SDK stops
+                // encoding and sending the others.
+                if let Some(info) = self.tracks.get(&track) {
+                    let active: Vec<bool> = (0..3).map(|l| mask & (1 << l) != 0).collect();
+                    self.send(
+                        info.owner,
+                        json!({"type": "layers", "track": track.to_string(), "active": active}),
+                    );
                 }
             }
             Event::PeerClosed { peer, reason } => {
@@ -480,50 +482,6 @@ impl State {
             self.pool
                 .send(worker, Command::SetLayer { peer, track, layer });
         }
-        self.sync_layers(track);
-    }
-
-    /// Tells the publisher of video `track` which of its simulcast layers someone receives
-    /// (`layers`), so that the SDK stops encoding and sending the others. A layer is needed
-    /// when a subscriber asks for it (by default the top one) or is allocated it. While
-    /// anyone watches, the lowest layer stays on too (~150 kbit/s): it is what a switch or
-    /// the allocator falls back to, and a layer left alone is sent by Chrome as a plain
-    /// stream that starts small and takes seconds to reach its resolution (measured).
-    fn sync_layers(&mut self, track: TrackId) {
-        let Some(info) = self.tracks.get(&track) else {
-            return;
-        };
-        if info.kind != Kind::Video {
-            return;
-        }
-        let mut needed = [false; 3];
-        for p in self
-            .participants
-            .values()
-            .filter(|p| p.subscriptions.contains(&track))
-        {
-            let asked = p.layers.get(&track).copied().unwrap_or(Some(2));
-            let allocated = p
-                .downlink
-                .as_ref()
-                .and_then(|(_, layers)| layers.iter().find(|(t, _, _)| *t == track))
-                .and_then(|l| l.1);
-            for l in [asked, allocated].into_iter().flatten() {
-                needed[usize::from(l.min(2))] = true;
-                needed[0] = true;
-            }
-        }
-        let owner = info.owner;
-        if info.active_layers == Some(needed) {
-            return;
-        }
-        if let Some(info) = self.tracks.get_mut(&track) {
-            info.active_layers = Some(needed);
-        }
-        self.send(
-            owner,
-            json!({"type": "layers", "track": track.to_string(), "active": needed}),
-        );
     }
 
     /// Participant `id` wants simulcast layer `layer` (`None`: nothing) of the video track
@@ -561,7 +519,6 @@ impl State {
                 },
             );
         }
-        self.sync_layers(tid);
         Ok(())
     }
 
