@@ -78,11 +78,47 @@ pub enum Command {
     ClosePeer {
         peer: PeerId,
     },
+    /// What the control plane wants this worker to hold. The commands above are
+    /// fire-and-forget and one can be lost (a full queue); this one, sent periodically,
+    /// repairs every difference and counts each repair in [`WorkerStats::repairs`].
+    Reconcile(Plan),
     /// Replies with [`ReplyBody::Stats`].
     Stats {
         req: RequestId,
     },
 }
+
+/// The media topology one worker should hold, as the control plane sees it.
+#[derive(Debug, Default, Clone)]
+pub struct Plan {
+    /// Every peer the control plane knows on this worker; any other peer is closed.
+    pub peers: Vec<PeerId>,
+    /// Subscribing peers that should exist ([`Command::CreateSubscriber`]); a peer closed
+    /// on this worker is never created again.
+    pub subscribers: Vec<PeerId>,
+    /// Every subscription of a peer of this worker; any other is removed.
+    pub subscriptions: Vec<Subscription>,
+    /// For the tracks published on this worker: the other workers each one feeds
+    /// ([`Command::AddSink`]); any other sink is removed.
+    pub sinks: Vec<(TrackId, WorkerId)>,
+}
+
+/// One subscription as the control plane wants it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    pub peer: PeerId,
+    pub track: TrackId,
+    pub kind: Kind,
+    pub origin: WorkerId,
+    /// The layer asked for ([`Command::SetLayer`]; [`DEFAULT_LAYER`] unless the subscriber
+    /// chose).
+    pub layer: Option<u8>,
+    /// [`Command::SetPriority`].
+    pub priority: u8,
+}
+
+/// The layer a subscription asks for until told otherwise: the best the publisher sends.
+pub const DEFAULT_LAYER: u8 = crate::packet::MAX_LAYERS as u8 - 1;
 
 #[derive(Debug)]
 pub enum Event {
@@ -168,4 +204,9 @@ pub struct WorkerStats {
     pub keyframe_requests_sent: u64,
     /// Peers dropped because handling them panicked (`Event::PeerClosed` "internal error").
     pub peers_failed: u64,
+    /// Differences between the control plane's [`Plan`] and this worker that reconciling
+    /// repaired: each one a command that was lost (0 in a healthy node).
+    pub repairs: u64,
+    /// Plans applied ([`Command::Reconcile`]).
+    pub plans: u64,
 }

@@ -3,7 +3,7 @@
 //! commands from the control plane and the passing of time; outputs are datagrams to send,
 //! pipe messages and events. See the crate docs for the loop.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use str0m::net::Transmit;
 
-use crate::api::{Command, Event, ReplyBody, RequestId, WorkerStats};
+use crate::api::{Command, Event, Plan, ReplyBody, RequestId, WorkerStats};
 use crate::demux::{Demux, Lookup};
 use crate::ids::{Kind, PeerId, TrackId, WorkerId};
 use crate::packet::{MediaPacket, PipeMsg, ALL_LAYERS, MAX_LAYERS};
@@ -29,6 +29,9 @@ pub enum Output {
 
 /// How often the loudness of the audio tracks published here is reported.
 pub const LEVEL_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a closed peer's id is remembered, so that a [`Plan`] built before the control
+/// plane heard of the closing does not create it again.
+const TOMBSTONE: Duration = Duration::from_secs(60);
 
 pub struct Engine {
     worker: WorkerId,
@@ -45,6 +48,10 @@ pub struct Engine {
     next_levels: Option<Instant>,
     /// Whether subscribing peers estimate their downlink (see [`Engine::set_bandwidth_estimation`]).
     bwe: bool,
+    /// Peers closed here lately, and when ([`TOMBSTONE`]).
+    closed: HashMap<PeerId, Instant>,
+    /// Tracks that ended lately (here or at their origin), and when ([`TOMBSTONE`]).
+    ended: HashMap<TrackId, Instant>,
 }
 
 impl Engine {
@@ -66,6 +73,8 @@ impl Engine {
             },
             bwe: false,
             next_levels: None,
+            closed: HashMap::new(),
+            ended: HashMap::new(),
         }
     }
 
@@ -140,6 +149,7 @@ impl Engine {
                 }
                 self.update_demand(now, track);
             }
+            PipeMsg::TrackEnded(track) => self.remove_track(now, track),
         }
     }
 
@@ -152,12 +162,7 @@ impl Engine {
                 self.offer_in(now, req, peer, offer, Role::Viewer)
             }
             Command::CreateSubscriber { peer } => {
-                if !self.peers.contains_key(&peer) {
-                    match Peer::new(peer, Role::Subscriber, now, self.local_addr, self.bwe) {
-                        Ok(p) => self.insert_peer(p),
-                        Err(e) => tracing::warn!(%peer, "cannot create subscriber: {e}"),
-                    }
-                }
+                self.create_subscriber(now, peer);
             }
             Command::SubscriberAnswer { req, peer, answer } => {
                 let mut outs = Vec::new();
@@ -207,13 +212,8 @@ impl Engine {
                 }
                 self.router.prune(&track);
             }
-            Command::ClosePeer { peer } => {
-                let mut outs = Vec::new();
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.close(&mut outs, "closed by server");
-                }
-                self.handle_outs(now, peer, &mut outs);
-            }
+            Command::ClosePeer { peer } => self.close_peer(now, peer),
+            Command::Reconcile(plan) => self.reconcile(now, plan),
             Command::Stats { req } => {
                 let stats = self.stats();
                 self.reply(req, Ok(ReplyBody::Stats(stats)));
@@ -221,6 +221,145 @@ impl Engine {
         }
         self.announce_layers(now);
         self.flush(now);
+    }
+
+    /// Creates a subscribing peer unless it exists or was closed (ids are never reused).
+    /// Returns whether it created one.
+    fn create_subscriber(&mut self, now: Instant, peer: PeerId) -> bool {
+        if self.peers.contains_key(&peer) || self.closed.contains_key(&peer) {
+            return false;
+        }
+        match Peer::new(peer, Role::Subscriber, now, self.local_addr, self.bwe) {
+            Ok(p) => {
+                self.insert_peer(p);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(%peer, "cannot create subscriber: {e}");
+                false
+            }
+        }
+    }
+
+    fn close_peer(&mut self, now: Instant, peer: PeerId) {
+        let mut outs = Vec::new();
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.close(&mut outs, "closed by server");
+        }
+        self.handle_outs(now, peer, &mut outs);
+    }
+
+    /// Brings this worker to the control plane's [`Plan`]: whatever a lost command left
+    /// different is repaired and counted. Every step is idempotent, so that a plan that
+    /// crossed an event on its way (a track that just ended here, a peer that just closed)
+    /// changes nothing that the next plan would not undo.
+    fn reconcile(&mut self, now: Instant, plan: Plan) {
+        let mut repairs = 0;
+        self.stats.plans += 1;
+        self.closed.retain(|_, at| now < *at + TOMBSTONE);
+        self.ended.retain(|_, at| now < *at + TOMBSTONE);
+        let known: HashSet<PeerId> = plan.peers.iter().copied().collect();
+        let strays: Vec<PeerId> = self
+            .peers
+            .keys()
+            .filter(|p| !known.contains(p))
+            .copied()
+            .collect();
+        for peer in strays {
+            tracing::warn!(%peer, "closing a peer the control plane does not know");
+            self.close_peer(now, peer);
+            repairs += 1;
+        }
+        for peer in plan.subscribers {
+            if self.create_subscriber(now, peer) {
+                repairs += 1;
+            }
+        }
+
+        let planned: HashSet<(PeerId, TrackId)> = plan
+            .subscriptions
+            .iter()
+            .map(|s| (s.peer, s.track))
+            .collect();
+        let unplanned: Vec<(PeerId, TrackId)> = self
+            .router
+            .routes
+            .iter()
+            .flat_map(|(t, r)| r.subs.iter().map(move |(p, _)| (*p, *t)))
+            .filter(|s| !planned.contains(s))
+            .collect();
+        for (peer, track) in unplanned {
+            self.unsubscribe(now, peer, track);
+            repairs += 1;
+        }
+        for s in plan.subscriptions {
+            let Some(peer) = self.peers.get(&s.peer) else {
+                continue;
+            };
+            let (layer, priority) = match peer.subscription(s.track) {
+                Some(current) => current,
+                None => {
+                    self.subscribe(now, s.peer, s.track, s.kind, s.origin);
+                    match self
+                        .peers
+                        .get(&s.peer)
+                        .and_then(|p| p.subscription(s.track))
+                    {
+                        Some(current) => {
+                            repairs += 1;
+                            current
+                        }
+                        None => continue, // the track is gone, or the peer is full
+                    }
+                }
+            };
+            if layer != s.layer {
+                self.handle_command(
+                    now,
+                    Command::SetLayer {
+                        peer: s.peer,
+                        track: s.track,
+                        layer: s.layer,
+                    },
+                );
+                repairs += 1;
+            }
+            if priority != s.priority {
+                if let Some(p) = self.peers.get_mut(&s.peer) {
+                    p.set_priority(s.track, s.priority);
+                }
+                repairs += 1;
+            }
+        }
+
+        let planned: HashSet<(TrackId, WorkerId)> = plan.sinks.iter().copied().collect();
+        let me = self.worker;
+        for (track, route) in self.router.routes.iter_mut() {
+            if route.origin != me {
+                continue;
+            }
+            let before = route.sinks.len();
+            route.sinks.retain(|(w, _)| planned.contains(&(*track, *w)));
+            repairs += (before - route.sinks.len()) as u64;
+        }
+        for (track, worker) in plan.sinks {
+            let Some(route) = self.router.get_mut(&track) else {
+                continue; // ended here; the plan has not heard yet
+            };
+            if route.origin == me && worker != me && !route.sinks.iter().any(|(w, _)| *w == worker)
+            {
+                route.sinks.push((worker, ALL_LAYERS));
+                repairs += 1;
+            }
+        }
+        let tracks: Vec<TrackId> = self.router.routes.keys().copied().collect();
+        for track in tracks {
+            self.router.prune(&track);
+        }
+        if repairs > 0 {
+            tracing::warn!(worker = %self.worker, repairs, "reconciled with the control plane");
+        }
+        self.stats.repairs += repairs;
     }
 
     /// Passes layer demand on, for every track, when it changed: after every command (a new
@@ -610,7 +749,9 @@ impl Engine {
         kind: crate::ids::Kind,
         origin: WorkerId,
     ) {
-        if origin == self.worker && !self.router.routes.contains_key(&track) {
+        if self.ended.contains_key(&track)
+            || (origin == self.worker && !self.router.routes.contains_key(&track))
+        {
             return; // already unpublished
         }
         let mut outs = Vec::new();
@@ -648,11 +789,21 @@ impl Engine {
         self.mark(id);
     }
 
-    /// A track published here is gone: its local subscribers let go of it.
+    /// A track is gone (published here, or at its origin, which piped
+    /// [`PipeMsg::TrackEnded`]): its local subscribers let go of it, and the other workers it
+    /// fed hear of it.
     fn remove_track(&mut self, now: Instant, track: TrackId) {
+        self.ended.insert(track, now);
         let Some(route) = self.router.routes.remove(&track) else {
             return;
         };
+        for &(to, _) in &route.sinks {
+            self.outputs.push_back(Output::Pipe {
+                to,
+                msg: PipeMsg::TrackEnded(track),
+            });
+        }
+        let origin = route.origin == self.worker;
         for (sub, _) in route.subs {
             let mut outs = Vec::new();
             if let Some(peer) = self.peers.get_mut(&sub) {
@@ -661,16 +812,19 @@ impl Engine {
             self.handle_outs(now, sub, &mut outs);
             self.mark(sub);
         }
-        self.event(Event::TrackUnpublished {
-            peer: track.peer,
-            track,
-        });
+        if origin {
+            self.event(Event::TrackUnpublished {
+                peer: track.peer,
+                track,
+            });
+        }
     }
 
     fn remove_peer(&mut self, now: Instant, id: PeerId, reason: &'static str) {
         let Some(peer) = self.peers.remove(&id) else {
             return;
         };
+        self.closed.insert(id, now);
         self.demux.remove_peer(id);
         self.touched.retain(|p| *p != id);
         for p in &peer.published {

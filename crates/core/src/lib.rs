@@ -48,7 +48,7 @@ pub mod throttle;
 pub mod vp8;
 pub mod vp9;
 
-pub use api::{Command, Event, ReplyBody, RequestId, WorkerStats};
+pub use api::{Command, Event, Plan, ReplyBody, RequestId, Subscription, WorkerStats};
 pub use engine::{Engine, Output};
 pub use ids::{Kind, PeerId, TrackId, WorkerId};
 pub use packet::{MediaPacket, PipeMsg};

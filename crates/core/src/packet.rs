@@ -72,6 +72,9 @@ pub enum PipeMsg {
         worker: WorkerId,
         mask: u8,
     },
+    /// A track whose origin is the sending worker ended: its subscribers on the receiving
+    /// worker let go of it now, before the control plane hears of it.
+    TrackEnded(TrackId),
 }
 
 /// A layer mask that lets every layer through.

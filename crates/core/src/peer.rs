@@ -45,7 +45,7 @@ const RTX_RATIO_CAP: f32 = 0.15;
 /// Our id for AV1's dependency descriptor extension (free in str0m's standard map).
 const DD_EXTENSION_ID: u8 = 12;
 /// The layer a new subscription asks for: the best the publisher sends.
-const HIGHEST_LAYER: u8 = MAX_LAYERS as u8 - 1;
+const HIGHEST_LAYER: u8 = crate::api::DEFAULT_LAYER;
 /// The downlink estimate a subscribing peer starts from, before feedback refines it.
 const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(1_000);
 /// How often a subscriber's layers are reallocated within its estimate.
@@ -1020,6 +1020,12 @@ impl Peer {
             None => 0,
             Some(top) => ((2u16 << top.min(7)) - 1) as u8,
         }
+    }
+
+    /// The layer asked for and the priority of the subscription to `track`, if there is one.
+    pub fn subscription(&self, track: TrackId) -> Option<(Option<u8>, u8)> {
+        let s = self.slots.iter().find(|s| s.track == Some(track))?;
+        Some((s.requested, s.priority))
     }
 
     /// Sets the allocation priority of the subscription to `track` (applied at the next

@@ -64,7 +64,7 @@ pub async fn metrics(AxumState(app): AxumState<App>) -> Response {
     out.push_str("# TYPE sfumato_participants gauge\n");
     out.push_str(&format!("sfumato_participants {participants}\n"));
     type Series = (&'static str, &'static str, fn(&WorkerStats) -> u64);
-    let series: [Series; 16] = [
+    let series: [Series; 18] = [
         ("sfumato_worker_peers", "gauge", |s| s.peers as u64),
         ("sfumato_worker_tracks", "gauge", |s| s.tracks as u64),
         ("sfumato_worker_subscriptions", "gauge", |s| {
@@ -107,6 +107,8 @@ pub async fn metrics(AxumState(app): AxumState<App>) -> Response {
         ("sfumato_worker_peers_failed_total", "counter", |s| {
             s.peers_failed
         }),
+        ("sfumato_worker_plans_total", "counter", |s| s.plans),
+        ("sfumato_worker_repairs_total", "counter", |s| s.repairs),
     ];
     for (name, kind, get) in series {
         out.push_str(&format!("# TYPE {name} {kind}\n"));

@@ -8,6 +8,7 @@ mod placement;
 mod rooms;
 mod signaling;
 mod speaker;
+mod topology;
 mod whip;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,6 +24,10 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{Cli, Config};
 use crate::placement::Placement;
 use crate::rooms::State;
+use crate::topology::LocalTopology;
+
+/// How often every worker is sent the plan of what it should hold.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -66,7 +71,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     })?;
     let pool = Arc::new(pool);
     let placement = Placement::new(config.placement, config.workers, config.worker_capacity);
-    let state = Arc::new(Mutex::new(State::new(pool.clone(), placement)));
+    let topology = Box::new(LocalTopology::new(pool.clone()));
+    let state = Arc::new(Mutex::new(State::new(topology, placement)));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let app = App {
         pool: pool.clone(),
@@ -81,6 +87,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             if let Some((worker, event)) = d.resolve() {
                 events_app.state().on_event(worker, event);
             }
+        }
+    });
+
+    // Repairs what a lost command to a worker left different (Command::Reconcile).
+    let reconcile_app = app.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            reconcile_app.state().reconcile();
         }
     });
 

@@ -1,21 +1,21 @@
-//! The control plane's model of the node: rooms, participants, their peers and tracks, who
-//! subscribes to what, and which worker pipes feed which. It decides what should flow and
-//! tells the workers; it never sees a media packet.
+//! The control plane's model of the node: rooms, participants, their peers and tracks, and
+//! what the room's signaling says about them. It decides what should flow and tells the
+//! media topology ([`Topology`], the one owner of who receives what); it never sees a media
+//! packet.
 //!
 //! All methods are synchronous and run under one mutex that is never held across an await.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use serde_json::{json, Value};
 use sfumato_worker::sfumato_core::api::Layers;
 use sfumato_worker::sfumato_core::temporal::ALL_TEMPORAL;
-use sfumato_worker::sfumato_core::{Command, Event, Kind, PeerId, TrackId, WorkerId};
-use sfumato_worker::Pool;
+use sfumato_worker::sfumato_core::{Event, Kind, PeerId, TrackId, WorkerId};
 use tokio::sync::mpsc;
 
 use crate::placement::Placement;
 use crate::speaker::Speaker;
+use crate::topology::Topology;
 
 pub type ParticipantId = u64;
 
@@ -39,10 +39,6 @@ pub struct Participant {
     pub publisher: Option<PeerId>,
     pub subscriber: Option<PeerId>,
     pub tracks: Vec<TrackId>,
-    pub subscriptions: Vec<TrackId>,
-    /// Simulcast layer asked for per remote video track (`None`: off); a track not listed
-    /// gets the best layer its publisher sends.
-    pub layers: HashMap<TrackId, Option<u8>>,
     /// The worker's latest downlink estimate for this participant's subscriber and the layer
     /// each video track gets.
     pub downlink: Option<Downlink>,
@@ -57,7 +53,6 @@ pub struct TrackInfo {
     pub kind: Kind,
     pub mid: String,
     pub muted: bool,
-    pub origin: WorkerId,
 }
 
 #[derive(Default)]
@@ -68,14 +63,12 @@ pub struct Room {
 }
 
 pub struct State {
-    pool: Arc<Pool>,
+    topology: Box<dyn Topology>,
     placement: Placement,
     pub rooms: HashMap<String, Room>,
     pub participants: HashMap<ParticipantId, Participant>,
     peers: HashMap<PeerId, ParticipantId>,
     pub tracks: HashMap<TrackId, TrackInfo>,
-    /// Subscribers per (track, worker other than its origin): the pipe lives while > 0.
-    sinks: HashMap<(TrackId, WorkerId), usize>,
     next_id: u64,
 }
 
@@ -88,17 +81,21 @@ pub fn parse_participant_key(s: &str) -> Option<ParticipantId> {
 }
 
 impl State {
-    pub fn new(pool: Arc<Pool>, placement: Placement) -> Self {
+    pub fn new(topology: Box<dyn Topology>, placement: Placement) -> Self {
         State {
-            pool,
+            topology,
             placement,
             rooms: HashMap::new(),
             participants: HashMap::new(),
             peers: HashMap::new(),
             tracks: HashMap::new(),
-            sinks: HashMap::new(),
             next_id: 1,
         }
+    }
+
+    /// Sends every worker the plan of what it should hold (see [`Topology::reconcile`]).
+    pub fn reconcile(&self) {
+        self.topology.reconcile();
     }
 
     fn next(&mut self) -> u64 {
@@ -123,13 +120,11 @@ impl State {
             publisher: None,
             subscriber,
             tracks: Vec::new(),
-            subscriptions: Vec::new(),
-            layers: HashMap::new(),
             downlink: None,
         };
         if let (Some(peer), true) = (subscriber, socket) {
             self.peers.insert(peer, id);
-            self.pool.send(worker, Command::CreateSubscriber { peer });
+            self.topology.add_peer(peer, worker, true);
         }
         let announce = self.participant_json(&p);
         self.participants.insert(id, p);
@@ -160,19 +155,22 @@ impl State {
         let fresh = PeerId(self.next_id);
         let p = self.participants.get_mut(&id)?;
         let peer = *p.publisher.get_or_insert(fresh);
+        let worker = p.worker;
         if peer == fresh {
             self.next_id += 1;
             self.peers.insert(peer, id);
+            self.topology.add_peer(peer, worker, false);
         }
-        Some((p.worker, peer))
+        Some((worker, peer))
     }
 
     /// The peer a WHEP viewer plays through.
     pub fn viewer_peer(&mut self, id: ParticipantId) -> Option<(WorkerId, PeerId)> {
         let p = self.participants.get(&id)?;
-        let peer = p.subscriber?;
+        let (peer, worker) = (p.subscriber?, p.worker);
         self.peers.insert(peer, id);
-        Some((p.worker, peer))
+        self.topology.add_peer(peer, worker, false);
+        Some((worker, peer))
     }
 
     pub fn leave(&mut self, id: ParticipantId) {
@@ -181,10 +179,7 @@ impl State {
         };
         for peer in [p.publisher, p.subscriber].into_iter().flatten() {
             self.peers.remove(&peer);
-            self.pool.send(p.worker, Command::ClosePeer { peer });
-        }
-        for t in &p.subscriptions {
-            self.release_sink(*t, p.worker);
+            self.topology.remove_peer(peer);
         }
         for t in p.tracks.clone() {
             self.unpublish(t);
@@ -259,9 +254,9 @@ impl State {
                         kind,
                         mid,
                         muted: false,
-                        origin: worker,
                     },
                 );
+                self.topology.add_track(track, kind, worker);
                 if let Some(p) = self.participants.get_mut(&owner) {
                     p.tracks.push(track);
                 }
@@ -368,7 +363,7 @@ impl State {
             };
             tracing::debug!(room = name, speaker = now, "active speaker");
             for (who, priority) in before.into_iter().map(|b| (b, 0)).chain([(now, 1)]) {
-                self.prioritize(&name, who, priority);
+                self.prioritize(who, priority);
             }
             self.broadcast(
                 &name,
@@ -378,35 +373,18 @@ impl State {
         }
     }
 
-    /// Sets the allocation priority of `who`'s video at every subscriber of room `room`.
-    fn prioritize(&self, room: &str, who: ParticipantId, priority: u8) {
+    /// Sets the allocation priority of `who`'s video at every subscriber.
+    fn prioritize(&mut self, who: ParticipantId, priority: u8) {
         let Some(p) = self.participants.get(&who) else {
             return;
         };
-        let videos: Vec<TrackId> = p
-            .tracks
-            .iter()
-            .filter(|t| self.tracks.get(t).is_some_and(|i| i.kind == Kind::Video))
-            .copied()
-            .collect();
-        let Some(r) = self.rooms.get(room) else {
-            return;
-        };
-        for sub in r
-            .participants
-            .iter()
-            .filter_map(|id| self.participants.get(id))
-        {
-            let Some(peer) = sub.subscriber else { continue };
-            for &track in videos.iter().filter(|t| sub.subscriptions.contains(t)) {
-                self.pool.send(
-                    sub.worker,
-                    Command::SetPriority {
-                        peer,
-                        track,
-                        priority,
-                    },
-                );
+        for &track in &p.tracks {
+            if self
+                .tracks
+                .get(&track)
+                .is_some_and(|i| i.kind == Kind::Video)
+            {
+                self.topology.set_priority(track, priority);
             }
         }
     }
@@ -421,10 +399,12 @@ impl State {
             Client::Whip => false,
             Client::Whep { target } => {
                 target == owner
-                    && !part
-                        .subscriptions
-                        .iter()
-                        .any(|t| self.tracks.get(t).is_some_and(|i| i.kind == kind))
+                    && !part.subscriber.is_some_and(|peer| {
+                        self.topology
+                            .subscriptions(peer)
+                            .iter()
+                            .any(|&t| self.topology.kind(t) == Some(kind))
+                    })
             }
         }
     }
@@ -448,39 +428,8 @@ impl State {
     }
 
     fn subscribe(&mut self, id: ParticipantId, track: TrackId) {
-        let Some(info) = self.tracks.get(&track) else {
-            return;
-        };
-        let (kind, origin) = (info.kind, info.origin);
-        let Some(p) = self.participants.get_mut(&id) else {
-            return;
-        };
-        let Some(peer) = p.subscriber else { return };
-        if p.subscriptions.contains(&track) {
-            return;
-        }
-        p.subscriptions.push(track);
-        let worker = p.worker;
-        if worker != origin {
-            let n = self.sinks.entry((track, worker)).or_insert(0);
-            *n += 1;
-            if *n == 1 {
-                self.pool.send(origin, Command::AddSink { track, worker });
-            }
-        }
-        let layer = p.layers.get(&track).copied();
-        self.pool.send(
-            worker,
-            Command::Subscribe {
-                peer,
-                track,
-                kind,
-                origin,
-            },
-        );
-        if let Some(layer) = layer {
-            self.pool
-                .send(worker, Command::SetLayer { peer, track, layer });
+        if let Some(peer) = self.participants.get(&id).and_then(|p| p.subscriber) {
+            self.topology.subscribe(peer, track);
         }
     }
 
@@ -505,38 +454,11 @@ impl State {
         }) else {
             return Err("not a video track of another participant of this room");
         };
-        let Some(p) = self.participants.get_mut(&id) else {
-            return Err("participant is gone");
+        let Some(peer) = self.participants.get(&id).and_then(|p| p.subscriber) else {
+            return Err("participant receives nothing");
         };
-        p.layers.insert(tid, layer);
-        if let (Some(peer), true) = (p.subscriber, p.subscriptions.contains(&tid)) {
-            self.pool.send(
-                p.worker,
-                Command::SetLayer {
-                    peer,
-                    track: tid,
-                    layer,
-                },
-            );
-        }
+        self.topology.set_layer(peer, tid, layer);
         Ok(())
-    }
-
-    fn release_sink(&mut self, track: TrackId, worker: WorkerId) {
-        let Some(origin) = self.tracks.get(&track).map(|i| i.origin) else {
-            return;
-        };
-        if origin == worker {
-            return;
-        }
-        if let Some(n) = self.sinks.get_mut(&(track, worker)) {
-            *n -= 1;
-            if *n == 0 {
-                self.sinks.remove(&(track, worker));
-                self.pool
-                    .send(origin, Command::RemoveSink { track, worker });
-            }
-        }
     }
 
     /// A track is gone: its subscribers let go, its pipes close, the room hears of it.
@@ -545,23 +467,8 @@ impl State {
             return;
         };
         let owner = info.owner;
-        let subscribers: Vec<(ParticipantId, WorkerId, Option<PeerId>)> = self
-            .participants
-            .values()
-            .filter(|p| p.subscriptions.contains(&track))
-            .map(|p| (p.id, p.worker, p.subscriber))
-            .collect();
-        for (id, worker, peer) in subscribers {
-            self.release_sink(track, worker);
-            if let Some(p) = self.participants.get_mut(&id) {
-                p.subscriptions.retain(|t| *t != track);
-            }
-            if let Some(peer) = peer {
-                self.pool.send(worker, Command::Unsubscribe { peer, track });
-            }
-        }
+        self.topology.remove_track(track);
         self.tracks.remove(&track);
-        self.sinks.retain(|(t, _), _| *t != track);
         let room = self.participants.get_mut(&owner).map(|p| {
             p.tracks.retain(|t| *t != track);
             p.room.clone()

@@ -76,6 +76,7 @@ pub enum PipeRecord {
     Media { track: TrackId, seq: u64, layer: u8 },
     KeyframeRequest(TrackId),
     Layers { track: TrackId, mask: u8 },
+    TrackEnded(TrackId),
 }
 
 /// One RTP packet a client sent.
@@ -1222,6 +1223,7 @@ impl Net {
                         layer: p.layer,
                     },
                     PipeMsg::KeyframeRequest(t, _) => PipeRecord::KeyframeRequest(*t),
+                    PipeMsg::TrackEnded(t) => PipeRecord::TrackEnded(*t),
                     PipeMsg::Layers { track, mask, .. } => PipeRecord::Layers {
                         track: *track,
                         mask: *mask,

@@ -124,6 +124,27 @@ pub async fn assert_grows(what: &str, by: u64, count: impl Fn() -> u64) {
 /// pending keyframe requests.
 pub async fn assert_idle(server: &TestServer) {
     server.wait_workers_idle(CLEANUP).await.must("cleanup");
+    // The periodic plans (every 2 s) never had to repair anything: the commands of a
+    // normal session were all applied, and no plan fought them. Once every worker has
+    // applied one plan since it went idle, so that the check is not merely early.
+    let plans = |w: &[serde_json::Value]| -> Vec<u64> {
+        w.iter().map(|s| s["plans"].as_u64().unwrap_or(0)).collect()
+    };
+    let idle = plans(&server.workers_stats().await.must("GET /api/workers"));
+    let deadline = std::time::Instant::now() + CLEANUP;
+    let workers = loop {
+        let w = server.workers_stats().await.must("GET /api/workers");
+        if plans(&w).iter().zip(&idle).all(|(now, then)| now > then) {
+            break w;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no plan applied by every worker within {CLEANUP:?}: {w:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let repairs: u64 = workers.iter().filter_map(|w| w["repairs"].as_u64()).sum();
+    assert_eq!(repairs, 0, "repairs by reconciliation: {workers:?}");
 }
 
 /// A publisher (`alice`) and a subscriber (`bob`) in `room`, with media flowing.

@@ -1,0 +1,302 @@
+//! The media topology of the node: where each track originates, who subscribes to what (with
+//! the layer asked for and the priority), and which worker pipes that needs. It is the
+//! control plane's one owner of "who receives what": the rest of the control plane asks it,
+//! and the workers are told through idempotent commands plus a periodic [`Plan`] per worker
+//! that repairs whatever a lost command left different.
+//!
+//! [`Topology`] is the interface; [`LocalTopology`] drives this node's workers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sfumato_worker::sfumato_core::api::DEFAULT_LAYER;
+use sfumato_worker::sfumato_core::{Command, Kind, PeerId, Plan, Subscription, TrackId, WorkerId};
+use sfumato_worker::Pool;
+
+/// What the control plane asks of the media topology. Every method is idempotent.
+pub trait Topology: Send {
+    /// A peer on `worker`; a subscribing one (`create`) is created there now, the others are
+    /// created by the call that carries their first offer.
+    fn add_peer(&mut self, peer: PeerId, worker: WorkerId, create: bool);
+    /// Closes a peer and drops its subscriptions and layer choices.
+    fn remove_peer(&mut self, peer: PeerId);
+    /// A track published on `origin`.
+    fn add_track(&mut self, track: TrackId, kind: Kind, origin: WorkerId);
+    /// A track is gone; its subscribers let go of it. Returns them.
+    fn remove_track(&mut self, track: TrackId) -> Vec<PeerId>;
+    /// Forwards `track` to subscribing `peer`. Returns false if either is unknown.
+    fn subscribe(&mut self, peer: PeerId, track: TrackId) -> bool;
+    fn unsubscribe(&mut self, peer: PeerId, track: TrackId);
+    /// The layer `peer` asks of `track` (`None`: off), now and for a later subscription.
+    fn set_layer(&mut self, peer: PeerId, track: TrackId, layer: Option<u8>);
+    /// The allocation priority of `track` at every subscriber (the active speaker's video).
+    fn set_priority(&mut self, track: TrackId, priority: u8);
+    /// The tracks `peer` subscribes to, in subscription order.
+    fn subscriptions(&self, peer: PeerId) -> &[TrackId];
+    /// The kind of a known track.
+    fn kind(&self, track: TrackId) -> Option<Kind>;
+    /// Sends every worker the plan of what it should hold.
+    fn reconcile(&self);
+}
+
+struct TrackRoute {
+    kind: Kind,
+    origin: WorkerId,
+    priority: u8,
+    /// Subscribing peers and their workers.
+    subs: HashMap<PeerId, WorkerId>,
+    /// Subscribers per worker other than the origin: its pipe lives while > 0.
+    sinks: HashMap<WorkerId, usize>,
+}
+
+struct PeerEntry {
+    worker: WorkerId,
+    /// Created by [`Command::CreateSubscriber`] (and by a plan, if that was lost).
+    create: bool,
+    /// Its subscriptions, in order.
+    tracks: Vec<TrackId>,
+    /// Layers asked for, by track (kept for a later subscription too).
+    layers: HashMap<TrackId, Option<u8>>,
+}
+
+/// The topology of this node alone: every track's origin is one of its workers.
+pub struct LocalTopology {
+    pool: Arc<Pool>,
+    tracks: HashMap<TrackId, TrackRoute>,
+    peers: HashMap<PeerId, PeerEntry>,
+}
+
+impl LocalTopology {
+    pub fn new(pool: Arc<Pool>) -> Self {
+        LocalTopology {
+            pool,
+            tracks: HashMap::new(),
+            peers: HashMap::new(),
+        }
+    }
+
+    fn layer(&self, peer: PeerId, track: TrackId) -> Option<u8> {
+        self.peers
+            .get(&peer)
+            .and_then(|p| p.layers.get(&track).copied())
+            .unwrap_or(Some(DEFAULT_LAYER))
+    }
+
+    /// One subscriber fewer on `worker` for `track`: the pipe goes with the last one.
+    fn release_sink(&mut self, track: TrackId, worker: WorkerId) {
+        let Some(route) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        if let Some(n) = route.sinks.get_mut(&worker) {
+            *n -= 1;
+            if *n == 0 {
+                route.sinks.remove(&worker);
+                self.pool
+                    .send(route.origin, Command::RemoveSink { track, worker });
+            }
+        }
+    }
+
+    /// What each worker should hold, built from this topology alone.
+    pub fn plans(&self) -> Vec<Plan> {
+        let mut plans = vec![Plan::default(); self.pool.len()];
+        for (&id, p) in &self.peers {
+            let Some(plan) = plans.get_mut(usize::from(p.worker.0)) else {
+                continue;
+            };
+            plan.peers.push(id);
+            if p.create {
+                plan.subscribers.push(id);
+            }
+            for &track in &p.tracks {
+                let Some(route) = self.tracks.get(&track) else {
+                    continue;
+                };
+                plan.subscriptions.push(Subscription {
+                    peer: id,
+                    track,
+                    kind: route.kind,
+                    origin: route.origin,
+                    layer: self.layer(id, track),
+                    priority: route.priority,
+                });
+            }
+        }
+        for (&track, route) in &self.tracks {
+            if let Some(plan) = plans.get_mut(usize::from(route.origin.0)) {
+                plan.sinks.extend(route.sinks.keys().map(|&w| (track, w)));
+            }
+        }
+        plans
+    }
+}
+
+impl Topology for LocalTopology {
+    fn add_peer(&mut self, peer: PeerId, worker: WorkerId, create: bool) {
+        if self.peers.contains_key(&peer) {
+            return;
+        }
+        self.peers.insert(
+            peer,
+            PeerEntry {
+                worker,
+                create,
+                tracks: Vec::new(),
+                layers: HashMap::new(),
+            },
+        );
+        if create {
+            self.pool.send(worker, Command::CreateSubscriber { peer });
+        }
+    }
+
+    fn remove_peer(&mut self, peer: PeerId) {
+        let Some(p) = self.peers.remove(&peer) else {
+            return;
+        };
+        for track in p.tracks {
+            if let Some(route) = self.tracks.get_mut(&track) {
+                route.subs.remove(&peer);
+            }
+            self.release_sink(track, p.worker);
+        }
+        self.pool.send(p.worker, Command::ClosePeer { peer });
+    }
+
+    fn add_track(&mut self, track: TrackId, kind: Kind, origin: WorkerId) {
+        self.tracks.entry(track).or_insert(TrackRoute {
+            kind,
+            origin,
+            priority: 0,
+            subs: HashMap::new(),
+            sinks: HashMap::new(),
+        });
+    }
+
+    fn remove_track(&mut self, track: TrackId) -> Vec<PeerId> {
+        // The origin's route (and its pipes) end with the track on the worker itself.
+        let Some(route) = self.tracks.remove(&track) else {
+            return Vec::new();
+        };
+        let mut gone = Vec::with_capacity(route.subs.len());
+        for (peer, worker) in route.subs {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.tracks.retain(|t| *t != track);
+            }
+            self.pool.send(worker, Command::Unsubscribe { peer, track });
+            gone.push(peer);
+        }
+        for p in self.peers.values_mut() {
+            p.layers.remove(&track);
+        }
+        gone
+    }
+
+    fn subscribe(&mut self, peer: PeerId, track: TrackId) -> bool {
+        let layer = self.layer(peer, track);
+        let (Some(p), Some(route)) = (self.peers.get_mut(&peer), self.tracks.get_mut(&track))
+        else {
+            return false;
+        };
+        if route.subs.contains_key(&peer) {
+            return true;
+        }
+        p.tracks.push(track);
+        route.subs.insert(peer, p.worker);
+        let worker = p.worker;
+        if worker != route.origin {
+            let n = route.sinks.entry(worker).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                self.pool
+                    .send(route.origin, Command::AddSink { track, worker });
+            }
+        }
+        self.pool.send(
+            worker,
+            Command::Subscribe {
+                peer,
+                track,
+                kind: route.kind,
+                origin: route.origin,
+            },
+        );
+        if layer != Some(DEFAULT_LAYER) {
+            self.pool
+                .send(worker, Command::SetLayer { peer, track, layer });
+        }
+        if route.priority != 0 {
+            let priority = route.priority;
+            self.pool.send(
+                worker,
+                Command::SetPriority {
+                    peer,
+                    track,
+                    priority,
+                },
+            );
+        }
+        true
+    }
+
+    fn unsubscribe(&mut self, peer: PeerId, track: TrackId) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if !p.tracks.contains(&track) {
+            return;
+        }
+        p.tracks.retain(|t| *t != track);
+        let worker = p.worker;
+        if let Some(route) = self.tracks.get_mut(&track) {
+            route.subs.remove(&peer);
+        }
+        self.release_sink(track, worker);
+        self.pool.send(worker, Command::Unsubscribe { peer, track });
+    }
+
+    fn set_layer(&mut self, peer: PeerId, track: TrackId, layer: Option<u8>) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.layers.insert(track, layer);
+        if p.tracks.contains(&track) {
+            self.pool
+                .send(p.worker, Command::SetLayer { peer, track, layer });
+        }
+    }
+
+    fn set_priority(&mut self, track: TrackId, priority: u8) {
+        let Some(route) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        if route.priority == priority {
+            return;
+        }
+        route.priority = priority;
+        for (&peer, &worker) in &route.subs {
+            self.pool.send(
+                worker,
+                Command::SetPriority {
+                    peer,
+                    track,
+                    priority,
+                },
+            );
+        }
+    }
+
+    fn subscriptions(&self, peer: PeerId) -> &[TrackId] {
+        self.peers.get(&peer).map_or(&[], |p| p.tracks.as_slice())
+    }
+
+    fn kind(&self, track: TrackId) -> Option<Kind> {
+        self.tracks.get(&track).map(|r| r.kind)
+    }
+
+    fn reconcile(&self) {
+        for (i, plan) in self.plans().into_iter().enumerate() {
+            self.pool.send(WorkerId(i as u16), Command::Reconcile(plan));
+        }
+    }
+}
