@@ -4,6 +4,7 @@
 
 mod config;
 mod http;
+mod ids;
 mod placement;
 mod rooms;
 mod signaling;
@@ -72,7 +73,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let pool = Arc::new(pool);
     let placement = Placement::new(config.placement, config.workers, config.worker_capacity);
     let topology = Box::new(LocalTopology::new(pool.clone()));
-    let state = Arc::new(Mutex::new(State::new(topology, placement)));
+    let ids = ids::Ids::new(ids::Ids::random_tag());
+    let state = Arc::new(Mutex::new(State::new(topology, placement, ids)));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let app = App {
         pool: pool.clone(),

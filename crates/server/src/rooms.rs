@@ -13,6 +13,7 @@ use sfumato_worker::sfumato_core::temporal::ALL_TEMPORAL;
 use sfumato_worker::sfumato_core::{Event, Kind, PeerId, TrackId, WorkerId};
 use tokio::sync::mpsc;
 
+use crate::ids::{self, Ids};
 use crate::placement::Placement;
 use crate::speaker::Speaker;
 use crate::topology::Topology;
@@ -38,6 +39,8 @@ pub struct Participant {
     pub client: Client,
     pub publisher: Option<PeerId>,
     pub subscriber: Option<PeerId>,
+    /// The token of a WHIP or WHEP session's URL (its `Location`).
+    pub session: Option<String>,
     pub tracks: Vec<TrackId>,
     /// The worker's latest downlink estimate for this participant's subscriber and the layer
     /// each video track gets.
@@ -69,7 +72,9 @@ pub struct State {
     pub participants: HashMap<ParticipantId, Participant>,
     peers: HashMap<PeerId, ParticipantId>,
     pub tracks: HashMap<TrackId, TrackInfo>,
-    next_id: u64,
+    /// WHIP and WHEP sessions by the token of their URL.
+    sessions: HashMap<String, ParticipantId>,
+    ids: Ids,
 }
 
 pub fn participant_key(id: ParticipantId) -> String {
@@ -81,7 +86,8 @@ pub fn parse_participant_key(s: &str) -> Option<ParticipantId> {
 }
 
 impl State {
-    pub fn new(topology: Box<dyn Topology>, placement: Placement) -> Self {
+    /// `ids` hands out participant and peer ids (unique across the cluster).
+    pub fn new(topology: Box<dyn Topology>, placement: Placement, ids: Ids) -> Self {
         State {
             topology,
             placement,
@@ -89,7 +95,8 @@ impl State {
             participants: HashMap::new(),
             peers: HashMap::new(),
             tracks: HashMap::new(),
-            next_id: 1,
+            sessions: HashMap::new(),
+            ids,
         }
     }
 
@@ -98,19 +105,22 @@ impl State {
         self.topology.reconcile();
     }
 
-    fn next(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        id
+    /// The participant of a WHIP or WHEP session, by the token of its URL.
+    pub fn session(&self, token: &str) -> Option<ParticipantId> {
+        self.sessions.get(token).copied()
     }
 
     /// Adds a participant to a room on a worker chosen by the placement policy.
     pub fn join(&mut self, room: &str, name: &str, client: Client) -> ParticipantId {
-        let id = self.next();
+        let id = self.ids.next();
         let worker = self.placement.choose();
-        let subscriber =
-            matches!(client, Client::Socket(_) | Client::Whep { .. }).then(|| PeerId(self.next()));
+        let subscriber = matches!(client, Client::Socket(_) | Client::Whep { .. })
+            .then(|| PeerId(self.ids.next()));
         let socket = matches!(client, Client::Socket(_));
+        let session = (!socket).then(ids::token);
+        if let Some(token) = &session {
+            self.sessions.insert(token.clone(), id);
+        }
         let p = Participant {
             id,
             name: name.to_string(),
@@ -119,6 +129,7 @@ impl State {
             client,
             publisher: None,
             subscriber,
+            session,
             tracks: Vec::new(),
             downlink: None,
         };
@@ -152,15 +163,15 @@ impl State {
 
     /// The peer a participant publishes with, created on first use.
     pub fn publisher_peer(&mut self, id: ParticipantId) -> Option<(WorkerId, PeerId)> {
-        let fresh = PeerId(self.next_id);
         let p = self.participants.get_mut(&id)?;
-        let peer = *p.publisher.get_or_insert(fresh);
         let worker = p.worker;
-        if peer == fresh {
-            self.next_id += 1;
-            self.peers.insert(peer, id);
-            self.topology.add_peer(peer, worker, false);
+        if let Some(peer) = p.publisher {
+            return Some((worker, peer));
         }
+        let peer = PeerId(self.ids.next());
+        p.publisher = Some(peer);
+        self.peers.insert(peer, id);
+        self.topology.add_peer(peer, worker, false);
         Some((worker, peer))
     }
 
@@ -180,6 +191,9 @@ impl State {
         for peer in [p.publisher, p.subscriber].into_iter().flatten() {
             self.peers.remove(&peer);
             self.topology.remove_peer(peer);
+        }
+        if let Some(token) = &p.session {
+            self.sessions.remove(token);
         }
         for t in p.tracks.clone() {
             self.unpublish(t);

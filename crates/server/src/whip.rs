@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sfumato_worker::sfumato_core::{Command, ReplyBody};
 
-use crate::rooms::{parse_participant_key, participant_key, Client, ParticipantId};
+use crate::rooms::{parse_participant_key, Client, ParticipantId};
 use crate::App;
 
 /// Largest HTTP body (a WHIP or WHEP offer: a few m-lines).
@@ -95,9 +95,7 @@ pub async fn whip_post(
         .call(worker, |req| Command::Publish { req, peer, offer })
         .await
     {
-        Ok(ReplyBody::Sdp(answer)) => {
-            created(format!("/whip/{room}/{}", participant_key(id)), answer)
-        }
+        Ok(ReplyBody::Sdp(answer)) => created(format!("/whip/{room}/{}", token(&app, id)), answer),
         Ok(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "unexpected reply"),
         Err(e) => {
             app.state().leave(id);
@@ -120,9 +118,18 @@ pub async fn whep_delete(
     end_session(&app, &room, &session, |c| matches!(c, Client::Whep { .. }))
 }
 
+/// The token of session `id`'s URL.
+fn token(app: &App, id: ParticipantId) -> String {
+    app.state()
+        .participants
+        .get(&id)
+        .and_then(|p| p.session.clone())
+        .unwrap_or_default()
+}
+
 fn end_session(app: &App, room: &str, session: &str, kind: impl Fn(&Client) -> bool) -> Response {
     let mut state = app.state();
-    let found = parse_participant_key(session).filter(|id| {
+    let found = state.session(session).filter(|id| {
         state
             .participants
             .get(id)
@@ -200,10 +207,7 @@ async fn whep(
     {
         Ok(ReplyBody::Sdp(answer)) => {
             app.state().subscribe_viewer(id);
-            created(
-                format!("/whep/{room}/session/{}", participant_key(id)),
-                answer,
-            )
+            created(format!("/whep/{room}/session/{}", token(&app, id)), answer)
         }
         Ok(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "unexpected reply"),
         Err(e) => {
