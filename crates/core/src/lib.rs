@@ -26,7 +26,8 @@
 //! [`throttle`] merges keyframe requests; [`vp8`] keeps descriptors continuous; [`svc`]
 //! selects scalable layers, read by [`vp9`] and [`dd`]; [`temporal`] selects temporal
 //! layers; [`alloc`] fits layers to a downlink estimate; [`demux`] maps datagrams to peers; [`dtls`] shares
-//! one DTLS setup between all peers.
+//! one DTLS setup between all peers; [`wire`] is the form in which a pipe message crosses a
+//! socket.
 
 pub mod alloc;
 pub mod answer;
@@ -47,6 +48,7 @@ pub mod temporal;
 pub mod throttle;
 pub mod vp8;
 pub mod vp9;
+pub mod wire;
 
 pub use api::{Command, Event, Plan, ReplyBody, RequestId, Subscription, WorkerStats};
 pub use engine::{Engine, Output};

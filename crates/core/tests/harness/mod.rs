@@ -763,6 +763,9 @@ pub struct Net {
     /// Wall-clock time spent inside the engines (inputs, timeouts, output polling), for the
     /// engine benchmark; the clients' and the network's work is not in it.
     pub engine_busy: Duration,
+    /// When set, every pipe message crosses in its wire form (`sfumato_core::wire`), encoded
+    /// and decoded as a relay between nodes would: what arrives must serve as well.
+    pub wire_pipes: bool,
     next_req: RequestId,
     next_peer: u64,
 }
@@ -803,6 +806,7 @@ impl Net {
             record: false,
             delivered: Vec::new(),
             engine_busy: Duration::ZERO,
+            wire_pipes: false,
             next_req: 1,
             next_peer: 1,
         }
@@ -1230,6 +1234,20 @@ impl Net {
                     },
                 };
                 self.pipe_log.push((w, to.0 as usize, rec));
+                let msg = if self.wire_pipes {
+                    // Each side reads the shared clock at its own instant, as nodes do.
+                    let clock = |at| sfumato_core::wire::ClusterClock {
+                        at,
+                        unix_micros: 1_800_000_000_000_000 + (at - self.start).as_micros() as u64,
+                    };
+                    let mut bytes = Vec::new();
+                    sfumato_core::wire::encode(&msg, &clock(self.now), &mut bytes)
+                        .expect("a pipe message has a wire form");
+                    sfumato_core::wire::decode(&bytes, &clock(self.now))
+                        .expect("the wire form decodes")
+                } else {
+                    msg
+                };
                 self.pipes.push_back((to.0 as usize, msg));
             }
             Output::Event(Event::Reply { req, result }) => {
