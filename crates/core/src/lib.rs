@@ -27,7 +27,7 @@
 //! selects scalable layers, read by [`vp9`] and [`dd`]; [`temporal`] selects temporal
 //! layers; [`alloc`] fits layers to a downlink estimate; [`demux`] maps datagrams to peers; [`dtls`] shares
 //! one DTLS setup between all peers; [`wire`] is the form in which a pipe message crosses a
-//! socket.
+//! socket, and [`link`] carries it between nodes, sealed and repaired.
 
 pub mod alloc;
 pub mod answer;
@@ -38,6 +38,7 @@ pub mod dtls;
 pub mod engine;
 pub mod ids;
 pub mod keyframe;
+pub mod link;
 pub mod packet;
 pub mod peer;
 pub mod red;
@@ -52,7 +53,7 @@ pub mod wire;
 
 pub use api::{Command, Event, Plan, ReplyBody, RequestId, Subscription, WorkerStats};
 pub use engine::{Engine, Output};
-pub use ids::{Kind, PeerId, TrackId, WorkerId};
+pub use ids::{Kind, NodeId, PeerId, TrackId, WorkerId};
 pub use packet::{MediaPacket, PipeMsg};
 
 /// Why a command failed. Every variant is an answer to the caller, never a panic.
