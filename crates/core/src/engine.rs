@@ -17,6 +17,7 @@ use crate::ids::{Kind, PeerId, TrackId, WorkerId};
 use crate::packet::{MediaPacket, PipeMsg, ALL_LAYERS, MAX_LAYERS};
 use crate::peer::{Peer, PeerOut, Role, Write};
 use crate::router::{Route, Router};
+use crate::timers::{Timer, Timers};
 use crate::Error;
 
 /// What the engine asks its runtime to do.
@@ -43,6 +44,9 @@ pub struct Engine {
     touched: Vec<PeerId>,
     scratch: Vec<PeerOut>,
     outputs: VecDeque<Output>,
+    /// Every peer's next timeout and every deferred keyframe request: a turn visits only
+    /// what is due, however many peers sit idle.
+    timers: Timers,
     stats: WorkerStats,
     /// When the next [`Event::AudioLevels`] is due.
     next_levels: Option<Instant>,
@@ -67,6 +71,7 @@ impl Engine {
             touched: Vec::new(),
             scratch: Vec::new(),
             outputs: VecDeque::new(),
+            timers: Timers::default(),
             stats: WorkerStats {
                 worker: worker.0,
                 ..Default::default()
@@ -129,6 +134,7 @@ impl Engine {
         {
             self.demux.learn(source, id);
         }
+        self.tidy_timers();
     }
 
     /// One message from another worker's pipe.
@@ -151,6 +157,7 @@ impl Engine {
             }
             PipeMsg::TrackEnded(track) => self.remove_track(now, track),
         }
+        self.tidy_timers();
     }
 
     pub fn handle_command(&mut self, now: Instant, cmd: Command) {
@@ -221,6 +228,7 @@ impl Engine {
         }
         self.announce_layers(now);
         self.flush(now);
+        self.tidy_timers();
     }
 
     /// Creates a subscribing peer unless it exists or was closed (ids are never reused).
@@ -414,25 +422,24 @@ impl Engine {
     /// Time passes: due peers and due keyframe requests run, and every touched peer sends.
     /// Call after each batch of inputs too.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<PeerId> = self
-            .peers
-            .values()
-            .filter(|p| p.next_timeout() <= now)
-            .map(|p| p.id)
-            .collect();
-        for id in due {
-            self.mark(id);
-        }
-        let mut due_keyframes = Vec::new();
-        for (track, r) in self.router.routes.iter_mut() {
-            for (layer, throttle) in r.keyframes.iter_mut().enumerate() {
-                if throttle.poll(now) {
-                    due_keyframes.push((*track, layer as u8, r.publisher));
+        while let Some((at, timer)) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Peer(id) => {
+                    if self.peers.get(&id).is_some_and(|p| p.next_timeout() == at) {
+                        self.mark(id);
+                    }
+                }
+                Timer::Keyframe(track, layer) => {
+                    let Some(route) = self.router.routes.get_mut(&track) else {
+                        continue;
+                    };
+                    let throttle = &mut route.keyframes[usize::from(layer)];
+                    if throttle.deadline() == Some(at) && throttle.poll(now) {
+                        let publisher = route.publisher;
+                        self.send_keyframe_request(track, layer, publisher);
+                    }
                 }
             }
-        }
-        for (track, layer, publisher) in due_keyframes {
-            self.send_keyframe_request(track, layer, publisher);
         }
         let due = *self.next_levels.get_or_insert(now + LEVEL_INTERVAL);
         if now >= due {
@@ -441,25 +448,58 @@ impl Engine {
             self.announce_layers(now);
         }
         self.flush(now);
+        self.tidy_timers();
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
     }
 
-    /// The next instant at which [`Engine::handle_timeout`] must run.
+    /// The next instant at which [`Engine::handle_timeout`] must run: O(1), read off the
+    /// top of the timers (current after every `handle_*`).
     pub fn poll_timeout(&self, now: Instant) -> Instant {
-        let peers = self.peers.values().map(Peer::next_timeout);
-        let keyframes = self
-            .router
-            .routes
-            .values()
-            .flat_map(|r| r.keyframes.iter().filter_map(|k| k.deadline()));
-        peers
-            .chain(keyframes)
+        self.timers
+            .next()
+            .into_iter()
             .chain(self.next_levels)
             .min()
             .unwrap_or(now + Duration::from_secs(1))
+    }
+
+    /// Whether a timer entry still holds its owner's deadline.
+    fn timer_is_current(
+        peers: &HashMap<PeerId, Peer>,
+        router: &Router,
+        at: Instant,
+        timer: Timer,
+    ) -> bool {
+        match timer {
+            Timer::Peer(id) => peers.get(&id).is_some_and(|p| p.next_timeout() == at),
+            Timer::Keyframe(track, layer) => router.routes.get(&track).is_some_and(|r| {
+                r.keyframes
+                    .get(usize::from(layer))
+                    .is_some_and(|k| k.deadline() == Some(at))
+            }),
+        }
+    }
+
+    /// Ends every `handle_*`: the top of the timers is current, so that
+    /// [`Engine::poll_timeout`] is exact.
+    fn tidy_timers(&mut self) {
+        let (peers, router) = (&self.peers, &self.router);
+        let live = peers.len() + router.routes.len() * MAX_LAYERS;
+        self.timers.tidy(live, |at, timer| {
+            Self::timer_is_current(peers, router, at, timer)
+        });
+    }
+
+    /// A peer was drained: if its next timeout moved, or its entry may have been taken by
+    /// the timeout pass (it was due), it gets an entry for the new one. Every peer always
+    /// has a current entry.
+    fn reschedule(&mut self, now: Instant, id: PeerId, before: Instant, after: Instant) {
+        if after != before || before <= now {
+            self.timers.push(after, Timer::Peer(id));
+        }
     }
 
     pub fn stats(&self) -> WorkerStats {
@@ -512,6 +552,7 @@ impl Engine {
     fn insert_peer(&mut self, peer: Peer) {
         self.demux.add_peer(peer.id, &peer.local_ufrag);
         let id = peer.id;
+        self.timers.push(peer.next_timeout(), Timer::Peer(id));
         self.peers.insert(id, peer);
         self.mark(id);
     }
@@ -535,11 +576,14 @@ impl Engine {
         while let Some(id) = self.touched.pop() {
             let mut outs = std::mem::take(&mut self.scratch);
             let ran = self.on_peer(now, id, |p| {
+                let before = p.next_timeout();
                 p.queued = false;
                 p.timeout(now, &mut outs);
                 p.drain(now, &mut outs);
+                (before, p.next_timeout())
             });
-            if ran.is_some() {
+            if let Some((before, after)) = ran {
+                self.reschedule(now, id, before, after);
                 self.handle_outs(now, id, &mut outs);
             }
             outs.clear();
@@ -550,7 +594,13 @@ impl Engine {
     /// Drains one peer right away (after it received a datagram or an offer).
     fn drive(&mut self, now: Instant, id: PeerId) {
         let mut outs = std::mem::take(&mut self.scratch);
-        if self.on_peer(now, id, |p| p.drain(now, &mut outs)).is_some() {
+        let ran = self.on_peer(now, id, |p| {
+            let before = p.next_timeout();
+            p.drain(now, &mut outs);
+            (before, p.next_timeout())
+        });
+        if let Some((before, after)) = ran {
+            self.reschedule(now, id, before, after);
             self.handle_outs(now, id, &mut outs);
         }
         outs.clear();
@@ -725,9 +775,13 @@ impl Engine {
         }
         // Subscribers ask for the layer they want; the publisher may send fewer.
         let layer = layer.min(route.layers.saturating_sub(1));
-        if route.keyframes[usize::from(layer)].request(now) {
+        let throttle = &mut route.keyframes[usize::from(layer)];
+        let deferred = throttle.deadline();
+        if throttle.request(now) {
             let publisher = route.publisher;
             self.send_keyframe_request(track, layer, publisher);
+        } else if let Some(at) = throttle.deadline().filter(|at| Some(*at) != deferred) {
+            self.timers.push(at, Timer::Keyframe(track, layer));
         }
     }
 

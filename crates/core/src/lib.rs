@@ -23,11 +23,12 @@
 //!
 //! Modules: [`peer`] wraps one str0m `Rtc`; [`router`] knows where each track goes;
 //! [`rewrite`] keeps outgoing numbering continuous; [`keyframe`] finds keyframes;
-//! [`throttle`] merges keyframe requests; [`vp8`] keeps descriptors continuous; [`svc`]
-//! selects scalable layers, read by [`vp9`] and [`dd`]; [`temporal`] selects temporal
-//! layers; [`alloc`] fits layers to a downlink estimate; [`demux`] maps datagrams to peers; [`dtls`] shares
-//! one DTLS setup between all peers; [`wire`] is the form in which a pipe message crosses a
-//! socket, and [`link`] carries it between nodes, sealed and repaired.
+//! [`throttle`] merges keyframe requests; [`timers`] holds the deadlines, so a turn visits
+//! only what is due; [`vp8`] keeps descriptors continuous; [`svc`] selects scalable layers,
+//! read by [`vp9`] and [`dd`]; [`temporal`] selects temporal layers; [`alloc`] fits layers
+//! to a downlink estimate; [`demux`] maps datagrams to peers; [`dtls`] shares one DTLS
+//! setup between all peers; [`wire`] is the form in which a pipe message crosses a socket,
+//! and [`link`] carries it between nodes, sealed and repaired.
 
 pub mod alloc;
 pub mod answer;
@@ -47,6 +48,7 @@ pub mod router;
 pub mod svc;
 pub mod temporal;
 pub mod throttle;
+pub mod timers;
 pub mod vp8;
 pub mod vp9;
 pub mod wire;
