@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use clap::Parser;
-use sfumato_worker::{Pool, PoolConfig};
+use sfumato_worker::{Pool, PoolConfig, Report};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
@@ -86,7 +86,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let events_app = app.clone();
     tokio::spawn(async move {
         while let Some(d) = deliveries.recv().await {
-            if let Some((worker, event)) = d.resolve() {
+            if let Some(Report::Event(worker, event)) = d.resolve() {
                 events_app.state().on_event(worker, event);
             }
         }

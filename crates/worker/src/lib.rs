@@ -1,7 +1,11 @@
 //! Sfumato's media runtime: one OS thread per worker, each owning a UDP socket and an
 //! [`Engine`], joined by bounded pipes (one inbound queue per worker). The control plane
-//! talks to the workers through a [`Pool`]: commands in, events out, replies resolved here.
+//! talks to the workers through a [`Pool`]: commands in, events out, replies resolved here,
+//! and whether each worker still runs.
+//!
+//! [`Engine`]: sfumato_core::Engine
 
+mod life;
 mod send;
 mod thread;
 
@@ -13,10 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use mio::{Poll, Waker};
 use sfumato_core::{Command, Event, ReplyBody, RequestId, WorkerId};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::life::Life;
 
 pub use sfumato_core;
 
@@ -34,7 +40,7 @@ pub struct PoolConfig {
     pub bind_ip: IpAddr,
     /// Address put in ICE candidates.
     pub announce_ip: IpAddr,
-    /// Worker i binds `base_port + i`.
+    /// Worker i binds `base_port + i`; 0: every worker binds a port of the system's choice.
     pub base_port: u16,
     /// Subscribers' downlink estimation and layer allocation (`Engine::set_bandwidth_estimation`).
     pub bandwidth_estimation: bool,
@@ -47,22 +53,37 @@ pub enum CallError {
     Engine(#[from] sfumato_core::Error),
     #[error("worker {0} is not running")]
     Gone(WorkerId),
+    #[error("worker {0} died: {1}")]
+    Dead(WorkerId, String),
     #[error("worker {0} did not answer in time")]
     Timeout(WorkerId),
 }
 
 /// What the workers hand to the control plane, in the order they produced it: a reply is
-/// delivered after the events that preceded it (a publish answer after its tracks).
+/// delivered after the events that preceded it (a publish answer after its tracks), a
+/// worker's death after everything it sent.
 pub enum Delivery {
-    Event(WorkerId, Event),
+    Report(Report),
     Reply(ReplySender, Result<ReplyBody, sfumato_core::Error>),
 }
 
+/// What the control plane applies, once replies are resolved.
+#[derive(Debug)]
+pub enum Report {
+    Event(WorkerId, Event),
+    /// A worker's thread ended without being told to stop: it panicked outside any peer, or
+    /// its loop failed. Its peers are gone; the [`Pool`] refuses commands to it from now on.
+    Died {
+        worker: WorkerId,
+        cause: String,
+    },
+}
+
 impl Delivery {
-    /// Resolves a reply and returns the event, if this is one.
-    pub fn resolve(self) -> Option<(WorkerId, Event)> {
+    /// Resolves a reply; returns a report, if this is one.
+    pub fn resolve(self) -> Option<Report> {
         match self {
-            Delivery::Event(w, e) => Some((w, e)),
+            Delivery::Report(r) => Some(r),
             Delivery::Reply(tx, result) => {
                 let _ = tx.send(result);
                 None
@@ -77,12 +98,18 @@ pub(crate) enum Ctl {
     Command(Command),
     Call(RequestId, Command, ReplySender),
     Stop,
+    /// Tests only: the worker's loop panics, outside any peer ([`Pool::fail_worker`]).
+    #[cfg(feature = "fault-injection")]
+    Fail,
 }
 
 struct Handle {
     commands: Sender<Ctl>,
+    /// The other end of `commands`, to empty it once the worker is dead.
+    queued: Receiver<Ctl>,
     waker: Arc<Waker>,
     addr: SocketAddr,
+    life: Arc<Life>,
 }
 
 /// The running workers.
@@ -102,9 +129,12 @@ impl Pool {
         let mut wakers = Vec::with_capacity(n);
         let mut sockets = Vec::with_capacity(n);
         for i in 0..n {
-            let port = config.base_port.checked_add(i as u16).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, "rtc port range overflows")
-            })?;
+            let port = match config.base_port {
+                0 => 0,
+                base => base.checked_add(i as u16).ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "rtc port range overflows")
+                })?,
+            };
             let socket = UdpSocket::bind(SocketAddr::new(config.bind_ip, port))?;
             socket.set_nonblocking(true)?;
             size_buffers(&socket);
@@ -125,6 +155,10 @@ impl Pool {
             let port = socket.local_addr()?.port();
             let addr = SocketAddr::new(config.announce_ip, port);
             let (cmd_tx, cmd_rx) = bounded(COMMAND_CAPACITY);
+            let life = Arc::new(Life::default());
+            let queued = cmd_rx.clone();
+            let (own_life, own_queue, own_events) =
+                (life.clone(), cmd_rx.clone(), event_tx.clone());
             let runtime = thread::Runtime {
                 id,
                 addr,
@@ -141,12 +175,14 @@ impl Pool {
             };
             let join = std::thread::Builder::new()
                 .name(format!("sfumato-worker-{i}"))
-                .spawn(move || runtime.run())?;
+                .spawn(move || life::supervise(runtime, own_life, own_queue, own_events))?;
             threads.push(join);
             handles.push(Handle {
                 commands: cmd_tx,
+                queued,
                 waker: wakers[i].clone(),
                 addr,
+                life,
             });
         }
         Ok((
@@ -172,22 +208,53 @@ impl Pool {
         self.handles.get(worker.0 as usize).map(|h| h.addr)
     }
 
+    /// Whether worker `worker` runs (false for one that does not exist).
+    pub fn is_alive(&self, worker: WorkerId) -> bool {
+        self.handles
+            .get(worker.0 as usize)
+            .is_some_and(|h| h.life.is_alive())
+    }
+
+    /// Why worker `worker` does not run any more, if it does not.
+    pub fn cause_of_death(&self, worker: WorkerId) -> Option<&str> {
+        self.handles.get(worker.0 as usize)?.life.cause()
+    }
+
+    /// Tests only: worker `worker`'s loop panics, outside any peer, as a bug would make it.
+    #[cfg(feature = "fault-injection")]
+    pub fn fail_worker(&self, worker: WorkerId) {
+        let _ = self.push(worker, Ctl::Fail);
+    }
+
     fn push(&self, worker: WorkerId, ctl: Ctl) -> Result<(), CallError> {
         let h = self
             .handles
             .get(worker.0 as usize)
             .ok_or(CallError::Gone(worker))?;
+        let dead = |cause: &str| CallError::Dead(worker, cause.to_string());
+        if let Some(cause) = h.life.cause() {
+            return Err(dead(cause));
+        }
         h.commands
             .try_send(ctl)
             .map_err(|_| CallError::Gone(worker))?;
+        if let Some(cause) = h.life.cause() {
+            // It died meanwhile, and may have emptied its queue before this landed: empty it
+            // again, which answers this caller (and any other) with `Gone`.
+            while h.queued.try_recv().is_ok() {}
+            return Err(dead(cause));
+        }
         let _ = h.waker.wake();
         Ok(())
     }
 
     /// Sends a command that needs no answer.
     pub fn send(&self, worker: WorkerId, cmd: Command) {
-        if let Err(e) = self.push(worker, Ctl::Command(cmd)) {
-            tracing::warn!("command to worker {worker} lost: {e}");
+        match self.push(worker, Ctl::Command(cmd)) {
+            Ok(()) => {}
+            // Known and reported already: the control plane is letting go of its peers.
+            Err(e @ CallError::Dead(..)) => tracing::debug!("command to worker {worker} lost: {e}"),
+            Err(e) => tracing::warn!("command to worker {worker} lost: {e}"),
         }
     }
 

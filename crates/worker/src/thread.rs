@@ -12,7 +12,7 @@ use sfumato_core::{Engine, Event, Output, PipeMsg, ReplyBody, RequestId, WorkerI
 use tokio::sync::mpsc;
 
 use crate::send::BatchSender;
-use crate::{Ctl, Delivery, ReplySender};
+use crate::{Ctl, Delivery, ReplySender, Report};
 
 const SOCKET: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
@@ -36,7 +36,9 @@ pub(crate) struct Runtime {
 }
 
 impl Runtime {
-    pub fn run(mut self) {
+    /// Runs until told to stop (`Ok`) or until the loop cannot go on (`Err`: why). A panic
+    /// outside any peer unwinds out of here (see `life::supervise`).
+    pub fn run(mut self) -> Result<(), String> {
         let mut engine = Engine::new(self.id, self.addr);
         engine.set_bandwidth_estimation(self.bandwidth_estimation);
         if let Err(e) = self
@@ -44,8 +46,7 @@ impl Runtime {
             .registry()
             .register(&mut self.socket, SOCKET, Interest::READABLE)
         {
-            tracing::error!(worker = %self.id, "cannot register socket: {e}");
-            return;
+            return Err(format!("cannot register its socket: {e}"));
         }
         tracing::info!(worker = %self.id, addr = %self.addr, "worker started");
         let mut events = Events::with_capacity(16);
@@ -65,8 +66,7 @@ impl Runtime {
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != ErrorKind::Interrupted {
-                    tracing::error!(worker = %self.id, "poll failed: {e}");
-                    return;
+                    return Err(format!("poll failed: {e}"));
                 }
             }
             let now = Instant::now();
@@ -105,8 +105,10 @@ impl Runtime {
                     }
                     Ok(Ctl::Stop) => {
                         tracing::info!(worker = %self.id, "worker stopped");
-                        return;
+                        return Ok(());
                     }
+                    #[cfg(feature = "fault-injection")]
+                    Ok(Ctl::Fail) => panic!("injected failure"),
                     Err(_) => break,
                 }
             }
@@ -152,7 +154,8 @@ impl Runtime {
                     }
                 }
                 Output::Event(e) => {
-                    if self.events.try_send(Delivery::Event(self.id, e)).is_err() {
+                    let report = Delivery::Report(Report::Event(self.id, e));
+                    if self.events.try_send(report).is_err() {
                         tracing::error!(worker = %self.id, "control plane event queue full: event lost");
                     }
                 }

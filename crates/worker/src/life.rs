@@ -1,0 +1,68 @@
+//! Whether each worker thread still runs: the thread runs under a supervisor that, however the
+//! loop ends (a panic outside any peer, a failed poll, a stop), marks the worker dead for the
+//! `Pool`, answers what was still queued for it, and tells the control plane why.
+
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, OnceLock};
+
+use crossbeam_channel::Receiver;
+use tokio::sync::mpsc;
+
+use crate::thread::Runtime;
+use crate::{Ctl, Delivery, Report};
+
+/// Why a worker that is not running stopped; unset while it runs. Set once, by its thread.
+#[derive(Debug, Default)]
+pub(crate) struct Life(OnceLock<String>);
+
+impl Life {
+    pub fn is_alive(&self) -> bool {
+        self.0.get().is_none()
+    }
+
+    pub fn cause(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+
+    fn end(&self, cause: String) {
+        let _ = self.0.set(cause);
+    }
+}
+
+/// What a worker thread runs: the loop, then the bookkeeping of its end.
+pub(crate) fn supervise(
+    runtime: Runtime,
+    life: Arc<Life>,
+    commands: Receiver<Ctl>,
+    events: mpsc::Sender<Delivery>,
+) {
+    let worker = runtime.id;
+    // The loop's state (the engine, the replies it owed) is dropped while unwinding: every
+    // caller waiting on a reply gets `CallError::Gone` at once.
+    let died = match panic::catch_unwind(AssertUnwindSafe(|| runtime.run())) {
+        Ok(Ok(())) => None,
+        Ok(Err(cause)) => Some(cause),
+        Err(payload) => Some(format!("panicked: {}", panic_message(&*payload))),
+    };
+    // First the flag, so that the Pool refuses new commands; then what was queued before it
+    // is dropped, which answers every caller among them (the Pool empties the queue too if a
+    // command lands after this).
+    life.end(died.clone().unwrap_or_else(|| "stopped".into()));
+    while commands.try_recv().is_ok() {}
+    drop(commands);
+    if let Some(cause) = died {
+        tracing::error!(%worker, "worker died: {cause}");
+        // Behind every event this worker sent: the control plane sees them first. A plain
+        // thread may block here; it only waits while the control plane's queue is full.
+        let _ = events.blocking_send(Delivery::Report(Report::Died { worker, cause }));
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
