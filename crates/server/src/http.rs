@@ -13,8 +13,29 @@ mod assets {
     include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 }
 
-pub async fn healthz() -> &'static str {
-    "ok"
+/// What makes the node unfit to serve, if anything: a dead worker (its participants were
+/// sent away, but the node runs short of a core until restarted), or the event task gone
+/// (nothing the workers report is applied any more).
+fn problems(app: &App) -> Vec<String> {
+    let mut out: Vec<String> = (0..app.pool.len())
+        .filter_map(|i| {
+            let w = WorkerId(i as u16);
+            Some(format!("worker {w} died: {}", app.pool.cause_of_death(w)?))
+        })
+        .collect();
+    if !app.events.is_running() {
+        out.push("the control plane's event task has ended".into());
+    }
+    out
+}
+
+/// `200 ok`, or `503` with the reasons, one per line.
+pub async fn healthz(AxumState(app): AxumState<App>) -> Response {
+    let problems = problems(&app);
+    if problems.is_empty() {
+        return "ok".into_response();
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, problems.join("\n")).into_response()
 }
 
 pub async fn rooms(AxumState(app): AxumState<App>) -> Json<Value> {
@@ -35,11 +56,14 @@ pub async fn room(AxumState(app): AxumState<App>, Path(room): Path<String>) -> R
     }
 }
 
-/// Asks every worker for its counters.
+/// Asks every live worker for its counters.
 async fn worker_stats(app: &App) -> Vec<WorkerStats> {
     let mut all = Vec::with_capacity(app.pool.len());
     for i in 0..app.pool.len() {
         let w = WorkerId(i as u16);
+        if !app.pool.is_alive(w) {
+            continue;
+        }
         match app.pool.call(w, |req| Command::Stats { req }).await {
             Ok(ReplyBody::Stats(s)) => all.push(s),
             _ => tracing::warn!(worker = %w, "no stats from worker"),
@@ -48,8 +72,24 @@ async fn worker_stats(app: &App) -> Vec<WorkerStats> {
     all
 }
 
+/// Every worker: its counters and `"alive": true`, or `"alive": false` and why it died.
 pub async fn workers(AxumState(app): AxumState<App>) -> Json<Value> {
-    Json(json!({ "workers": worker_stats(&app).await }))
+    let mut stats = worker_stats(&app).await;
+    let workers: Vec<Value> = (0..app.pool.len())
+        .map(|i| {
+            let w = WorkerId(i as u16);
+            if let Some(cause) = app.pool.cause_of_death(w) {
+                return json!({"worker": w.0, "alive": false, "cause": cause});
+            }
+            let mut v = match stats.iter().position(|s| s.worker == w.0) {
+                Some(at) => json!(stats.swap_remove(at)),
+                None => json!({"worker": w.0}),
+            };
+            v["alive"] = json!(true);
+            v
+        })
+        .collect();
+    Json(json!({ "workers": workers }))
 }
 
 pub async fn metrics(AxumState(app): AxumState<App>) -> Response {
@@ -59,6 +99,31 @@ pub async fn metrics(AxumState(app): AxumState<App>) -> Response {
         (s.rooms.len(), s.participants.len())
     };
     let mut out = String::new();
+    let up: Vec<bool> = (0..app.pool.len())
+        .map(|i| app.pool.is_alive(WorkerId(i as u16)))
+        .collect();
+    let alive = up.iter().filter(|u| **u).count();
+    out.push_str("# TYPE sfumato_worker_up gauge\n");
+    for (i, u) in up.iter().enumerate() {
+        out.push_str(&format!(
+            "sfumato_worker_up{{worker=\"{i}\"}} {}\n",
+            u8::from(*u)
+        ));
+    }
+    out.push_str("# TYPE sfumato_workers_alive gauge\n");
+    out.push_str(&format!("sfumato_workers_alive {alive}\n"));
+    out.push_str("# TYPE sfumato_workers_dead gauge\n");
+    out.push_str(&format!("sfumato_workers_dead {}\n", up.len() - alive));
+    out.push_str("# TYPE sfumato_event_task_up gauge\n");
+    out.push_str(&format!(
+        "sfumato_event_task_up {}\n",
+        u8::from(app.events.is_running())
+    ));
+    out.push_str("# TYPE sfumato_worker_reports_failed_total counter\n");
+    out.push_str(&format!(
+        "sfumato_worker_reports_failed_total {}\n",
+        app.events.failed()
+    ));
     out.push_str("# TYPE sfumato_rooms gauge\n");
     out.push_str(&format!("sfumato_rooms {rooms}\n"));
     out.push_str("# TYPE sfumato_participants gauge\n");

@@ -3,12 +3,15 @@
 //! SIGINT or SIGTERM.
 
 mod config;
+mod events;
 mod http;
 mod ids;
 mod placement;
 mod rooms;
 mod signaling;
 mod speaker;
+#[cfg(test)]
+mod supervision_tests;
 mod topology;
 mod whip;
 
@@ -18,11 +21,12 @@ use std::time::Duration;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use clap::Parser;
-use sfumato_worker::{Pool, PoolConfig, Report};
-use tokio::sync::watch;
+use sfumato_worker::{Delivery, Pool, PoolConfig};
+use tokio::sync::{mpsc, watch};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Cli, Config};
+use crate::events::EventTask;
 use crate::placement::Placement;
 use crate::rooms::State;
 use crate::topology::LocalTopology;
@@ -35,6 +39,8 @@ const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
 pub struct App {
     pub pool: Arc<Pool>,
     state: Arc<Mutex<State>>,
+    /// The task that applies the workers' reports to `state`.
+    pub events: Arc<EventTask>,
     /// Flips to true when the server shuts down; open sockets close.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -63,7 +69,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let (pool, mut deliveries) = Pool::start(&PoolConfig {
+    let (pool, deliveries) = Pool::start(&PoolConfig {
         workers: config.workers,
         bind_ip: config.bind_ip(),
         announce_ip: config.announce_ip,
@@ -72,52 +78,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     })?;
     let pool = Arc::new(pool);
     let placement = Placement::new(config.placement, config.workers, config.worker_capacity);
-    let topology = Box::new(LocalTopology::new(pool.clone()));
-    let ids = ids::Ids::new(ids::Ids::random_tag());
-    let state = Arc::new(Mutex::new(State::new(topology, placement, ids)));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let app = App {
-        pool: pool.clone(),
-        state: state.clone(),
-        shutdown: shutdown_rx,
-    };
-
-    // Worker events are applied in order; a reply is resolved after the events before it.
-    let events_app = app.clone();
-    tokio::spawn(async move {
-        while let Some(d) = deliveries.recv().await {
-            if let Some(Report::Event(worker, event)) = d.resolve() {
-                events_app.state().on_event(worker, event);
-            }
-        }
-    });
-
-    // Repairs what a lost command to a worker left different (Command::Reconcile).
-    let reconcile_app = app.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            reconcile_app.state().reconcile();
-        }
-    });
-
-    let router = Router::new()
-        .route("/healthz", get(http::healthz))
-        .route("/metrics", get(http::metrics))
-        .route("/api/rooms", get(http::rooms))
-        .route("/api/rooms/{room}", get(http::room))
-        .route("/api/workers", get(http::workers))
-        .route("/ws", get(signaling::upgrade))
-        .route("/whip/{room}", post(whip::whip_post))
-        .route("/whip/{room}/{session}", delete(whip::whip_delete))
-        .route("/whep/{room}", post(whip::whep_post_first))
-        .route("/whep/{room}/{participant}", post(whip::whep_post_chosen))
-        .route("/whep/{room}/session/{session}", delete(whip::whep_delete))
-        .fallback(get(http::asset))
-        .layer(axum::extract::DefaultBodyLimit::max(whip::MAX_BODY))
-        .with_state(app);
+    let router = control_plane(pool.clone(), deliveries, placement, shutdown_rx);
 
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(
@@ -145,6 +107,53 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("bye");
     Ok(())
+}
+
+/// The control plane over running workers: its state, the task that applies the workers'
+/// reports to it, and the HTTP routes.
+fn control_plane(
+    pool: Arc<Pool>,
+    deliveries: mpsc::Receiver<Delivery>,
+    placement: Placement,
+    shutdown: watch::Receiver<bool>,
+) -> Router {
+    let topology = Box::new(LocalTopology::new(pool.clone()));
+    let ids = ids::Ids::new(ids::Ids::random_tag());
+    let state = Arc::new(Mutex::new(State::new(pool.clone(), topology, placement, ids)));
+    let app = App {
+        pool,
+        state,
+        events: Arc::new(EventTask::default()),
+        shutdown,
+    };
+    events::spawn(app.clone(), deliveries);
+
+    // Repairs what a lost command to a worker left different (Command::Reconcile).
+    let reconcile_app = app.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            reconcile_app.state().reconcile();
+        }
+    });
+
+    Router::new()
+        .route("/healthz", get(http::healthz))
+        .route("/metrics", get(http::metrics))
+        .route("/api/rooms", get(http::rooms))
+        .route("/api/rooms/{room}", get(http::room))
+        .route("/api/workers", get(http::workers))
+        .route("/ws", get(signaling::upgrade))
+        .route("/whip/{room}", post(whip::whip_post))
+        .route("/whip/{room}/{session}", delete(whip::whip_delete))
+        .route("/whep/{room}", post(whip::whep_post_first))
+        .route("/whep/{room}/{participant}", post(whip::whep_post_chosen))
+        .route("/whep/{room}/session/{session}", delete(whip::whep_delete))
+        .fallback(get(http::asset))
+        .layer(axum::extract::DefaultBodyLimit::max(whip::MAX_BODY))
+        .with_state(app)
 }
 
 async fn wait_for_signal() {

@@ -6,15 +6,17 @@
 //! All methods are synchronous and run under one mutex that is never held across an await.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 use sfumato_worker::sfumato_core::api::Layers;
 use sfumato_worker::sfumato_core::temporal::ALL_TEMPORAL;
 use sfumato_worker::sfumato_core::{Event, Kind, PeerId, TrackId, WorkerId};
+use sfumato_worker::Pool;
 use tokio::sync::mpsc;
 
 use crate::ids::{self, Ids};
-use crate::placement::Placement;
+use crate::placement::{NoLiveWorker, Placement};
 use crate::speaker::Speaker;
 use crate::topology::Topology;
 
@@ -66,6 +68,8 @@ pub struct Room {
 }
 
 pub struct State {
+    /// The workers, asked only whether each is alive (for placement).
+    pool: Arc<Pool>,
     topology: Box<dyn Topology>,
     placement: Placement,
     pub rooms: HashMap<String, Room>,
@@ -87,8 +91,14 @@ pub fn parse_participant_key(s: &str) -> Option<ParticipantId> {
 
 impl State {
     /// `ids` hands out participant and peer ids (unique across the cluster).
-    pub fn new(topology: Box<dyn Topology>, placement: Placement, ids: Ids) -> Self {
+    pub fn new(
+        pool: Arc<Pool>,
+        topology: Box<dyn Topology>,
+        placement: Placement,
+        ids: Ids,
+    ) -> Self {
         State {
+            pool,
             topology,
             placement,
             rooms: HashMap::new(),
@@ -110,10 +120,16 @@ impl State {
         self.sessions.get(token).copied()
     }
 
-    /// Adds a participant to a room on a worker chosen by the placement policy.
-    pub fn join(&mut self, room: &str, name: &str, client: Client) -> ParticipantId {
+    /// Adds a participant to a room on a live worker chosen by the placement policy.
+    pub fn join(
+        &mut self,
+        room: &str,
+        name: &str,
+        client: Client,
+    ) -> Result<ParticipantId, NoLiveWorker> {
+        let pool = &self.pool;
+        let worker = self.placement.choose(|w| pool.is_alive(w))?;
         let id = self.ids.next();
-        let worker = self.placement.choose();
         let subscriber = matches!(client, Client::Socket(_) | Client::Whep { .. })
             .then(|| PeerId(self.ids.next()));
         let socket = matches!(client, Client::Socket(_));
@@ -158,7 +174,7 @@ impl State {
             }
         }
         tracing::info!(participant = id, room, name, worker = %worker, "joined");
-        id
+        Ok(id)
     }
 
     /// The peer a participant publishes with, created on first use.
@@ -246,6 +262,26 @@ impl State {
             json!({"type": "track_muted", "track": track, "participant": participant_key(id), "muted": muted}),
         );
         true
+    }
+
+    /// Worker `worker` died with its peers: everyone placed on it is told to reconnect (a
+    /// socket client, whose session then ends; a new join lands on a live worker) or, for
+    /// WHIP and WHEP, ended. The rooms see them leave as usual.
+    pub fn worker_died(&mut self, worker: WorkerId) {
+        let stranded: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|p| p.worker == worker)
+            .map(|p| p.id)
+            .collect();
+        tracing::warn!(%worker, participants = stranded.len(), "worker died: its participants go");
+        for id in stranded {
+            self.send(
+                id,
+                json!({"type": "reconnect", "reason": "the server lost this session's media"}),
+            );
+            self.leave(id);
+        }
     }
 
     /// Reacts to what a worker reports.

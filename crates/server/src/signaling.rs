@@ -1,6 +1,7 @@
 //! The WebSocket signaling endpoint (docs/protocol.md): one socket per participant, JSON
 //! messages validated before anything acts on them. A bad message gets an `error` reply and
-//! the session carries on.
+//! the session carries on. Once joined, a session lasts as long as its participant: when the
+//! control plane lets the participant go (its worker died), the socket closes.
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State as AxumState;
@@ -35,10 +36,29 @@ fn error_json(code: &str, message: &str) -> String {
     json!({"type": "error", "code": code, "message": message}).to_string()
 }
 
+/// The queue of messages to the client. Until `join`, the session holds the only sender;
+/// from then on the participant (in the control plane's state) does, and the session only a
+/// weak one: when the participant is removed, the writer has nothing left to wait for, so it
+/// sends what was queued (a last `reconnect`), closes the socket and the session ends.
+enum Outbox {
+    Own(mpsc::UnboundedSender<String>),
+    Participant(mpsc::WeakUnboundedSender<String>),
+}
+
+impl Outbox {
+    /// A sender for one message's handling, if the participant is still there.
+    fn sender(&self) -> Option<mpsc::UnboundedSender<String>> {
+        match self {
+            Outbox::Own(tx) => Some(tx.clone()),
+            Outbox::Participant(weak) => weak.upgrade(),
+        }
+    }
+}
+
 async fn session(app: App, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-    let writer = tokio::spawn(async move {
+    let mut writer = tokio::spawn(async move {
         while let Some(text) = rx.recv().await {
             if sink.send(Message::Text(text.into())).await.is_err() {
                 break;
@@ -46,14 +66,18 @@ async fn session(app: App, socket: WebSocket) {
         }
         let _ = sink.close().await;
     });
+    let mut outbox = Outbox::Own(tx);
     let mut shutdown = app.shutdown.clone();
     let mut me: Option<ParticipantId> = None;
     loop {
         let msg = tokio::select! {
             msg = stream.next() => msg,
             _ = shutdown.changed() => break,
+            // The participant is gone (or the client stopped reading): nothing more to say.
+            _ = &mut writer => break,
         };
         let Some(Ok(msg)) = msg else { break };
+        let Some(tx) = outbox.sender() else { break };
         let text = match msg {
             Message::Text(t) => t,
             Message::Binary(_) => {
@@ -80,12 +104,17 @@ async fn session(app: App, socket: WebSocket) {
                 let _ = tx.send(error_json(code, &message));
             }
         }
+        if me.is_some() {
+            outbox = Outbox::Participant(tx.downgrade());
+        }
     }
     if let Some(id) = me {
         app.state().leave(id);
     }
-    drop(tx);
-    let _ = writer.await;
+    drop(outbox);
+    if !writer.is_finished() {
+        let _ = writer.await;
+    }
 }
 
 enum Flow {
@@ -136,7 +165,9 @@ async fn handle(
             valid_name("room", room)?;
             valid_name("name", name)?;
             let mut state = app.state();
-            let id = state.join(room, name, Client::Socket(tx.clone()));
+            let id = state
+                .join(room, name, Client::Socket(tx.clone()))
+                .map_err(|e| Reject("unavailable", e.to_string()))?;
             *me = Some(id);
             let p = &state.participants[&id];
             let others: Vec<Value> = state.rooms[room]

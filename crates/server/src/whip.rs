@@ -84,7 +84,10 @@ pub async fn whip_post(
     let name = q.name.unwrap_or_else(|| "whip".to_string());
     let (id, worker, peer) = {
         let mut state = app.state();
-        let id = state.join(&room, &name, Client::Whip);
+        let id = match state.join(&room, &name, Client::Whip) {
+            Ok(id) => id,
+            Err(e) => return plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        };
         let Some((worker, peer)) = state.publisher_peer(id) else {
             return plain(StatusCode::INTERNAL_SERVER_ERROR, "participant vanished");
         };
@@ -194,7 +197,10 @@ async fn whep(
         let Some(target) = target else {
             return plain(StatusCode::NOT_FOUND, "no such publisher in this room");
         };
-        let id = state.join(&room, "whep", Client::Whep { target });
+        let id = match state.join(&room, "whep", Client::Whep { target }) {
+            Ok(id) => id,
+            Err(e) => return plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        };
         let Some((worker, peer)) = state.viewer_peer(id) else {
             return plain(StatusCode::INTERNAL_SERVER_ERROR, "participant vanished");
         };
