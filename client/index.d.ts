@@ -26,7 +26,8 @@ export interface LocalParticipant {
 export interface ConnectOptions {
   room: string;
   name: string;
-  /** Reconnect after a signaling drop (default true). */
+  /** Reconnect after a signaling drop, and at once when the server asks to (its media
+   * worker for this session stopped: the `reconnect` message) (default true). */
   reconnect?: boolean;
   /** Give up after this many reconnect attempts (default 20). */
   maxReconnectAttempts?: number;

@@ -121,6 +121,8 @@ export class Room extends Emitter {
     this._session = 0;
     this._left = false;
     this._reconnecting = false;
+    /** The server asked us to reconnect: the first attempt goes without delay. */
+    this._reconnectNow = false;
     this._pubPc = null;
     this._subPc = null;
     this._pubQueue = new SerialQueue();
@@ -435,6 +437,14 @@ export class Room extends Emitter {
         this.emit('activeSpeaker', { participant: p ?? { id, name: '', tracks: [] }, local: id === this.localParticipant?.id });
         break;
       }
+      case 'reconnect':
+        // The server lost this session's media (the worker under it stopped) and closes the
+        // socket next: rejoin at once, not after a dropped socket's backoff. The same path
+        // as a drop from here on (teardown, rejoin, republish).
+        console.warn(`sfumato: the server asks to reconnect: ${msg.reason ?? ''}`);
+        this._reconnectNow = true;
+        this._sig?.drop('reconnect asked by the server');
+        break;
       case 'error':
         console.warn(`sfumato: server error ${msg.code}: ${msg.message}`);
         this.emit('error', { code: msg.code, message: msg.message });
@@ -631,8 +641,10 @@ export class Room extends Emitter {
     this.state = 'reconnecting';
     const o = this._opts;
     let lastError = null;
+    const now = this._reconnectNow;
+    this._reconnectNow = false;
     for (let attempt = 1; attempt <= o.maxReconnectAttempts; attempt++) {
-      const delayMs = backoffDelay(attempt, o.reconnectBaseDelayMs, o.reconnectMaxDelayMs);
+      const delayMs = now && attempt === 1 ? 0 : backoffDelay(attempt, o.reconnectBaseDelayMs, o.reconnectMaxDelayMs);
       this.emit('reconnecting', { attempt, delayMs });
       await sleep(delayMs);
       if (this._left) return;
