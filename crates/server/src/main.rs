@@ -119,7 +119,12 @@ fn control_plane(
 ) -> Router {
     let topology = Box::new(LocalTopology::new(pool.clone()));
     let ids = ids::Ids::new(ids::Ids::random_tag());
-    let state = Arc::new(Mutex::new(State::new(pool.clone(), topology, placement, ids)));
+    let state = Arc::new(Mutex::new(State::new(
+        pool.clone(),
+        topology,
+        placement,
+        ids,
+    )));
     let app = App {
         pool,
         state,

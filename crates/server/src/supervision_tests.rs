@@ -132,10 +132,14 @@ async fn participants_on_a_dead_worker_are_told_to_reconnect() {
         .await
         .expect("WHIP publishes");
     let (bob_id, alice_id) = (bob.id(), alice.id());
-    let cam_id = whip
-        .location()
-        .rsplit('/')
-        .next()
+    // The WHIP session's Location holds a token, not its participant id: alice hears of it.
+    let cam_id = alice
+        .wait_event_since(0, WAIT, |e| {
+            msg_type(e) == "participant_joined" && e["participant"]["name"] == "cam"
+        })
+        .await
+        .expect("alice hears of the WHIP publisher")["participant"]["id"]
+        .as_str()
         .unwrap_or_default()
         .to_string();
     let mut placed = vec![
