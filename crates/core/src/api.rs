@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::ids::{Kind, PeerId, TrackId, WorkerId};
+use crate::ids::{Kind, NodeId, PeerId, TrackId, WorkerId};
 
 pub type RequestId = u64;
 
@@ -78,6 +78,26 @@ pub enum Command {
     ClosePeer {
         peer: PeerId,
     },
+    /// On the relay worker: `track`, published on `node`, arrives over the relay; this
+    /// worker is its origin on this node (other workers become its sinks).
+    RelayIn {
+        track: TrackId,
+        kind: Kind,
+        node: NodeId,
+    },
+    /// On the relay worker: send one copy of `track` (origin on worker `origin`, which must
+    /// have this worker as a sink) to `node`, the layers it asks for.
+    RelayOut {
+        track: TrackId,
+        kind: Kind,
+        origin: WorkerId,
+        node: NodeId,
+    },
+    /// On the relay worker: `node` no longer gets `track`.
+    RelayStop {
+        track: TrackId,
+        node: NodeId,
+    },
     /// What the control plane wants this worker to hold. The commands above are
     /// fire-and-forget and one can be lost (a full queue); this one, sent periodically,
     /// repairs every difference and counts each repair in [`WorkerStats::repairs`].
@@ -101,6 +121,11 @@ pub struct Plan {
     /// For the tracks published on this worker: the other workers each one feeds
     /// ([`Command::AddSink`]); any other sink is removed.
     pub sinks: Vec<(TrackId, WorkerId)>,
+    /// On the relay worker: the tracks received from other nodes ([`Command::RelayIn`]).
+    pub relay_in: Vec<(TrackId, Kind, NodeId)>,
+    /// On the relay worker: the tracks sent to other nodes ([`Command::RelayOut`]), as
+    /// (track, kind, origin worker, node).
+    pub relay_out: Vec<(TrackId, Kind, WorkerId, NodeId)>,
 }
 
 /// One subscription as the control plane wants it.
@@ -209,4 +234,13 @@ pub struct WorkerStats {
     pub repairs: u64,
     /// Plans applied ([`Command::Reconcile`]).
     pub plans: u64,
+    /// On the relay worker: tracks received from other nodes, and (track, node) pairs sent.
+    pub relayed_in: usize,
+    pub relayed_out: usize,
+    /// Relay messages for a track this worker does not relay (late, or from a node that is
+    /// not the track's origin or receiver).
+    pub relay_dropped: u64,
+    /// The relay worker's links to the other nodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<Box<crate::link::LinkStats>>,
 }

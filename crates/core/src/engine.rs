@@ -13,7 +13,7 @@ use str0m::net::Transmit;
 
 use crate::api::{Command, Event, Plan, ReplyBody, RequestId, WorkerStats};
 use crate::demux::{Demux, Lookup};
-use crate::ids::{Kind, PeerId, TrackId, WorkerId};
+use crate::ids::{Kind, NodeId, PeerId, TrackId, WorkerId};
 use crate::packet::{MediaPacket, PipeMsg, ALL_LAYERS, MAX_LAYERS};
 use crate::peer::{Peer, PeerOut, Role, Write};
 use crate::router::{Route, Router};
@@ -25,11 +25,15 @@ use crate::Error;
 pub enum Output {
     Transmit(Transmit),
     Pipe { to: WorkerId, msg: PipeMsg },
+    /// To another node, over the relay (only the relay worker's engine says this).
+    Relay { to: NodeId, msg: PipeMsg },
     Event(Event),
 }
 
 /// How often the loudness of the audio tracks published here is reported.
 pub const LEVEL_INTERVAL: Duration = Duration::from_millis(200);
+/// How often a relayed track's demand is asked of its node again, in case one was lost.
+const RELAY_DEMAND_REFRESH: Duration = Duration::from_secs(1);
 /// How long a closed peer's id is remembered, so that a [`Plan`] built before the control
 /// plane heard of the closing does not create it again.
 const TOMBSTONE: Duration = Duration::from_secs(60);
@@ -160,6 +164,43 @@ impl Engine {
         self.tidy_timers();
     }
 
+    /// One message from another node, over the relay (the relay worker's engine only). A
+    /// node is heard only about the tracks it relays here or receives from here; the rest
+    /// is dropped and counted.
+    pub fn handle_relay(&mut self, now: Instant, from: NodeId, msg: PipeMsg) {
+        let track = match &msg {
+            PipeMsg::Media(p) => p.track,
+            PipeMsg::KeyframeRequest(t, _)
+            | PipeMsg::Layers { track: t, .. }
+            | PipeMsg::TrackEnded(t) => *t,
+        };
+        let Some(route) = self.router.routes.get_mut(&track) else {
+            self.stats.relay_dropped += 1;
+            return;
+        };
+        let from_origin = route.remote == Some(from);
+        let to_receiver = route.nodes.iter().any(|(n, _)| *n == from);
+        match msg {
+            PipeMsg::Media(pkt) if from_origin => {
+                route.layers = pkt.layers.clamp(1, MAX_LAYERS as u8);
+                self.route(now, pkt);
+            }
+            PipeMsg::TrackEnded(track) if from_origin => self.remove_track(now, track),
+            PipeMsg::KeyframeRequest(track, layer) if to_receiver => {
+                self.keyframe_request(now, track, layer)
+            }
+            PipeMsg::Layers { track, mask, .. } if to_receiver => {
+                for n in route.nodes.iter_mut().filter(|(n, _)| *n == from) {
+                    n.1 = mask;
+                }
+                self.update_demand(now, track);
+            }
+            _ => self.stats.relay_dropped += 1,
+        }
+        self.flush(now);
+        self.tidy_timers();
+    }
+
     pub fn handle_command(&mut self, now: Instant, cmd: Command) {
         match cmd {
             Command::Publish { req, peer, offer } => {
@@ -220,6 +261,20 @@ impl Engine {
                 self.router.prune(&track);
             }
             Command::ClosePeer { peer } => self.close_peer(now, peer),
+            Command::RelayIn { track, kind, node } => {
+                self.relay_in(track, kind, node);
+            }
+            Command::RelayOut {
+                track,
+                kind,
+                origin,
+                node,
+            } => {
+                self.relay_out(track, kind, origin, node);
+            }
+            Command::RelayStop { track, node } => {
+                self.relay_stop(track, node);
+            }
             Command::Reconcile(plan) => self.reconcile(now, plan),
             Command::Stats { req } => {
                 let stats = self.stats();
@@ -229,6 +284,54 @@ impl Engine {
         self.announce_layers(now);
         self.flush(now);
         self.tidy_timers();
+    }
+
+    /// A track of `node` arrives here over the relay. Returns whether anything changed.
+    fn relay_in(&mut self, track: TrackId, kind: Kind, node: NodeId) -> bool {
+        if self.ended.contains_key(&track) {
+            return false;
+        }
+        let me = self.worker;
+        let route = self
+            .router
+            .routes
+            .entry(track)
+            .or_insert_with(|| Route::new(kind, me, None));
+        if route.remote == Some(node) && route.origin == me {
+            return false;
+        }
+        route.origin = me;
+        route.remote = Some(node);
+        true
+    }
+
+    /// `node` gets `track` (from origin worker `origin`). Returns whether anything changed.
+    fn relay_out(&mut self, track: TrackId, kind: Kind, origin: WorkerId, node: NodeId) -> bool {
+        if self.ended.contains_key(&track) {
+            return false;
+        }
+        let route = self
+            .router
+            .routes
+            .entry(track)
+            .or_insert_with(|| Route::new(kind, origin, None));
+        if route.nodes.iter().any(|(n, _)| *n == node) {
+            return false;
+        }
+        route.nodes.push((node, ALL_LAYERS));
+        true
+    }
+
+    /// `node` no longer gets `track`. Returns whether anything changed.
+    fn relay_stop(&mut self, track: TrackId, node: NodeId) -> bool {
+        let Some(route) = self.router.get_mut(&track) else {
+            return false;
+        };
+        let before = route.nodes.len();
+        route.nodes.retain(|(n, _)| *n != node);
+        let changed = route.nodes.len() != before;
+        self.router.prune(&track);
+        changed
     }
 
     /// Creates a subscribing peer unless it exists or was closed (ids are never reused).
@@ -360,6 +463,39 @@ impl Engine {
                 repairs += 1;
             }
         }
+        // The relay worker: tracks in from other nodes, tracks out to them.
+        let planned_in: HashSet<(TrackId, NodeId)> =
+            plan.relay_in.iter().map(|&(t, _, n)| (t, n)).collect();
+        let planned_out: HashSet<(TrackId, NodeId)> =
+            plan.relay_out.iter().map(|&(t, _, _, n)| (t, n)).collect();
+        let stale_in: Vec<TrackId> = self
+            .router
+            .routes
+            .iter()
+            .filter(|(t, r)| r.remote.is_some_and(|n| !planned_in.contains(&(**t, n))))
+            .map(|(t, _)| *t)
+            .collect();
+        for track in stale_in {
+            self.remove_track(now, track);
+            repairs += 1;
+        }
+        let stale_out: Vec<(TrackId, NodeId)> = self
+            .router
+            .routes
+            .iter()
+            .flat_map(|(t, r)| r.nodes.iter().map(move |(n, _)| (*t, *n)))
+            .filter(|p| !planned_out.contains(p))
+            .collect();
+        for (track, node) in stale_out {
+            self.relay_stop(track, node);
+            repairs += 1;
+        }
+        for (track, kind, node) in plan.relay_in {
+            repairs += u64::from(self.relay_in(track, kind, node));
+        }
+        for (track, kind, origin, node) in plan.relay_out {
+            repairs += u64::from(self.relay_out(track, kind, origin, node));
+        }
         let tracks: Vec<TrackId> = self.router.routes.keys().copied().collect();
         for track in tracks {
             self.router.prune(&track);
@@ -393,6 +529,7 @@ impl Engine {
             .subs
             .iter()
             .filter_map(|(peer, slot)| Some(self.peers.get(peer)?.demand(*slot)))
+            .chain(route.nodes.iter().map(|(_, mask)| *mask))
             .fold(0, |m, w| m | w);
         if route.origin != self.worker {
             if local != route.wanted {
@@ -408,10 +545,29 @@ impl Engine {
             }
             return;
         }
+        let needed = route.sinks.iter().fold(local, |m, (_, mask)| m | mask);
+        if let Some(node) = route.remote {
+            // A track of another node: what the workers here need is asked of it, again
+            // every second (the relay does not repeat a lost control message).
+            let stale = route
+                .asked
+                .is_none_or(|(m, at)| m != needed || now >= at + RELAY_DEMAND_REFRESH);
+            if stale {
+                route.asked = Some((needed, now));
+                self.outputs.push_back(Output::Relay {
+                    to: node,
+                    msg: PipeMsg::Layers {
+                        track,
+                        worker: self.worker,
+                        mask: needed,
+                    },
+                });
+            }
+            return;
+        }
         if route.kind != Kind::Video || route.publisher.is_none() {
             return;
         }
-        let needed = route.sinks.iter().fold(local, |m, (_, mask)| m | mask);
         let all = ((1u16 << route.layers.clamp(1, MAX_LAYERS as u8)) - 1) as u8;
         if let Some(mask) = route.demand.update(now, needed, all) {
             self.outputs
@@ -435,8 +591,7 @@ impl Engine {
                     };
                     let throttle = &mut route.keyframes[usize::from(layer)];
                     if throttle.deadline() == Some(at) && throttle.poll(now) {
-                        let publisher = route.publisher;
-                        self.send_keyframe_request(track, layer, publisher);
+                        self.send_keyframe_request(track, layer);
                     }
                 }
             }
@@ -509,6 +664,8 @@ impl Engine {
             subscriptions: self.router.subscriptions(),
             sinks: self.router.sinks(),
             pending_keyframe_requests: self.router.pending_keyframes(),
+            relayed_in: self.router.relayed_in(),
+            relayed_out: self.router.relayed_out(),
             addresses: self.demux.addresses(),
             ..self.stats.clone()
         }
@@ -694,7 +851,8 @@ impl Engine {
     fn report_levels(&mut self) {
         let mut levels = Vec::new();
         for (track, r) in self.router.routes.iter_mut() {
-            if r.kind != Kind::Audio || r.origin != self.worker || r.publisher.is_none() {
+            let sourced = r.publisher.is_some() || r.remote.is_some();
+            if r.kind != Kind::Audio || r.origin != self.worker || !sourced {
                 continue;
             }
             let (sum, n) = std::mem::take(&mut r.loudness);
@@ -733,6 +891,14 @@ impl Engine {
                 to,
                 msg: PipeMsg::Media(pkt.clone()),
             });
+        }
+        for &(to, mask) in &route.nodes {
+            if mask & bit != 0 {
+                self.outputs.push_back(Output::Relay {
+                    to,
+                    msg: PipeMsg::Media(pkt.clone()),
+                });
+            }
         }
         let mut need_keyframe = false; // of this packet's layer
         for &(sub, slot) in &route.subs {
@@ -778,15 +944,27 @@ impl Engine {
         let throttle = &mut route.keyframes[usize::from(layer)];
         let deferred = throttle.deadline();
         if throttle.request(now) {
-            let publisher = route.publisher;
-            self.send_keyframe_request(track, layer, publisher);
+            self.send_keyframe_request(track, layer);
         } else if let Some(at) = throttle.deadline().filter(|at| Some(*at) != deferred) {
             self.timers.push(at, Timer::Keyframe(track, layer));
         }
     }
 
-    fn send_keyframe_request(&mut self, track: TrackId, layer: u8, publisher: Option<PeerId>) {
-        let Some(id) = publisher else { return };
+    /// Asks the source of `track` (origin here) for a keyframe of `layer`: its publishing
+    /// peer, or the node it comes from.
+    fn send_keyframe_request(&mut self, track: TrackId, layer: u8) {
+        let Some(route) = self.router.routes.get(&track) else {
+            return;
+        };
+        if let Some(node) = route.remote {
+            self.stats.keyframe_requests_sent += 1;
+            self.outputs.push_back(Output::Relay {
+                to: node,
+                msg: PipeMsg::KeyframeRequest(track, layer),
+            });
+            return;
+        }
+        let Some(id) = route.publisher else { return };
         if let Some(p) = self.peers.get_mut(&id) {
             if p.request_keyframe(track, layer) {
                 self.stats.keyframe_requests_sent += 1;
@@ -857,7 +1035,13 @@ impl Engine {
                 msg: PipeMsg::TrackEnded(track),
             });
         }
-        let origin = route.origin == self.worker;
+        for &(to, _) in &route.nodes {
+            self.outputs.push_back(Output::Relay {
+                to,
+                msg: PipeMsg::TrackEnded(track),
+            });
+        }
+        let published_here = route.publisher.is_some();
         for (sub, _) in route.subs {
             let mut outs = Vec::new();
             if let Some(peer) = self.peers.get_mut(&sub) {
@@ -866,7 +1050,7 @@ impl Engine {
             self.handle_outs(now, sub, &mut outs);
             self.mark(sub);
         }
-        if origin {
+        if published_here {
             self.event(Event::TrackUnpublished {
                 peer: track.peer,
                 track,

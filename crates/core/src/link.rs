@@ -44,6 +44,11 @@ const NACK_BATCH: usize = 128;
 const CONTROL: u8 = 1;
 const MEDIA: u8 = 2;
 const NACK: u8 = 3;
+/// Nothing but a sign of life (sent every [`PING_INTERVAL`]).
+const PING: u8 = 4;
+
+/// How often each member is sent a sign of life, so that a silent link means a dead node.
+pub const PING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Counters of one node's relay links.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -139,6 +144,10 @@ struct Member {
     /// The next media seq expected from it (`None` before the first).
     next_recv: Option<u64>,
     missing: BTreeMap<u64, Gap>,
+    /// When an authentic datagram last came from it.
+    heard: Option<Instant>,
+    /// When it became a member here.
+    since: Instant,
 }
 
 /// This node's relay links to every other member of the cluster.
@@ -152,6 +161,7 @@ pub struct Links {
     out: VecDeque<LinkOutput>,
     scratch: Vec<u8>,
     stats: LinkStats,
+    next_ping: Option<Instant>,
 }
 
 impl Links {
@@ -168,12 +178,19 @@ impl Links {
             out: VecDeque::new(),
             scratch: Vec::new(),
             stats: LinkStats::default(),
+            next_ping: None,
         }
     }
 
-    /// Adds or updates a member (its relay address and start salt, from its lease). A
-    /// member that restarted (another salt) starts afresh.
-    pub fn set_member(&mut self, node: NodeId, addr: SocketAddr, salt: &[u8; KEY_LEN]) {
+    /// Adds or updates a member (its relay address and start salt, from its lease) at
+    /// `now`. A member that restarted (another salt) starts afresh.
+    pub fn set_member(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        addr: SocketAddr,
+        salt: &[u8; KEY_LEN],
+    ) {
         if node == self.me {
             return;
         }
@@ -195,8 +212,21 @@ impl Links {
                 next_send: 0,
                 next_recv: None,
                 missing: BTreeMap::new(),
+                heard: None,
+                since: now,
             },
         );
+    }
+
+    /// The members, each with how long it has been silent at `now` (since its last
+    /// datagram, or since it became a member if none came).
+    pub fn silence(&self, now: Instant) -> impl Iterator<Item = (NodeId, Duration)> + '_ {
+        self.members.iter().map(move |(n, m)| {
+            (
+                *n,
+                now.saturating_duration_since(m.heard.unwrap_or(m.since)),
+            )
+        })
     }
 
     pub fn remove_member(&mut self, node: NodeId) {
@@ -312,6 +342,7 @@ impl Links {
             return;
         };
         m.replay.mark(counter);
+        m.heard = Some(now);
         self.stats.received += 1;
         self.stats.bytes_received += data.len() as u64;
         let plain_len = plain.len();
@@ -332,6 +363,7 @@ impl Links {
                     .collect();
                 self.resend(node, &seqs);
             }
+            Some((&PING, [])) => {}
             _ => self.stats.malformed += 1,
         }
     }
@@ -404,8 +436,16 @@ impl Links {
         }
     }
 
-    /// Asks again for what is missing and is due, forgets what is too old.
+    /// Asks again for what is missing and is due, forgets what is too old, and sends every
+    /// member its sign of life when due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_ping.is_none_or(|t| now >= t) {
+            self.next_ping = Some(now + PING_INTERVAL);
+            let members: Vec<NodeId> = self.members.keys().copied().collect();
+            for node in members {
+                self.seal(node, &[PING]);
+            }
+        }
         let mut nacks: Vec<(NodeId, Vec<u64>)> = Vec::new();
         for (&node, m) in &mut self.members {
             while m
@@ -442,8 +482,16 @@ impl Links {
         }
     }
 
-    /// When [`Links::handle_timeout`] is next needed, if anything waits.
+    /// When [`Links::handle_timeout`] is next needed.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_nack()
+            .into_iter()
+            .chain(self.next_ping.filter(|_| !self.members.is_empty()))
+            .min()
+    }
+
+    /// When a missing packet is next asked for, if any is missing.
+    pub fn next_nack(&self) -> Option<Instant> {
         self.members
             .values()
             .flat_map(|m| m.missing.values().map(|g| g.due))
@@ -483,12 +531,12 @@ mod tests {
     }
 
     /// Node 1 and node 2, each a member of the other's links.
-    fn pair() -> (Links, Links) {
+    fn pair(now: Instant) -> (Links, Links) {
         let (s1, s2) = ([1; KEY_LEN], [2; KEY_LEN]);
         let mut a = Links::new(NodeId(1), &s1, &KEY);
         let mut b = Links::new(NodeId(2), &s2, &KEY);
-        a.set_member(NodeId(2), addr(2), &s2);
-        b.set_member(NodeId(1), addr(1), &s1);
+        a.set_member(now, NodeId(2), addr(2), &s2);
+        b.set_member(now, NodeId(1), addr(1), &s1);
         (a, b)
     }
 
@@ -554,7 +602,7 @@ mod tests {
     fn messages_cross_sealed_and_arrive_whole() {
         let now = Instant::now();
         let c = clock(now);
-        let (mut a, mut b) = pair();
+        let (mut a, mut b) = pair(c.at);
         a.send(now, NodeId(2), &media(10, now), &c);
         a.send(
             now,
@@ -593,7 +641,7 @@ mod tests {
     fn strangers_forgeries_and_replays_are_dropped_and_counted() {
         let now = Instant::now();
         let c = clock(now);
-        let (mut a, mut b) = pair();
+        let (mut a, mut b) = pair(c.at);
         a.send(now, NodeId(2), &media(1, now), &c);
         let (_, good) = transmits(&mut a).remove(0);
 
@@ -609,7 +657,7 @@ mod tests {
         b.handle_datagram(now, addr(1), &claimed, &c);
         // Sealed under another cluster's key.
         let mut other = Links::new(NodeId(1), &[1; KEY_LEN], &[8; KEY_LEN]);
-        other.set_member(NodeId(2), addr(2), &[2; KEY_LEN]);
+        other.set_member(now, NodeId(2), addr(2), &[2; KEY_LEN]);
         other.send(now, NodeId(2), &media(1, now), &c);
         let (_, foreign) = transmits(&mut other).remove(0);
         b.handle_datagram(now, addr(1), &foreign, &c);
@@ -628,7 +676,7 @@ mod tests {
     fn lost_media_is_asked_for_and_resent() {
         let start = Instant::now();
         let c = clock(start);
-        let (mut a, mut b) = pair();
+        let (mut a, mut b) = pair(c.at);
         for seq in 0..10 {
             a.send(start, NodeId(2), &media(seq, start), &c);
         }
@@ -639,13 +687,13 @@ mod tests {
             }
         }
         assert_eq!(delivered(&mut b), [0, 1, 4, 5, 6, 7, 8, 9]);
-        let due = b.poll_timeout().expect("a NACK is scheduled");
+        let due = b.next_nack().expect("a NACK is scheduled");
         assert_eq!(due, start + NACK_DELAY);
         b.handle_timeout(due);
-        let nacks = transmits(&mut b);
-        assert_eq!(nacks.len(), 1);
+        assert_eq!(b.stats().nacks_sent, 1);
         // The NACK is lost too: it is sent again.
-        let retry = b.poll_timeout().expect("asked again");
+        transmits(&mut b);
+        let retry = b.next_nack().expect("asked again");
         b.handle_timeout(retry);
         for (_, d) in transmits(&mut b) {
             a.handle_datagram(retry, addr(2), &d, &c);
@@ -654,7 +702,7 @@ mod tests {
             b.handle_datagram(retry, addr(1), &d, &c);
         }
         assert_eq!(delivered(&mut b), [2, 3], "resent");
-        assert_eq!(b.poll_timeout(), None, "nothing missing any more");
+        assert_eq!(b.next_nack(), None, "nothing missing any more");
         assert_eq!((a.stats().resent, b.stats().nacks_sent), (2, 2));
         assert_eq!(b.stats().lost, 0);
     }
@@ -663,7 +711,7 @@ mod tests {
     fn a_gap_never_filled_is_given_up_after_its_tries() {
         let start = Instant::now();
         let c = clock(start);
-        let (mut a, mut b) = pair();
+        let (mut a, mut b) = pair(c.at);
         for seq in 0..3 {
             a.send(start, NodeId(2), &media(seq, start), &c);
         }
@@ -673,7 +721,7 @@ mod tests {
             }
         }
         let mut now = start;
-        while let Some(t) = b.poll_timeout() {
+        while let Some(t) = b.next_nack() {
             now = t;
             b.handle_timeout(now);
             transmits(&mut b); // every NACK is lost
@@ -685,17 +733,41 @@ mod tests {
     }
 
     #[test]
+    fn a_member_that_sends_nothing_grows_silent_and_pings_keep_one_heard() {
+        let start = Instant::now();
+        let c = clock(start);
+        let (mut a, mut b) = pair(c.at);
+        let mut now = start;
+        for _ in 0..5 {
+            now += PING_INTERVAL;
+            a.handle_timeout(now);
+            for (_, d) in transmits(&mut a) {
+                b.handle_datagram(now, addr(1), &d, &c);
+            }
+            b.handle_timeout(now); // b's pings are all lost
+            transmits(&mut b);
+        }
+        let silence = |l: &Links, n| l.silence(now).find(|(m, _)| *m == n).map(|(_, d)| d);
+        assert_eq!(silence(&b, NodeId(1)), Some(Duration::ZERO), "a pings: heard");
+        assert!(
+            silence(&a, NodeId(2)) >= Some(5 * PING_INTERVAL),
+            "b's pings never arrive: silent since it became a member"
+        );
+        assert_eq!(b.stats().malformed, 0, "a ping is no garbage");
+    }
+
+    #[test]
     fn a_restarted_member_is_keyed_afresh() {
         let now = Instant::now();
         let c = clock(now);
-        let (mut a, mut b) = pair();
+        let (mut a, mut b) = pair(c.at);
         a.send(now, NodeId(2), &media(1, now), &c);
         let (_, old) = transmits(&mut a).remove(0);
         // Node 1 restarts at the same address with a new salt: its old datagrams no longer
         // authenticate, its new ones do.
         let mut a2 = Links::new(NodeId(1), &[9; KEY_LEN], &KEY);
-        a2.set_member(NodeId(2), addr(2), &[2; KEY_LEN]);
-        b.set_member(NodeId(1), addr(1), &[9; KEY_LEN]);
+        a2.set_member(now, NodeId(2), addr(2), &[2; KEY_LEN]);
+        b.set_member(now, NodeId(1), addr(1), &[9; KEY_LEN]);
         b.handle_datagram(now, addr(1), &old, &c);
         assert_eq!(b.stats().forged, 1);
         a2.send(now, NodeId(2), &media(5, now), &c);

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::ids::{Kind, PeerId, TrackId, WorkerId};
+use crate::ids::{Kind, NodeId, PeerId, TrackId, WorkerId};
 use crate::packet::{ALL_LAYERS, MAX_LAYERS};
 use crate::throttle::KeyframeThrottle;
 
@@ -14,6 +14,14 @@ pub struct Route {
     pub origin: WorkerId,
     /// The publishing peer, when the origin is this worker.
     pub publisher: Option<PeerId>,
+    /// On a node's relay worker, a track published on another node (`remote`): this worker
+    /// is its origin here, fed by that node over the relay.
+    pub remote: Option<NodeId>,
+    /// On a node's relay worker, the other nodes that get one copy of each packet of this
+    /// local track, with the simulcast layers they want (all until they say).
+    pub nodes: Vec<(NodeId, u8)>,
+    /// For a remote track: the layers last asked of its node, and when.
+    pub asked: Option<(u8, Instant)>,
     /// Local subscriptions: the subscribing peer and the index of its slot.
     pub subs: Vec<(PeerId, usize)>,
     /// Other workers that get one copy of each packet (origin only), with the simulcast
@@ -43,6 +51,9 @@ impl Route {
             kind,
             origin,
             publisher,
+            remote: None,
+            nodes: Vec::new(),
+            asked: None,
             subs: Vec::new(),
             sinks: Vec::new(),
             wanted: ALL_LAYERS,
@@ -55,7 +66,11 @@ impl Route {
 
     /// A route that neither publishes here nor feeds anyone is dead weight.
     pub fn is_unused(&self) -> bool {
-        self.publisher.is_none() && self.subs.is_empty() && self.sinks.is_empty()
+        self.publisher.is_none()
+            && self.remote.is_none()
+            && self.subs.is_empty()
+            && self.sinks.is_empty()
+            && self.nodes.is_empty()
     }
 }
 
@@ -131,6 +146,16 @@ impl Router {
             .values()
             .filter(|r| r.publisher.is_some())
             .count()
+    }
+
+    /// Tracks received from other nodes (relay worker).
+    pub fn relayed_in(&self) -> usize {
+        self.routes.values().filter(|r| r.remote.is_some()).count()
+    }
+
+    /// (track, node) pairs sent to other nodes (relay worker).
+    pub fn relayed_out(&self) -> usize {
+        self.routes.values().map(|r| r.nodes.len()).sum()
     }
 
     pub fn pending_keyframes(&self) -> usize {

@@ -75,6 +75,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         announce_ip: config.announce_ip,
         base_port: config.rtc_port,
         bandwidth_estimation: config.bandwidth_estimation,
+        relay: None,
     })?;
     let pool = Arc::new(pool);
     let placement = Placement::new(config.placement, config.workers, config.worker_capacity);

@@ -33,6 +33,7 @@ impl Node {
             announce_ip: loopback,
             base_port: 0,
             bandwidth_estimation: false,
+            relay: None,
         })
         .expect("workers start");
         let pool = Arc::new(pool);

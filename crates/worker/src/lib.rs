@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use mio::{Poll, Waker};
-use sfumato_core::{Command, Event, ReplyBody, RequestId, WorkerId};
+use sfumato_core::link::KEY_LEN;
+use sfumato_core::{Command, Event, NodeId, ReplyBody, RequestId, WorkerId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::life::Life;
@@ -44,7 +45,32 @@ pub struct PoolConfig {
     pub base_port: u16,
     /// Subscribers' downlink estimation and layer allocation (`Engine::set_bandwidth_estimation`).
     pub bandwidth_estimation: bool,
+    /// In a cluster: the relay worker, one more after the others ([`Pool::relay`]).
+    pub relay: Option<RelayConfig>,
 }
+
+/// The relay worker of a node in a cluster: its socket, and its identity in the cluster.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// The port it binds (on `bind_ip`; 0: the system's choice).
+    pub port: u16,
+    pub node: NodeId,
+    /// This start's salt and the cluster key (see `sfumato_core::link`).
+    pub salt: [u8; KEY_LEN],
+    pub key: [u8; KEY_LEN],
+}
+
+/// Another node, as the relay needs it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub node: NodeId,
+    pub relay: SocketAddr,
+    pub salt: [u8; KEY_LEN],
+}
+
+/// How long a node's relay may stay silent before it is reported ([`Report::NodeSilent`]):
+/// three signs of life missed.
+pub const RELAY_SILENCE: Duration = Duration::from_secs(3);
 
 /// Why a request to a worker got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +103,10 @@ pub enum Report {
         worker: WorkerId,
         cause: String,
     },
+    /// Nothing came from `node` over the relay for [`RELAY_SILENCE`].
+    NodeSilent(NodeId),
+    /// `node`, reported silent, was heard again.
+    NodeHeard(NodeId),
 }
 
 impl Delivery {
@@ -98,6 +128,8 @@ pub(crate) enum Ctl {
     Command(Command),
     Call(RequestId, Command, ReplySender),
     Stop,
+    /// The relay worker: the other nodes of the cluster, all of them.
+    Members(Vec<Member>),
     /// Tests only: the worker's loop panics, outside any peer ([`Pool::fail_worker`]).
     #[cfg(feature = "fault-injection")]
     Fail,
@@ -115,6 +147,8 @@ struct Handle {
 /// The running workers.
 pub struct Pool {
     handles: Vec<Handle>,
+    /// The relay worker (the last handle), in a cluster.
+    relay: Option<WorkerId>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     next_req: AtomicU64,
 }
@@ -123,15 +157,18 @@ impl Pool {
     /// Binds every worker's socket and starts the threads. Events and replies of all workers
     /// arrive on the returned receiver; the control plane must [`Delivery::resolve`] each.
     pub fn start(config: &PoolConfig) -> io::Result<(Pool, mpsc::Receiver<Delivery>)> {
-        let n = config.workers.max(1);
+        let workers = config.workers.max(1);
+        // The relay worker, in a cluster, is one more worker: the others pipe to it.
+        let n = workers + usize::from(config.relay.is_some());
         let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
         let mut polls = Vec::with_capacity(n);
         let mut wakers = Vec::with_capacity(n);
         let mut sockets = Vec::with_capacity(n);
         for i in 0..n {
-            let port = match config.base_port {
-                0 => 0,
-                base => base.checked_add(i as u16).ok_or_else(|| {
+            let port = match (&config.relay, config.base_port) {
+                (Some(r), _) if i == workers => r.port,
+                (_, 0) => 0,
+                (_, base) => base.checked_add(i as u16).ok_or_else(|| {
                     io::Error::new(io::ErrorKind::InvalidInput, "rtc port range overflows")
                 })?,
             };
@@ -172,9 +209,19 @@ impl Pool {
                 pending: HashMap::new(),
                 pipe_dropped: 0,
                 bandwidth_estimation: config.bandwidth_estimation,
+                relay: config
+                    .relay
+                    .as_ref()
+                    .filter(|_| i == workers)
+                    .map(|r| thread::Relay::new(r, addr)),
+            };
+            let name = if i == workers {
+                "sfumato-relay".to_string()
+            } else {
+                format!("sfumato-worker-{i}")
             };
             let join = std::thread::Builder::new()
-                .name(format!("sfumato-worker-{i}"))
+                .name(name)
                 .spawn(move || life::supervise(runtime, own_life, own_queue, own_events))?;
             threads.push(join);
             handles.push(Handle {
@@ -188,6 +235,7 @@ impl Pool {
         Ok((
             Pool {
                 handles,
+                relay: config.relay.as_ref().map(|_| WorkerId(workers as u16)),
                 threads: Mutex::new(threads),
                 next_req: AtomicU64::new(1),
             },
@@ -203,7 +251,27 @@ impl Pool {
         self.handles.is_empty()
     }
 
-    /// The ICE candidate address of a worker.
+    /// The relay worker, in a cluster: the origin here of other nodes' tracks, and a sink of
+    /// the local tracks that other nodes receive. It holds no peers.
+    pub fn relay(&self) -> Option<WorkerId> {
+        self.relay
+    }
+
+    /// The media workers, which hold peers (the relay worker excepted).
+    pub fn media_workers(&self) -> usize {
+        self.handles.len() - usize::from(self.relay.is_some())
+    }
+
+    /// Tells the relay worker who the other nodes are (all of them; the rest are dropped).
+    pub fn set_members(&self, members: Vec<Member>) {
+        if let Some(relay) = self.relay {
+            if let Err(e) = self.push(relay, Ctl::Members(members)) {
+                tracing::warn!("cluster members not given to the relay: {e}");
+            }
+        }
+    }
+
+    /// The ICE candidate address of a worker (for the relay worker: its relay address).
     pub fn addr(&self, worker: WorkerId) -> Option<SocketAddr> {
         self.handles.get(worker.0 as usize).map(|h| h.addr)
     }

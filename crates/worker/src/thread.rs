@@ -1,18 +1,25 @@
 //! The loop of one worker thread: wait on the socket, the pipe and the command queue; feed
-//! the engine in batches; send what it produced; wake the workers it piped to.
+//! the engine in batches; send what it produced; wake the workers it piped to. The relay
+//! worker of a node in a cluster runs the same loop with its socket on the relay links
+//! ([`Relay`]): what arrives from other nodes is fed to its engine, what its engine sends to
+//! them leaves through the links.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Interest, Poll, Token, Waker};
-use sfumato_core::{Engine, Event, Output, PipeMsg, ReplyBody, RequestId, WorkerId};
+use sfumato_core::link::{LinkOutput, Links};
+use sfumato_core::wire::ClusterClock;
+use sfumato_core::{Engine, Event, NodeId, Output, PipeMsg, ReplyBody, RequestId, WorkerId};
+use str0m::net::{Protocol, Transmit};
 use tokio::sync::mpsc;
 
 use crate::send::BatchSender;
-use crate::{Ctl, Delivery, ReplySender, Report};
+use crate::{Ctl, Delivery, Member, RelayConfig, ReplySender, Report, RELAY_SILENCE};
 
 const SOCKET: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
@@ -33,6 +40,76 @@ pub(crate) struct Runtime {
     pub pending: HashMap<RequestId, ReplySender>,
     pub pipe_dropped: u64,
     pub bandwidth_estimation: bool,
+    /// Set on the relay worker of a node in a cluster.
+    pub relay: Option<Relay>,
+}
+
+/// The relay worker's links to the other nodes.
+pub(crate) struct Relay {
+    links: Links,
+    addr: SocketAddr,
+    /// Members reported silent ([`Report::NodeSilent`]) and not heard since.
+    silent: HashSet<NodeId>,
+}
+
+impl Relay {
+    pub fn new(config: &RelayConfig, addr: SocketAddr) -> Self {
+        Relay {
+            links: Links::new(config.node, &config.salt, &config.key),
+            addr,
+            silent: HashSet::new(),
+        }
+    }
+
+    fn set_members(&mut self, now: Instant, members: Vec<Member>) {
+        let keep: HashSet<NodeId> = members.iter().map(|m| m.node).collect();
+        for m in members {
+            self.links.set_member(now, m.node, m.relay, &m.salt);
+        }
+        let gone: Vec<NodeId> = self
+            .links
+            .silence(now)
+            .map(|(n, _)| n)
+            .filter(|n| !keep.contains(n))
+            .collect();
+        for n in gone {
+            self.links.remove_member(n);
+            self.silent.remove(&n);
+        }
+    }
+
+    /// Moves what the links produced: messages into the engine, datagrams to the sender.
+    fn drain(&mut self, now: Instant, engine: &mut Engine, sender: &mut BatchSender) {
+        while let Some(out) = self.links.poll_output() {
+            match out {
+                LinkOutput::Transmit { to, data } => sender.push(Transmit {
+                    proto: Protocol::Udp,
+                    source: self.addr,
+                    destination: to,
+                    contents: data.into(),
+                }),
+                LinkOutput::Message { from, msg } => engine.handle_relay(now, from, msg),
+            }
+        }
+    }
+
+    /// Reports members that fell silent, or were heard again.
+    fn watch(&mut self, now: Instant, events: &mpsc::Sender<Delivery>) {
+        let mut reports = Vec::new();
+        for (node, quiet) in self.links.silence(now) {
+            let silent = quiet >= RELAY_SILENCE;
+            if silent && self.silent.insert(node) {
+                reports.push(Report::NodeSilent(node));
+            } else if !silent && self.silent.remove(&node) {
+                reports.push(Report::NodeHeard(node));
+            }
+        }
+        for r in reports {
+            if events.try_send(Delivery::Report(r)).is_err() {
+                tracing::error!("control plane event queue full: relay report lost");
+            }
+        }
+    }
 }
 
 impl Runtime {
@@ -59,10 +136,17 @@ impl Runtime {
         let mut more = true;
         loop {
             let now = Instant::now();
+            let wake = match &self.relay {
+                Some(relay) => relay
+                    .links
+                    .poll_timeout()
+                    .map_or(engine.poll_timeout(now), |t| t.min(engine.poll_timeout(now))),
+                None => engine.poll_timeout(now),
+            };
             let timeout = if more {
                 std::time::Duration::ZERO
             } else {
-                engine.poll_timeout(now).saturating_duration_since(now)
+                wake.saturating_duration_since(now)
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != ErrorKind::Interrupted {
@@ -70,12 +154,20 @@ impl Runtime {
                 }
             }
             let now = Instant::now();
+            // Read once a turn: the relay stamps and reads packets' times on it.
+            let clock = ClusterClock::read();
             more = false;
 
             let mut drained = false;
             for _ in 0..BATCH {
                 match self.socket.recv_from(&mut buf) {
-                    Ok((n, source)) => engine.handle_datagram(now, source, &buf[..n]),
+                    Ok((n, source)) => match &mut self.relay {
+                        Some(relay) => {
+                            relay.links.handle_datagram(now, source, &buf[..n], &clock);
+                            relay.drain(now, &mut engine, &mut sender);
+                        }
+                        None => engine.handle_datagram(now, source, &buf[..n]),
+                    },
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
                         drained = true;
                         break;
@@ -107,6 +199,11 @@ impl Runtime {
                         tracing::info!(worker = %self.id, "worker stopped");
                         return Ok(());
                     }
+                    Ok(Ctl::Members(members)) => {
+                        if let Some(relay) = &mut self.relay {
+                            relay.set_members(now, members);
+                        }
+                    }
                     #[cfg(feature = "fault-injection")]
                     Ok(Ctl::Fail) => panic!("injected failure"),
                     Err(_) => break,
@@ -115,14 +212,41 @@ impl Runtime {
             more |= !self.commands.is_empty();
 
             engine.handle_timeout(now);
-            self.drain(&mut engine, &mut sender, &mut woken);
+            if let Some(relay) = &mut self.relay {
+                relay.links.handle_timeout(now);
+                relay.drain(now, &mut engine, &mut sender);
+                relay.watch(now, &self.events);
+            }
+            self.drain(now, &clock, &mut engine, &mut sender, &mut woken);
         }
     }
 
-    fn drain(&mut self, engine: &mut Engine, sender: &mut BatchSender, woken: &mut [bool]) {
+    fn drain(
+        &mut self,
+        now: Instant,
+        clock: &ClusterClock,
+        engine: &mut Engine,
+        sender: &mut BatchSender,
+        woken: &mut [bool],
+    ) {
         while let Some(out) = engine.poll_output() {
             match out {
                 Output::Transmit(t) => sender.push(t),
+                Output::Relay { to, msg } => {
+                    if let Some(relay) = &mut self.relay {
+                        relay.links.send(now, to, &msg, clock);
+                        while let Some(LinkOutput::Transmit { to, data }) =
+                            relay.links.poll_output()
+                        {
+                            sender.push(Transmit {
+                                proto: Protocol::Udp,
+                                source: relay.addr,
+                                destination: to,
+                                contents: data.into(),
+                            });
+                        }
+                    }
+                }
                 Output::Pipe { to, msg } => {
                     let Some(pipe) = self.pipe_out.get(to.0 as usize) else {
                         continue;
@@ -139,6 +263,7 @@ impl Runtime {
                         ReplyBody::Stats(mut s) => {
                             s.pipe_dropped = self.pipe_dropped;
                             s.datagrams_dropped += sender.dropped;
+                            s.link = self.relay.as_ref().map(|r| Box::new(r.links.stats().clone()));
                             ReplyBody::Stats(s)
                         }
                         other => other,

@@ -19,6 +19,7 @@ fn start(workers: usize) -> (Pool, mpsc::UnboundedReceiver<Report>) {
         announce_ip: loopback,
         base_port: 0,
         bandwidth_estimation: false,
+        relay: None,
     })
     .expect("workers start");
     let (tx, rx) = mpsc::unbounded_channel();
@@ -53,7 +54,7 @@ async fn a_worker_that_panics_is_reported_dead_and_refused_commands() {
     let (worker, cause) = loop {
         match next_report(&mut rx).await {
             Some(Report::Died { worker, cause }) => break (worker, cause),
-            Some(Report::Event(..)) => continue,
+            Some(_) => continue,
             None => panic!("the event channel closed without a death report"),
         }
     };

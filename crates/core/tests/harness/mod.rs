@@ -1253,6 +1253,7 @@ impl Net {
             Output::Event(Event::Reply { req, result }) => {
                 self.replies.insert(req, result);
             }
+            Output::Relay { .. } => panic!("only a relay worker sends to other nodes"),
             Output::Event(e) => {
                 if let Event::SubscriberOffer { peer, sdp, .. } = &e {
                     self.answer_offer(w, *peer, sdp);
