@@ -1265,18 +1265,36 @@ impl Net {
 
     /// Plays the client's side of a subscriber offer: accept it and send the answer back.
     fn answer_offer(&mut self, w: usize, peer: PeerId, sdp: &str) {
-        let now = self.now;
-        let Some(c) = self
+        let Some(i) = self
             .clients
-            .iter_mut()
-            .find(|c| c.peer == peer && c.worker == w)
+            .iter()
+            .position(|c| c.peer == peer && c.worker == w)
         else {
             return;
         };
-        c.remote_sdp.push(sdp.to_string());
-        if !c.auto_answer {
-            return;
+        self.clients[i].remote_sdp.push(sdp.to_string());
+        if self.clients[i].auto_answer {
+            self.send_answer(i, sdp);
         }
+    }
+
+    /// Client `c` answers the latest offer it was sent (held back with `auto_answer` off:
+    /// the subscriptions made meanwhile come in one offer after it).
+    pub fn answer_latest_offer(&mut self, c: usize) {
+        let sdp = self.clients[c]
+            .remote_sdp
+            .last()
+            .cloned()
+            .expect("an offer");
+        self.send_answer(c, &sdp);
+        self.pump();
+    }
+
+    /// Client `i` accepts subscriber offer `sdp` and sends the answer back.
+    fn send_answer(&mut self, i: usize, sdp: &str) {
+        let now = self.now;
+        let c = &mut self.clients[i];
+        let (w, peer) = (c.worker, c.peer);
         let offer = SdpOffer::from_sdp_string(sdp).expect("a parsable subscriber offer");
         let answer = c
             .rtc
