@@ -22,6 +22,7 @@
 //! cost low: str0m's `write_rtp` only queues, and a packet leaves on the next timeout pass.
 //!
 //! Modules: [`peer`] wraps one str0m `Rtc`; [`router`] knows where each track goes;
+//! [`forward`] decides which packets each subscription forwards (pure, table-tested);
 //! [`rewrite`] keeps outgoing numbering continuous; [`keyframe`] finds keyframes;
 //! [`throttle`] merges keyframe requests; [`timers`] holds the deadlines, so a turn visits
 //! only what is due; [`vp8`] keeps descriptors continuous; [`svc`] selects scalable layers,
@@ -37,6 +38,7 @@ pub mod dd;
 pub mod demux;
 pub mod dtls;
 pub mod engine;
+pub mod forward;
 pub mod ids;
 pub mod keyframe;
 pub mod link;

@@ -8,6 +8,7 @@ use str0m::format::PayloadParams;
 use str0m::rtp::Vp8Descriptor;
 
 use crate::dd::DdBytes;
+use crate::forward::PacketView;
 use crate::ids::{Kind, TrackId, WorkerId};
 use crate::svc::SvcLayer;
 use crate::temporal::TemporalLayer;
@@ -55,6 +56,20 @@ pub struct MediaPacket {
     /// When the origin worker received it.
     pub received: Instant,
     pub payload: Arc<[u8]>,
+}
+
+impl MediaPacket {
+    /// What a subscription's forwarding decision reads of this packet.
+    pub fn view(&self) -> PacketView {
+        PacketView {
+            layer: self.layer,
+            layers: self.layers,
+            keyframe: self.keyframe,
+            marker: self.marker,
+            svc: self.svc,
+            temporal: self.temporal,
+        }
+    }
 }
 
 /// What travels through a pipe from one worker to another.

@@ -20,13 +20,14 @@ use str0m::bwe::{Bitrate, BweKind};
 use crate::alloc::{allocate, cumulative, LayerRates, Want};
 use crate::api::Layers;
 use crate::dd::{self, DdBytes, DdExtension, Templates};
+use crate::forward::{Action, Forwarder, HIGHEST_LAYER};
 use crate::ids::{Kind, PeerId, TrackId, WorkerId};
 use crate::keyframe::is_keyframe_start;
 use crate::packet::{MediaPacket, ALL_LAYERS, MAX_LAYERS};
 use crate::red;
 use crate::rewrite::{Rewriter, Source};
-use crate::svc::{self, SvcLayer};
-use crate::temporal::{self, TemporalLayer, ALL_TEMPORAL};
+use crate::svc::SvcLayer;
+use crate::temporal::{TemporalLayer, ALL_TEMPORAL};
 use crate::vp8::Vp8Rewriter;
 use crate::vp9;
 use crate::Error;
@@ -44,8 +45,6 @@ const RTX_PACKETS: usize = 1024;
 const RTX_RATIO_CAP: f32 = 0.15;
 /// Our id for AV1's dependency descriptor extension (free in str0m's standard map).
 const DD_EXTENSION_ID: u8 = 12;
-/// The layer a new subscription asks for: the best the publisher sends.
-const HIGHEST_LAYER: u8 = crate::api::DEFAULT_LAYER;
 /// The downlink estimate a subscribing peer starts from, before feedback refines it.
 const INITIAL_ESTIMATE: Bitrate = Bitrate::kbps(1_000);
 /// How often a subscriber's layers are reallocated within its estimate.
@@ -59,11 +58,6 @@ const UPGRADE_HOLD: Duration = Duration::from_secs(2);
 /// estimate, while str0m probes for the bandwidth it needs: an estimate that followed a low
 /// layer (measured down to 198 kbit/s) takes seconds to grow to a top layer's rate.
 const REQUEST_GRACE: Duration = Duration::from_secs(3);
-/// How long a slot with nothing to forward waits for its target layer before it takes a
-/// lower one.
-const LAYER_FALLBACK: Duration = Duration::from_secs(1);
-/// How often one slot may ask for a keyframe while it waits for one.
-const SLOT_KEYFRAME_RETRY: Duration = Duration::from_millis(300);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -162,15 +156,9 @@ pub struct Slot {
     vp8: Vp8Rewriter,
     /// The best simulcast layer the subscriber asked for (`None`: off).
     requested: Option<u8>,
-    /// The layer this subscription should receive now: the request, lowered to fit the
-    /// downlink (clamped to the layers the track has); `None`: off, no packets.
-    target: Option<u8>,
-    /// The highest temporal layer to forward of `target` ([`ALL_TEMPORAL`] unless the
-    /// downlink is short).
-    temporal_target: u8,
-    /// The highest temporal layer being forwarded; moves to `temporal_target` where the
-    /// stream allows (`temporal::select`).
-    temporal: u8,
+    /// Which packets of the track are forwarded; its `target` is the request, lowered to
+    /// fit the downlink.
+    forward: Forwarder,
     /// When `target` was last lowered for lack of bandwidth.
     lowered: Option<Instant>,
     /// When the subscriber last asked for a layer ([`Peer::set_layer`]).
@@ -182,12 +170,6 @@ pub struct Slot {
     svc: bool,
     /// Allocation priority, higher first.
     priority: u8,
-    /// The layer being forwarded; a switch to `target` happens at one of its keyframes.
-    /// `None`: nothing can be forwarded until a keyframe (a new subscription, a resumed one).
-    current: Option<u8>,
-    /// Since when the slot has had nothing to forward (for the fallback to a lower layer).
-    idle_since: Option<Instant>,
-    last_keyframe_ask: Option<Instant>,
     /// How each source's payload is sent on this slot, cached per (track, payload type,
     /// RED or not).
     pt_map: Vec<PtMapping>,
@@ -208,44 +190,26 @@ impl Slot {
             rewriter: Rewriter::new(),
             vp8: Vp8Rewriter::new(),
             requested: Some(HIGHEST_LAYER),
-            target: Some(HIGHEST_LAYER),
-            temporal_target: ALL_TEMPORAL,
-            temporal: ALL_TEMPORAL,
+            forward: Forwarder::default(),
             lowered: None,
             asked: None,
             rates: LayerRates::new(),
             svc: false,
             priority: 0,
-            current: None,
-            idle_since: None,
-            last_keyframe_ask: None,
             pt_map: Vec::new(),
             rtx_history_set: false,
         }
     }
 
-    /// Whether this slot, waiting for a keyframe, may ask again now (and records the ask).
-    fn may_ask_keyframe(&mut self, now: Instant) -> bool {
-        let due = self
-            .last_keyframe_ask
-            .is_none_or(|t| now >= t + SLOT_KEYFRAME_RETRY);
-        if due {
-            self.last_keyframe_ask = Some(now);
-        }
-        due
-    }
-
     /// Nothing more is forwarded until a keyframe (the receiver has to start decoding over).
     fn restart(&mut self) {
         self.rewriter.rebase();
-        self.current = None;
-        self.idle_since = None;
-        self.last_keyframe_ask = None;
+        self.forward.restart();
     }
 
     /// Whether this slot waits for a keyframe before it can forward anything.
     fn waiting_keyframe(&self) -> bool {
-        self.kind == Kind::Video && self.current.is_none()
+        self.kind == Kind::Video && self.forward.current.is_none()
     }
 }
 
@@ -273,6 +237,16 @@ pub enum Write {
     Dropped,
     /// Not written; the slot waits for a keyframe and it is time to ask the origin again.
     NeedKeyframe,
+}
+
+impl Write {
+    fn not_forwarded(ask_keyframe: bool) -> Self {
+        if ask_keyframe {
+            Write::NeedKeyframe
+        } else {
+            Write::Dropped
+        }
+    }
 }
 
 pub struct Peer {
@@ -483,9 +457,9 @@ impl Peer {
         // A reused slot measures its new track from scratch.
         slot.rates = LayerRates::new();
         slot.svc = false;
-        slot.temporal_target = ALL_TEMPORAL;
-        slot.temporal = ALL_TEMPORAL;
-        let layer = slot.target.unwrap_or(0);
+        slot.forward.temporal_target = ALL_TEMPORAL;
+        slot.forward.temporal = ALL_TEMPORAL;
+        let layer = slot.forward.target.unwrap_or(0);
         if self.role == Role::Subscriber {
             self.renegotiate(out);
         } else if self.connected && kind == Kind::Video {
@@ -642,7 +616,7 @@ impl Peer {
         tracing::debug!(peer = %self.id, estimate, audio, ?wants, ?result, "allocation");
         for (&i, &given) in video.iter().zip(&result.layers) {
             let s = &self.slots[i];
-            let now_given = s.target.map(|l| (l, s.temporal_target));
+            let now_given = s.forward.target.map(|l| (l, s.forward.temporal_target));
             if given == now_given {
                 continue;
             }
@@ -658,8 +632,8 @@ impl Peer {
                 self.slots[i].lowered = Some(now);
             }
             let layer = given.map(|(l, _)| l);
-            self.slots[i].temporal_target = given.map_or(ALL_TEMPORAL, |(_, t)| t);
-            if layer != self.slots[i].target {
+            self.slots[i].forward.temporal_target = given.map_or(ALL_TEMPORAL, |(_, t)| t);
+            if layer != self.slots[i].forward.target {
                 self.retarget(now, i, layer, out);
             }
         }
@@ -676,7 +650,7 @@ impl Peer {
             .slots
             .iter()
             .filter(|s| s.kind == Kind::Video && s.negotiated_active)
-            .filter_map(|s| Some((s.track?, s.target, s.temporal_target)))
+            .filter_map(|s| Some((s.track?, s.forward.target, s.forward.temporal_target)))
             .collect();
         let estimate = self.estimate;
         let changed = match &self.reported {
@@ -703,7 +677,7 @@ impl Peer {
     fn retarget(&mut self, now: Instant, i: usize, layer: Option<u8>, out: &mut Vec<PeerOut>) {
         let connected = self.connected;
         let slot = &mut self.slots[i];
-        slot.target = layer;
+        slot.forward.target = layer;
         match layer {
             // Resuming needs a keyframe: the decoder missed everything in between.
             None => slot.restart(),
@@ -711,8 +685,8 @@ impl Peer {
                 if let (true, true, Kind::Video, Some(track)) =
                     (connected, slot.negotiated_active, slot.kind, slot.track)
                 {
-                    if slot.current != Some(layer) {
-                        slot.last_keyframe_ask = Some(now);
+                    if slot.forward.current != Some(layer) {
+                        slot.forward.last_keyframe_ask = Some(now);
                         out.push(PeerOut::KeyframeWanted { track, layer });
                     }
                 }
@@ -799,7 +773,9 @@ impl Peer {
             }
             RtcEvent::KeyframeRequest(req) => {
                 if let Some(slot) = self.slots.iter().find(|s| s.mid == Some(req.mid)) {
-                    if let (Some(track), Some(layer)) = (slot.track, slot.current.or(slot.target)) {
+                    if let (Some(track), Some(layer)) =
+                        (slot.track, slot.forward.current.or(slot.forward.target))
+                    {
                         out.push(PeerOut::KeyframeWanted { track, layer });
                     }
                 }
@@ -962,9 +938,9 @@ impl Peer {
                 slot.waiting_keyframe(),
                 slot.negotiated_active,
                 slot.track,
-                slot.target,
+                slot.forward.target,
             ) {
-                if slot.may_ask_keyframe(now) {
+                if slot.forward.may_ask_keyframe(now) {
                     out.push(PeerOut::KeyframeWanted { track, layer });
                 }
             }
@@ -1010,7 +986,7 @@ impl Peer {
         if s.kind == Kind::Audio {
             return ALL_LAYERS;
         }
-        let top = s.target.max(s.current);
+        let top = s.forward.target.max(s.forward.current);
         let top = if self.estimating {
             top.max(s.requested)
         } else {
@@ -1052,7 +1028,7 @@ impl Peer {
             return;
         }
         self.slots[i].requested = layer;
-        self.slots[i].temporal_target = ALL_TEMPORAL;
+        self.slots[i].forward.temporal_target = ALL_TEMPORAL;
         self.retarget(now, i, layer, out);
         if self.estimate.is_some() {
             // Given at once; the allocation lowers it only if the estimate has not grown
@@ -1088,60 +1064,23 @@ impl Peer {
             let tid = pkt.temporal.map_or(0, |t| t.tid);
             s.rates.add(now, layer, tid, pkt.payload.len());
         }
-        let Some(target) = s.target else {
-            return Write::Dropped; // turned off
-        };
-        let mut marker = pkt.marker;
-        let mut wants_keyframe = false;
-        if let Some(layer) = &pkt.svc {
-            // One stream, every spatial layer: keep those up to the one this slot gets.
+        // Learnt from what a slot that is on receives.
+        if pkt.svc.is_some() && s.forward.target.is_some() {
             s.svc = true;
-            let top = layer.spatial_layers.unwrap_or(1).saturating_sub(1);
-            let d = svc::select(&mut s.current, target.min(top), layer, pkt.keyframe, marker);
-            if !d.forward {
-                s.rewriter.skip(source, pkt.seq);
-                if s.current.is_none() && s.may_ask_keyframe(now) {
-                    return Write::NeedKeyframe;
-                }
-                return Write::Dropped;
-            }
-            marker = d.marker;
-            wants_keyframe = d.wants_keyframe && s.may_ask_keyframe(now);
-        } else if s.current != Some(pkt.layer) {
-            // Not the layer being forwarded: maybe the one to switch to.
-            let target = target.min(pkt.layers.saturating_sub(1));
-            let idle_since = *s.idle_since.get_or_insert(now);
-            // A slot that has waited long for its target layer takes a keyframe of a lower
-            // one rather than show nothing (the target may be off at the publisher); it
-            // still switches up at the target's next keyframe.
-            let fallback =
-                s.current.is_none() && pkt.layer < target && now >= idle_since + LAYER_FALLBACK;
-            // Below the target, any layer closer to it is a step up worth taking.
-            let step_up = s
-                .current
-                .is_some_and(|c| c < pkt.layer && pkt.layer < target);
-            if pkt.layer != target && !fallback && !step_up {
-                return Write::Dropped;
-            }
-            if !pkt.keyframe {
-                if pkt.layer == target && s.may_ask_keyframe(now) {
-                    return Write::NeedKeyframe;
-                }
-                return Write::Dropped;
-            }
-            s.current = Some(pkt.layer);
-            s.idle_since = None;
         }
-        if let Some(t) = &pkt.temporal {
-            if !temporal::select(&mut s.temporal, s.temporal_target, t) {
-                // A whole frame above the temporal layers this slot gets.
+        let decision = s.forward.decide(&pkt.view(), now);
+        let marker = match decision.action {
+            Action::Forward { marker } => marker,
+            Action::Skip => {
+                // Part of the stream this slot sends: no gap in its numbering.
                 s.rewriter.skip(source, pkt.seq);
                 if let Some(d) = &pkt.vp8 {
                     s.vp8.skip(source, d, &pkt.payload);
                 }
-                return Write::Dropped;
+                return Write::not_forwarded(decision.ask_keyframe);
             }
-        }
+            Action::Drop => return Write::not_forwarded(decision.ask_keyframe),
+        };
         // The payload type this peer negotiated for the publisher's codec, cached per source.
         let (from, red_in) = (pkt.params.pt(), pkt.red_primary.is_some());
         let found = s
@@ -1211,7 +1150,7 @@ impl Peer {
             write = write.vp8_patch(patch);
         }
         tx.write_rtp(write);
-        if wants_keyframe {
+        if decision.ask_keyframe {
             Write::ForwardedWantsKeyframe
         } else {
             Write::Forwarded
