@@ -1,11 +1,9 @@
 //! Which packets one subscription forwards: the simulcast layer it takes (switching at
-//! keyframes, falling back to a lower layer, stepping up), the spatial and temporal layers
-//! it keeps (`svc::select`, `temporal::select`) and when it asks for a keyframe. Pure: no
-//! str0m, no peer; a browser's slot, and later a relay, hold a [`Forwarder`] each.
+//! keyframes, falling back, stepping up), the spatial and temporal layers it keeps, and when
+//! it asks for a keyframe. Pure (no str0m, no peer): a relay can hold a [`Forwarder`] too.
 
 use std::time::{Duration, Instant};
 
-use crate::packet::MAX_LAYERS;
 use crate::svc::{self, SvcLayer};
 use crate::temporal::{self, TemporalLayer, ALL_TEMPORAL};
 

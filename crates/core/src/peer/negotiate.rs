@@ -1,0 +1,238 @@
+//! Negotiation: the client's offers (publisher, viewer) and answers (subscriber), the
+//! m-lines they add (published tracks, slots), tracks bound to slots and the renegotiation
+//! a subscribing peer makes when they change (one offer in flight at a time).
+
+use std::time::Instant;
+
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::media::{Direction, MediaKind, Mid};
+
+use super::{Peer, PeerOut, Published, Role, Slot};
+use crate::alloc::LayerRates;
+use crate::ids::{Kind, TrackId, WorkerId};
+use crate::temporal::ALL_TEMPORAL;
+use crate::Error;
+
+impl Peer {
+    /// Applies a client's offer (publisher or viewer) and returns our answer. The tracks (or
+    /// slots) of the offer are known from here on; str0m only announces them once DTLS is up.
+    pub fn accept_offer(&mut self, sdp: &str, out: &mut Vec<PeerOut>) -> Result<String, Error> {
+        if self.role == Role::Subscriber {
+            return Err(Error::WrongRole(
+                "a subscribing peer takes answers, not offers",
+            ));
+        }
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| Error::BadSdp(e.to_string()))?;
+        let answer = self
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| Error::Negotiation(e.to_string()))?;
+        let mut answer = answer.to_sdp_string();
+        if self.role == Role::Publisher {
+            answer = crate::answer::for_publisher(sdp, &answer);
+        }
+        for line in answer.lines() {
+            let Some(mid) = line.strip_prefix("a=mid:") else {
+                continue;
+            };
+            let mid = Mid::from(mid.trim());
+            if let Some((kind, dir)) = self.rtc.media(mid).map(|m| (m.kind(), m.direction())) {
+                self.on_media_added(mid, kind, dir, out);
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Applies the client's answer to our last offer.
+    pub fn accept_answer(
+        &mut self,
+        now: Instant,
+        sdp: &str,
+        out: &mut Vec<PeerOut>,
+    ) -> Result<(), Error> {
+        let Some((pending, offered)) = self.pending_offer.take() else {
+            return Err(Error::Negotiation("no offer is pending".into()));
+        };
+        let answer = match SdpAnswer::from_sdp_string(sdp) {
+            Ok(a) => a,
+            Err(e) => {
+                self.pending_offer = Some((pending, offered));
+                return Err(Error::BadSdp(e.to_string()));
+            }
+        };
+        // str0m consumes the pending offer even on failure: a failed answer leaves the
+        // session where it was, and the next renegotiation offers everything again.
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| Error::Negotiation(e.to_string()))?;
+        for (slot, active) in self.slots.iter_mut().zip(offered) {
+            let was = slot.negotiated_active;
+            slot.negotiated_active = active && slot.mid.is_some();
+            if slot.negotiated_active && !was {
+                slot.restart();
+            }
+        }
+        self.ask_keyframes(now, out);
+        self.renegotiate(out);
+        Ok(())
+    }
+
+    /// Binds `track` to a slot. Returns false if the peer has no room for it.
+    pub fn subscribe(
+        &mut self,
+        track: TrackId,
+        kind: Kind,
+        origin: WorkerId,
+        out: &mut Vec<PeerOut>,
+    ) -> bool {
+        if self.slots.iter().any(|s| s.track == Some(track)) {
+            return true;
+        }
+        let free = match self.role {
+            Role::Publisher => return false,
+            Role::Viewer => self
+                .slots
+                .iter()
+                .position(|s| s.kind == kind && s.track.is_none() && s.negotiated_active),
+            Role::Subscriber => self.slots.iter().position(|s| {
+                s.kind == kind && s.track.is_none() && !s.want_active && !s.negotiated_active
+            }),
+        };
+        let index = match (free, self.role) {
+            (Some(i), _) => i,
+            (None, Role::Subscriber) => {
+                self.slots.push(Slot::new(None, kind, false));
+                self.slots.len() - 1
+            }
+            (None, _) => return false,
+        };
+        let slot = &mut self.slots[index];
+        slot.track = Some(track);
+        slot.origin = origin;
+        slot.want_active = true;
+        slot.restart();
+        // A reused slot measures its new track from scratch.
+        slot.rates = LayerRates::new();
+        slot.svc = false;
+        slot.forward.temporal_target = ALL_TEMPORAL;
+        slot.forward.temporal = ALL_TEMPORAL;
+        let layer = slot.forward.target.unwrap_or(0);
+        if self.role == Role::Subscriber {
+            self.renegotiate(out);
+        } else if self.connected && kind == Kind::Video {
+            out.push(PeerOut::KeyframeWanted { track, layer });
+        }
+        true
+    }
+
+    pub fn unsubscribe(&mut self, track: TrackId, out: &mut Vec<PeerOut>) {
+        for slot in self.slots.iter_mut().filter(|s| s.track == Some(track)) {
+            slot.track = None;
+            if self.role == Role::Subscriber {
+                slot.want_active = false;
+            }
+        }
+        if self.role == Role::Subscriber {
+            self.renegotiate(out);
+        }
+    }
+
+    /// Offers the pending slot changes, unless an offer already awaits its answer.
+    fn renegotiate(&mut self, out: &mut Vec<PeerOut>) {
+        if self.role != Role::Subscriber || self.pending_offer.is_some() || self.closed {
+            return;
+        }
+        let mut api = self.rtc.sdp_api();
+        for slot in &mut self.slots {
+            match slot.mid {
+                None if slot.want_active => {
+                    let (stream, track) = match slot.track {
+                        Some(t) => (format!("p{}", t.peer), t.to_string()),
+                        None => ("-".to_string(), "-".to_string()),
+                    };
+                    let kind = match slot.kind {
+                        Kind::Audio => MediaKind::Audio,
+                        Kind::Video => MediaKind::Video,
+                    };
+                    slot.mid = Some(api.add_media(
+                        kind,
+                        Direction::SendOnly,
+                        Some(stream),
+                        Some(track),
+                        None,
+                    ));
+                }
+                None => {}
+                Some(mid) => {
+                    let dir = if slot.want_active {
+                        Direction::SendOnly
+                    } else {
+                        Direction::Inactive
+                    };
+                    api.set_direction(mid, dir);
+                }
+            }
+        }
+        if let Some((offer, pending)) = api.apply() {
+            let offered: Vec<bool> = self
+                .slots
+                .iter()
+                .map(|s| s.want_active && s.mid.is_some())
+                .collect();
+            let slots = self
+                .slots
+                .iter()
+                .filter(|s| s.want_active)
+                .filter_map(|s| Some((s.mid?.to_string(), s.track?)))
+                .collect();
+            self.pending_offer = Some((pending, offered));
+            self.offered = true;
+            out.push(PeerOut::Offer {
+                sdp: offer.to_sdp_string(),
+                slots,
+            });
+        }
+    }
+
+    /// An m-line negotiated: a track the client publishes, or a slot a viewer offered.
+    pub(super) fn on_media_added(
+        &mut self,
+        mid: Mid,
+        kind: MediaKind,
+        dir: Direction,
+        out: &mut Vec<PeerOut>,
+    ) {
+        if self.published.iter().any(|p| p.mid == mid)
+            || self.slots.iter().any(|s| s.mid == Some(mid))
+        {
+            return;
+        }
+        let kind = match kind {
+            MediaKind::Audio => Kind::Audio,
+            MediaKind::Video => Kind::Video,
+        };
+        match self.role {
+            Role::Publisher if dir.is_receiving() => {
+                let track = TrackId {
+                    peer: self.id,
+                    index: self.next_track_index,
+                };
+                self.next_track_index = self.next_track_index.wrapping_add(1);
+                self.published.push(Published::new(track, kind, mid));
+                let i = self.published.len() - 1;
+                self.learn_rids(i);
+                let layers = self.published[i].layers();
+                out.push(PeerOut::TrackAdded {
+                    track,
+                    kind,
+                    mid,
+                    layers,
+                });
+            }
+            Role::Viewer if dir.is_sending() => self.slots.push(Slot::new(Some(mid), kind, true)),
+            _ => {}
+        }
+    }
+}
