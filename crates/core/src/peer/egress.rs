@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use str0m::media::Pt;
-use str0m::rtp::{ExtensionValues, RtpWrite};
+use str0m::media::{Mid, Pt};
+use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
+use str0m::Rtc;
 
 use super::Peer;
 use crate::forward::Action;
@@ -54,8 +55,9 @@ pub(super) struct Sender {
     /// How each source's payload is sent on this slot, cached per (track, payload type,
     /// RED or not).
     pt_map: Vec<PtMapping>,
-    /// Whether the outgoing stream's retransmission history has been sized.
-    rtx_history_set: bool,
+    /// The SSRC of the slot's send stream, once found: str0m finds a stream by SSRC in a
+    /// map, by mid only by a scan of every send stream of the peer (one per m-line).
+    stream: Option<Ssrc>,
 }
 
 /// How one source payload type is sent to one subscriber.
@@ -161,14 +163,6 @@ impl Peer {
             .vp8
             .as_ref()
             .and_then(|d| send.vp8.rewrite(source, d, &pkt.payload).patch(d));
-        let mut api = self.rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
-            return Write::Dropped;
-        };
-        if !send.rtx_history_set {
-            tx.set_rtx_cache(RTX_PACKETS, RTX_HISTORY, Some(RTX_RATIO_CAP));
-            send.rtx_history_set = true;
-        }
         // A RED source to a subscriber without RED: its primary block alone.
         let payload = match (&pkt.red_primary, mapping.red_out) {
             (Some(primary), false) => primary.clone(),
@@ -181,11 +175,37 @@ impl Peer {
         if let Some(patch) = vp8_patch {
             write = write.vp8_patch(patch);
         }
-        tx.write_rtp(write);
+        if !send.write_rtp(&mut self.rtc, mid, write) {
+            return Write::Dropped;
+        }
         if decision.ask_keyframe {
             Write::ForwardedWantsKeyframe
         } else {
             Write::Forwarded
         }
+    }
+}
+
+impl Sender {
+    /// Queues a packet on the send stream of m-line `mid`; false if it has none (yet).
+    fn write_rtp(&mut self, rtc: &mut Rtc, mid: Mid, write: RtpWrite) -> bool {
+        let mut api = rtc.direct_api();
+        let known = match self.stream {
+            Some(ssrc) => api.stream_tx(&ssrc),
+            None => None,
+        };
+        // The mid is checked because str0m may replace a stream (a recycled m-line).
+        if let Some(tx) = known.filter(|tx| tx.mid() == mid) {
+            tx.write_rtp(write);
+            return true;
+        }
+        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+            return false;
+        };
+        // A stream's retransmission history is sized once, before its first packet.
+        tx.set_rtx_cache(RTX_PACKETS, RTX_HISTORY, Some(RTX_RATIO_CAP));
+        self.stream = Some(tx.ssrc());
+        tx.write_rtp(write);
+        true
     }
 }
