@@ -4,7 +4,11 @@
 //! packet's cost grows with the number of m-lines its subscriber has. Virtual network of
 //! the scenario tests; only the time inside `Engine` calls is counted.
 //!
-//! cargo bench -p sfumato-core --bench engine_meeting [-- <participants>...]
+//! cargo bench -p sfumato-core --bench engine_meeting [-- [batched] <participants>...]
+//!
+//! By default every packet is its own engine turn (one timeout pass per subscriber per
+//! packet, as in `engine_fanout`); `batched`: every publisher's packets of a 10 ms tick
+//! reach the engine in one turn, as on a loaded worker.
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
@@ -12,11 +16,13 @@ mod harness;
 use std::time::Duration;
 
 use harness::Net;
+use str0m::media::MediaKind;
 
 fn main() {
-    // Meeting sizes: numbers given as arguments (`-- 40`), else 5 and 40. Cargo passes
-    // `--bench` too, which is not a number and ignored.
-    let mut sizes: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
+    // Cargo passes `--bench` too, which is neither a number nor `batched`: ignored.
+    let args: Vec<String> = std::env::args().collect();
+    let batched = args.iter().any(|a| a == "batched");
+    let mut sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     if sizes.is_empty() {
         sizes = vec![5, 40];
     }
@@ -47,12 +53,13 @@ fn main() {
 
         let before = net.engines[0].stats().packets_forwarded;
         net.engine_busy = Duration::ZERO;
-        steady_state(&mut net, &publishers);
+        steady_state(&mut net, &publishers, batched);
         let forwarded = net.engines[0].stats().packets_forwarded - before;
         let busy = net.engine_busy;
         println!(
-            "meeting of {n} ({} slots per subscriber): {forwarded} packets forwarded, engine busy {:.1} ms, {:.2} µs per forwarded packet",
+            "meeting of {n} ({} slots per subscriber{}): {forwarded} packets forwarded, engine busy {:.1} ms, {:.2} µs per forwarded packet",
             2 * (n - 1),
+            if batched { ", batched" } else { "" },
             busy.as_secs_f64() * 1e3,
             busy.as_secs_f64() * 1e6 / forwarded.max(1) as f64
         );
@@ -63,17 +70,25 @@ fn main() {
 /// keyframe at the start. A function of its own so that a profiler can collect only this
 /// part (`valgrind --tool=callgrind --toggle-collect='engine_meeting::steady_state'`).
 #[inline(never)]
-fn steady_state(net: &mut Net, publishers: &[usize]) {
+fn steady_state(net: &mut Net, publishers: &[usize], batched: bool) {
+    let send = |net: &mut Net, p: usize, kind: MediaKind, keyframe: bool| {
+        net.queue_media(p, kind, keyframe);
+        if !batched {
+            net.pump();
+        }
+    };
     for i in 0..25u32 {
-        for &p in publishers {
-            net.send_audio(p);
-            net.send_video(p, i == 0);
+        // Two ticks of 10 ms: audio and video, then video alone.
+        for tick in 0..2 {
+            for &p in publishers {
+                if tick == 0 {
+                    send(net, p, MediaKind::Audio, false);
+                }
+                send(net, p, MediaKind::Video, i == 0 && tick == 0);
+            }
+            net.pump();
+            net.step(Duration::from_millis(10));
         }
-        net.step(Duration::from_millis(10));
-        for &p in publishers {
-            net.send_video(p, false);
-        }
-        net.step(Duration::from_millis(10));
     }
     net.run_for(Duration::from_millis(200));
 }

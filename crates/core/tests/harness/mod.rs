@@ -1074,13 +1074,22 @@ impl Net {
     }
 
     fn send(&mut self, c: usize, kind: MediaKind, keyframe: bool) -> Vec<u8> {
+        let payload = self.queue_media(c, kind, keyframe);
+        self.pump();
+        payload
+    }
+
+    /// Client `c` sends one single-packet frame of `kind` that waits in the network until
+    /// the next [`Net::pump`]: packets queued together reach the engine in one batch, and
+    /// the engine runs one timeout pass per touched peer for all of them, as a loaded
+    /// worker does.
+    pub fn queue_media(&mut self, c: usize, kind: MediaKind, keyframe: bool) -> Vec<u8> {
         let now = self.now;
         let client = &mut self.clients[c];
         let payload = client.write(now, kind, keyframe);
         // write_rtp only queues: a timeout pass sends it.
         client.timeout(now);
         client.drain(now, &mut self.queue);
-        self.pump();
         payload
     }
 
