@@ -4,9 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use str0m::media::{Mid, Pt};
+use str0m::media::Pt;
 use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
-use str0m::Rtc;
 
 use super::Peer;
 use crate::forward::Action;
@@ -55,8 +54,8 @@ pub(super) struct Sender {
     /// How each source's payload is sent on this slot, cached per (track, payload type,
     /// RED or not).
     pt_map: Vec<PtMapping>,
-    /// The SSRC of the slot's send stream, once found: str0m finds a stream by SSRC in a
-    /// map, by mid only by a scan of every send stream of the peer (one per m-line).
+    /// The SSRC of the slot's send stream, once found (the per-packet lookup by it is
+    /// O(1), by mid it is O(m-lines)).
     stream: Option<Ssrc>,
 }
 
@@ -148,6 +147,30 @@ impl Peer {
         else {
             return Write::Dropped;
         };
+        let vp8_patch = pkt
+            .vp8
+            .as_ref()
+            .and_then(|d| send.vp8.rewrite(source, d, &pkt.payload).patch(d));
+        let mut api = self.rtc.direct_api();
+        // By the SSRC found the first time: str0m finds a send stream by SSRC in a map, by
+        // mid only by a scan of every send stream of the peer (one per m-line). The mid is
+        // checked because str0m may replace a stream (a recycled m-line).
+        let known = match send.stream {
+            Some(ssrc) => api.stream_tx(&ssrc),
+            None => None,
+        };
+        let tx = match known.filter(|tx| tx.mid() == mid) {
+            Some(tx) => tx,
+            None => {
+                let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                    return Write::Dropped;
+                };
+                // A stream's retransmission history is sized once, before its first packet.
+                tx.set_rtx_cache(RTX_PACKETS, RTX_HISTORY, Some(RTX_RATIO_CAP));
+                send.stream = Some(tx.ssrc());
+                tx
+            }
+        };
         let mut ext = ExtensionValues {
             audio_level: pkt.audio_level,
             voice_activity: pkt.voice_activity,
@@ -159,10 +182,6 @@ impl Peer {
             // descriptor itself is shared.
             ext.user_values.set_arc(dd.clone());
         }
-        let vp8_patch = pkt
-            .vp8
-            .as_ref()
-            .and_then(|d| send.vp8.rewrite(source, d, &pkt.payload).patch(d));
         // A RED source to a subscriber without RED: its primary block alone.
         let payload = match (&pkt.red_primary, mapping.red_out) {
             (Some(primary), false) => primary.clone(),
@@ -175,37 +194,11 @@ impl Peer {
         if let Some(patch) = vp8_patch {
             write = write.vp8_patch(patch);
         }
-        if !send.write_rtp(&mut self.rtc, mid, write) {
-            return Write::Dropped;
-        }
+        tx.write_rtp(write);
         if decision.ask_keyframe {
             Write::ForwardedWantsKeyframe
         } else {
             Write::Forwarded
         }
-    }
-}
-
-impl Sender {
-    /// Queues a packet on the send stream of m-line `mid`; false if it has none (yet).
-    fn write_rtp(&mut self, rtc: &mut Rtc, mid: Mid, write: RtpWrite) -> bool {
-        let mut api = rtc.direct_api();
-        let known = match self.stream {
-            Some(ssrc) => api.stream_tx(&ssrc),
-            None => None,
-        };
-        // The mid is checked because str0m may replace a stream (a recycled m-line).
-        if let Some(tx) = known.filter(|tx| tx.mid() == mid) {
-            tx.write_rtp(write);
-            return true;
-        }
-        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
-            return false;
-        };
-        // A stream's retransmission history is sized once, before its first packet.
-        tx.set_rtx_cache(RTX_PACKETS, RTX_HISTORY, Some(RTX_RATIO_CAP));
-        self.stream = Some(tx.ssrc());
-        tx.write_rtp(write);
-        true
     }
 }
