@@ -24,9 +24,15 @@ use crate::Error;
 #[derive(Debug)]
 pub enum Output {
     Transmit(Transmit),
-    Pipe { to: WorkerId, msg: PipeMsg },
+    Pipe {
+        to: WorkerId,
+        msg: PipeMsg,
+    },
     /// To another node, over the relay (only the relay worker's engine says this).
-    Relay { to: NodeId, msg: PipeMsg },
+    Relay {
+        to: NodeId,
+        msg: PipeMsg,
+    },
     Event(Event),
 }
 

@@ -748,7 +748,11 @@ mod tests {
             transmits(&mut b);
         }
         let silence = |l: &Links, n| l.silence(now).find(|(m, _)| *m == n).map(|(_, d)| d);
-        assert_eq!(silence(&b, NodeId(1)), Some(Duration::ZERO), "a pings: heard");
+        assert_eq!(
+            silence(&b, NodeId(1)),
+            Some(Duration::ZERO),
+            "a pings: heard"
+        );
         assert!(
             silence(&a, NodeId(2)) >= Some(5 * PING_INTERVAL),
             "b's pings never arrive: silent since it became a member"

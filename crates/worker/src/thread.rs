@@ -140,7 +140,9 @@ impl Runtime {
                 Some(relay) => relay
                     .links
                     .poll_timeout()
-                    .map_or(engine.poll_timeout(now), |t| t.min(engine.poll_timeout(now))),
+                    .map_or(engine.poll_timeout(now), |t| {
+                        t.min(engine.poll_timeout(now))
+                    }),
                 None => engine.poll_timeout(now),
             };
             let timeout = if more {
@@ -263,7 +265,10 @@ impl Runtime {
                         ReplyBody::Stats(mut s) => {
                             s.pipe_dropped = self.pipe_dropped;
                             s.datagrams_dropped += sender.dropped;
-                            s.link = self.relay.as_ref().map(|r| Box::new(r.links.stats().clone()));
+                            s.link = self
+                                .relay
+                                .as_ref()
+                                .map(|r| Box::new(r.links.stats().clone()));
                             ReplyBody::Stats(s)
                         }
                         other => other,
