@@ -136,6 +136,11 @@ export declare class Room {
   readonly state: RoomState;
   /** Id of the room's dominant speaker (possibly us), null before anyone spoke. */
   readonly activeSpeaker: string | null;
+  /** In a cluster, the live nodes as the server last listed them; a reconnect that cannot
+   * reach this node tries the other serving ones. Empty on a single node. */
+  nodes: Array<{ id: string; url: string; state: 'serving' | 'draining' | string }>;
+  /** The signaling URL in use (another node's after a reconnect through it). */
+  url: string;
   /** Our own identity; changes after a reconnect (the server gives a new id). */
   readonly localParticipant: LocalParticipant | null;
   /** The other participants. */

@@ -123,6 +123,9 @@ export class Room extends Emitter {
     this._reconnecting = false;
     /** The server asked us to reconnect: the first attempt goes without delay. */
     this._reconnectNow = false;
+    /** In a cluster: the live nodes as the server last listed them ({id, url, state}). A
+     * reconnect that cannot reach this node tries the others. */
+    this.nodes = [];
     this._pubPc = null;
     this._subPc = null;
     this._pubQueue = new SerialQueue();
@@ -317,6 +320,7 @@ export class Room extends Emitter {
   async _openAndJoin() {
     const o = this._opts;
     const sig = await Signaling.open(this.url, { openTimeoutMs: o.requestTimeoutMs, pingIntervalMs: o.pingIntervalMs });
+    this._joinedUrl = this.url;
     let joined;
     try {
       const reply = sig.next('joined', { failOn: '*', timeoutMs: o.requestTimeoutMs });
@@ -336,6 +340,7 @@ export class Room extends Emitter {
     sig.on('close', (ev) => this._onSocketClose(ev, session));
     this.localParticipant = { id: String(joined.participant?.id), name: String(joined.participant?.name ?? this.name) };
     this.activeSpeaker = joined.active_speaker != null ? String(joined.active_speaker) : null;
+    this._setNodes(joined.nodes);
     const others = (Array.isArray(joined.participants) ? joined.participants : [])
       .map(participantFrom)
       .filter((p) => p.id !== this.localParticipant.id);
@@ -437,6 +442,9 @@ export class Room extends Emitter {
         this.emit('activeSpeaker', { participant: p ?? { id, name: '', tracks: [] }, local: id === this.localParticipant?.id });
         break;
       }
+      case 'nodes':
+        this._setNodes(msg.nodes);
+        break;
       case 'reconnect':
         // The server lost this session's media (the worker under it stopped) and closes the
         // socket next: rejoin at once, not after a dropped socket's backoff. The same path
@@ -605,6 +613,35 @@ export class Room extends Emitter {
 
   // ---------------------------------------------------------------- drops and reconnects
 
+  /** Keeps the server's list of live nodes (a cluster); ignores anything malformed. */
+  _setNodes(nodes) {
+    if (!Array.isArray(nodes)) return;
+    this.nodes = nodes
+      .filter((n) => n && typeof n.url === 'string' && /^https?:\/\//.test(n.url))
+      .map((n) => ({ id: String(n.id), url: n.url, state: String(n.state ?? 'serving') }));
+  }
+
+  /**
+   * The signaling URL of reconnect attempt `attempt` (1-based): this node first, then, in a
+   * cluster, each other serving node in turn (its HTTP URL with this URL's scheme and path),
+   * so that a participant of a node that is gone comes back through another.
+   */
+  _reconnectUrl(attempt) {
+    const here = new URL(this._joinedUrl ?? this.url);
+    const others = this.nodes
+      .filter((n) => n.state === 'serving')
+      .map((n) => {
+        const u = new URL(n.url);
+        u.protocol = here.protocol;
+        u.pathname = here.pathname;
+        u.search = here.search;
+        return u.toString();
+      })
+      .filter((u) => new URL(u).host !== here.host);
+    const all = [here.toString(), ...others];
+    return all[(attempt - 1) % all.length];
+  }
+
   /** Closes both PCs and reports every subscription as gone. Local tracks keep running. */
   _teardownMedia() {
     for (const s of this._subs.values()) this.emit('trackUnsubscribed', this._subEvent(s));
@@ -648,6 +685,7 @@ export class Room extends Emitter {
       this.emit('reconnecting', { attempt, delayMs });
       await sleep(delayMs);
       if (this._left) return;
+      this.url = this._reconnectUrl(attempt);
       try {
         const others = await this._openAndJoin();
         this._applyParticipants(others);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of Sfumato on a fresh Debian machine: installs what is missing (Debian's
-# chromium and iproute2, playwright-core from npm), checks formatting and lints, runs the
+# chromium, iproute2, curl and redis-server, playwright-core from npm), checks formatting and lints, runs the
 # Rust unit and integration tests, then the browser end-to-end tests in a private network
 # namespace. CI runs exactly this (.ci/run).
 set -euo pipefail
@@ -12,6 +12,7 @@ command -v unshare >/dev/null || missing+=(util-linux)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v npm >/dev/null || missing+=(nodejs npm)
 command -v curl >/dev/null || missing+=(curl)
+command -v redis-server >/dev/null || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   apt-get update -qq

@@ -71,19 +71,20 @@ export function freePort() {
 }
 
 /**
- * Starts `sfumato` on 127.0.0.1 and waits for GET /healthz.
- * @param {{name: string, rtcPort: number, workers?: number, placement?: string, args?: string[]}} opts
+ * Starts `sfumato` on `host` (127.0.0.1 by default; any 127/8 address is loopback) and waits
+ * for GET /healthz.
+ * @param {{name: string, rtcPort: number, workers?: number, placement?: string, args?: string[], host?: string, port?: number}} opts
  *   rtcPort: the media UDP port base; give every test file its own range.
  */
-export async function startServer({ name, rtcPort, workers = 2, placement = 'spread', args = [] }) {
+export async function startServer({ name, rtcPort, workers = 2, placement = 'spread', args = [], host = '127.0.0.1', port: fixedPort }) {
   if (!existsSync(SERVER_BIN)) {
     throw new Error(`server binary ${SERVER_BIN} not found: build it first (cargo build --release --workspace --bins) or set SFUMATO_BIN`);
   }
   mkdirSync(RESULTS_DIR, { recursive: true });
-  const port = await freePort();
+  const port = fixedPort ?? (await freePort());
   const extra = (process.env.SFUMATO_ARGS || '').split(/\s+/).filter(Boolean);
   const argv = [
-    '--listen', `127.0.0.1:${port}`,
+    '--listen', `${host}:${port}`,
     '--rtc-port', String(rtcPort),
     '--workers', String(workers),
     '--placement', placement,
@@ -118,11 +119,11 @@ export async function startServer({ name, rtcPort, workers = 2, placement = 'spr
     });
   });
 
-  const url = `http://127.0.0.1:${port}`;
+  const url = `http://${host}:${port}`;
   const server = {
     name,
     url,
-    wsUrl: `ws://127.0.0.1:${port}/ws`,
+    wsUrl: `ws://${host}:${port}/ws`,
     port,
     rtcPort,
     logPath,
@@ -144,6 +145,14 @@ export async function startServer({ name, rtcPort, workers = 2, placement = 'spr
         body = text;
       }
       return { status: res.status, body };
+    },
+    /** kill -9: the node is lost, nothing of it says goodbye. */
+    async kill() {
+      if (exited) return exited;
+      child.kill('SIGKILL');
+      const r = await exitPromise;
+      await new Promise((resolve) => log.end(resolve));
+      return r;
     },
     async stop() {
       if (exited) return exited;
@@ -174,6 +183,48 @@ export async function startServer({ name, rtcPort, workers = 2, placement = 'spr
     throw err;
   }
   return server;
+}
+
+/**
+ * Starts Debian's `redis-server` on a free loopback port, in memory only (no persistence),
+ * for a cluster's nodes; `stop()` ends it.
+ */
+export async function startRedis(name) {
+  const port = await freePort();
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const log = createWriteStream(path.join(RESULTS_DIR, `${name}.redis.log`));
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout.on('data', (c) => log.write(c));
+  child.stderr.on('data', (c) => log.write(c));
+  let exited = null;
+  const exitPromise = new Promise((resolve) => child.on('exit', (code, signal) => resolve((exited = { code, signal }))));
+  child.on('error', (e) => {
+    exited = { error: String(e) };
+  });
+  await waitFor(
+    () =>
+      new Promise((resolve) => {
+        if (exited) throw new Error(`redis-server exited: ${JSON.stringify(exited)}`);
+        const sock = net.connect(port, '127.0.0.1', () => {
+          sock.end('PING\r\n');
+        });
+        sock.on('data', (d) => resolve(d.toString().includes('PONG')));
+        sock.on('error', () => resolve(false));
+      }),
+    { timeout: 10000, interval: 100, message: 'redis-server to answer PING' },
+  );
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    async stop() {
+      if (exited) return;
+      child.kill('SIGTERM');
+      await exitPromise;
+      log.end();
+    },
+  };
 }
 
 // ------------------------------------------------------------------ browser
@@ -236,7 +287,7 @@ export class Session {
     page.on('pageerror', (e) => this._log(`[${label}] pageerror: ${e.message}`));
     page.on('crash', () => this._log(`[${label}] page crashed`));
     if (setup) await setup(page);
-    await page.goto(this.server.url + pathAndQuery);
+    await page.goto(/^https?:/.test(pathAndQuery) ? pathAndQuery : this.server.url + pathAndQuery);
     page.label = label;
     this.pages.push(page);
     return page;

@@ -93,7 +93,8 @@ pub enum Command {
         origin: WorkerId,
         node: NodeId,
     },
-    /// On the relay worker: `node` no longer gets `track`.
+    /// On the relay worker: `node` no longer gets `track`, or (a track of `node`) it no
+    /// longer comes here.
     RelayStop {
         track: TrackId,
         node: NodeId,

@@ -279,7 +279,7 @@ impl Engine {
                 self.relay_out(track, kind, origin, node);
             }
             Command::RelayStop { track, node } => {
-                self.relay_stop(track, node);
+                self.relay_stop(now, track, node);
             }
             Command::Reconcile(plan) => self.reconcile(now, plan),
             Command::Stats { req } => {
@@ -328,11 +328,16 @@ impl Engine {
         true
     }
 
-    /// `node` no longer gets `track`. Returns whether anything changed.
-    fn relay_stop(&mut self, track: TrackId, node: NodeId) -> bool {
+    /// `node` no longer gets `track`, or `track` no longer comes from `node` (its subscribers
+    /// here let go of it). Returns whether anything changed.
+    fn relay_stop(&mut self, now: Instant, track: TrackId, node: NodeId) -> bool {
         let Some(route) = self.router.get_mut(&track) else {
             return false;
         };
+        if route.remote == Some(node) {
+            self.remove_track(now, track);
+            return true;
+        }
         let before = route.nodes.len();
         route.nodes.retain(|(n, _)| *n != node);
         let changed = route.nodes.len() != before;
@@ -493,7 +498,7 @@ impl Engine {
             .filter(|p| !planned_out.contains(p))
             .collect();
         for (track, node) in stale_out {
-            self.relay_stop(track, node);
+            self.relay_stop(now, track, node);
             repairs += 1;
         }
         for (track, kind, node) in plan.relay_in {

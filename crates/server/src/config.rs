@@ -37,6 +37,22 @@ pub struct Cli {
     /// per packet and latency where nothing adapts (docs/benchmarks.md) [default: true]
     #[arg(long, env = "SFUMATO_BANDWIDTH_ESTIMATION", action = clap::ArgAction::Set)]
     pub bandwidth_estimation: Option<bool>,
+    /// Join a cluster coordinated through this Redis (redis://host:port); without it the
+    /// node stands alone
+    #[arg(long, env = "SFUMATO_REDIS")]
+    pub redis: Option<String>,
+    /// In a cluster: where browsers reach this node's HTTP [default: http:// and the listen
+    /// address, with the announce address if it listens everywhere]
+    #[arg(long, env = "SFUMATO_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// In a cluster: the UDP port of the relay to the other nodes [default: the port after
+    /// the workers' ports]
+    #[arg(long, env = "SFUMATO_RELAY_PORT")]
+    pub relay_port: Option<u16>,
+    /// In a cluster: a secret shared by every node, from which the relay's keys are derived
+    /// [default: a random key the first node stores in Redis]
+    #[arg(long, env = "SFUMATO_CLUSTER_SECRET")]
+    pub cluster_secret: Option<String>,
     /// TOML file with any of the settings above (snake_case keys)
     #[arg(long, env = "SFUMATO_CONFIG")]
     pub config: Option<PathBuf>,
@@ -52,6 +68,19 @@ struct File {
     placement: Option<Policy>,
     worker_capacity: Option<usize>,
     bandwidth_estimation: Option<bool>,
+    redis: Option<String>,
+    public_url: Option<String>,
+    relay_port: Option<u16>,
+    cluster_secret: Option<String>,
+}
+
+/// How this node joins a cluster (`--redis`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub redis: String,
+    pub public_url: String,
+    pub relay_port: u16,
+    pub secret: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +92,7 @@ pub struct Config {
     pub placement: Policy,
     pub worker_capacity: usize,
     pub bandwidth_estimation: bool,
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Config {
@@ -93,10 +123,39 @@ impl Config {
             .announce_ip
             .or(file.announce_ip)
             .unwrap_or_else(|| default_announce(listen.ip()));
+        let rtc_port = cli.rtc_port.or(file.rtc_port).unwrap_or(40000);
+        let cluster = match cli.redis.or(file.redis) {
+            None => None,
+            Some(redis) => {
+                let host = if listen.ip().is_unspecified() {
+                    SocketAddr::new(announce_ip, listen.port())
+                } else {
+                    listen
+                };
+                let relay_port = match cli.relay_port.or(file.relay_port) {
+                    Some(p) => p,
+                    None => u16::try_from(usize::from(rtc_port) + workers)
+                        .ok()
+                        .filter(|_| rtc_port != 0)
+                        .unwrap_or(0),
+                };
+                Some(ClusterConfig {
+                    redis,
+                    public_url: cli
+                        .public_url
+                        .or(file.public_url)
+                        .unwrap_or_else(|| format!("http://{host}"))
+                        .trim_end_matches('/')
+                        .to_string(),
+                    relay_port,
+                    secret: cli.cluster_secret.or(file.cluster_secret),
+                })
+            }
+        };
         Ok(Config {
             listen,
             workers,
-            rtc_port: cli.rtc_port.or(file.rtc_port).unwrap_or(40000),
+            rtc_port,
             announce_ip,
             placement: cli.placement.or(file.placement).unwrap_or(Policy::Pack),
             worker_capacity: cli.worker_capacity.or(file.worker_capacity).unwrap_or(50),
@@ -104,6 +163,7 @@ impl Config {
                 .bandwidth_estimation
                 .or(file.bandwidth_estimation)
                 .unwrap_or(true),
+            cluster,
         })
     }
 
@@ -144,6 +204,37 @@ mod tests {
         assert_eq!(c.placement, Policy::Pack);
         assert!(c.workers >= 1);
         assert!(c.bandwidth_estimation);
+        assert!(c.cluster.is_none(), "alone without --redis");
+    }
+
+    #[test]
+    fn a_cluster_node_defaults_its_url_and_relay_port() {
+        let c = Config::load(cli(&[
+            "--redis",
+            "redis://127.0.0.1:6379",
+            "--listen",
+            "127.0.0.2:8080",
+            "--workers",
+            "2",
+        ]))
+        .unwrap();
+        let k = c.cluster.unwrap();
+        assert_eq!(k.public_url, "http://127.0.0.2:8080");
+        assert_eq!(k.relay_port, 40002);
+        let c = Config::load(cli(&[
+            "--redis",
+            "redis://r",
+            "--public-url",
+            "https://sfu.example/",
+            "--relay-port",
+            "7000",
+        ]))
+        .unwrap();
+        let k = c.cluster.unwrap();
+        assert_eq!(
+            (k.public_url.as_str(), k.relay_port),
+            ("https://sfu.example", 7000)
+        );
     }
 
     #[test]

@@ -51,9 +51,18 @@ pub fn spawn(app: App, deliveries: mpsc::Receiver<Delivery>) -> JoinHandle<()> {
     run(task, deliveries, move |report| match report {
         Report::Event(worker, event) => app.state().on_event(worker, event),
         Report::Died { worker, .. } => app.state().worker_died(worker),
-        // The cluster (not yet wired): a silent relay is one sign of a lost node.
-        Report::NodeSilent(node) | Report::NodeHeard(node) => {
-            tracing::debug!(%node, "relay silence changed")
+        // A silent relay is one sign of a lost node (the other: its lease expired).
+        Report::NodeSilent(node) => {
+            tracing::info!(%node, "relay silent");
+            if let Some(c) = &app.cluster {
+                c.relay_silent(node, true);
+            }
+        }
+        Report::NodeHeard(node) => {
+            tracing::info!(%node, "relay heard again");
+            if let Some(c) = &app.cluster {
+                c.relay_silent(node, false);
+            }
         }
     })
 }

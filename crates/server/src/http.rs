@@ -73,6 +73,30 @@ async fn worker_stats(app: &App) -> Vec<WorkerStats> {
 }
 
 /// Every worker: its counters and `"alive": true`, or `"alive": false` and why it died.
+/// The cluster's live nodes with their load (this node alone, without a cluster).
+pub async fn nodes(AxumState(app): AxumState<App>) -> Json<Value> {
+    let Some(node) = &app.cluster else {
+        let participants = app.state().local_participants();
+        return Json(
+            json!({"nodes": [{"id": null, "state": "serving", "participants": participants}]}),
+        );
+    };
+    let rejected = node.rejected.load(std::sync::atomic::Ordering::Relaxed);
+    Json(
+        json!({"self": node.id.to_string(), "nodes": node.nodes().iter().map(|n| json!({
+        "id": n.node().to_string(),
+        "url": n.url,
+        "relay": n.relay.to_string(),
+        "version": n.version,
+        "state": n.state,
+        "participants": n.participants,
+        "rooms": n.rooms,
+        "capacity": n.capacity,
+        "load": n.load(),
+    })).collect::<Vec<_>>(), "records_rejected": rejected}),
+    )
+}
+
 pub async fn workers(AxumState(app): AxumState<App>) -> Json<Value> {
     let mut stats = worker_stats(&app).await;
     let workers: Vec<Value> = (0..app.pool.len())

@@ -2,6 +2,7 @@
 //! control plane (signaling, WHIP/WHEP, API, metrics, demo page), and shuts down cleanly on
 //! SIGINT or SIGTERM.
 
+mod cluster;
 mod config;
 mod events;
 mod http;
@@ -21,15 +22,16 @@ use std::time::Duration;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use clap::Parser;
-use sfumato_worker::{Delivery, Pool, PoolConfig};
+use sfumato_worker::{Delivery, Pool, PoolConfig, RelayConfig};
 use tokio::sync::{mpsc, watch};
 use tracing_subscriber::EnvFilter;
 
+use crate::cluster::topology::ClusterTopology;
 use crate::config::{Cli, Config};
 use crate::events::EventTask;
 use crate::placement::Placement;
 use crate::rooms::State;
-use crate::topology::LocalTopology;
+use crate::topology::{LocalTopology, Topology};
 
 /// How often every worker is sent the plan of what it should hold.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
@@ -43,6 +45,8 @@ pub struct App {
     pub events: Arc<EventTask>,
     /// Flips to true when the server shuts down; open sockets close.
     pub shutdown: watch::Receiver<bool>,
+    /// In a cluster (`--redis`): this node's membership.
+    pub cluster: Option<Arc<cluster::Node>>,
 }
 
 impl App {
@@ -69,18 +73,63 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // In a cluster: a node id and the cluster key first (they name the ids and key the relay).
+    let joined = match &config.cluster {
+        Some(c) => Some(cluster::join(&c.redis, c.secret.as_deref()).await?),
+        None => None,
+    };
+    let salt = {
+        let mut s = [0u8; sfumato_worker::sfumato_core::link::KEY_LEN];
+        getrandom::fill(&mut s)?;
+        s
+    };
+    let relay = match (&config.cluster, &joined) {
+        (Some(c), Some(j)) => Some(RelayConfig {
+            port: c.relay_port,
+            node: j.id,
+            salt,
+            key: j.key,
+        }),
+        _ => None,
+    };
     let (pool, deliveries) = Pool::start(&PoolConfig {
         workers: config.workers,
         bind_ip: config.bind_ip(),
         announce_ip: config.announce_ip,
         base_port: config.rtc_port,
         bandwidth_estimation: config.bandwidth_estimation,
-        relay: None,
+        relay,
     })?;
     let pool = Arc::new(pool);
     let placement = Placement::new(config.placement, config.workers, config.worker_capacity);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let router = control_plane(pool.clone(), deliveries, placement, shutdown_rx);
+    let node = match (&config.cluster, joined, pool.relay()) {
+        (Some(c), Some(j), Some(relay)) => {
+            let me = cluster::members::NodeInfo {
+                id: j.id.0,
+                url: c.public_url.clone(),
+                relay: pool
+                    .addr(relay)
+                    .ok_or_else(|| anyhow::anyhow!("the relay worker has no address"))?,
+                salt: cluster::hex(&salt),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                state: cluster::members::NodeState::Serving,
+                participants: 0,
+                rooms: 0,
+                capacity: config.workers * config.worker_capacity,
+            };
+            tracing::info!(node = %j.id, url = %me.url, relay = %me.relay, "joined the cluster");
+            Some(cluster::Node::new(j, me))
+        }
+        _ => None,
+    };
+    let router = control_plane(
+        pool.clone(),
+        deliveries,
+        placement,
+        shutdown_rx,
+        node.clone(),
+    );
 
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(
@@ -98,6 +147,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = shutdown_tx.send(true);
     });
     server.await?;
+    if let Some(node) = &node {
+        node.leave().await;
+    }
     // Sessions have ended (their sockets closed above); stop the media plane.
     let deadline = tokio::time::timeout(
         Duration::from_secs(5),
@@ -117,22 +169,31 @@ fn control_plane(
     deliveries: mpsc::Receiver<Delivery>,
     placement: Placement,
     shutdown: watch::Receiver<bool>,
+    node: Option<Arc<cluster::Node>>,
 ) -> Router {
-    let topology = Box::new(LocalTopology::new(pool.clone()));
-    let ids = ids::Ids::new(ids::Ids::random_tag());
-    let state = Arc::new(Mutex::new(State::new(
-        pool.clone(),
-        topology,
-        placement,
-        ids,
-    )));
+    let local = LocalTopology::new(pool.clone());
+    let topology: Box<dyn Topology> = match pool.relay() {
+        Some(relay) => Box::new(ClusterTopology::new(local, relay)),
+        None => Box::new(local),
+    };
+    let tag = node.as_ref().map_or_else(ids::Ids::random_tag, |n| n.id.0);
+    let mut state = State::new(pool.clone(), topology, placement, ids::Ids::new(tag));
+    let changed = node.as_ref().map(|n| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        state.join_cluster(n.id, tx);
+        rx
+    });
     let app = App {
         pool,
-        state,
+        state: Arc::new(Mutex::new(state)),
         events: Arc::new(EventTask::default()),
         shutdown,
+        cluster: node.clone(),
     };
     events::spawn(app.clone(), deliveries);
+    if let (Some(node), Some(changed)) = (node, changed) {
+        node.start(app.clone(), changed);
+    }
 
     // Repairs what a lost command to a worker left different (Command::Reconcile).
     let reconcile_app = app.clone();
@@ -151,6 +212,7 @@ fn control_plane(
         .route("/api/rooms", get(http::rooms))
         .route("/api/rooms/{room}", get(http::room))
         .route("/api/workers", get(http::workers))
+        .route("/api/nodes", get(http::nodes))
         .route("/ws", get(signaling::upgrade))
         .route("/whip/{room}", post(whip::whip_post))
         .route("/whip/{room}/{session}", delete(whip::whip_delete))

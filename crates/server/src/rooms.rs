@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use sfumato_worker::sfumato_core::api::Layers;
 use sfumato_worker::sfumato_core::temporal::ALL_TEMPORAL;
-use sfumato_worker::sfumato_core::{Event, Kind, PeerId, TrackId, WorkerId};
+use sfumato_worker::sfumato_core::{Event, Kind, NodeId, PeerId, TrackId, WorkerId};
 use sfumato_worker::Pool;
 use tokio::sync::mpsc;
 
@@ -31,6 +31,32 @@ pub enum Client {
     Whep {
         target: ParticipantId,
     },
+    /// A participant of another node of the cluster (`websocket`, `whip` or `whep` there);
+    /// its tracks come through the relay.
+    Remote {
+        node: NodeId,
+        kind: String,
+    },
+}
+
+impl Client {
+    /// The kind of client, as the API shows it.
+    pub fn kind(&self) -> &str {
+        match self {
+            Client::Socket(_) => "websocket",
+            Client::Whip => "whip",
+            Client::Whep { .. } => "whep",
+            Client::Remote { kind, .. } => kind,
+        }
+    }
+
+    /// The node a remote participant is on (`None`: this one).
+    pub fn node(&self) -> Option<NodeId> {
+        match self {
+            Client::Remote { node, .. } => Some(*node),
+            _ => None,
+        }
+    }
 }
 
 pub struct Participant {
@@ -70,7 +96,7 @@ pub struct Room {
 pub struct State {
     /// The workers, asked only whether each is alive (for placement).
     pool: Arc<Pool>,
-    topology: Box<dyn Topology>,
+    pub(crate) topology: Box<dyn Topology>,
     placement: Placement,
     pub rooms: HashMap<String, Room>,
     pub participants: HashMap<ParticipantId, Participant>,
@@ -79,6 +105,11 @@ pub struct State {
     /// WHIP and WHEP sessions by the token of their URL.
     sessions: HashMap<String, ParticipantId>,
     ids: Ids,
+    /// In a cluster: this node, and where to say that a room changed here (its record in
+    /// Redis is rewritten).
+    pub(crate) cluster: Option<(NodeId, mpsc::UnboundedSender<String>)>,
+    /// In a cluster: the live nodes as clients see them (`joined`, `nodes`).
+    pub nodes: Value,
 }
 
 pub fn participant_key(id: ParticipantId) -> String {
@@ -107,6 +138,20 @@ impl State {
             tracks: HashMap::new(),
             sessions: HashMap::new(),
             ids,
+            cluster: None,
+            nodes: Value::Array(Vec::new()),
+        }
+    }
+
+    /// Makes this state a node of a cluster: room changes are announced on `changed`.
+    pub fn join_cluster(&mut self, node: NodeId, changed: mpsc::UnboundedSender<String>) {
+        self.cluster = Some((node, changed));
+    }
+
+    /// Tells the cluster that this node's part of `room` changed.
+    pub(crate) fn touch(&self, room: &str) {
+        if let Some((_, changed)) = &self.cluster {
+            let _ = changed.send(room.to_string());
         }
     }
 
@@ -173,6 +218,7 @@ impl State {
                 self.subscribe(id, t);
             }
         }
+        self.touch(room);
         tracing::info!(participant = id, room, name, worker = %worker, "joined");
         Ok(id)
     }
@@ -221,7 +267,10 @@ impl State {
                 self.rooms.remove(&p.room);
             }
         }
-        self.placement.release(p.worker);
+        if p.client.node().is_none() {
+            self.placement.release(p.worker);
+            self.touch(&p.room);
+        }
         self.broadcast(
             &p.room,
             id,
@@ -238,6 +287,22 @@ impl State {
             self.leave(v);
         }
         tracing::info!(participant = id, room = p.room, "left");
+        // A room with nobody of this node in it is not followed here any more.
+        let others: Vec<ParticipantId> = self
+            .rooms
+            .get(&p.room)
+            .filter(|r| {
+                r.participants.iter().all(|x| {
+                    self.participants
+                        .get(x)
+                        .is_some_and(|o| o.client.node().is_some())
+                })
+            })
+            .map(|r| r.participants.clone())
+            .unwrap_or_default();
+        for o in others {
+            self.leave(o);
+        }
     }
 
     /// The track a client names by `name`, if `ok` accepts it.
@@ -261,6 +326,7 @@ impl State {
             id,
             json!({"type": "track_muted", "track": track, "participant": participant_key(id), "muted": muted}),
         );
+        self.touch(&room);
         true
     }
 
@@ -271,7 +337,7 @@ impl State {
         let stranded: Vec<ParticipantId> = self
             .participants
             .values()
-            .filter(|p| p.worker == worker)
+            .filter(|p| p.worker == worker && p.client.node().is_none())
             .map(|p| p.id)
             .collect();
         tracing::warn!(%worker, participants = stranded.len(), "worker died: its participants go");
@@ -316,15 +382,8 @@ impl State {
                     owner,
                     json!({"type": "track_published", "track": info}),
                 );
-                let audience: Vec<ParticipantId> = self.rooms[&room]
-                    .participants
-                    .iter()
-                    .copied()
-                    .filter(|&p| p != owner && self.wants(p, owner, kind))
-                    .collect();
-                for p in audience {
-                    self.subscribe(p, track);
-                }
+                self.subscribe_audience(&room, owner, track, kind);
+                self.touch(&room);
             }
             Event::TrackUnpublished { track, .. } => self.unpublish(track),
             Event::SubscriberOffer { peer, sdp, slots } => {
@@ -446,7 +505,7 @@ impl State {
         };
         match part.client {
             Client::Socket(_) => true,
-            Client::Whip => false,
+            Client::Whip | Client::Remote { .. } => false,
             Client::Whep { target } => {
                 target == owner
                     && !part.subscriber.is_some_and(|peer| {
@@ -456,6 +515,28 @@ impl State {
                             .any(|&t| self.topology.kind(t) == Some(kind))
                     })
             }
+        }
+    }
+
+    /// Subscribes everyone of `room` who should receive `owner`'s new `track`.
+    pub(crate) fn subscribe_audience(
+        &mut self,
+        room: &str,
+        owner: ParticipantId,
+        track: TrackId,
+        kind: Kind,
+    ) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let audience: Vec<ParticipantId> = r
+            .participants
+            .iter()
+            .copied()
+            .filter(|&p| p != owner && self.wants(p, owner, kind))
+            .collect();
+        for p in audience {
+            self.subscribe(p, track);
         }
     }
 
@@ -477,9 +558,23 @@ impl State {
         }
     }
 
-    fn subscribe(&mut self, id: ParticipantId, track: TrackId) {
-        if let Some(peer) = self.participants.get(&id).and_then(|p| p.subscriber) {
-            self.topology.subscribe(peer, track);
+    pub(crate) fn subscribe(&mut self, id: ParticipantId, track: TrackId) {
+        let Some((peer, room)) = self
+            .participants
+            .get(&id)
+            .and_then(|p| Some((p.subscriber?, p.room.clone())))
+        else {
+            return;
+        };
+        let first = !self.topology.has_subscribers(track);
+        self.topology.subscribe(peer, track);
+        let remote = self
+            .tracks
+            .get(&track)
+            .and_then(|i| self.participants.get(&i.owner))
+            .is_some_and(|o| o.client.node().is_some());
+        if first && remote {
+            self.touch(&room); // the origin node is to send it here
         }
     }
 
@@ -512,7 +607,7 @@ impl State {
     }
 
     /// A track is gone: its subscribers let go, its pipes close, the room hears of it.
-    fn unpublish(&mut self, track: TrackId) {
+    pub(crate) fn unpublish(&mut self, track: TrackId) {
         let Some(info) = self.tracks.get(&track) else {
             return;
         };
@@ -529,6 +624,7 @@ impl State {
                 owner,
                 json!({"type": "track_unpublished", "track": track.to_string(), "participant": participant_key(owner)}),
             );
+            self.touch(&room);
         }
     }
 
@@ -555,7 +651,7 @@ impl State {
     }
 
     /// Sends a message to every socket participant of a room but `except`.
-    fn broadcast(&self, room: &str, except: ParticipantId, msg: Value) {
+    pub(crate) fn broadcast(&self, room: &str, except: ParticipantId, msg: Value) {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
@@ -616,11 +712,10 @@ impl State {
                     v["downlink"] =
                         json!({"estimate_bps": estimate, "layers": spatial, "temporal": temporal});
                 }
-                v["kind"] = json!(match p.client {
-                    Client::Socket(_) => "websocket",
-                    Client::Whip => "whip",
-                    Client::Whep { .. } => "whep",
-                });
+                v["kind"] = json!(p.client.kind());
+                if let Some(node) = p.client.node().or(self.cluster.as_ref().map(|c| c.0)) {
+                    v["node"] = json!(node.to_string());
+                }
                 v
             })
             .collect();

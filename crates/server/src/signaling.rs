@@ -164,6 +164,12 @@ async fn handle(
             let name = field(&msg, "name")?;
             valid_name("room", room)?;
             valid_name("name", name)?;
+            if let Some(node) = &app.cluster {
+                // Who else is in the room, on other nodes: known before the answer.
+                node.prepare_room(app, room)
+                    .await
+                    .map_err(|e| Reject("unavailable", e))?;
+            }
             let mut state = app.state();
             let id = state
                 .join(room, name, Client::Socket(tx.clone()))
@@ -184,6 +190,7 @@ async fn handle(
                 "participant": {"id": participant_key(id), "name": p.name},
                 "participants": others,
                 "active_speaker": state.rooms[room].speaker.current().map(participant_key),
+                "nodes": state.nodes,
             });
             let _ = tx.send(joined.to_string());
             Ok(Flow::Continue)

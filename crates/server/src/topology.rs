@@ -4,13 +4,16 @@
 //! and the workers are told through idempotent commands plus a periodic [`Plan`] per worker
 //! that repairs whatever a lost command left different.
 //!
-//! [`Topology`] is the interface; [`LocalTopology`] drives this node's workers.
+//! [`Topology`] is the interface; [`LocalTopology`] drives this node's workers, and
+//! `cluster::ClusterTopology` adds the relay to other nodes on top of it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use sfumato_worker::sfumato_core::api::DEFAULT_LAYER;
-use sfumato_worker::sfumato_core::{Command, Kind, PeerId, Plan, Subscription, TrackId, WorkerId};
+use sfumato_worker::sfumato_core::{
+    Command, Kind, NodeId, PeerId, Plan, Subscription, TrackId, WorkerId,
+};
 use sfumato_worker::Pool;
 
 /// What the control plane asks of the media topology. Every method is idempotent.
@@ -37,6 +40,20 @@ pub trait Topology: Send {
     fn kind(&self, track: TrackId) -> Option<Kind>;
     /// Sends every worker the plan of what it should hold.
     fn reconcile(&self);
+
+    /// In a cluster: `track`, published on `node`, is relayed here (its origin here is the
+    /// relay worker). Alone, there is no other node.
+    fn add_remote_track(&mut self, _track: TrackId, _kind: Kind, _node: NodeId) {}
+    /// In a cluster: `node` has subscribers of local `track`; the relay sends it one copy.
+    fn send_to_node(&mut self, _track: TrackId, _node: NodeId) {}
+    /// In a cluster: `node` no longer has subscribers of local `track`.
+    fn stop_sending(&mut self, _track: TrackId, _node: NodeId) {}
+    /// In a cluster: the nodes each local track is sent to.
+    fn sent_to(&self, _track: TrackId) -> Vec<NodeId> {
+        Vec::new()
+    }
+    /// Whether some peer here subscribes to `track`.
+    fn has_subscribers(&self, track: TrackId) -> bool;
 }
 
 struct TrackRoute {
@@ -82,8 +99,33 @@ impl LocalTopology {
             .unwrap_or(Some(DEFAULT_LAYER))
     }
 
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The origin worker of a known track.
+    pub fn origin(&self, track: TrackId) -> Option<WorkerId> {
+        self.tracks.get(&track).map(|r| r.origin)
+    }
+
+    /// One subscriber more on `worker` for `track`: the first opens the pipe from the origin.
+    pub fn add_sink(&mut self, track: TrackId, worker: WorkerId) {
+        let Some(route) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        if worker == route.origin {
+            return;
+        }
+        let n = route.sinks.entry(worker).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            self.pool
+                .send(route.origin, Command::AddSink { track, worker });
+        }
+    }
+
     /// One subscriber fewer on `worker` for `track`: the pipe goes with the last one.
-    fn release_sink(&mut self, track: TrackId, worker: WorkerId) {
+    pub fn release_sink(&mut self, track: TrackId, worker: WorkerId) {
         let Some(route) = self.tracks.get_mut(&track) else {
             return;
         };
@@ -203,30 +245,22 @@ impl Topology for LocalTopology {
         }
         p.tracks.push(track);
         route.subs.insert(peer, p.worker);
-        let worker = p.worker;
-        if worker != route.origin {
-            let n = route.sinks.entry(worker).or_insert(0);
-            *n += 1;
-            if *n == 1 {
-                self.pool
-                    .send(route.origin, Command::AddSink { track, worker });
-            }
-        }
+        let (worker, kind, origin, priority) = (p.worker, route.kind, route.origin, route.priority);
+        self.add_sink(track, worker);
         self.pool.send(
             worker,
             Command::Subscribe {
                 peer,
                 track,
-                kind: route.kind,
-                origin: route.origin,
+                kind,
+                origin,
             },
         );
         if layer != Some(DEFAULT_LAYER) {
             self.pool
                 .send(worker, Command::SetLayer { peer, track, layer });
         }
-        if route.priority != 0 {
-            let priority = route.priority;
+        if priority != 0 {
             self.pool.send(
                 worker,
                 Command::SetPriority {
@@ -292,6 +326,10 @@ impl Topology for LocalTopology {
 
     fn kind(&self, track: TrackId) -> Option<Kind> {
         self.tracks.get(&track).map(|r| r.kind)
+    }
+
+    fn has_subscribers(&self, track: TrackId) -> bool {
+        self.tracks.get(&track).is_some_and(|r| !r.subs.is_empty())
     }
 
     fn reconcile(&self) {

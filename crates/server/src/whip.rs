@@ -82,6 +82,9 @@ pub async fn whip_post(
         Err((status, reason)) => return plain(status, reason),
     };
     let name = q.name.unwrap_or_else(|| "whip".to_string());
+    if let Err(e) = prepare(&app, &room).await {
+        return e;
+    }
     let (id, worker, peer) = {
         let mut state = app.state();
         let id = match state.join(&room, &name, Client::Whip) {
@@ -119,6 +122,18 @@ pub async fn whep_delete(
     Path((room, session)): Path<(String, String)>,
 ) -> Response {
     end_session(&app, &room, &session, |c| matches!(c, Client::Whep { .. }))
+}
+
+/// In a cluster, before a session joins `room`: who else is in it (a 503 if Redis cannot
+/// say).
+async fn prepare(app: &App, room: &str) -> Result<(), Response> {
+    match &app.cluster {
+        Some(node) => node
+            .prepare_room(app, room)
+            .await
+            .map_err(|e| plain(StatusCode::SERVICE_UNAVAILABLE, e)),
+        None => Ok(()),
+    }
 }
 
 /// The token of session `id`'s URL.
@@ -176,6 +191,9 @@ async fn whep(
         Ok(o) => o,
         Err((status, reason)) => return plain(status, reason),
     };
+    if let Err(e) = prepare(&app, &room).await {
+        return e;
+    }
     let (id, worker, peer) = {
         let mut state = app.state();
         if !state.rooms.contains_key(&room) {

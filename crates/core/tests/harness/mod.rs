@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use sfumato_core::dd::{self, DdBytes, DdExtension};
 use sfumato_core::{
-    Command, Engine, Event, Kind, Output, PeerId, PipeMsg, ReplyBody, RequestId, TrackId, WorkerId,
+    Command, Engine, Event, Kind, NodeId, Output, PeerId, PipeMsg, ReplyBody, RequestId, TrackId,
+    WorkerId,
 };
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
@@ -77,6 +78,24 @@ pub enum PipeRecord {
     KeyframeRequest(TrackId),
     Layers { track: TrackId, mask: u8 },
     TrackEnded(TrackId),
+}
+
+impl PipeRecord {
+    pub fn of(msg: &PipeMsg) -> Self {
+        match msg {
+            PipeMsg::Media(p) => PipeRecord::Media {
+                track: p.track,
+                seq: p.seq,
+                layer: p.layer,
+            },
+            PipeMsg::KeyframeRequest(t, _) => PipeRecord::KeyframeRequest(*t),
+            PipeMsg::TrackEnded(t) => PipeRecord::TrackEnded(*t),
+            PipeMsg::Layers { track, mask, .. } => PipeRecord::Layers {
+                track: *track,
+                mask: *mask,
+            },
+        }
+    }
 }
 
 /// One RTP packet a client sent.
@@ -766,6 +785,13 @@ pub struct Net {
     /// When set, every pipe message crosses in its wire form (`sfumato_core::wire`), encoded
     /// and decoded as a relay between nodes would: what arrives must serve as well.
     pub wire_pipes: bool,
+    /// In a cluster ([`Net::cluster`]): the workers per node (the relay worker is one more,
+    /// the last of each node's engines); 0 for a single node without a relay.
+    pub node_workers: usize,
+    /// Relay messages in flight: (to engine, from node, message), in wire form and back.
+    relays: VecDeque<(usize, NodeId, PipeMsg)>,
+    /// Every relay message: (from node, to node, what).
+    pub relay_log: Vec<(usize, usize, PipeRecord)>,
     next_req: RequestId,
     next_peer: u64,
 }
@@ -807,9 +833,102 @@ impl Net {
             delivered: Vec::new(),
             engine_busy: Duration::ZERO,
             wire_pipes: false,
+            node_workers: 0,
+            relays: VecDeque::new(),
+            relay_log: Vec::new(),
             next_req: 1,
             next_peer: 1,
         }
+    }
+
+    /// `nodes` nodes of `workers` workers each, plus each node's relay worker: node `n`'s
+    /// worker `w` is engine `n * (workers + 1) + w` (local `WorkerId(w)`), its relay worker
+    /// engine `n * (workers + 1) + workers`; node `n` is `NodeId(n + 1)`. Messages between
+    /// relay workers cross in their wire form.
+    pub fn cluster(nodes: usize, workers: usize) -> Self {
+        let mut net = Net::new(nodes * (workers + 1));
+        for (i, e) in net.engines.iter_mut().enumerate() {
+            *e = Engine::new(WorkerId((i % (workers + 1)) as u16), worker_addr(i));
+        }
+        net.node_workers = workers;
+        net
+    }
+
+    /// The engine index of node `node`'s worker `worker` (its relay: `worker == workers`).
+    pub fn engine(&self, node: usize, worker: usize) -> usize {
+        node * (self.node_workers + 1) + worker
+    }
+
+    /// The engine index of node `node`'s relay worker.
+    pub fn relay(&self, node: usize) -> usize {
+        self.engine(node, self.node_workers)
+    }
+
+    /// The node of engine `e` (0 on a single node).
+    pub fn node_of(&self, e: usize) -> usize {
+        if self.node_workers == 0 {
+            0
+        } else {
+            e / (self.node_workers + 1)
+        }
+    }
+
+    /// The local worker id of engine `e`.
+    pub fn local_worker(&self, e: usize) -> WorkerId {
+        if self.node_workers == 0 {
+            WorkerId(e as u16)
+        } else {
+            WorkerId((e % (self.node_workers + 1)) as u16)
+        }
+    }
+
+    /// What a cluster's control planes do when a subscriber on `to_node` needs `track`
+    /// (published on engine `origin` of another node): relay it from there to here.
+    pub fn relay_track(&mut self, track: TrackId, kind: Kind, origin: usize, to_node: usize) {
+        let from_node = self.node_of(origin);
+        let (from_relay, to_relay) = (self.relay(from_node), self.relay(to_node));
+        let relay_id = self.local_worker(from_relay);
+        self.command(
+            origin,
+            Command::AddSink {
+                track,
+                worker: relay_id,
+            },
+        );
+        self.command(
+            from_relay,
+            Command::RelayOut {
+                track,
+                kind,
+                origin: self.local_worker(origin),
+                node: NodeId(to_node as u32 + 1),
+            },
+        );
+        self.command(
+            to_relay,
+            Command::RelayIn {
+                track,
+                kind,
+                node: NodeId(from_node as u32 + 1),
+            },
+        );
+    }
+
+    /// Subscribes client `c` to a track relayed to its node (origin: its node's relay).
+    pub fn subscribe_relayed(&mut self, c: usize, track: TrackId, kind: Kind) {
+        let (e, peer) = (self.clients[c].worker, self.clients[c].peer);
+        let relay = self.relay(self.node_of(e));
+        let worker = self.local_worker(e);
+        self.command(relay, Command::AddSink { track, worker });
+        self.command(
+            e,
+            Command::Subscribe {
+                peer,
+                track,
+                kind,
+                origin: self.local_worker(relay),
+            },
+        );
     }
 
     /// Virtual time elapsed since the start.
@@ -1207,6 +1326,12 @@ impl Net {
                 self.engines[to].handle_pipe(now, msg);
                 touched[to] = true;
             }
+            let relays = std::mem::take(&mut self.relays);
+            for (to, from, msg) in relays {
+                moved = true;
+                self.engines[to].handle_relay(now, from, msg);
+                touched[to] = true;
+            }
             // A worker runs one timeout pass after each batch of inputs: queued RTP leaves.
             for (w, t) in touched.into_iter().enumerate() {
                 if t {
@@ -1229,20 +1354,9 @@ impl Net {
                 contents: t.contents.to_vec(),
             }),
             Output::Pipe { to, msg } => {
-                let rec = match &msg {
-                    PipeMsg::Media(p) => PipeRecord::Media {
-                        track: p.track,
-                        seq: p.seq,
-                        layer: p.layer,
-                    },
-                    PipeMsg::KeyframeRequest(t, _) => PipeRecord::KeyframeRequest(*t),
-                    PipeMsg::TrackEnded(t) => PipeRecord::TrackEnded(*t),
-                    PipeMsg::Layers { track, mask, .. } => PipeRecord::Layers {
-                        track: *track,
-                        mask: *mask,
-                    },
-                };
-                self.pipe_log.push((w, to.0 as usize, rec));
+                // A worker id is local to its node.
+                let to = self.engine(self.node_of(w), to.0 as usize);
+                self.pipe_log.push((w, to, PipeRecord::of(&msg)));
                 let msg = if self.wire_pipes {
                     // Each side reads the shared clock at its own instant, as nodes do.
                     let clock = |at| sfumato_core::wire::ClusterClock {
@@ -1257,12 +1371,30 @@ impl Net {
                 } else {
                     msg
                 };
-                self.pipes.push_back((to.0 as usize, msg));
+                self.pipes.push_back((to, msg));
             }
             Output::Event(Event::Reply { req, result }) => {
                 self.replies.insert(req, result);
             }
-            Output::Relay { .. } => panic!("only a relay worker sends to other nodes"),
+            Output::Relay { to, msg } => {
+                assert!(
+                    self.node_workers > 0,
+                    "only a relay worker sends to other nodes"
+                );
+                let from = self.node_of(w);
+                let to_node = to.0 as usize - 1;
+                self.relay_log.push((from, to_node, PipeRecord::of(&msg)));
+                let clock = sfumato_core::wire::ClusterClock {
+                    at: self.now,
+                    unix_micros: 1_800_000_000_000_000 + (self.now - self.start).as_micros() as u64,
+                };
+                let mut bytes = Vec::new();
+                sfumato_core::wire::encode(&msg, &clock, &mut bytes)
+                    .expect("a relay message has a wire form");
+                let msg = sfumato_core::wire::decode(&bytes, &clock).expect("it decodes");
+                let relay = self.relay(to_node);
+                self.relays.push_back((relay, NodeId(from as u32 + 1), msg));
+            }
             Output::Event(e) => {
                 if let Event::SubscriberOffer { peer, sdp, .. } = &e {
                     self.answer_offer(w, *peer, sdp);

@@ -1,0 +1,295 @@
+//! A room across nodes, as the control plane's state sees it: this node's record of a room,
+//! and what the other nodes' records say, applied as joins, leaves, tracks published and
+//! unpublished, mutes, and which local tracks each node receives. Everything here runs under
+//! the state's lock, like the rest of the state.
+
+use serde_json::json;
+use sfumato_worker::sfumato_core::{Kind, NodeId, TrackId, WorkerId};
+
+use super::members::NodeInfo;
+use super::records::{RecordParticipant, RecordTrack, Remote, RoomRecord};
+use crate::rooms::{participant_key, Client, Participant, ParticipantId, State, TrackInfo};
+
+impl State {
+    /// The rooms this node follows: those with a participant of its own.
+    pub fn followed_rooms(&self) -> Vec<String> {
+        self.rooms
+            .iter()
+            .filter(|(_, r)| {
+                r.participants.iter().any(|id| {
+                    self.participants
+                        .get(id)
+                        .is_some_and(|p| p.client.node().is_none())
+                })
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// This node's record of `room` (`None`: nobody of this node is in it), generation `gen`.
+    pub fn room_record(&self, room: &str, gen: u64) -> Option<RoomRecord> {
+        let (node, _) = self.cluster.as_ref()?;
+        let r = self.rooms.get(room)?;
+        let mut participants = Vec::new();
+        let mut wants = Vec::new();
+        for p in r
+            .participants
+            .iter()
+            .filter_map(|id| self.participants.get(id))
+        {
+            if p.client.node().is_some() {
+                // Another node's participant: its tracks that someone here receives.
+                wants.extend(
+                    p.tracks
+                        .iter()
+                        .filter(|t| self.topology.has_subscribers(**t))
+                        .map(|t| t.to_string()),
+                );
+                continue;
+            }
+            participants.push(RecordParticipant {
+                id: participant_key(p.id),
+                name: p.name.clone(),
+                kind: p.client.kind().to_string(),
+                worker: p.worker.0,
+                tracks: p
+                    .tracks
+                    .iter()
+                    .filter_map(|t| {
+                        let info = self.tracks.get(t)?;
+                        Some(RecordTrack {
+                            id: t.to_string(),
+                            kind: info.kind.as_str().to_string(),
+                            muted: info.muted,
+                        })
+                    })
+                    .collect(),
+            });
+        }
+        if participants.is_empty() {
+            return None;
+        }
+        Some(RoomRecord {
+            node: node.0,
+            gen,
+            participants,
+            wants,
+        })
+    }
+
+    /// Applies what the other live nodes' records of `room` say (this node's own excluded;
+    /// a node without a record has nobody in the room). Only for a room this node follows,
+    /// unless `joining`: someone is about to join it here.
+    pub fn apply_remote(&mut self, room: &str, remotes: &[Remote], joining: bool) {
+        let followed = self.followed_rooms().iter().any(|r| r == room);
+        let anyone = remotes.iter().any(|r| !r.participants.is_empty());
+        if !(followed || (joining && anyone)) {
+            return;
+        }
+        self.rooms.entry(room.to_string()).or_default();
+        // Nodes that had participants here and now have no record: all of them left.
+        let held: Vec<ParticipantId> = self.rooms[room]
+            .participants
+            .iter()
+            .filter_map(|id| self.participants.get(id))
+            .filter(|p| {
+                p.client
+                    .node()
+                    .is_some_and(|n| !remotes.iter().any(|r| r.node == n))
+            })
+            .map(|p| p.id)
+            .collect();
+        for id in held {
+            self.leave(id);
+        }
+        for remote in remotes {
+            self.apply_node(room, remote);
+        }
+    }
+
+    /// One other node's record of `room`.
+    fn apply_node(&mut self, room: &str, remote: &Remote) {
+        let node = remote.node;
+        // Who left that node's part of the room.
+        let listed: Vec<ParticipantId> = remote.participants.iter().map(|p| p.id).collect();
+        let gone: Vec<ParticipantId> = self.rooms[room]
+            .participants
+            .iter()
+            .filter_map(|id| self.participants.get(id))
+            .filter(|p| p.client.node() == Some(node) && !listed.contains(&p.id))
+            .map(|p| p.id)
+            .collect();
+        for id in gone {
+            self.leave(id);
+        }
+        for rp in &remote.participants {
+            if let Some(p) = self.participants.get(&rp.id) {
+                if p.client.node() != Some(node) || p.room != room {
+                    continue; // an id this node knows otherwise: never taken over
+                }
+            } else {
+                let p = Participant {
+                    id: rp.id,
+                    name: rp.name.clone(),
+                    room: room.to_string(),
+                    worker: WorkerId(rp.worker),
+                    client: Client::Remote {
+                        node,
+                        kind: rp.kind.clone(),
+                    },
+                    publisher: None,
+                    subscriber: None,
+                    session: None,
+                    tracks: Vec::new(),
+                    downlink: None,
+                };
+                let announce = self.participant_json(&p);
+                self.participants.insert(rp.id, p);
+                if let Some(r) = self.rooms.get_mut(room) {
+                    r.participants.push(rp.id);
+                }
+                self.broadcast(
+                    room,
+                    rp.id,
+                    json!({"type": "participant_joined", "participant": announce}),
+                );
+            }
+            self.apply_tracks(room, node, rp.id, &rp.tracks);
+        }
+        // Which of this node's tracks that node receives.
+        let ours: Vec<TrackId> = self.rooms[room]
+            .participants
+            .iter()
+            .filter_map(|id| self.participants.get(id))
+            .filter(|p| p.client.node().is_none())
+            .flat_map(|p| p.tracks.iter().copied())
+            .collect();
+        for t in ours {
+            let wanted = remote.wants.contains(&t);
+            let sent = self.topology.sent_to(t).contains(&node);
+            if wanted && !sent {
+                self.topology.send_to_node(t, node);
+            } else if !wanted && sent {
+                self.topology.stop_sending(t, node);
+            }
+        }
+    }
+
+    /// A remote participant's tracks as its node lists them.
+    fn apply_tracks(
+        &mut self,
+        room: &str,
+        node: NodeId,
+        owner: ParticipantId,
+        tracks: &[(TrackId, Kind, bool)],
+    ) {
+        let had: Vec<TrackId> = self.participants[&owner].tracks.clone();
+        for t in had
+            .iter()
+            .filter(|t| !tracks.iter().any(|(x, _, _)| x == *t))
+        {
+            self.unpublish(*t);
+        }
+        for &(track, kind, muted) in tracks {
+            if let Some(info) = self.tracks.get_mut(&track) {
+                if info.owner == owner && info.muted != muted {
+                    info.muted = muted;
+                    self.broadcast(
+                        room,
+                        owner,
+                        json!({"type": "track_muted", "track": track.to_string(), "participant": participant_key(owner), "muted": muted}),
+                    );
+                }
+                continue;
+            }
+            self.tracks.insert(
+                track,
+                TrackInfo {
+                    owner,
+                    kind,
+                    mid: String::new(),
+                    muted,
+                },
+            );
+            self.topology.add_remote_track(track, kind, node);
+            if let Some(p) = self.participants.get_mut(&owner) {
+                p.tracks.push(track);
+            }
+            let info = self.track_json(track);
+            self.broadcast(
+                room,
+                owner,
+                json!({"type": "track_published", "track": info}),
+            );
+            self.subscribe_audience(room, owner, track, kind);
+        }
+    }
+
+    /// Everyone of node `node` leaves, and it gets nothing more from here (its lease expired
+    /// and its relay fell silent: it is gone).
+    pub fn node_gone(&mut self, node: NodeId) {
+        let theirs: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|p| p.client.node() == Some(node))
+            .map(|p| p.id)
+            .collect();
+        tracing::warn!(%node, participants = theirs.len(), "node gone: its participants leave");
+        for id in theirs {
+            self.leave(id);
+        }
+        let ours: Vec<TrackId> = self.tracks.keys().copied().collect();
+        for t in ours {
+            if self.topology.sent_to(t).contains(&node) {
+                self.topology.stop_sending(t, node);
+            }
+        }
+    }
+}
+
+impl State {
+    /// Rooms that nobody of this node is in any more (a join that was prepared and did not
+    /// happen) are not followed: their remote participants are forgotten.
+    pub fn drop_unfollowed(&mut self) {
+        let followed = self.followed_rooms();
+        let stale: Vec<ParticipantId> = self
+            .rooms
+            .iter()
+            .filter(|(name, _)| !followed.contains(name))
+            .flat_map(|(_, r)| r.participants.iter().copied())
+            .collect();
+        for id in stale {
+            self.leave(id);
+        }
+        self.rooms
+            .retain(|name, r| followed.contains(name) || !r.participants.is_empty());
+    }
+
+    /// Participants of this node (for its lease's load).
+    pub fn local_participants(&self) -> usize {
+        self.participants
+            .values()
+            .filter(|p| p.client.node().is_none())
+            .count()
+    }
+
+    /// The live nodes changed: every socket client of this node hears where else it can go
+    /// (the SDK reconnects to one of them if its own node is lost).
+    pub fn announce_nodes(&mut self, nodes: &[NodeInfo]) {
+        self.nodes = nodes_json(nodes);
+        let msg = json!({"type": "nodes", "nodes": self.nodes}).to_string();
+        for p in self.participants.values() {
+            if let Client::Socket(tx) = &p.client {
+                let _ = tx.send(msg.clone());
+            }
+        }
+    }
+}
+
+/// The live nodes as clients see them: id, URL, and whether it takes participants.
+pub fn nodes_json(nodes: &[NodeInfo]) -> serde_json::Value {
+    json!(nodes
+        .iter()
+        .map(|n| json!({"id": n.node().to_string(), "url": n.url, "state": n.state}))
+        .collect::<Vec<_>>())
+}

@@ -1,0 +1,105 @@
+// One room across three nodes: three Sfumato processes on 127.0.0.1, 127.0.0.2 and
+// 127.0.0.3 (all loopback) joined through one Redis; a browser on each node. Each decodes
+// the other two (their media crosses between nodes over the relay), the API of any node
+// lists everyone with their node, and when one node is killed (kill -9) its participant
+// comes back through another node and is seen and seeing again.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { Session, freePort, launchBrowser, startRedis, startServer, waitFor, waitForMedia } from '../lib/harness.js';
+
+const HOSTS = ['127.0.0.1', '127.0.0.2', '127.0.0.3'];
+let redis;
+let nodes = [];
+let s;
+const pages = {};
+
+before(async () => {
+  redis = await startRedis('cluster');
+  const port = await freePort();
+  for (const [i, host] of HOSTS.entries()) {
+    nodes.push(
+      await startServer({ name: `cluster-node${i + 1}`, host, port, rtcPort: 41700, workers: 1, args: ['--redis', redis.url] }),
+    );
+  }
+  s = new Session('cluster');
+  s.server = nodes[0];
+  s.browser = await launchBrowser();
+});
+
+after(async () => {
+  if (s) {
+    s.server = null;
+    await s.close();
+  }
+  for (const n of nodes) await n.stop();
+  await redis?.stop();
+});
+
+/** The room as node `n`'s API shows it. */
+const room = async (n) => (await nodes[n].getJson('/api/rooms/cl')).body;
+
+test('three nodes see each other', () =>
+  s.run(async () => {
+    let seen;
+    await waitFor(
+      async () => {
+        seen = (await nodes[0].getJson('/api/nodes')).body;
+        return seen.nodes?.length === 3;
+      },
+      { timeout: 15000, message: 'three live nodes in GET /api/nodes', describe: () => JSON.stringify(seen) },
+    );
+    assert.deepEqual(
+      seen.nodes.map((n) => n.url).sort(),
+      nodes.map((n) => n.url).sort(),
+    );
+  }));
+
+test('a participant on each of three nodes decodes the other two', () =>
+  s.run(async () => {
+    for (const [i, name] of ['a', 'b', 'c'].entries()) {
+      pages[name] = await s.open(`${nodes[i].url}/?room=cl&name=${name}`, name);
+    }
+    for (const name of ['a', 'b', 'c']) {
+      await waitForMedia(pages[name], { video: 2, audio: 2, timeout: 45000 });
+    }
+    // Any node lists the whole room, each participant with its node.
+    for (const n of [0, 1, 2]) {
+      let r;
+      await waitFor(
+        async () => {
+          r = await room(n);
+          return r?.participants?.length === 3;
+        },
+        { timeout: 10000, message: `node ${n + 1} to list 3 participants`, describe: () => JSON.stringify(r) },
+      );
+      const byName = Object.fromEntries(r.participants.map((p) => [p.name, p.node]));
+      assert.equal(new Set(Object.values(byName)).size, 3, `three nodes: ${JSON.stringify(byName)}`);
+    }
+  }));
+
+test('when a node is killed, its participant comes back through another node', () =>
+  s.run(async () => {
+    const killed = (await nodes[2].getJson('/api/nodes')).body.self;
+    const killedAt = Date.now();
+    await nodes[2].kill();
+    // c's page reconnects to a live node and publishes again; a and b decode it (and only
+    // it: the dead node's participant is gone), and c decodes a and b.
+    let r;
+    await waitFor(
+      async () => {
+        r = await room(0);
+        const cs = (r?.participants ?? []).filter((p) => p.name === 'c');
+        // The new c only: the dead node's c is gone once its lease and relay are.
+        return r?.participants?.length === 3 && cs.length === 1 && cs[0].node !== killed && cs[0].tracks.length === 2;
+      },
+      { timeout: 30000, message: 'c back in the room through a live node', describe: () => JSON.stringify(r) },
+    );
+    for (const name of ['a', 'b', 'c']) {
+      await waitForMedia(pages[name], { video: 2, audio: 2, timeout: 30000, minFrames: 10 });
+    }
+    const back = Date.now() - killedAt;
+    console.log(`c was back and everyone decoding ${back} ms after kill -9 of its node`);
+    const c = r.participants.find((p) => p.name === 'c');
+    assert.notEqual(c.node, killed, `c is on a live node: ${JSON.stringify(c)}`);
+  }));
