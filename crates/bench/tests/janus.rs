@@ -1,8 +1,9 @@
-//! Janus VideoRoom end to end: start Debian's Janus in its namespace, publish Opus + VP8 with
-//! a testkit peer, subscribe with another, check that media arrives.
+//! Janus VideoRoom end to end: start Debian's Janus on its own address, publish Opus + VP8
+//! with a testkit peer, subscribe with another, check that media arrives over loopback.
 //!
-//! Needs root, apt (or an installed `janus`) and `ip`; hence `#[ignore]`. Run with
-//! `cargo test -p sfumato-bench --test janus -- --ignored --nocapture`.
+//! Needs root, apt (or an installed `janus`), `ip` and a private network namespace; hence
+//! `#[ignore]`. Build first, then run with `unshare --net sh -c 'ip link set lo up && cargo
+//! test -p sfumato-bench --test janus -- --ignored --nocapture'`.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use sfumato_bench::janus::{JanusClient, JanusOptions, JanusServer};
 use sfumato_testkit::{poll_until, Kind, OfferSpec, Peer, PeerOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root, apt-get or an installed janus, and ip netns"]
+#[ignore = "needs root, apt-get or an installed janus, ip and a private network namespace"]
 async fn janus_videoroom_forwards_audio_and_video() -> anyhow::Result<()> {
     let mut server = JanusServer::start(JanusOptions {
         cpu: Some(0),
@@ -20,12 +21,19 @@ async fn janus_videoroom_forwards_audio_and_video() -> anyhow::Result<()> {
     })
     .await?;
     println!(
-        "janus pid {} at {} (namespace {}), log {}",
+        "janus pid {} at {} (link {:?}), log {}",
         server.pid(),
         server.base_url(),
-        server.netns(),
+        server.link(),
         server.log_path().display()
     );
+    // Its address is local: the kernel routes it through loopback, like Sfumato's 127.0.0.1.
+    let route = std::process::Command::new("ip")
+        .args(["route", "get", &server.janus_ip().to_string()])
+        .output()?;
+    let route = String::from_utf8_lossy(&route.stdout);
+    println!("route: {}", route.trim());
+    assert!(route.starts_with("local ") && route.contains(" dev lo "));
     // The pid is Janus' own (`ip netns exec` and `taskset` exec), pinned to CPU 0.
     let comm = std::fs::read_to_string(format!("/proc/{}/comm", server.pid()))?;
     assert_eq!(comm.trim(), "janus");
@@ -62,7 +70,7 @@ async fn run(server: &JanusServer) -> anyhow::Result<()> {
     let offer = publisher.create_offer(OfferSpec::publish()).await?;
     let published = janus.publish(room, "pub", &offer).await?;
     println!("published feed {}", published.feed_id);
-    // Janus gathered exactly its own veth address.
+    // Janus gathered exactly its own address.
     let candidates: Vec<&str> = published
         .answer_sdp
         .lines()

@@ -1,9 +1,9 @@
 //! Janus VideoRoom as a benchmark target: [`JanusServer`] runs Debian's `janus` (installing it
-//! with apt-get if needed) with a minimal generated configuration, pinned to a CPU, in a
-//! network namespace of its own on a veth pair; [`JanusClient`] drives its HTTP API (sessions,
-//! the VideoRoom plugin, JSEP, long-polled events).
+//! with apt-get if needed) with a minimal generated configuration, pinned to a CPU, on an
+//! address of its own whose traffic goes through loopback like Sfumato's; [`JanusClient`]
+//! drives its HTTP API (sessions, the VideoRoom plugin, JSEP, long-polled events).
 //!
-//! Typical use (root needed):
+//! Typical use (root and a private network namespace needed):
 //!
 //! ```no_run
 //! # async fn demo(offer: String) -> anyhow::Result<()> {
@@ -18,7 +18,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Why a namespace and not loopback: see [`server`].
+//! Why an address of its own and not 127.0.0.1: see [`server`].
 
 mod client;
 mod config;

@@ -1,21 +1,20 @@
-//! Running Debian's Janus in a network namespace of its own, on a veth pair the benchmark
-//! creates.
+//! Running Debian's Janus next to the generator, on the same loopback path as Sfumato.
 //!
-//! Why a namespace: Janus 1.1 skips loopback interfaces when it enumerates local addresses for
-//! ICE, whatever `ice_enforce_list` says. Measured here: with Janus confined to loopback, a
-//! publisher's `configure` fails with `490 Error setting ICE locally` and the log says
-//! `janus_ice_setup_local: Error gathering candidates`. So Janus gets an address of its own:
+//! Janus 1.1 skips loopback interfaces when it enumerates local addresses for ICE, whatever
+//! `ice_enforce_list` says. Measured here: with Janus confined to loopback, a publisher's
+//! `configure` fails with `490 Error setting ICE locally` and the log says
+//! `janus_ice_setup_local: Error gathering candidates`. So Janus gets an address of its own
+//! (10.99.0.1/32) on a link that is not loopback: a `dummy` link where the kernel has that
+//! driver, else a veth pair whose two ends both stay in this namespace. Janus gathers exactly
+//! that host candidate and binds its HTTP API there; the generator binds its sockets to the
+//! same address ([`JanusServer::client_ip`]). Packets between two local addresses never
+//! touch the link that holds them: the kernel routes them through `lo` (`ip route get
+//! 10.99.0.1` says `local ... dev lo`), so Janus' traffic takes the same path as Sfumato's on
+//! 127.0.0.1.
 //!
-//! ```text
-//!  root namespace (generator)            namespace sfbench-janus-<pid>-<n> (Janus)
-//!  sfbj<pid>x<n>  10.99.0.2/24  <── veth ──>  jveth0  10.99.0.1/24
-//! ```
-//!
-//! Janus sees only `lo` and `jveth0`, gathers exactly one host candidate (10.99.0.1) and binds
-//! its HTTP API there. The generator stays in the namespace it runs in (no `setns` of a
-//! multi-threaded process) and binds its sockets to [`JanusServer::client_ip`]. A veth hop
-//! costs about what loopback does (both are a softirq on the same host); the Sfumato side of
-//! a benchmark stays on 127.0.0.1.
+//! Adding a link and an address changes the network namespace the benchmark runs in, so
+//! [`JanusServer::start`] refuses to unless that namespace is a private one (only `lo`, as
+//! after `unshare --net`): benchmarks run there anyway (docs/benchmarks.md).
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -32,23 +31,21 @@ use super::config::JanusConfig;
 const DEFAULT_BINARY: &str = "/usr/bin/janus";
 const PLUGIN_DIR: &str = "/usr/lib/x86_64-linux-gnu/janus/plugins";
 const TRANSPORT_DIR: &str = "/usr/lib/x86_64-linux-gnu/janus/transports";
-/// Prefix of the namespaces this module creates (stale ones are removed on start).
-const NETNS_PREFIX: &str = "sfbench-janus-";
-/// The veth end inside Janus' namespace.
-const INNER_IF: &str = "jveth0";
+/// Prefix of the links this module creates.
+const LINK_PREFIX: &str = "sfbj";
 
 /// Options of [`JanusServer::start`].
 #[derive(Debug, Clone)]
 pub struct JanusOptions {
     /// Pin Janus to this CPU (`taskset -c`); `None`: no pinning.
     pub cpu: Option<usize>,
-    /// Janus' address on the veth pair (inside its namespace).
-    pub janus_ip: Ipv4Addr,
-    /// The generator's address on the other end (in the caller's namespace).
-    pub client_ip: Ipv4Addr,
-    /// HTTP API port (on `janus_ip`).
+    /// Janus' address (its only ICE candidate and its HTTP API), also the one the
+    /// generator's sockets bind to.
+    pub ip: Ipv4Addr,
+    /// HTTP API port (on `ip`).
     pub http_port: u16,
-    /// RTP/ICE port range.
+    /// RTP/ICE port range: below the kernel's ephemeral ports (32768–60999), which the
+    /// generator's sockets on the same address take.
     pub rtp_ports: (u16, u16),
     /// Janus log level (0–7; 2 = errors only, 4 = Janus' default).
     pub debug_level: u8,
@@ -68,10 +65,9 @@ impl Default for JanusOptions {
     fn default() -> Self {
         Self {
             cpu: None,
-            janus_ip: Ipv4Addr::new(10, 99, 0, 1),
-            client_ip: Ipv4Addr::new(10, 99, 0, 2),
+            ip: Ipv4Addr::new(10, 99, 0, 1),
             http_port: 8088,
-            rtp_ports: (40000, 49999),
+            rtp_ports: (20000, 27999),
             debug_level: 2,
             ice_lite: true,
             event_loops: None,
@@ -82,45 +78,43 @@ impl Default for JanusOptions {
     }
 }
 
-/// A running Janus (VideoRoom + HTTP transport) in its own network namespace. Dropping it
-/// kills Janus, removes the namespace and the veth pair, and deletes the temp dir.
+/// A running Janus (VideoRoom + HTTP transport) with an address of its own. Dropping it kills
+/// Janus, removes the link that holds its address, and deletes the temp dir.
 #[derive(Debug)]
 pub struct JanusServer {
     child: Option<Child>,
     pid: u32,
-    netns: String,
-    outer_if: String,
+    link: String,
+    link_kind: &'static str,
     dir: PathBuf,
     base_url: String,
-    janus_ip: Ipv4Addr,
-    client_ip: Ipv4Addr,
+    ip: Ipv4Addr,
 }
 
 static INSTANCE: AtomicU32 = AtomicU32::new(0);
 
 impl JanusServer {
-    /// Installs Janus if needed, writes the configs, sets up the namespace and veth pair,
-    /// starts Janus (pinned if asked) and waits until its HTTP API answers. Needs root.
+    /// Installs Janus if needed, writes the configs, gives it its address, starts it (pinned
+    /// if asked) and waits until its HTTP API answers. Needs root and a private network
+    /// namespace (see the module's documentation).
     pub async fn start(opts: JanusOptions) -> anyhow::Result<JanusServer> {
         ensure_installed(&opts).await?;
+        ensure_private_namespace().await?;
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
-        let netns = format!("{NETNS_PREFIX}{pid}-{n}");
         // Interface names are at most 15 bytes: "sfbj" + pid (≤ 7 digits) + "x" + n.
-        let outer_if = format!("sfbj{pid}x{}", n % 100);
+        let link = format!("{LINK_PREFIX}{pid}x{}", n % 100);
         let dir = std::env::temp_dir().join(format!("sfumato-bench-janus-{pid}-{n}"));
 
-        remove_stale_namespaces().await;
         // Build the value first so that Drop cleans whatever part of the setup succeeded.
         let mut server = JanusServer {
             child: None,
             pid: 0,
-            netns,
-            outer_if,
+            link,
+            link_kind: "",
             dir,
-            base_url: format!("http://{}:{}/janus", opts.janus_ip, opts.http_port),
-            janus_ip: opts.janus_ip,
-            client_ip: opts.client_ip,
+            base_url: format!("http://{}:{}/janus", opts.ip, opts.http_port),
+            ip: opts.ip,
         };
         server.write_configs(&opts)?;
         server.setup_network().await?;
@@ -141,18 +135,18 @@ impl JanusServer {
 
     /// Janus' address (its only ICE candidate).
     pub fn janus_ip(&self) -> Ipv4Addr {
-        self.janus_ip
+        self.ip
     }
 
-    /// The address the generator's sockets must bind to (the root-side veth end): packets
-    /// from 127.0.0.1 cannot reach Janus.
+    /// The address the generator's sockets bind to: Janus' own, so that both ends of every
+    /// connection are local addresses and their packets go through `lo`.
     pub fn client_ip(&self) -> Ipv4Addr {
-        self.client_ip
+        self.ip
     }
 
-    /// The network namespace Janus runs in.
-    pub fn netns(&self) -> &str {
-        &self.netns
+    /// The link that holds Janus' address, and its kind (`dummy` or `veth`).
+    pub fn link(&self) -> (&str, &str) {
+        (&self.link, self.link_kind)
     }
 
     /// Janus' log (stdout and stderr).
@@ -175,7 +169,7 @@ impl JanusServer {
 
     fn write_configs(&self, opts: &JanusOptions) -> anyhow::Result<()> {
         let cfg = JanusConfig {
-            ip: opts.janus_ip,
+            ip: opts.ip,
             http_port: opts.http_port,
             rtp_ports: opts.rtp_ports,
             debug_level: opts.debug_level,
@@ -208,62 +202,66 @@ impl JanusServer {
         Ok(())
     }
 
-    async fn setup_network(&self) -> anyhow::Result<()> {
-        let ns = self.netns.as_str();
-        let outer = self.outer_if.as_str();
-        let janus_cidr = format!("{}/24", self.janus_ip);
-        let client_cidr = format!("{}/24", self.client_ip);
-        if address_in_use(self.client_ip).await {
+    /// Puts Janus' address on a link of its own: `dummy` if the kernel has it, else a veth
+    /// pair with both ends here (no packet crosses either: local traffic goes through `lo`).
+    async fn setup_network(&mut self) -> anyhow::Result<()> {
+        if address_in_use(self.ip).await {
             bail!(
                 "{} is already assigned to an interface here; another Janus benchmark running? \
-                 (choose other addresses in JanusOptions)",
-                self.client_ip
+                 (choose another address in JanusOptions)",
+                self.ip
             );
         }
-        run("ip", &["netns", "add", ns]).await?;
+        let link = self.link.clone();
+        let peer = format!("{link}p");
+        self.link_kind = match run("ip", &["link", "add", &link, "type", "dummy"]).await {
+            Ok(()) => "dummy",
+            Err(dummy) => {
+                tracing::debug!("no dummy link ({dummy:#}); a veth pair instead");
+                run(
+                    "ip",
+                    &["link", "add", &link, "type", "veth", "peer", "name", &peer],
+                )
+                .await
+                .with_context(|| format!("no dummy link either: {dummy:#}"))?;
+                run("ip", &["link", "set", &peer, "up"]).await?;
+                "veth"
+            }
+        };
         run(
             "ip",
-            &[
-                "link", "add", outer, "type", "veth", "peer", "name", INNER_IF, "netns", ns,
-            ],
+            &["addr", "add", &format!("{}/32", self.ip), "dev", &link],
         )
         .await?;
-        run("ip", &["addr", "add", &client_cidr, "dev", outer]).await?;
-        run("ip", &["link", "set", outer, "up"]).await?;
-        run("ip", &["-n", ns, "link", "set", "lo", "up"]).await?;
-        run(
-            "ip",
-            &["-n", ns, "addr", "add", &janus_cidr, "dev", INNER_IF],
-        )
-        .await?;
-        run("ip", &["-n", ns, "link", "set", INNER_IF, "up"]).await?;
+        run("ip", &["link", "set", &link, "up"]).await?;
         // The carrier comes up through the kernel's link watcher, up to a second later, and
         // Janus skips interfaces that are not running (its HTTP transport then fails to bind).
         let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let inner = link_running(Some(ns), INNER_IF).await;
-            let outer = link_running(None, outer).await;
-            if inner && outer {
-                return Ok(());
-            }
+        while !link_running(&link).await {
             if Instant::now() >= deadline {
-                bail!("the veth pair {outer}/{INNER_IF} did not come up within 5 s");
+                bail!(
+                    "the {} link {link} did not come up within 5 s",
+                    self.link_kind
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        Ok(())
     }
 
     fn spawn(&mut self, opts: &JanusOptions) -> anyhow::Result<()> {
         let log = fs::File::create(self.log_path()).context("creating janus.log")?;
         let log2 = log.try_clone().context("cloning the log handle")?;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.netns]);
-        // `ip netns exec` and `taskset` both exec, so the child's pid is Janus' pid.
-        if let Some(cpu) = opts.cpu {
-            cmd.arg("taskset").arg("-c").arg(cpu.to_string());
-        }
-        cmd.arg(&opts.binary)
-            .arg("-F")
+        // `taskset` execs, so the child's pid is Janus' pid.
+        let mut cmd = match opts.cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpu.to_string()).arg(&opts.binary);
+                c
+            }
+            None => Command::new(&opts.binary),
+        };
+        cmd.arg("-F")
             .arg(&self.dir)
             .arg("-C")
             .arg(self.dir.join("janus.jcfg"))
@@ -325,9 +323,8 @@ impl Drop for JanusServer {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // Deleting one veth end deletes both; the namespace goes with its last process.
-        let _ = quiet("ip", &["link", "del", &self.outer_if]);
-        let _ = quiet("ip", &["netns", "del", &self.netns]);
+        // Deleting one veth end deletes both.
+        let _ = quiet("ip", &["link", "del", &self.link]);
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -363,46 +360,50 @@ async fn ensure_installed(opts: &JanusOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes namespaces (and their veth pairs) left behind by benchmark processes that died
-/// without cleaning up.
-async fn remove_stale_namespaces() {
-    let Ok(entries) = fs::read_dir("/run/netns") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(NETNS_PREFIX) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            tracing::info!("removing stale namespace {name}");
-            // Kill whatever still runs in it (a Janus orphaned by a killed benchmark).
-            if let Ok(out) = tokio::process::Command::new("ip")
-                .args(["netns", "pids", &name])
-                .output()
-                .await
-            {
-                for p in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    if p.parse::<u32>().is_ok() {
-                        let _ = run("kill", &["-9", p]).await;
-                    }
-                }
-            }
-            let _ = run("ip", &["netns", "del", &name]).await;
-        }
+/// Fails unless the current network namespace is a private one: no link but `lo` (and links
+/// of this module), as after `unshare --net`.
+async fn ensure_private_namespace() -> anyhow::Result<()> {
+    let out = tokio::process::Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .await
+        .context("running ip (is iproute2 installed?)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let others = foreign_links(&text);
+    if !others.is_empty() {
+        bail!(
+            "Janus gets an address of its own next to loopback, so it runs only in a private \
+             network namespace, and this one has {}: run the benchmark under \
+             `unshare --net sh -c 'ip link set lo up && ...'` (docs/benchmarks.md)",
+            others.join(", ")
+        );
     }
+    Ok(())
 }
 
-/// Whether `dev` (in namespace `ns`, else the current one) is up with a carrier.
-async fn link_running(ns: Option<&str>, dev: &str) -> bool {
-    let mut cmd = tokio::process::Command::new("ip");
-    if let Some(ns) = ns {
-        cmd.args(["-n", ns]);
-    }
-    match cmd.args(["-o", "link", "show", "dev", dev]).output().await {
+/// The links of an `ip -o link show` listing other than `lo` and this module's own.
+fn foreign_links(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|name| {
+            name.trim()
+                .split('@')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .filter(|name| !name.is_empty() && name != "lo" && !name.starts_with(LINK_PREFIX))
+        .collect()
+}
+
+/// Whether `dev` is up with a carrier.
+async fn link_running(dev: &str) -> bool {
+    match tokio::process::Command::new("ip")
+        .args(["-o", "link", "show", "dev", dev])
+        .output()
+        .await
+    {
         Ok(out) => {
             let text = String::from_utf8_lossy(&out.stdout);
             out.status.success() && text.contains("LOWER_UP") && !text.contains("NO-CARRIER")
@@ -471,5 +472,22 @@ fn tail(path: &Path, lines: usize) -> String {
             all[all.len().saturating_sub(lines)..].join("\n")
         }
         Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_private_namespace_has_only_loopback_and_our_links() {
+        let private = "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN\n\
+                       5: sfbj1234x0: <BROADCAST,NOARP,UP,LOWER_UP> mtu 1500 state UNKNOWN\n\
+                       6: sfbj1234x1p@sfbj1234x1: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500\n";
+        assert!(foreign_links(private).is_empty());
+        let host = "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536\n\
+                    2: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500\n\
+                    3: veth9@if4: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500\n";
+        assert_eq!(foreign_links(host), ["eth0", "veth9"]);
     }
 }
