@@ -173,6 +173,7 @@ async fn async_main(cli: Cli, cores: usize) -> anyhow::Result<()> {
                 _ => sfumato(&cli, *workers, 28080),
             };
             let r = scenario::run(&t, &s, threads).await?;
+            println!("{}\n", report::window_note(&r));
             println!("{}", report::markdown(std::slice::from_ref(&r)));
             write_json(&cli, "run", std::slice::from_ref(&r))?;
         }
@@ -325,6 +326,7 @@ async fn compare(cli: &Cli, quick: bool, threads: usize) -> anyhow::Result<()> {
         "Sfumato with `--bandwidth-estimation {}`.\n",
         cli.bandwidth_estimation
     );
+    println!("{}\n", report::window_note(&all[0]));
     println!("{}", report::markdown(&all));
     let json = write_json(cli, "compare", &all)?;
     let series = |label: &str, rs: &[RunReport], f: fn(&RunReport) -> f64| Series {

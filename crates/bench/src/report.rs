@@ -8,7 +8,9 @@ use std::path::Path;
 use anyhow::{anyhow, Context};
 use serde::Serialize;
 
-/// The figures of one scenario run against one target.
+/// The figures of one scenario run against one target. Everything but join time, NACKs and
+/// PLIs covers one steady-state window, `duration_s` long, opening `warmup_s` after the last
+/// join.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub target: String,
@@ -16,16 +18,25 @@ pub struct RunReport {
     pub workers: Option<usize>,
     pub participants: usize,
     pub publishers: usize,
+    /// From the last join to the window's start.
+    pub warmup_s: f64,
+    /// The window's length.
     pub duration_s: f64,
-    /// Media packets the generator's subscribers received per second (same measure for
-    /// every target: what the SFU delivered).
+    /// Media packets the generator's subscribers received per second within the window
+    /// (same measure for every target: what the SFU delivered).
     pub forwarded_pps: f64,
-    /// Server CPU (user + system) over the measured window, in % of one core.
+    /// Server CPU (user + system) over the window, in % of one core.
     pub server_cpu_pct: f64,
     pub server_cpu_us_per_pkt: f64,
     /// Resident memory growth of the server from idle to loaded, per subscription.
     pub server_kib_per_subscription: f64,
+    /// Packets the publishers sent within the window, summed over the streams received.
+    pub packets_expected: u64,
+    /// Of those, packets that did not arrive (by a second after the window).
+    pub packets_lost: u64,
+    /// `packets_lost / packets_expected`, in %.
     pub loss_pct: f64,
+    /// One-way latency of the packets sent within the window.
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub join_p50_ms: f64,
@@ -59,6 +70,9 @@ const ROWS: &[Row] = &[
         format!("{:.1}", r.server_kib_per_subscription)
     }),
     ("loss (%)", |r| format!("{:.3}", r.loss_pct)),
+    ("packets lost / sent in the window", |r| {
+        format!("{} / {}", r.packets_lost, r.packets_expected)
+    }),
     ("one-way latency p50 (ms)", |r| {
         format!("{:.2}", r.latency_p50_ms)
     }),
@@ -71,7 +85,9 @@ const ROWS: &[Row] = &[
     ("of which ICE + DTLS, p50 (ms)", |r| {
         format!("{:.0}", r.connect_p50_ms)
     }),
-    ("NACKs / PLIs", |r| format!("{} / {}", r.nacks, r.plis)),
+    ("NACKs / PLIs (whole run)", |r| {
+        format!("{} / {}", r.nacks, r.plis)
+    }),
     ("generator CPU (% of its cores)", |r| {
         format!("{:.1}", r.generator_cpu_pct)
     }),
@@ -97,6 +113,18 @@ pub fn markdown(reports: &[RunReport]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// What every table of runs says about how its figures were taken.
+pub fn window_note(r: &RunReport) -> String {
+    format!(
+        "Every figure but join time, NACKs and PLIs covers the same steady-state window: \
+         {:.0} s from {:.0} s after the last join (server CPU, packets forwarded; loss and \
+         latency of the packets sent in the window, which may arrive up to {:.0} s after it).",
+        r.duration_s,
+        r.warmup_s,
+        crate::scenario::GRACE.as_secs_f64()
+    )
 }
 
 /// The last line of a compare run.
@@ -221,11 +249,14 @@ mod tests {
             workers: Some(1),
             participants: 11,
             publishers: 1,
+            warmup_s: 3.0,
             duration_s: 10.0,
             forwarded_pps: 1000.0,
             server_cpu_pct: 10.0,
             server_cpu_us_per_pkt: cpu,
             server_kib_per_subscription: 12.0,
+            packets_expected: 10_000,
+            packets_lost: (loss * 100.0) as u64,
             loss_pct: loss,
             latency_p50_ms: 0.4,
             latency_p99_ms: 1.25,

@@ -1,7 +1,9 @@
 //! Scenarios and how one is run against one target: participants join at a given rate, media
-//! flows, the generator and the server are measured over a window after warm-up, and the
-//! result is one [`RunReport`].
+//! flows, and every figure but join time is taken over one steady-state window that opens
+//! [`WARMUP`] after the last join: server and generator CPU, packets forwarded, and loss and
+//! latency of the packets sent within it. The result is one [`RunReport`].
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +13,7 @@ use serde::Serialize;
 
 use crate::fleet::{Fleet, FleetConfig, OfferKind, PeerConfig, PeerHandle, PeerReport};
 use crate::janus::{JanusClient, JanusServer, PublisherHandle, SubscriberHandle};
-use crate::media::MediaConfig;
+use crate::media::{MediaConfig, StreamKind};
 use crate::procstat;
 use crate::report::RunReport;
 use crate::stats::{LatencyHistogram, LossSummary};
@@ -87,7 +89,11 @@ struct Running {
     janus_subscribers: Vec<SubscriberHandle>,
 }
 
-const WARMUP: Duration = Duration::from_secs(3);
+/// From the last join to the window's start.
+pub const WARMUP: Duration = Duration::from_secs(3);
+/// How long after the window's end a packet sent within it may still arrive (and count as
+/// received, with its latency) before the figures are read.
+pub const GRACE: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Runs `scenario` against `target` with a fleet of `threads` threads pinned by the caller.
@@ -256,10 +262,13 @@ async fn subscribe_janus(
     Ok(())
 }
 
-/// Sums what the receivers got and the publishers were asked.
+/// What the receivers got and the publishers were asked, read after the window closed.
 struct Totals {
-    received: u64,
+    /// Packets that arrived within the window.
+    arrived: u64,
+    /// Latency of the packets sent within the window.
     latency: LatencyHistogram,
+    /// Loss of the packets sent within the window.
     loss: LossSummary,
     joins: Vec<Duration>,
     connects: Vec<Duration>,
@@ -269,7 +278,7 @@ struct Totals {
 
 async fn totals(running: &Running) -> anyhow::Result<Totals> {
     let mut t = Totals {
-        received: 0,
+        arrived: 0,
         latency: LatencyHistogram::new(),
         loss: LossSummary::default(),
         joins: Vec::new(),
@@ -277,18 +286,25 @@ async fn totals(running: &Running) -> anyhow::Result<Totals> {
         nacks: 0,
         plis: 0,
     };
-    for r in &running.receivers {
-        let rep: PeerReport = r.stats().await?;
-        t.received += rep.packets_received();
-        t.latency.merge(&rep.latency(None));
-        t.loss.add(&rep.loss(None));
-        t.joins.extend(rep.join_time);
-        t.connects.extend(rep.connect_time);
-        t.nacks += rep.nacks_sent;
-    }
+    // What each publisher sent within the window, by source and kind: a receiver's expected
+    // packets, so that a loss at either edge of the window counts too.
+    let mut sent: HashMap<(u32, StreamKind), u64> = HashMap::new();
     for p in &running.publishers {
         let rep = p.stats().await?;
         t.plis += rep.plis_received + rep.firs_received;
+        for kind in [StreamKind::Audio, StreamKind::Video] {
+            sent.insert((rep.source_id, kind), rep.sent_in_window(kind));
+        }
+    }
+    for r in &running.receivers {
+        let rep: PeerReport = r.stats().await?;
+        t.arrived += rep.arrived_in_window();
+        t.latency.merge(&rep.window_latency());
+        t.loss
+            .add(&rep.window_loss(|source, kind| sent.get(&(source, kind)).copied()));
+        t.joins.extend(rep.join_time);
+        t.connects.extend(rep.connect_time);
+        t.nacks += rep.nacks_sent;
     }
     Ok(t)
 }
@@ -302,30 +318,39 @@ async fn measure(
     running: Running,
     s: &Scenario,
 ) -> anyhow::Result<RunReport> {
-    tokio::time::sleep(WARMUP).await;
-    let before = totals(&running).await?;
+    // One window for everything: CPU is sampled at its edges; the peers count the packets
+    // that arrive in it and, for loss and latency, the packets sent in it.
+    let start = Instant::now() + WARMUP;
+    let end = start + s.duration;
+    fleet.set_window(start, end);
+    tokio::time::sleep_until(start.into()).await;
     let server0 = procstat::sample(pid)?;
     let fleet0 = fleet.cpu_time();
-    let t0 = Instant::now();
-    tokio::time::sleep(s.duration).await;
-    let after = totals(&running).await?;
+    let cpu0 = Instant::now();
+    tokio::time::sleep_until(end.into()).await;
     let server1 = procstat::sample(pid)?;
     let fleet1 = fleet.cpu_time();
-    let window = t0.elapsed().as_secs_f64();
+    let cpu_secs = cpu0.elapsed().as_secs_f64();
+    tokio::time::sleep(GRACE).await;
+    let t = totals(&running).await?;
+    let window = fleet.window().secs();
 
-    let packets = after.received.saturating_sub(before.received);
-    if packets == 0 {
+    if t.arrived == 0 {
         bail!("{target}: no media reached the receivers");
     }
     let server_cpu = server1.cpu.saturating_sub(server0.cpu).as_secs_f64();
     let fleet_cpu = fleet1.total().saturating_sub(fleet0.total()).as_secs_f64();
     let threads = fleet1.per_thread.len().max(1) as f64;
-    let mut joins = after.joins.clone();
+    // Rates over each one's own interval: the CPU samples are taken a little after the
+    // window's edges (by the timer's lateness), the packets counted exactly within them.
+    let pps = t.arrived as f64 / window;
+    let server_cpu_rate = server_cpu / cpu_secs;
+    let mut joins = t.joins.clone();
     joins.sort();
-    let mut connects = after.connects.clone();
+    let mut connects = t.connects.clone();
     connects.sort();
     let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
-    let loss = &after.loss;
+    let loss = &t.loss;
     for s in &running.sessions {
         s.leave();
     }
@@ -348,26 +373,29 @@ async fn measure(
         workers,
         participants: s.participants,
         publishers: s.publishers(),
+        warmup_s: WARMUP.as_secs_f64(),
         duration_s: window,
-        forwarded_pps: packets as f64 / window,
-        server_cpu_pct: 100.0 * server_cpu / window,
-        server_cpu_us_per_pkt: 1e6 * server_cpu / packets as f64,
+        forwarded_pps: pps,
+        server_cpu_pct: 100.0 * server_cpu_rate,
+        server_cpu_us_per_pkt: 1e6 * server_cpu_rate / pps,
         server_kib_per_subscription: server1.rss_bytes.saturating_sub(idle.rss_bytes) as f64
             / 1024.0
             / s.subscriptions().max(1) as f64,
+        packets_expected: loss.expected,
+        packets_lost: loss.lost,
         loss_pct: if loss.expected > 0 {
             100.0 * loss.lost as f64 / loss.expected as f64
         } else {
             0.0
         },
-        latency_p50_ms: ms(after.latency.p50()),
-        latency_p99_ms: ms(after.latency.p99()),
+        latency_p50_ms: ms(t.latency.p50()),
+        latency_p99_ms: ms(t.latency.p99()),
         join_p50_ms: ms(joins.get(joins.len() / 2).copied()),
         join_max_ms: ms(joins.last().copied()),
         connect_p50_ms: ms(connects.get(connects.len() / 2).copied()),
-        nacks: after.nacks,
-        plis: after.plis,
-        generator_cpu_pct: 100.0 * fleet_cpu / window / threads,
+        nacks: t.nacks,
+        plis: t.plis,
+        generator_cpu_pct: 100.0 * fleet_cpu / cpu_secs / threads,
     })
 }
 

@@ -1,5 +1,6 @@
 //! Receiver-side statistics of the load generator: one-way latency histograms, per-stream loss
-//! from an embedded sequence number, and join time. Nothing here allocates per sample.
+//! from an embedded sequence number, the steady-state window they are restricted to, and join
+//! time. Nothing here allocates per sample.
 
 use std::time::{Duration, Instant};
 
@@ -424,6 +425,97 @@ impl LossSummary {
     }
 }
 
+/// The steady-state interval a run measures over, `[start_ns, end_ns)` in nanoseconds since
+/// the process epoch ([`crate::media::process_epoch`]). Senders and receivers test a packet's
+/// stamped send time against the same bounds, so both sides agree on which packets belong to
+/// it; set it before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// First nanosecond in the window.
+    pub start_ns: u64,
+    /// First nanosecond after it.
+    pub end_ns: u64,
+}
+
+impl Window {
+    /// No window: contains nothing.
+    pub const NONE: Window = Window {
+        start_ns: u64::MAX,
+        end_ns: u64::MAX,
+    };
+
+    /// The window `[start, end)` on the clock started at `epoch`.
+    pub fn new(epoch: Instant, start: Instant, end: Instant) -> Window {
+        Window {
+            start_ns: crate::media::nanos_since(epoch, start),
+            end_ns: crate::media::nanos_since(epoch, end),
+        }
+    }
+
+    /// Whether `ns` (since the epoch) falls in it.
+    pub fn contains(&self, ns: u64) -> bool {
+        self.start_ns <= ns && ns < self.end_ns
+    }
+
+    /// Its length in seconds.
+    pub fn secs(&self) -> f64 {
+        self.end_ns.saturating_sub(self.start_ns) as f64 / 1e9
+    }
+}
+
+/// What a receiver got of one stream, restricted to a [`Window`]: the packets that arrived in
+/// it (throughput), and, for loss and latency, the packets *sent* in it, whenever they arrived
+/// (so a packet still in flight at the window's end is not lost if it arrives later).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WindowedRx {
+    /// Packets, duplicates included, that arrived within the window.
+    pub arrived: u64,
+    /// The packets sent within the window, by sequence number.
+    pub sent_in_window: LossTracker,
+    /// One-way latency of the packets sent within the window.
+    pub latency: LatencyHistogram,
+}
+
+impl WindowedRx {
+    /// Notes one packet: its stamp's sequence number and send time, and when it arrived
+    /// (both in nanoseconds since the epoch).
+    pub fn record(&mut self, window: Window, seq: u64, sent_ns: u64, arrival_ns: u64) {
+        if window.contains(arrival_ns) {
+            self.arrived += 1;
+        }
+        if window.contains(sent_ns) {
+            self.sent_in_window.record(seq);
+            if let Some(ns) = arrival_ns.checked_sub(sent_ns) {
+                self.latency.record_ns(ns);
+            }
+        }
+    }
+
+    /// Loss of the packets sent within the window. `sent`: how many the sender sent in it
+    /// (then a packet lost at either edge of the window counts too); `None`: counted from
+    /// the first of them received to the last.
+    pub fn loss(&self, sent: Option<u64>) -> LossSummary {
+        let t = &self.sent_in_window;
+        let Some(expected) = sent else {
+            return t.summary();
+        };
+        let received = t.received().min(expected);
+        let lost = expected - received;
+        LossSummary {
+            expected,
+            received,
+            lost,
+            duplicates: t.duplicates(),
+            too_late: t.too_late(),
+            loss: if expected == 0 {
+                0.0
+            } else {
+                lost as f64 / expected as f64
+            },
+        }
+    }
+}
+
 /// Join time of a participant: from when it started connecting to its first media packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JoinTimer {
@@ -772,6 +864,98 @@ mod tests {
         assert_eq!(total.expected, 10);
         assert_eq!(total.lost, 1);
         assert!((total.loss - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn window_is_half_open() {
+        let w = Window {
+            start_ns: 1_000,
+            end_ns: 2_000,
+        };
+        assert!(!w.contains(999));
+        assert!(w.contains(1_000));
+        assert!(w.contains(1_999));
+        assert!(!w.contains(2_000));
+        assert!(!Window::NONE.contains(0));
+        assert!(!Window::NONE.contains(u64::MAX - 1));
+        let t0 = Instant::now();
+        let w = Window::new(
+            t0,
+            t0 + Duration::from_secs(3),
+            t0 + Duration::from_secs(13),
+        );
+        assert_eq!(w.start_ns, 3_000_000_000);
+        assert!((w.secs() - 10.0).abs() < 1e-12);
+    }
+
+    /// A stream at one packet per ms, sequence = send time in ms, each arriving 2 ms later;
+    /// the window is [100 ms, 200 ms).
+    fn stream_through_window(lost: impl Fn(u64) -> bool) -> WindowedRx {
+        const MS: u64 = 1_000_000;
+        let window = Window {
+            start_ns: 100 * MS,
+            end_ns: 200 * MS,
+        };
+        let mut rx = WindowedRx::default();
+        for seq in 0..300u64 {
+            if !lost(seq) {
+                rx.record(window, seq, seq * MS, (seq + 2) * MS);
+            }
+        }
+        rx
+    }
+
+    #[test]
+    fn windowed_stream_counts_only_what_the_window_holds() {
+        let rx = stream_through_window(|_| false);
+        // Arrived in the window: sent at 98..198 ms.
+        assert_eq!(rx.arrived, 100);
+        // Sent in it: 100..200 ms, the last two arriving after the window closed.
+        assert_eq!(rx.sent_in_window.received(), 100);
+        assert_eq!(rx.latency.count(), 100);
+        assert_eq!(rx.latency.max(), Some(Duration::from_millis(2)));
+        assert_eq!(rx.loss(Some(100)).lost, 0);
+        assert_eq!(rx.loss(None).expected, 100);
+    }
+
+    #[test]
+    fn windowed_loss_ignores_the_join_phase_and_counts_the_edges() {
+        // Heavy loss before the window (a join), none after it: the window sees none of it.
+        let rx = stream_through_window(|seq| seq < 100 && seq % 2 == 0);
+        assert_eq!(rx.loss(Some(100)).lost, 0);
+        // The window's first and last packets lost: counted against what the sender sent,
+        // invisible from the receiver's own first..last.
+        let rx = stream_through_window(|seq| seq == 100 || seq == 199 || seq == 150);
+        let against_sender = rx.loss(Some(100));
+        assert_eq!(against_sender.expected, 100);
+        assert_eq!(against_sender.lost, 3);
+        assert!((against_sender.loss - 0.03).abs() < 1e-12);
+        let receiver_only = rx.loss(None);
+        assert_eq!(receiver_only.expected, 98);
+        assert_eq!(receiver_only.lost, 1);
+        // Nothing arrived in the window at all: all of it is lost.
+        let rx = stream_through_window(|seq| (100..200).contains(&seq));
+        assert_eq!(rx.loss(Some(100)).lost, 100);
+        assert_eq!(rx.loss(Some(100)).loss, 1.0);
+        assert_eq!(rx.latency.count(), 0);
+    }
+
+    #[test]
+    fn windowed_duplicates_are_not_received_twice() {
+        const MS: u64 = 1_000_000;
+        let window = Window {
+            start_ns: 0,
+            end_ns: 10 * MS,
+        };
+        let mut rx = WindowedRx::default();
+        for seq in [0u64, 1, 1, 2, 3, 3, 3] {
+            rx.record(window, seq, seq * MS, seq * MS + 1);
+        }
+        assert_eq!(rx.arrived, 7);
+        let l = rx.loss(Some(4));
+        assert_eq!((l.received, l.lost, l.duplicates), (4, 0, 3));
+        // More received than the sender says it sent (it cannot happen): never negative.
+        assert_eq!(rx.loss(Some(2)).lost, 0);
     }
 
     #[test]

@@ -117,6 +117,54 @@ async fn two_peers_exchange_media_and_renegotiate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_counts_what_was_sent_in_it() {
+    let fleet = Fleet::start(FleetConfig::default()).expect("fleet");
+    assert_eq!(fleet.window(), sfumato_bench::stats::Window::NONE);
+    let a = fleet
+        .add_peer(PeerConfig::publisher("a", MediaConfig::default()))
+        .expect("a");
+    let b = fleet.add_peer(PeerConfig::receiver("b")).expect("b");
+    negotiate(&a, &b, OfferKind::Publish).await;
+    a.wait_connected(CONNECT).await.expect("a connects");
+    b.wait_connected(CONNECT).await.expect("b connects");
+    // Media flows before the window: none of it counts in the window's figures.
+    let start = Instant::now() + Duration::from_millis(300);
+    let end = start + Duration::from_secs(1);
+    fleet.set_window(start, end);
+    let before = b.stats().await.expect("stats");
+    assert!(before.packets_received() > 0);
+    assert_eq!(before.arrived_in_window(), 0);
+    assert_eq!(before.window_latency().count(), 0);
+    tokio::time::sleep_until((end + Duration::from_millis(300)).into()).await;
+
+    let sa = a.stats().await.expect("stats");
+    let rb = b.stats().await.expect("stats");
+    for kind in [StreamKind::Audio, StreamKind::Video] {
+        let sent = sa.sent_in_window(kind);
+        let s = stream(&rb, a.source_id(), kind);
+        assert!(sent > 0, "{kind:?}: nothing sent in the window");
+        assert!(
+            sent < s.packets,
+            "{kind:?}: the window is part of the stream"
+        );
+        // Lossless loopback: what was sent in the window arrived, each with a latency.
+        let loss = s.window.loss(Some(sent));
+        assert_eq!((loss.expected, loss.lost), (sent, 0), "{kind:?}");
+        assert_eq!(s.window.latency.count(), sent);
+        assert!(s.window.arrived > 0 && s.window.arrived < s.packets);
+    }
+    let total =
+        rb.window_loss(|source, kind| (source == a.source_id()).then(|| sa.sent_in_window(kind)));
+    assert_eq!(
+        total.expected,
+        sa.sent_in_window(StreamKind::Audio) + sa.sent_in_window(StreamKind::Video)
+    );
+    assert_eq!(total.lost, 0);
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_publisher_many_receivers_on_two_threads_with_ice_lite() {
     let fleet = Fleet::start(FleetConfig {
         threads: 2,

@@ -1,7 +1,8 @@
 //! Many WebRTC peers (str0m in RTP mode: full ICE, DTLS, SRTP) driven by a few OS threads,
 //! with a handle for async code. Each peer has its own UDP socket; each thread polls its
 //! peers' sockets with `mio`, sends every publisher's media on schedule once connected, and
-//! measures what arrives (loss, one-way latency, join time) from the stamps in the payloads.
+//! measures what arrives (loss, one-way latency, join time) from the stamps in the payloads,
+//! over the whole connection and within a measurement window ([`Fleet::set_window`]).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -27,7 +28,7 @@ mod peer;
 mod thread;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -40,7 +41,7 @@ use tokio::sync::{oneshot, watch};
 pub use cpu::FleetCpu;
 
 use crate::media::{MediaConfig, StreamKind};
-use crate::stats::{LatencyHistogram, LossSummary, LossTracker};
+use crate::stats::{LatencyHistogram, LossSummary, LossTracker, Window, WindowedRx};
 use peer::FleetPeer;
 use thread::{FleetThread, WAKER};
 
@@ -152,6 +153,8 @@ pub struct StreamReport {
     pub first_at: Instant,
     /// Last packet's arrival.
     pub last_at: Instant,
+    /// What arrived within the fleet's window, and what of the packets sent in it.
+    pub window: WindowedRx,
 }
 
 /// A peer's statistics at one moment.
@@ -177,6 +180,10 @@ pub struct PeerReport {
     pub sent_audio: crate::media::SourceCounts,
     /// What its video source sent.
     pub sent_video: crate::media::SourceCounts,
+    /// Audio packets it sent within the fleet's window.
+    pub sent_audio_in_window: u64,
+    /// Video packets it sent within the fleet's window.
+    pub sent_video_in_window: u64,
     /// How late media was written relative to its schedule (the generator's own lag).
     pub send_lag: LatencyHistogram,
     /// NACKs this peer sent (str0m ingress stats).
@@ -237,6 +244,69 @@ impl PeerReport {
     pub fn packets_sent(&self) -> u64 {
         self.sent_audio.packets + self.sent_video.packets
     }
+
+    /// Packets of `kind` it sent within the fleet's window.
+    pub fn sent_in_window(&self, kind: StreamKind) -> u64 {
+        match kind {
+            StreamKind::Audio => self.sent_audio_in_window,
+            StreamKind::Video => self.sent_video_in_window,
+        }
+    }
+
+    /// Packets that arrived within the fleet's window, over all streams.
+    pub fn arrived_in_window(&self) -> u64 {
+        self.received.iter().map(|s| s.window.arrived).sum()
+    }
+
+    /// Latency of the packets sent within the fleet's window, over all streams.
+    pub fn window_latency(&self) -> LatencyHistogram {
+        let mut h = LatencyHistogram::new();
+        for s in &self.received {
+            h.merge(&s.window.latency);
+        }
+        h
+    }
+
+    /// Loss of the packets sent within the fleet's window, over all streams. `sent(source,
+    /// kind)`: how many its publisher sent in the window, if known (see
+    /// [`WindowedRx::loss`]).
+    pub fn window_loss(&self, sent: impl Fn(u32, StreamKind) -> Option<u64>) -> LossSummary {
+        let mut total = LossSummary::default();
+        for s in &self.received {
+            total.add(&s.window.loss(sent(s.source, s.kind)));
+        }
+        total
+    }
+}
+
+/// The fleet's measurement window, shared with every peer: two atomics read per packet.
+#[derive(Debug)]
+pub(crate) struct SharedWindow {
+    start_ns: AtomicU64,
+    end_ns: AtomicU64,
+}
+
+impl SharedWindow {
+    fn new() -> Self {
+        Self {
+            start_ns: AtomicU64::new(Window::NONE.start_ns),
+            end_ns: AtomicU64::new(Window::NONE.end_ns),
+        }
+    }
+
+    pub(crate) fn load(&self) -> Window {
+        Window {
+            start_ns: self.start_ns.load(Ordering::Relaxed),
+            end_ns: self.end_ns.load(Ordering::Relaxed),
+        }
+    }
+
+    fn store(&self, w: Window) {
+        // The end first: a reader between the two stores sees a window that starts later
+        // than it should (nothing yet), never one that ends later.
+        self.end_ns.store(w.end_ns, Ordering::Relaxed);
+        self.start_ns.store(w.start_ns, Ordering::Relaxed);
+    }
 }
 
 pub(crate) enum Cmd {
@@ -278,6 +348,7 @@ struct FleetInner {
     next_thread: AtomicUsize,
     next_peer: AtomicUsize,
     next_source: AtomicU32,
+    window: Arc<SharedWindow>,
 }
 
 impl Drop for FleetInner {
@@ -347,6 +418,7 @@ impl Fleet {
                 next_thread: AtomicUsize::new(0),
                 next_peer: AtomicUsize::new(0),
                 next_source: AtomicU32::new(1),
+                window: Arc::new(SharedWindow::new()),
             }),
         })
     }
@@ -354,6 +426,20 @@ impl Fleet {
     /// The configuration it runs with.
     pub fn config(&self) -> &FleetConfig {
         &self.inner.config
+    }
+
+    /// Sets the measurement window `[start, end)` of every peer, present and future: what
+    /// the [`StreamReport::window`] figures and [`PeerReport::sent_in_window`] count. Set it
+    /// before `start` (a packet sent while it changes may be counted by one side only).
+    pub fn set_window(&self, start: Instant, end: Instant) {
+        self.inner
+            .window
+            .store(Window::new(self.inner.config.epoch, start, end));
+    }
+
+    /// The measurement window ([`Window::NONE`] until one is set).
+    pub fn window(&self) -> Window {
+        self.inner.window.load()
     }
 
     /// Adds a peer connection: binds its socket, builds its str0m `Rtc` (this generates a
@@ -384,6 +470,7 @@ impl Fleet {
             mio::net::UdpSocket::from_std(socket),
             local_addr,
             fc.epoch,
+            self.inner.window.clone(),
             source_id,
             config.publish,
             state_tx,

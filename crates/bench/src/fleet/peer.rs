@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -16,9 +17,9 @@ use str0m::rtp::{RtpPacket, RtpWrite, SeqNo};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::watch;
 
-use super::{OfferKind, PeerReport, PeerState, StreamReport};
-use crate::media::{AudioSource, MediaConfig, Stamp, StreamKind, VideoSource};
-use crate::stats::{JoinTimer, LatencyHistogram, LossTracker};
+use super::{OfferKind, PeerReport, PeerState, SharedWindow, StreamReport};
+use crate::media::{nanos_since, AudioSource, MediaConfig, Stamp, StreamKind, VideoSource};
+use crate::stats::{JoinTimer, LatencyHistogram, LossTracker, WindowedRx};
 
 /// Errors kept per peer, so a misbehaving remote cannot grow memory.
 const MAX_ERRORS: usize = 32;
@@ -35,6 +36,8 @@ struct SendTrack {
     /// Next RTP sequence number (extended; starts below 2^16 so the SRTP ROC starts at 0).
     seq: u64,
     source: Option<Source>,
+    /// Packets written whose send time falls in the fleet's window.
+    sent_in_window: u64,
 }
 
 /// What a peer knows about one received source stream.
@@ -46,6 +49,7 @@ struct RxStream {
     latency: LatencyHistogram,
     first_at: Instant,
     last_at: Instant,
+    window: WindowedRx,
 }
 
 /// Feedback counters from str0m's per-mid stats events (cumulative values, latest wins).
@@ -62,6 +66,7 @@ pub(crate) struct FleetPeer {
     pub(crate) socket: mio::net::UdpSocket,
     local_addr: SocketAddr,
     epoch: Instant,
+    window: Arc<SharedWindow>,
     source_id: u32,
     publish: Option<MediaConfig>,
     pending: Option<SdpPendingOffer>,
@@ -94,6 +99,7 @@ impl FleetPeer {
         socket: mio::net::UdpSocket,
         local_addr: SocketAddr,
         epoch: Instant,
+        window: Arc<SharedWindow>,
         source_id: u32,
         publish: Option<MediaConfig>,
         state: watch::Sender<PeerState>,
@@ -105,6 +111,7 @@ impl FleetPeer {
             socket,
             local_addr,
             epoch,
+            window,
             source_id,
             publish,
             pending: None,
@@ -191,6 +198,7 @@ impl FleetPeer {
             return false;
         }
         let mut wrote = false;
+        let window = self.window.load();
         let Self {
             rtc,
             senders,
@@ -200,6 +208,7 @@ impl FleetPeer {
         for t in senders.iter_mut() {
             let (mid, pt) = (t.mid, t.pt);
             let seq = &mut t.seq;
+            let sent_in_window = &mut t.sent_in_window;
             let nackable = t.kind == StreamKind::Video;
             let mut write = |p: crate::media::MediaPacket<'_>| {
                 send_lag.record(now.saturating_duration_since(p.due));
@@ -212,6 +221,9 @@ impl FleetPeer {
                     .nackable(nackable);
                 stream.write_rtp(w);
                 *seq += 1;
+                if window.contains(p.stamp.sent_ns) {
+                    *sent_in_window += 1;
+                }
                 wrote = true;
             };
             match &mut t.source {
@@ -340,6 +352,7 @@ impl FleetPeer {
                 latency: LatencyHistogram::new(),
                 first_at: arrival,
                 last_at: arrival,
+                window: WindowedRx::default(),
             });
         s.packets += 1;
         s.bytes += p.payload.len() as u64;
@@ -351,6 +364,9 @@ impl FleetPeer {
         if let Some(ns) = stamp.latency_ns(self.epoch, arrival) {
             s.latency.record_ns(ns);
         }
+        let arrival_ns = nanos_since(self.epoch, arrival);
+        s.window
+            .record(self.window.load(), stamp.seq, stamp.sent_ns, arrival_ns);
     }
 
     fn start_sources(&mut self, now: Instant) {
@@ -455,6 +471,7 @@ impl FleetPeer {
                 pt,
                 seq: random_u64() % 30_000 + 1,
                 source: None,
+                sent_in_window: 0,
             });
         }
         Ok(())
@@ -505,16 +522,22 @@ impl FleetPeer {
                 latency: s.latency.clone(),
                 first_at: s.first_at,
                 last_at: s.last_at,
+                window: s.window.clone(),
             })
             .collect();
         received.sort_by_key(|s| (s.source, s.kind));
         let mut sent_audio = None;
         let mut sent_video = None;
+        let (mut audio_in_window, mut video_in_window) = (0, 0);
         for t in &self.senders {
             match &t.source {
                 Some(Source::Audio(a)) => sent_audio = Some(a.counts()),
                 Some(Source::Video(v)) => sent_video = Some(v.counts()),
                 None => {}
+            }
+            match t.kind {
+                StreamKind::Audio => audio_in_window += t.sent_in_window,
+                StreamKind::Video => video_in_window += t.sent_in_window,
             }
         }
         PeerReport {
@@ -530,6 +553,8 @@ impl FleetPeer {
             received,
             sent_audio: sent_audio.unwrap_or_default(),
             sent_video: sent_video.unwrap_or_default(),
+            sent_audio_in_window: audio_in_window,
+            sent_video_in_window: video_in_window,
             send_lag: self.send_lag.clone(),
             nacks_sent: ingress.nacks,
             plis_sent: ingress.plis,
