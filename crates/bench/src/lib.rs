@@ -5,8 +5,10 @@
 //! Modules: [`stats`] (loss, latency, percentiles), [`media`] (packets shaped like real
 //! audio and video, stamped with a sequence and a send time), [`fleet`] (many peers driven by a
 //! few threads), [`janus`] (running and signaling Janus VideoRoom), [`target`] (Sfumato as a
-//! target), [`procstat`] (the server's CPU and memory from /proc).
+//! target), [`procstat`] (the server's CPU and memory from /proc), [`report`] (tables, JSON,
+//! charts) and [`compare`] (pairing Sfumato's and Janus' runs by load, the `RESULT` line).
 
+pub mod compare;
 pub mod fleet;
 pub mod janus;
 pub mod media;

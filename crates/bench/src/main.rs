@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use sfumato_bench::compare::{self, Load, Run, Server};
 use sfumato_bench::janus::JanusOptions;
 use sfumato_bench::report::{self, RunReport, Series};
 use sfumato_bench::scenario::{self, Scenario, Shape, Target};
@@ -257,105 +258,106 @@ async fn compare(cli: &Cli, quick: bool, threads: usize) -> anyhow::Result<()> {
     } else {
         (&[10, 30, 60, 100], 20)
     };
-    let mut sfu1 = Vec::new();
-    let mut jan = Vec::new();
-    let mut sfu2 = Vec::new();
-    for (i, &n) in sizes.iter().enumerate() {
-        let s = Scenario {
-            shape: Shape::Fanout,
-            participants: n + 1,
-            publishers: 1,
-            duration: Duration::from_secs(secs),
-            join_rate: 20.0,
-            video_bitrate: 1_000_000,
-        };
-        let port = 28400 + 10 * i as u16;
-        eprintln!("fanout 1→{n}: sfumato, 1 worker");
-        sfu1.push(scenario::run(&sfumato(cli, 1, port), &s, threads).await?);
-        eprintln!("fanout 1→{n}: sfumato, 2 workers (spread)");
-        sfu2.push(scenario::run(&sfumato(cli, 2, port + 5), &s, threads).await?);
-        eprintln!("fanout 1→{n}: janus");
-        match scenario::run(&janus(cli), &s, threads).await {
-            Ok(r) => jan.push(r),
-            Err(e) => eprintln!("janus run failed: {e:#}"),
-        }
-    }
-    let mut all: Vec<RunReport> = Vec::new();
-    for i in 0..sizes.len() {
-        all.push(sfu1[i].clone());
-        all.push(sfu2[i].clone());
-        if let Some(j) = jan.get(i) {
-            all.push(j.clone());
-        }
-    }
+    let fanout = |n: usize| Scenario {
+        shape: Shape::Fanout,
+        participants: n + 1,
+        publishers: 1,
+        duration: Duration::from_secs(secs),
+        join_rate: 20.0,
+        video_bitrate: 1_000_000,
+    };
+    let mut scenarios: Vec<Scenario> = sizes.iter().map(|&n| fanout(n)).collect();
+    // The headline (the RESULT line) is the largest fan-out, whatever happens to its runs.
+    let headline = Load::of(scenarios.last().context("no load to run")?);
     if !quick {
         // The other two room shapes, once each.
-        let others = [
-            Scenario {
-                shape: Shape::Meeting,
-                participants: 8,
-                publishers: 8,
-                duration: Duration::from_secs(secs),
-                join_rate: 10.0,
-                video_bitrate: 1_000_000,
-            },
-            Scenario {
-                shape: Shape::Audio,
-                participants: 60,
-                publishers: 10,
-                duration: Duration::from_secs(secs),
-                join_rate: 20.0,
-                video_bitrate: 0,
-            },
-        ];
-        for (i, s) in others.iter().enumerate() {
-            let port = 28700 + 10 * i as u16;
-            eprintln!(
-                "{:?} {}: sfumato 1 worker, 2 workers, janus",
-                s.shape, s.participants
-            );
-            all.push(scenario::run(&sfumato(cli, 1, port), s, threads).await?);
-            all.push(scenario::run(&sfumato(cli, 2, port + 5), s, threads).await?);
-            match scenario::run(&janus(cli), s, threads).await {
-                Ok(r) => all.push(r),
-                Err(e) => eprintln!("janus run failed: {e:#}"),
+        scenarios.push(Scenario {
+            shape: Shape::Meeting,
+            participants: 8,
+            publishers: 8,
+            duration: Duration::from_secs(secs),
+            join_rate: 10.0,
+            video_bitrate: 1_000_000,
+        });
+        scenarios.push(Scenario {
+            shape: Shape::Audio,
+            participants: 60,
+            publishers: 10,
+            duration: Duration::from_secs(secs),
+            join_rate: 20.0,
+            video_bitrate: 0,
+        });
+    }
+    // Every run is recorded with its load and server, failed or not; nothing is paired by
+    // position.
+    let mut runs: Vec<Run> = Vec::new();
+    for (i, s) in scenarios.iter().enumerate() {
+        let load = Load::of(s);
+        let port = 28400 + 10 * i as u16;
+        for (server, target) in [
+            (Server::Sfumato { workers: 1 }, sfumato(cli, 1, port)),
+            (Server::Sfumato { workers: 2 }, sfumato(cli, 2, port + 5)),
+            (Server::Janus, janus(cli)),
+        ] {
+            eprintln!("{load}: {server}");
+            let outcome = scenario::run(&target, s, threads).await;
+            if let Err(e) = &outcome {
+                eprintln!("{load}: {server} failed: {e:#}");
             }
+            runs.push(Run::new(load, server, outcome));
         }
     }
     println!(
         "Sfumato with `--bandwidth-estimation {}`.\n",
         cli.bandwidth_estimation
     );
-    println!("{}\n", report::window_note(&all[0]));
-    println!("{}", report::markdown(&all));
-    let json = write_json(cli, "compare", &all)?;
-    let series = |label: &str, rs: &[RunReport], f: fn(&RunReport) -> f64| Series {
-        label: label.to_string(),
-        points: rs.iter().map(|r| (r.forwarded_pps, f(r))).collect(),
+    if let Some(r) = runs.iter().find_map(Run::report) {
+        println!("{}\n", report::window_note(r));
+    }
+    println!("{}", compare::markdown(&runs));
+    println!(
+        "Server CPU per forwarded packet, {} ÷ janus, paired by load:\n",
+        compare::BASELINE
+    );
+    println!("{}", compare::pairs_markdown(&runs));
+    let json = cli.out.join("compare.json");
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(&compare::json(&runs, headline))?,
+    )?;
+    let series = |server: Server, f: fn(&RunReport) -> f64| {
+        let mut points: Vec<(f64, f64)> = runs
+            .iter()
+            .filter(|r| r.server == server && r.load.shape == Shape::Fanout)
+            .filter_map(Run::report)
+            .map(|r| (r.forwarded_pps, f(r)))
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Series {
+            label: server.to_string(),
+            points,
+        }
     };
-    let cpu = [
-        series("sfumato 1 worker", &sfu1, |r| r.server_cpu_us_per_pkt),
-        series("sfumato 2 workers", &sfu2, |r| r.server_cpu_us_per_pkt),
-        series("janus", &jan, |r| r.server_cpu_us_per_pkt),
+    let servers = [
+        Server::Sfumato { workers: 1 },
+        Server::Sfumato { workers: 2 },
+        Server::Janus,
     ];
-    let lat = [
-        series("sfumato 1 worker", &sfu1, |r| r.latency_p99_ms),
-        series("sfumato 2 workers", &sfu2, |r| r.latency_p99_ms),
-        series("janus", &jan, |r| r.latency_p99_ms),
-    ];
+    let cpu = servers.map(|s| series(s, |r| r.server_cpu_us_per_pkt));
+    let lat = servers.map(|s| series(s, |r| r.latency_p99_ms));
     let png = cli.out.join("compare.png");
     if let Err(e) = report::chart(
         &png,
-        ("server CPU per forwarded packet (µs)", &cpu),
-        ("p99 one-way latency (ms)", &lat),
+        ("fan-out: server CPU per forwarded packet (µs)", &cpu),
+        ("fan-out: p99 one-way latency (ms)", &lat),
     ) {
         eprintln!("no chart: {e:#}");
     }
     println!("wrote {} and {}", json.display(), png.display());
-    // The ratio compares the largest load both targets ran.
-    let last = sizes.len() - 1;
-    let janus_last = jan.get(last).or(jan.last());
-    println!("{}", report::result_line(&sfu1[last], janus_last));
+    println!("{}", compare::result_line(&runs, headline));
+    if let Err(why) = compare::pair(&runs, headline) {
+        bail!("no valid Sfumato/Janus pair at {headline}: {why}");
+    }
     Ok(())
 }
 

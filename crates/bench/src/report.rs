@@ -1,6 +1,6 @@
-//! What one run measured, and how runs are shown: a markdown table with the targets side by
-//! side, JSON, a PNG chart of CPU per packet and latency against load, and the one-line
-//! `RESULT` summary.
+//! What one run measured, and how runs are shown: a markdown table with the runs side by side,
+//! JSON, and a PNG chart of CPU per packet and latency against load. Pairing the servers'
+//! runs and the `RESULT` line are [`crate::compare`]'s.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -11,7 +11,7 @@ use serde::Serialize;
 /// The figures of one scenario run against one target. Everything but join time, NACKs and
 /// PLIs covers one steady-state window, `duration_s` long, opening `warmup_s` after the last
 /// join.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunReport {
     pub target: String,
     pub scenario: String,
@@ -49,16 +49,21 @@ pub struct RunReport {
     pub generator_cpu_pct: f64,
 }
 
-/// Rows of the side-by-side table: label and how to print one report's value.
-type Row = (&'static str, fn(&RunReport) -> String);
+/// A figure of a table: label and how to print one report's value.
+pub(crate) type Row = (&'static str, fn(&RunReport) -> String);
 
-const ROWS: &[Row] = &[
+/// What ran: the first rows of the side-by-side table.
+const SETUP: &[Row] = &[
     ("participants / publishers", |r| {
         format!("{} / {}", r.participants, r.publishers)
     }),
     ("workers", |r| {
         r.workers.map_or("-".into(), |w| w.to_string())
     }),
+];
+
+/// What was measured.
+pub(crate) const FIGURES: &[Row] = &[
     ("forwarded packets/s", |r| format!("{:.0}", r.forwarded_pps)),
     ("server CPU (% of a core)", |r| {
         format!("{:.1}", r.server_cpu_pct)
@@ -105,7 +110,7 @@ pub fn markdown(reports: &[RunReport]) -> String {
         let _ = write!(out, "---|");
     }
     out.push('\n');
-    for (label, value) in ROWS {
+    for (label, value) in SETUP.iter().chain(FIGURES) {
         let _ = write!(out, "| {label} |");
         for r in reports {
             let _ = write!(out, " {} |", value(r));
@@ -124,23 +129,6 @@ pub fn window_note(r: &RunReport) -> String {
         r.duration_s,
         r.warmup_s,
         crate::scenario::GRACE.as_secs_f64()
-    )
-}
-
-/// The last line of a compare run.
-pub fn result_line(sfumato: &RunReport, janus: Option<&RunReport>) -> String {
-    let ratio = janus
-        .filter(|j| j.server_cpu_us_per_pkt > 0.0)
-        .map_or("n/a".to_string(), |j| {
-            format!(
-                "{:.3}",
-                sfumato.server_cpu_us_per_pkt / j.server_cpu_us_per_pkt
-            )
-        });
-    let loss_janus = janus.map_or("n/a".to_string(), |j| format!("{:.3}", j.loss_pct));
-    format!(
-        "RESULT cpu_per_pkt_ratio={ratio} loss_sfumato={:.3} loss_janus={loss_janus} p99_ms_sfumato={:.2}",
-        sfumato.loss_pct, sfumato.latency_p99_ms
     )
 }
 
@@ -270,22 +258,11 @@ mod tests {
     }
 
     #[test]
-    fn result_line_format() {
-        let s = report("sfumato", 10.0, 0.0);
-        let j = report("janus", 40.0, 0.5);
-        assert_eq!(
-            result_line(&s, Some(&j)),
-            "RESULT cpu_per_pkt_ratio=0.250 loss_sfumato=0.000 loss_janus=0.500 p99_ms_sfumato=1.25"
-        );
-        assert!(result_line(&s, None).contains("cpu_per_pkt_ratio=n/a"));
-    }
-
-    #[test]
     fn table_has_a_column_per_report() {
         let t = markdown(&[report("sfumato", 10.0, 0.0), report("janus", 40.0, 0.5)]);
         assert!(t.starts_with("| | sfumato (fanout) | janus (fanout) |"));
         assert!(t.contains("| server CPU per forwarded packet (µs) | 10.00 | 40.00 |"));
-        assert_eq!(t.lines().count(), 2 + ROWS.len());
+        assert_eq!(t.lines().count(), 2 + SETUP.len() + FIGURES.len());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::stats::{LatencyHistogram, LossSummary};
 use crate::target::sfumato::{Answerer, Session, SfumatoOptions, SfumatoServer};
 
 /// The shape of a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Shape {
     /// Everyone publishes audio and video and receives everyone else.
