@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use sfumato_bench::compare::{self, Load, Run, Server};
-use sfumato_bench::janus::JanusOptions;
+use sfumato_bench::janus::{self, JanusOptions};
 use sfumato_bench::report::{self, RunReport, Series};
 use sfumato_bench::scenario::{self, Scenario, Shape, Target};
 use sfumato_bench::target::sfumato::SfumatoOptions;
@@ -96,6 +96,8 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Before this process pins itself: the copy in the namespace must see every CPU.
+    rerun_in_private_namespace(&cli)?;
     std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // The generator keeps off the server's core (threads inherit the main thread's mask).
@@ -111,6 +113,43 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async_main(cli, cores))
+}
+
+/// Set in the copy of this process that [`rerun_in_private_namespace`] starts.
+const RERUN: &str = "SFUMATO_BENCH_IN_PRIVATE_NETNS";
+
+/// Janus gets an address of its own next to loopback, which the tool gives only in a private
+/// network namespace (docs/benchmarks.md). A command that runs Janus outside one installs it
+/// if missing (the new namespace has no registry access), then runs again in a new network
+/// namespace (`unshare --net`, `lo` up), Sfumato's runs too, and exits with that status.
+fn rerun_in_private_namespace(cli: &Cli) -> anyhow::Result<()> {
+    let runs_janus = match &cli.cmd {
+        Cmd::Compare { .. } => true,
+        Cmd::Run { target, .. } => target == "janus",
+        _ => false,
+    };
+    if !runs_janus || std::env::var_os(RERUN).is_some() || janus::server::in_private_namespace()? {
+        return Ok(());
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(janus::server::install_if_missing(&JanusOptions::default()))?;
+    eprintln!("running again in a private network namespace (unshare --net, lo up)");
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let status = std::process::Command::new("unshare")
+        .args([
+            "--net",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$0\" \"$@\"",
+        ])
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env(RERUN, "1")
+        .status()
+        .context("running unshare --net (util-linux; needs root)")?;
+    std::process::exit(status.code().unwrap_or(1));
 }
 
 /// Pins this process (all its threads so far: only the main one) to `cpus`.

@@ -98,8 +98,8 @@ impl JanusServer {
     /// if asked) and waits until its HTTP API answers. Needs root and a private network
     /// namespace (see the module's documentation).
     pub async fn start(opts: JanusOptions) -> anyhow::Result<JanusServer> {
-        ensure_installed(&opts).await?;
-        ensure_private_namespace().await?;
+        install_if_missing(&opts).await?;
+        ensure_private_namespace()?;
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         // Interface names are at most 15 bytes: "sfbj" + pid (≤ 7 digits) + "x" + n.
@@ -329,7 +329,8 @@ impl Drop for JanusServer {
     }
 }
 
-async fn ensure_installed(opts: &JanusOptions) -> anyhow::Result<()> {
+/// Installs Debian's `janus` with apt-get when `opts.binary` is its default and missing.
+pub async fn install_if_missing(opts: &JanusOptions) -> anyhow::Result<()> {
     if opts.binary.exists() {
         return Ok(());
     }
@@ -360,16 +361,14 @@ async fn ensure_installed(opts: &JanusOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fails unless the current network namespace is a private one: no link but `lo` (and links
-/// of this module), as after `unshare --net`.
-async fn ensure_private_namespace() -> anyhow::Result<()> {
-    let out = tokio::process::Command::new("ip")
-        .args(["-o", "link", "show"])
-        .output()
-        .await
-        .context("running ip (is iproute2 installed?)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let others = foreign_links(&text);
+/// Whether the current network namespace is a private one: no link but `lo` (and links of
+/// this module), as after `unshare --net`.
+pub fn in_private_namespace() -> anyhow::Result<bool> {
+    Ok(links_here()?.is_empty())
+}
+
+fn ensure_private_namespace() -> anyhow::Result<()> {
+    let others = links_here()?;
     if !others.is_empty() {
         bail!(
             "Janus gets an address of its own next to loopback, so it runs only in a private \
@@ -379,6 +378,22 @@ async fn ensure_private_namespace() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The links of the current namespace other than `lo` and this module's own.
+fn links_here() -> anyhow::Result<Vec<String>> {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .stdin(Stdio::null())
+        .output()
+        .context("running ip (is iproute2 installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "`ip -o link show` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(foreign_links(&String::from_utf8_lossy(&out.stdout)))
 }
 
 /// The links of an `ip -o link show` listing other than `lo` and this module's own.
