@@ -46,7 +46,13 @@ fn main() {
 /// Sends [`PACKETS`] packets from `a` to `b`; returns how many `b` delivered. A function of
 /// its own for callgrind's `--toggle-collect`.
 #[inline(never)]
-fn cross(a: &mut Links, b: &mut Links, clock: &ClusterClock, start: Instant, from: SocketAddr) -> u64 {
+fn cross(
+    a: &mut Links,
+    b: &mut Links,
+    clock: &ClusterClock,
+    start: Instant,
+    from: SocketAddr,
+) -> u64 {
     let spec = CodecSpec {
         codec: Codec::Vp8,
         clock_rate: Frequency::NINETY_KHZ,
