@@ -376,7 +376,8 @@ impl Engine {
     /// crossed an event on its way (a track that just ended here, a peer that just closed)
     /// changes nothing that the next plan would not undo.
     fn reconcile(&mut self, now: Instant, plan: Plan) {
-        let mut repairs = 0;
+        // What was repaired, for the log (every RECONCILE_INTERVAL at most, off the hot path).
+        let mut fixed: Vec<String> = Vec::new();
         self.stats.plans += 1;
         self.closed.retain(|_, at| now < *at + TOMBSTONE);
         self.ended.retain(|_, at| now < *at + TOMBSTONE);
@@ -390,11 +391,11 @@ impl Engine {
         for peer in strays {
             tracing::warn!(%peer, "closing a peer the control plane does not know");
             self.close_peer(now, peer);
-            repairs += 1;
+            fixed.push(format!("closed stray peer {peer}"));
         }
         for peer in plan.subscribers {
             if self.create_subscriber(now, peer) {
-                repairs += 1;
+                fixed.push(format!("created subscriber {peer}"));
             }
         }
 
@@ -412,7 +413,7 @@ impl Engine {
             .collect();
         for (peer, track) in unplanned {
             self.unsubscribe(now, peer, track);
-            repairs += 1;
+            fixed.push(format!("unsubscribed {peer} from {track}"));
         }
         for s in plan.subscriptions {
             let Some(peer) = self.peers.get(&s.peer) else {
@@ -428,7 +429,7 @@ impl Engine {
                         .and_then(|p| p.subscription(s.track))
                     {
                         Some(current) => {
-                            repairs += 1;
+                            fixed.push(format!("subscribed {} to {}", s.peer, s.track));
                             current
                         }
                         None => continue, // the track is gone, or the peer is full
@@ -444,13 +445,19 @@ impl Engine {
                         layer: s.layer,
                     },
                 );
-                repairs += 1;
+                fixed.push(format!(
+                    "layer of {} on {}: {layer:?} -> {:?}",
+                    s.peer, s.track, s.layer
+                ));
             }
             if priority != s.priority {
                 if let Some(p) = self.peers.get_mut(&s.peer) {
                     p.set_priority(s.track, s.priority);
                 }
-                repairs += 1;
+                fixed.push(format!(
+                    "priority of {} on {}: {priority} -> {}",
+                    s.peer, s.track, s.priority
+                ));
             }
         }
 
@@ -460,9 +467,13 @@ impl Engine {
             if route.origin != me {
                 continue;
             }
-            let before = route.sinks.len();
-            route.sinks.retain(|(w, _)| planned.contains(&(*track, *w)));
-            repairs += (before - route.sinks.len()) as u64;
+            route.sinks.retain(|(w, _)| {
+                let keep = planned.contains(&(*track, *w));
+                if !keep {
+                    fixed.push(format!("dropped sink {w} of {track}"));
+                }
+                keep
+            });
         }
         for (track, worker) in plan.sinks {
             let Some(route) = self.router.get_mut(&track) else {
@@ -471,7 +482,7 @@ impl Engine {
             if route.origin == me && worker != me && !route.sinks.iter().any(|(w, _)| *w == worker)
             {
                 route.sinks.push((worker, ALL_LAYERS));
-                repairs += 1;
+                fixed.push(format!("added sink {worker} of {track}"));
             }
         }
         // The relay worker: tracks in from other nodes, tracks out to them.
@@ -488,7 +499,7 @@ impl Engine {
             .collect();
         for track in stale_in {
             self.remove_track(now, track);
-            repairs += 1;
+            fixed.push(format!("dropped relayed-in {track}"));
         }
         let stale_out: Vec<(TrackId, NodeId)> = self
             .router
@@ -499,20 +510,25 @@ impl Engine {
             .collect();
         for (track, node) in stale_out {
             self.relay_stop(now, track, node);
-            repairs += 1;
+            fixed.push(format!("stopped relaying {track} to {node}"));
         }
         for (track, kind, node) in plan.relay_in {
-            repairs += u64::from(self.relay_in(track, kind, node));
+            if self.relay_in(track, kind, node) {
+                fixed.push(format!("relaying in {track} from {node}"));
+            }
         }
         for (track, kind, origin, node) in plan.relay_out {
-            repairs += u64::from(self.relay_out(track, kind, origin, node));
+            if self.relay_out(track, kind, origin, node) {
+                fixed.push(format!("relaying {track} out to {node}"));
+            }
         }
         let tracks: Vec<TrackId> = self.router.routes.keys().copied().collect();
         for track in tracks {
             self.router.prune(&track);
         }
+        let repairs = fixed.len() as u64;
         if repairs > 0 {
-            tracing::warn!(worker = %self.worker, repairs, "reconciled with the control plane");
+            tracing::warn!(worker = %self.worker, repairs, what = ?fixed, "reconciled with the control plane");
         }
         self.stats.repairs += repairs;
     }

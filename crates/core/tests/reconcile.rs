@@ -194,3 +194,57 @@ fn a_plan_crossing_an_ended_track_does_not_bring_it_back() {
     assert_eq!(net.engines[1].stats().subscriptions, 0);
     assert_eq!(repairs(&net), 0);
 }
+
+/// Bob asked for alice's lowest layer, then alice left and carol published: bob's freed
+/// m-line carries carol's video, which starts at the default layer (the control plane sends
+/// a layer only when it differs from a new subscription's), so the plan of a control plane
+/// that never heard of alice's layer finds nothing to repair.
+#[test]
+fn a_reused_slot_starts_as_a_new_subscription() {
+    let mut net = Net::new(1);
+    let alice = net.add_client("alice", 0);
+    let bob = net.add_client("bob", 0);
+    let a = net.publish(alice);
+    net.create_subscriber(bob);
+    net.subscribe_all(bob, a);
+    net.connect_all();
+    net.set_layer(bob, a.video, Some(0));
+    send_frames(&mut net, alice, 5);
+
+    net.command(
+        0,
+        Command::ClosePeer {
+            peer: net.client(alice).peer,
+        },
+    );
+    net.run_for(Duration::from_millis(200));
+    let carol = net.add_client("carol", 0);
+    let c = net.publish(carol);
+    net.subscribe_all(bob, c);
+    net.connect(&[carol]);
+    send_frames(&mut net, carol, 5);
+    assert!(video_received(&net, bob) > 0, "bob receives video");
+
+    let bob_peer = net.client(bob).peer;
+    let carol_peer = net.client(carol).peer;
+    let sub = |track: TrackId, kind| Subscription {
+        peer: bob_peer,
+        track,
+        kind,
+        origin: WorkerId(0),
+        layer: Some(DEFAULT_LAYER),
+        priority: 0,
+    };
+    let plan = Plan {
+        peers: vec![bob_peer, carol_peer],
+        subscribers: vec![bob_peer],
+        subscriptions: vec![sub(c.audio, Kind::Audio), sub(c.video, Kind::Video)],
+        ..Plan::default()
+    };
+    reconcile(&mut net, &[plan]);
+    assert_eq!(
+        repairs(&net),
+        0,
+        "carol's video at bob starts at the default layer"
+    );
+}

@@ -8,9 +8,7 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaKind, Mid};
 
 use super::{Peer, PeerOut, Published, Role, Slot};
-use crate::alloc::LayerRates;
 use crate::ids::{Kind, TrackId, WorkerId};
-use crate::temporal::ALL_TEMPORAL;
 use crate::Error;
 
 impl Peer {
@@ -109,15 +107,7 @@ impl Peer {
             (None, _) => return false,
         };
         let slot = &mut self.slots[index];
-        slot.track = Some(track);
-        slot.origin = origin;
-        slot.want_active = true;
-        slot.restart();
-        // A reused slot measures its new track from scratch.
-        slot.rates = LayerRates::new();
-        slot.svc = false;
-        slot.forward.temporal_target = ALL_TEMPORAL;
-        slot.forward.temporal = ALL_TEMPORAL;
+        slot.bind(track, origin);
         let layer = slot.forward.target.unwrap_or(0);
         if self.role == Role::Subscriber {
             self.renegotiate(out);

@@ -63,6 +63,20 @@ impl Slot {
         }
     }
 
+    /// Binds the slot to `track` from `origin`: the subscription starts as in a new slot (the
+    /// layer asked for, priority, rates and forwarding state of a previous track do not carry
+    /// over; the control plane sends only what differs from a new subscription), while the
+    /// m-line and its sender's numbering carry on.
+    pub(super) fn bind(&mut self, track: TrackId, origin: WorkerId) {
+        let mut fresh = Slot::new(self.mid, self.kind, self.negotiated_active);
+        fresh.send = std::mem::take(&mut self.send);
+        fresh.track = Some(track);
+        fresh.origin = origin;
+        fresh.want_active = true;
+        *self = fresh;
+        self.restart();
+    }
+
     /// Nothing more is forwarded until a keyframe (the receiver has to start decoding over).
     pub(super) fn restart(&mut self) {
         self.send.rewriter.rebase();
