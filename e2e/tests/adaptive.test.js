@@ -57,11 +57,24 @@ test("without ?quality= each video's size and visibility choose its layer", () =
       return Object.values(p?.downlink?.layers ?? {})[0];
     };
     await waitFor(async () => (await layerOf()) === null, { timeout: 10000, message: 'the hidden video turned off on the server', describe: () => '' });
-    await sleep(500);
+    // What was on its way when the server turned it off arrives first (on a loaded machine,
+    // a good part of a second later): wait for a quiet second, then nothing more comes.
+    const packets = (list) => list.filter((x) => x.kind === 'video').reduce((n, x) => n + x.packetsReceived, 0);
+    let before = packets(await inboundStats(pages.auto));
+    let quiet = null;
+    await waitFor(
+      async () => {
+        await sleep(1000);
+        const now = packets(await inboundStats(pages.auto));
+        quiet = now - before;
+        before = now;
+        return quiet === 0;
+      },
+      { timeout: 15000, interval: 0, message: 'a second without video packets once hidden', describe: () => `${quiet} in the last second` },
+    );
     const a = await inboundStats(pages.auto);
     await sleep(2000);
     const b = await inboundStats(pages.auto);
-    const packets = (list) => list.filter((x) => x.kind === 'video').reduce((n, x) => n + x.packetsReceived, 0);
     assert.ok(packets(b) - packets(a) <= 2, `video packets while hidden: ${packets(b) - packets(a)}`);
   }));
 
