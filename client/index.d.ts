@@ -122,6 +122,9 @@ export interface RoomEvents {
   published: PublishedEvent;
   reconnecting: { attempt: number; delayMs: number };
   reconnected: { attempts: number };
+  /** Moved to another node of a cluster (its node drains), make-before-break: the new
+   * subscriptions were reported before the old ones went. */
+  moved: { url: string };
   disconnected: { reason: string };
   error: ErrorEvent;
 }

@@ -67,6 +67,16 @@ const QUALITIES = new Set(['low', 'medium', 'high', 'off']);
 /** Error codes after which trying again cannot help. */
 const FATAL_JOIN_CODES = new Set(['unsupported_version', 'bad_message']);
 
+/** The signaling URL on the node at `httpUrl`, with the scheme and path of `current`. */
+function signalingUrl(httpUrl, current) {
+  const here = new URL(current);
+  const u = new URL(httpUrl);
+  u.protocol = here.protocol;
+  u.pathname = here.pathname;
+  u.search = here.search;
+  return u.toString();
+}
+
 function participantFrom(p) {
   const tracks = Array.isArray(p?.tracks) ? p.tracks : [];
   return {
@@ -119,6 +129,9 @@ export class Room extends Emitter {
     this._participants = new Map();
     this._sig = null;
     this._session = 0;
+    /** Moving between nodes (`_move`): new subscriptions held back until they play. */
+    this._moving = false;
+    this._held = null;
     this._left = false;
     this._reconnecting = false;
     /** The server asked us to reconnect: the first attempt goes without delay. */
@@ -317,19 +330,30 @@ export class Room extends Emitter {
   // ---------------------------------------------------------------- joining
 
   /** Opens a socket and joins; returns the other participants. Sets the current session. */
-  async _openAndJoin() {
+  async _openAndJoin(replaces) {
     const o = this._opts;
-    const sig = await Signaling.open(this.url, { openTimeoutMs: o.requestTimeoutMs, pingIntervalMs: o.pingIntervalMs });
-    this._joinedUrl = this.url;
+    let sig;
     let joined;
-    try {
-      const reply = sig.next('joined', { failOn: '*', timeoutMs: o.requestTimeoutMs });
-      sig.send({ type: 'join', v: PROTOCOL_VERSION, room: this.roomName, name: this.name });
-      joined = await reply;
-    } catch (err) {
-      sig.close('join failed');
-      throw err;
+    // A cluster node that is full or draining sends us to another one (at most a few hops).
+    for (let hop = 0; ; hop++) {
+      sig = await Signaling.open(this.url, { openTimeoutMs: o.requestTimeoutMs, pingIntervalMs: o.pingIntervalMs });
+      try {
+        const reply = sig.next('joined', { failOn: '*', timeoutMs: o.requestTimeoutMs });
+        const join = { type: 'join', v: PROTOCOL_VERSION, room: this.roomName, name: this.name };
+        if (replaces) join.replaces = replaces;
+        sig.send(join);
+        joined = await reply;
+        break;
+      } catch (err) {
+        sig.close('join failed');
+        if (err instanceof SignalingError && err.code === 'redirect' && err.url && hop < 3) {
+          this.url = signalingUrl(err.url, this.url);
+          continue;
+        }
+        throw err;
+      }
     }
+    this._joinedUrl = this.url;
     if (this._left) {
       sig.close('left');
       throw new Error('the room was left');
@@ -444,6 +468,12 @@ export class Room extends Emitter {
       }
       case 'nodes':
         this._setNodes(msg.nodes);
+        break;
+      case 'move':
+        // Our node is draining: move to the one named, make-before-break.
+        if (typeof msg.url === 'string' && /^https?:\/\//.test(msg.url)) {
+          this._move(signalingUrl(msg.url, this.url)).catch((err) => console.warn('sfumato: move failed', err));
+        }
         break;
       case 'reconnect':
         // The server lost this session's media (the worker under it stopped) and closes the
@@ -594,7 +624,10 @@ export class Room extends Emitter {
         muted: !!info?.muted,
       };
       this._subs.set(mid, s);
-      this.emit('trackSubscribed', this._subEvent(s, p));
+      // While moving between nodes, the new subscriptions reach the application once they
+      // play (see `_move`); until then the old ones are on show.
+      if (this._held) this._held.push(s);
+      else this.emit('trackSubscribed', this._subEvent(s, p));
     }
   }
 
@@ -630,16 +663,97 @@ export class Room extends Emitter {
     const here = new URL(this._joinedUrl ?? this.url);
     const others = this.nodes
       .filter((n) => n.state === 'serving')
-      .map((n) => {
-        const u = new URL(n.url);
-        u.protocol = here.protocol;
-        u.pathname = here.pathname;
-        u.search = here.search;
-        return u.toString();
-      })
+      .map((n) => signalingUrl(n.url, here.toString()))
       .filter((u) => new URL(u).host !== here.host);
     const all = [here.toString(), ...others];
     return all[(attempt - 1) % all.length];
+  }
+
+  /**
+   * Moves this session to another node (`url`: its signaling URL), make-before-break: the
+   * old session's socket and peer connections stay until the new session carries media (our
+   * tracks are published there, its subscriber connection is up with as many tracks as before
+   * and each video one has decoded a frame), then it leaves. The application is told of the
+   * new subscriptions only then, before the old ones go (`trackSubscribed`, then
+   * `trackUnsubscribed`), so an element can be handed a stream that already plays; then
+   * `moved`.
+   */
+  async _move(url) {
+    if (this._moving || this._reconnecting || this._left || !this._sig) return;
+    this._moving = true;
+    const old = {
+      sig: this._sig,
+      pubPc: this._pubPc,
+      subPc: this._subPc,
+      subs: [...this._subs.values()],
+      self: this.localParticipant?.id,
+    };
+    // The old session is left to run on its own: nothing of it reaches the room any more.
+    this._sig = null;
+    this._session++;
+    this._pubPc = null;
+    this._subPc = null;
+    this._subs = new Map();
+    this._held = [];
+    this._lastOfferTracks = [];
+    this._subQueue = new SerialQueue();
+    this._pubQueue = new SerialQueue();
+    for (const lt of this._local.tracks) {
+      lt.transceiver = null;
+      lt.serverId = null;
+    }
+    this.url = url;
+    try {
+      const others = await this._openAndJoin(old.self);
+      this._applyParticipants(others);
+      if (this._local.stream) {
+        const session = this._session;
+        await this._pubQueue.run(() => this._negotiatePublish(session));
+      }
+      // Ready: as many subscriptions as before, each video one with a decoded frame.
+      const until = Date.now() + this._opts.requestTimeoutMs;
+      while (!this._left && Date.now() < until && !(await this._subsPlaying(old.subs.length))) await sleep(50);
+    } catch (err) {
+      console.warn('sfumato: moving to another node failed; reconnecting', err?.message ?? err);
+    } finally {
+      const held = this._held;
+      this._held = null;
+      for (const s of held) {
+        if (this._subs.get(s.mid) !== s) continue; // gone meanwhile
+        this.emit('trackSubscribed', this._subEvent(s));
+      }
+      old.sig.send({ type: 'leave' });
+      old.sig.close('moved to another node');
+      closePc(old.pubPc);
+      closePc(old.subPc);
+      for (const s of old.subs) this.emit('trackUnsubscribed', this._subEvent(s));
+      this._moving = false;
+    }
+    if (!this._sig && !this._left) {
+      // The new session did not come up: the usual reconnect takes over.
+      this._reconnectLoop();
+      return;
+    }
+    this.emit('moved', { url });
+  }
+
+  /** Whether at least `count` subscriptions are up and every video one decoded a frame. */
+  async _subsPlaying(count) {
+    if (this._subs.size < count) return false;
+    if (this._subs.size === 0) return true;
+    const pc = this._subPc;
+    if (!pc || pc.connectionState !== 'connected') return false;
+    for (const s of this._subs.values()) {
+      if (s.kind !== 'video') continue;
+      const tr = pc.getTransceivers().find((t) => t.mid === s.mid);
+      if (!tr) return false;
+      let decoded = 0;
+      (await tr.receiver.getStats()).forEach((r) => {
+        if (r.type === 'inbound-rtp') decoded += r.framesDecoded ?? 0;
+      });
+      if (decoded === 0) return false;
+    }
+    return true;
   }
 
   /** Closes both PCs and reports every subscription as gone. Local tracks keep running. */

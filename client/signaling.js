@@ -7,10 +7,12 @@ export const PROTOCOL_VERSION = 1;
 
 /** A server `error` message turned into an exception. */
 export class SignalingError extends Error {
-  constructor(code, message) {
+  /** `url`: where to go instead, with code `redirect` (a cluster node that is full or draining). */
+  constructor(code, message, url) {
     super(`${code}: ${message}`);
     this.name = 'SignalingError';
     this.code = code;
+    if (typeof url === 'string') this.url = url;
   }
 }
 
@@ -162,7 +164,7 @@ export class Signaling extends Emitter {
       }
       if (msg.type === 'error' && (w.failOn === '*' || w.failOn.has(msg.code))) {
         this._settle(w);
-        w.reject(new SignalingError(msg.code, msg.message ?? ''));
+        w.reject(new SignalingError(msg.code, msg.message ?? '', msg.url));
         return;
       }
     }

@@ -93,20 +93,43 @@ function play(el) {
   });
 }
 
+/**
+ * Shows `stream` in the tile; resolves to the element that shows it, once it does. A video
+ * on show that gets a new stream (we moved to another node of a cluster) keeps playing until
+ * the new stream has a picture in a second element, which then takes its place: the
+ * picture never blanks while a fresh element loads.
+ */
 function attach(tile, kind, stream) {
   const el = tile.querySelector(kind === 'video' ? 'video' : 'audio');
-  if (!el) return;
-  el.srcObject = stream;
+  if (!el) return Promise.resolve(null);
   if (kind === 'video') tile.classList.add('has-video');
-  play(el);
+  const live = el.srcObject?.getVideoTracks().some((t) => t.readyState === 'live');
+  if (kind !== 'video' || !live || el.srcObject === stream) {
+    el.srcObject = stream;
+    play(el);
+    return Promise.resolve(el);
+  }
+  const next = el.cloneNode(false);
+  next.srcObject = stream;
+  play(next);
+  return new Promise((resolve) => {
+    const swap = () => {
+      if (el.isConnected && !next.isConnected) el.replaceWith(next);
+      resolve(next);
+    };
+    next.addEventListener('loadeddata', swap, { once: true });
+    setTimeout(swap, 2000);
+  });
 }
 
+/** Clears the tile's element if it still shows `mediaStreamTrack`; says whether it did. */
 function detach(tile, kind, mediaStreamTrack) {
   const el = tile.querySelector(kind === 'video' ? 'video' : 'audio');
-  if (!el || !el.srcObject) return;
-  if (!el.srcObject.getTracks().includes(mediaStreamTrack)) return;
+  if (!el || !el.srcObject) return false;
+  if (!el.srcObject.getTracks().includes(mediaStreamTrack)) return false;
   el.srcObject = null;
   if (kind === 'video') tile.classList.remove('has-video');
+  return true;
 }
 
 function showMuted(tile, kind, muted) {
@@ -121,18 +144,21 @@ function wire(r) {
   r.on('participantLeft', ({ participant: p }) => removeTile(p.id));
   r.on('trackSubscribed', ({ participant: p, track, kind, stream, muted }) => {
     const tile = ensureTile(p.id, p.name);
-    attach(tile, kind, stream);
+    const shown = attach(tile, kind, stream);
     if (muted) showMuted(tile, kind, true);
-    if (kind === 'video' && !quality) {
+    shown.then((el) => {
+      if (kind !== 'video' || quality || !el?.isConnected) return;
       observers.get(track)?.();
-      observers.set(track, r.observeVideo(track, tile.querySelector('video')));
-    }
+      observers.set(track, r.observeVideo(track, el));
+    });
   });
   r.on('trackUnsubscribed', ({ participant: p, track, kind, mediaStreamTrack }) => {
+    const tile = tiles.get(p.id);
+    // Moving between nodes hands the element its new stream before the old one ends: only
+    // the end of the stream on show stops its quality observer.
+    if (tile && !detach(tile, kind, mediaStreamTrack)) return;
     observers.get(track)?.();
     observers.delete(track);
-    const tile = tiles.get(p.id);
-    if (tile) detach(tile, kind, mediaStreamTrack);
   });
   r.on('trackMuted', ({ participant: p, kind, muted, local }) => {
     const tile = tiles.get(local ? 'local' : p.id);

@@ -476,6 +476,60 @@ export async function watchVideo(page, ms) {
   return { samples, frames: samples.at(-1).frames - samples[0].frames, width: samples.at(-1).width, frozenMs };
 }
 
+/**
+ * Watches the video of the tile named `name` for `ms`, frame by frame as shown (through
+ * requestVideoFrameCallback on whichever element the tile shows): the frames presented, the
+ * longest time between two of them from the start of the window and when it ended, and when
+ * the tile changed element (ms into the window).
+ */
+export function watchTile(page, name, ms) {
+  return page.evaluate(
+    ({ name, ms }) =>
+      new Promise((resolve) => {
+        // The element on show (the page may hand the tile a new one, e.g. after a move).
+        const current = () => [...document.querySelectorAll('#grid .tile')].find((t) => t.dataset.name === name)?.querySelector('video');
+        if (!current()) return resolve({ frames: 0, longestGapMs: ms, missing: true });
+        const start = performance.now();
+        let last = start;
+        let frames = 0;
+        let longest = 0;
+        let longestEnd = 0;
+        let swappedAt = null;
+        let done = false;
+        const watched = new Set();
+        const watch = (video) => {
+          if (watched.has(video)) return;
+          watched.add(video);
+          const onFrame = (now) => {
+            if (done) return;
+            if (video === current()) {
+              frames++;
+              if (now - last > longest) [longest, longestEnd] = [now - last, now];
+              last = now;
+            }
+            video.requestVideoFrameCallback(onFrame);
+          };
+          video.requestVideoFrameCallback(onFrame);
+        };
+        const poll = setInterval(() => {
+          const v = current();
+          if (v && !watched.has(v) && swappedAt === null) swappedAt = performance.now();
+          if (v) watch(v);
+        }, 20);
+        watch(current());
+        setTimeout(() => {
+          done = true;
+          clearInterval(poll);
+          const end = performance.now();
+          if (end - last > longest) [longest, longestEnd] = [end - last, end];
+          const at = (t) => (t === null ? null : Math.round(t - start));
+          resolve({ frames, longestGapMs: Math.round(longest), gapEndedAt: at(longestEnd), elements: watched.size, swappedAt: at(swappedAt) });
+        }, ms);
+      }),
+    { name, ms },
+  );
+}
+
 /** Participant names shown as tiles on the demo page. */
 export function tileNames(page) {
   return page.$$eval('#grid .tile:not(.local)', (els) => els.map((e) => e.dataset.name).sort());

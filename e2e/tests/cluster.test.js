@@ -1,12 +1,13 @@
 // One room across three nodes: three Sfumato processes on 127.0.0.1, 127.0.0.2 and
 // 127.0.0.3 (all loopback) joined through one Redis; a browser on each node. Each decodes
 // the other two (their media crosses between nodes over the relay), the API of any node
-// lists everyone with their node, and when one node is killed (kill -9) its participant
-// comes back through another node and is seen and seeing again.
+// lists everyone with their node, when one node is killed (kill -9) its participant comes
+// back through another node and is seen and seeing again, and when a node is drained its
+// participant moves to another node without a freeze and the node exits.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Session, freePort, launchBrowser, startRedis, startServer, waitFor, waitForMedia } from '../lib/harness.js';
+import { Session, freePort, launchBrowser, startRedis, startServer, sleep, waitFor, waitForMedia, watchTile } from '../lib/harness.js';
 
 const HOSTS = ['127.0.0.1', '127.0.0.2', '127.0.0.3'];
 let redis;
@@ -102,4 +103,40 @@ test('when a node is killed, its participant comes back through another node', (
     console.log(`c was back and everyone decoding ${back} ms after kill -9 of its node`);
     const c = r.participants.find((p) => p.name === 'c');
     assert.notEqual(c.node, killed, `c is on a live node: ${JSON.stringify(c)}`);
+  }));
+
+test('a drained node moves its participant to another node without a freeze, then exits', () =>
+  s.run(async () => {
+    // b is on node 2; draining it (asked through node 1's API) moves b to node 1.
+    const drained = (await nodes[1].getJson('/api/nodes')).body.self;
+    // For comparison: how smoothly b sees a with nothing moving, on this machine now.
+    const still = await watchTile(pages.b, 'a', 3000);
+    const seen = watchTile(pages.b, 'a', 12000);
+    await sleep(1000);
+    const res = await nodes[0].fetch(`/api/nodes/${drained}/drain`, { method: 'POST' });
+    assert.equal(res.status, 202, await res.text());
+    // The node exits once b has left it.
+    await waitFor(() => nodes[1].exited !== null, { timeout: 20000, message: 'the drained node to exit' });
+    assert.equal(nodes[1].exited.code, 0, `clean exit: ${JSON.stringify(nodes[1].exited)}`);
+    // b kept seeing a across the move, frame after frame.
+    const watch = await seen;
+    console.log(`b's view of a: ${JSON.stringify(still)} before, ${JSON.stringify(watch)} across the move`);
+    assert.ok(watch.frames > 100, `b's view of a kept playing: ${JSON.stringify(watch)}`);
+    // A freeze is a gap well beyond this machine's own jitter of the moment (a loaded
+    // two-core machine shows 100-250 ms gaps with nothing moving).
+    const bound = Math.max(500, 4 * still.longestGapMs);
+    assert.ok(watch.longestGapMs < bound, `no freeze while b moved (${bound} ms at most): ${JSON.stringify(watch)}`);
+    // b is on node 1 now, and everyone decodes everyone.
+    let r;
+    await waitFor(
+      async () => {
+        r = await room(0);
+        const bs = (r?.participants ?? []).filter((p) => p.name === 'b');
+        return r?.participants?.length === 3 && bs.length === 1 && bs[0].node !== drained && bs[0].tracks.length === 2;
+      },
+      { timeout: 15000, message: 'b in the room through node 1 alone', describe: () => JSON.stringify(r) },
+    );
+    for (const name of ['a', 'b', 'c']) {
+      await waitForMedia(pages[name], { video: 2, audio: 2, timeout: 20000, minFrames: 10 });
+    }
   }));

@@ -53,6 +53,11 @@ pub struct Cli {
     /// [default: a random key the first node stores in Redis]
     #[arg(long, env = "SFUMATO_CLUSTER_SECRET")]
     pub cluster_secret: Option<String>,
+    /// In a cluster: on SIGTERM (or `POST /api/nodes/{id}/drain`) the node moves its
+    /// participants to other nodes and exits once empty, or after this many seconds
+    /// [default: 60]
+    #[arg(long, env = "SFUMATO_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<u64>,
     /// TOML file with any of the settings above (snake_case keys)
     #[arg(long, env = "SFUMATO_CONFIG")]
     pub config: Option<PathBuf>,
@@ -72,6 +77,7 @@ struct File {
     public_url: Option<String>,
     relay_port: Option<u16>,
     cluster_secret: Option<String>,
+    drain_timeout: Option<u64>,
 }
 
 /// How this node joins a cluster (`--redis`).
@@ -81,6 +87,7 @@ pub struct ClusterConfig {
     pub public_url: String,
     pub relay_port: u16,
     pub secret: Option<String>,
+    pub drain_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +156,9 @@ impl Config {
                         .to_string(),
                     relay_port,
                     secret: cli.cluster_secret.or(file.cluster_secret),
+                    drain_timeout: std::time::Duration::from_secs(
+                        cli.drain_timeout.or(file.drain_timeout).unwrap_or(60),
+                    ),
                 })
             }
         };

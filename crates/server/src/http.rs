@@ -72,7 +72,6 @@ async fn worker_stats(app: &App) -> Vec<WorkerStats> {
     all
 }
 
-/// Every worker: its counters and `"alive": true`, or `"alive": false` and why it died.
 /// The cluster's live nodes with their load (this node alone, without a cluster).
 pub async fn nodes(AxumState(app): AxumState<App>) -> Json<Value> {
     let Some(node) = &app.cluster else {
@@ -97,6 +96,31 @@ pub async fn nodes(AxumState(app): AxumState<App>) -> Json<Value> {
     )
 }
 
+/// Drains node `id` (this one, or another through the cluster): it moves its participants
+/// to other nodes and exits (docs/protocol.md). `202` once asked, `404` without a cluster.
+pub async fn drain(AxumState(app): AxumState<App>, Path(id): Path<String>) -> Response {
+    let Some(node) = app.cluster.clone() else {
+        return (StatusCode::NOT_FOUND, "this node is not in a cluster").into_response();
+    };
+    let Some(n) = id.strip_prefix('n').and_then(|n| n.parse::<u32>().ok()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("`{id}` is not a node id (n<number>)"),
+        )
+            .into_response();
+    };
+    if n == node.id.0 {
+        let timeout = node.drain_timeout;
+        tokio::spawn(async move { node.drain(&app, timeout).await });
+    } else if !node.nodes().iter().any(|x| x.id == n) {
+        return (StatusCode::NOT_FOUND, format!("no live node `{id}`")).into_response();
+    } else if let Err(e) = node.request_drain(n).await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e}")).into_response();
+    }
+    (StatusCode::ACCEPTED, format!("node {id} drains")).into_response()
+}
+
+/// Every worker: its counters and `"alive": true`, or `"alive": false` and why it died.
 pub async fn workers(AxumState(app): AxumState<App>) -> Json<Value> {
     let mut stats = worker_stats(&app).await;
     let workers: Vec<Value> = (0..app.pool.len())

@@ -119,11 +119,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 capacity: config.workers * config.worker_capacity,
             };
             tracing::info!(node = %j.id, url = %me.url, relay = %me.relay, "joined the cluster");
-            Some(cluster::Node::new(j, me))
+            Some(cluster::Node::new(j, me, c.drain_timeout))
         }
         _ => None,
     };
-    let router = control_plane(
+    let (router, app) = control_plane(
         pool.clone(),
         deliveries,
         placement,
@@ -141,8 +141,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "sfumato is up: open http://{}/?room=demo&name=alice",
         config.listen
     );
+    let drain_node = node.clone();
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        wait_for_signal().await;
+        match &drain_node {
+            // In a cluster, SIGTERM drains first (a second signal stops at once), and a drain
+            // asked through the API ends the process too.
+            Some(n) => {
+                tokio::select! {
+                    _ = wait_for_signal() => {
+                        tracing::info!("signal: draining (a second signal stops at once)");
+                        tokio::select! {
+                            _ = n.drain(&app, n.drain_timeout) => {}
+                            _ = wait_for_signal() => {}
+                        }
+                    }
+                    _ = n.drained() => {}
+                }
+            }
+            None => wait_for_signal().await,
+        }
         tracing::info!("shutting down");
         let _ = shutdown_tx.send(true);
     });
@@ -170,7 +187,7 @@ fn control_plane(
     placement: Placement,
     shutdown: watch::Receiver<bool>,
     node: Option<Arc<cluster::Node>>,
-) -> Router {
+) -> (Router, App) {
     let local = LocalTopology::new(pool.clone());
     let topology: Box<dyn Topology> = match pool.relay() {
         Some(relay) => Box::new(ClusterTopology::new(local, relay)),
@@ -206,13 +223,14 @@ fn control_plane(
         }
     });
 
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(http::healthz))
         .route("/metrics", get(http::metrics))
         .route("/api/rooms", get(http::rooms))
         .route("/api/rooms/{room}", get(http::room))
         .route("/api/workers", get(http::workers))
         .route("/api/nodes", get(http::nodes))
+        .route("/api/nodes/{id}/drain", post(http::drain))
         .route("/ws", get(signaling::upgrade))
         .route("/whip/{room}", post(whip::whip_post))
         .route("/whip/{room}/{session}", delete(whip::whip_delete))
@@ -221,7 +239,8 @@ fn control_plane(
         .route("/whep/{room}/session/{session}", delete(whip::whep_delete))
         .fallback(get(http::asset))
         .layer(axum::extract::DefaultBodyLimit::max(whip::MAX_BODY))
-        .with_state(app)
+        .with_state(app.clone());
+    (router, app)
 }
 
 async fn wait_for_signal() {

@@ -69,6 +69,9 @@ pub struct Participant {
     pub subscriber: Option<PeerId>,
     /// The token of a WHIP or WHEP session's URL (its `Location`).
     pub session: Option<String>,
+    /// The participant this one takes over from (a client moving between nodes keeps its old
+    /// session until its new one carries media): it does not receive that one's tracks.
+    pub replaces: Option<ParticipantId>,
     pub tracks: Vec<TrackId>,
     /// The worker's latest downlink estimate for this participant's subscriber and the layer
     /// each video track gets.
@@ -172,6 +175,18 @@ impl State {
         name: &str,
         client: Client,
     ) -> Result<ParticipantId, NoLiveWorker> {
+        self.join_replacing(room, name, client, None)
+    }
+
+    /// [`State::join`] for a client that takes over from participant `replaces` (its own
+    /// session on another node, which it leaves once this one carries media).
+    pub fn join_replacing(
+        &mut self,
+        room: &str,
+        name: &str,
+        client: Client,
+        replaces: Option<ParticipantId>,
+    ) -> Result<ParticipantId, NoLiveWorker> {
         let pool = &self.pool;
         let worker = self.placement.choose(|w| pool.is_alive(w))?;
         let id = self.ids.next();
@@ -191,6 +206,7 @@ impl State {
             publisher: None,
             subscriber,
             session,
+            replaces,
             tracks: Vec::new(),
             downlink: None,
         };
@@ -503,6 +519,12 @@ impl State {
         let Some(part) = self.participants.get(&p) else {
             return false;
         };
+        // A client moving between nodes: neither of its two sessions receives the other.
+        if part.replaces == Some(owner)
+            || self.participants.get(&owner).and_then(|o| o.replaces) == Some(p)
+        {
+            return false;
+        }
         match part.client {
             Client::Socket(_) => true,
             Client::Whip | Client::Remote { .. } => false,

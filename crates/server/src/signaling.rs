@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use sfumato_worker::sfumato_core::{Command, ReplyBody};
 use tokio::sync::mpsc;
 
-use crate::rooms::{participant_key, Client, ParticipantId};
+use crate::rooms::{parse_participant_key, participant_key, Client, ParticipantId};
 use crate::App;
 
 pub const PROTOCOL_VERSION: u64 = 1;
@@ -169,17 +169,39 @@ async fn handle(
                 node.prepare_room(app, room)
                     .await
                     .map_err(|e| Reject("unavailable", e))?;
+                // A full or draining node sends the client elsewhere.
+                match node.admit(app, room) {
+                    Ok(()) => {}
+                    Err(Some(url)) => {
+                        let _ = tx.send(
+                            json!({"type": "error", "code": "redirect", "message": "join another node", "url": url})
+                                .to_string(),
+                        );
+                        return Ok(Flow::Continue);
+                    }
+                    Err(None) => {
+                        return Err(Reject(
+                            "unavailable",
+                            "this node is draining and no other node takes participants".into(),
+                        ))
+                    }
+                }
             }
+            // A client moving between nodes names its session on the other node.
+            let replaces = msg
+                .get("replaces")
+                .and_then(Value::as_str)
+                .and_then(parse_participant_key);
             let mut state = app.state();
             let id = state
-                .join(room, name, Client::Socket(tx.clone()))
+                .join_replacing(room, name, Client::Socket(tx.clone()), replaces)
                 .map_err(|e| Reject("unavailable", e.to_string()))?;
             *me = Some(id);
             let p = &state.participants[&id];
             let others: Vec<Value> = state.rooms[room]
                 .participants
                 .iter()
-                .filter(|o| **o != id)
+                .filter(|o| **o != id && Some(**o) != replaces)
                 .filter_map(|o| state.participants.get(o))
                 .map(|o| state.participant_json(o))
                 .collect();

@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State as AxumState};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sfumato_worker::sfumato_core::{Command, ReplyBody};
@@ -74,6 +74,7 @@ pub async fn whip_post(
     AxumState(app): AxumState<App>,
     Path(room): Path<String>,
     Query(q): Query<NameQuery>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -82,7 +83,7 @@ pub async fn whip_post(
         Err((status, reason)) => return plain(status, reason),
     };
     let name = q.name.unwrap_or_else(|| "whip".to_string());
-    if let Err(e) = prepare(&app, &room).await {
+    if let Err(e) = prepare(&app, &room, &uri).await {
         return e;
     }
     let (id, worker, peer) = {
@@ -125,14 +126,30 @@ pub async fn whep_delete(
 }
 
 /// In a cluster, before a session joins `room`: who else is in it (a 503 if Redis cannot
-/// say).
-async fn prepare(app: &App, room: &str) -> Result<(), Response> {
-    match &app.cluster {
-        Some(node) => node
-            .prepare_room(app, room)
-            .await
-            .map_err(|e| plain(StatusCode::SERVICE_UNAVAILABLE, e)),
-        None => Ok(()),
+/// say), and whether this node takes it: a full or draining node answers `307` to the same
+/// path on another node (WHIP and WHEP clients follow redirects).
+async fn prepare(app: &App, room: &str, uri: &Uri) -> Result<(), Response> {
+    let Some(node) = &app.cluster else {
+        return Ok(());
+    };
+    node.prepare_room(app, room)
+        .await
+        .map_err(|e| plain(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    match node.admit(app, room) {
+        Ok(()) => Ok(()),
+        Err(Some(url)) => Err((
+            StatusCode::TEMPORARY_REDIRECT,
+            [(
+                header::LOCATION,
+                format!("{url}{}", uri.path_and_query().map_or("", |p| p.as_str())),
+            )],
+            "this node is full or draining: use the other node",
+        )
+            .into_response()),
+        Err(None) => Err(plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node is draining and no other node takes sessions",
+        )),
     }
 }
 
@@ -165,25 +182,28 @@ fn end_session(app: &App, room: &str, session: &str, kind: impl Fn(&Client) -> b
 pub async fn whep_post_first(
     AxumState(app): AxumState<App>,
     Path(room): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    whep(app, room, None, headers, body).await
+    whep(app, room, None, uri, headers, body).await
 }
 
 pub async fn whep_post_chosen(
     AxumState(app): AxumState<App>,
     Path((room, participant)): Path<(String, String)>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    whep(app, room, Some(participant), headers, body).await
+    whep(app, room, Some(participant), uri, headers, body).await
 }
 
 async fn whep(
     app: App,
     room: String,
     chosen: Option<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -191,7 +211,7 @@ async fn whep(
         Ok(o) => o,
         Err((status, reason)) => return plain(status, reason),
     };
-    if let Err(e) = prepare(&app, &room).await {
+    if let Err(e) = prepare(&app, &room, &uri).await {
         return e;
     }
     let (id, worker, peer) = {

@@ -4,13 +4,14 @@
 //! and a Redis outage leaves live calls running (nothing is dropped for a lease that could
 //! not be read).
 
+mod drain;
 pub mod members;
 pub mod records;
 mod sync;
 pub mod topology;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sfumato_worker::sfumato_core::link::KEY_LEN;
 use sfumato_worker::sfumato_core::NodeId;
 use sfumato_worker::Member;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::App;
 use members::{Members, NodeInfo};
@@ -150,6 +151,11 @@ pub struct Node {
     gen: AtomicU64,
     /// Records read back that were refused (garbage, impostors).
     pub rejected: AtomicU64,
+    /// Set once a drain started; `drained` turns true when it ended.
+    draining: AtomicBool,
+    drained: watch::Sender<bool>,
+    /// How long a drain waits for its participants to move (`--drain-timeout`).
+    pub drain_timeout: Duration,
 }
 
 /// How often this node rewrites and rereads the records of the rooms it follows, beyond the
@@ -162,7 +168,7 @@ const ROOM_TTL: Duration = Duration::from_secs(30);
 const JOIN_WAIT: Duration = Duration::from_secs(10);
 
 impl Node {
-    pub fn new(joined: Joined, me: NodeInfo) -> Arc<Node> {
+    pub fn new(joined: Joined, me: NodeInfo, drain_timeout: Duration) -> Arc<Node> {
         Arc::new(Node {
             id: joined.id,
             con: joined.con,
@@ -172,6 +178,9 @@ impl Node {
             silent: Mutex::new(HashSet::new()),
             gen: AtomicU64::new(1),
             rejected: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            drained: watch::Sender::new(false),
+            drain_timeout,
         })
     }
 
@@ -292,6 +301,14 @@ impl Node {
                             let Ok(text) = msg.get_payload::<String>() else {
                                 continue;
                             };
+                            if text.strip_prefix("drain ").and_then(|id| id.parse().ok())
+                                == Some(self.id.0)
+                            {
+                                let (node, app) = (self.clone(), app.clone());
+                                tokio::spawn(async move {
+                                    node.drain(&app, node.drain_timeout).await;
+                                });
+                            }
                             if let Some(room) = text.strip_prefix("room ") {
                                 let followed =
                                     app.state().followed_rooms().iter().any(|r| r == room);
@@ -442,6 +459,16 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Asks node `id` to drain (through Redis: whichever node gets the request).
+    pub async fn request_drain(&self, id: u32) -> redis::RedisResult<()> {
+        let mut con = self.con.clone();
+        redis::cmd("PUBLISH")
+            .arg(keys::EVENTS)
+            .arg(format!("drain {id}"))
+            .query_async::<()>(&mut con)
+            .await
     }
 
     /// A clean exit: the lease goes at once.

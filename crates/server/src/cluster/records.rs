@@ -31,6 +31,9 @@ pub struct RecordParticipant {
     pub kind: String,
     pub worker: u16,
     pub tracks: Vec<RecordTrack>,
+    /// The participant this one takes over from (a client moving between nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +59,7 @@ pub struct RemoteParticipant {
     pub kind: String,
     pub worker: u16,
     pub tracks: Vec<(TrackId, Kind, bool)>,
+    pub replaces: Option<ParticipantId>,
 }
 
 /// Why a record was rejected.
@@ -119,6 +123,10 @@ pub fn parse(field: u32, json: &str) -> Result<Remote, RecordError> {
             };
             tracks.push((tid, kind, t.muted));
         }
+        let replaces = match &p.replaces {
+            None => None,
+            Some(r) => Some(parse_participant_key(r).ok_or_else(|| RecordError::Id(r.clone()))?),
+        };
         let name: String = p.name.chars().take(64).collect();
         participants.push(RemoteParticipant {
             id,
@@ -126,6 +134,7 @@ pub fn parse(field: u32, json: &str) -> Result<Remote, RecordError> {
             kind: p.kind.chars().take(16).collect(),
             worker: p.worker,
             tracks,
+            replaces,
         });
     }
     let wants = r
@@ -160,6 +169,7 @@ mod tests {
                     kind: "video".into(),
                     muted: true,
                 }],
+                replaces: None,
             }],
             wants: vec![format!("{}-1", 5u64 << 40)],
         }

@@ -64,6 +64,7 @@ impl State {
                         })
                     })
                     .collect(),
+                replaces: p.replaces.map(participant_key),
             });
         }
         if participants.is_empty() {
@@ -140,6 +141,7 @@ impl State {
                     publisher: None,
                     subscriber: None,
                     session: None,
+                    replaces: rp.replaces,
                     tracks: Vec::new(),
                     downlink: None,
                 };
@@ -263,6 +265,23 @@ impl State {
         }
         self.rooms
             .retain(|name, r| followed.contains(name) || !r.participants.is_empty());
+    }
+
+    /// The other nodes with participants in `room`.
+    pub fn room_nodes(&self, room: &str) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = self
+            .rooms
+            .get(room)
+            .map(|r| {
+                r.participants
+                    .iter()
+                    .filter_map(|id| self.participants.get(id)?.client.node())
+                    .collect()
+            })
+            .unwrap_or_default();
+        nodes.sort();
+        nodes.dedup();
+        nodes
     }
 
     /// Participants of this node (for its lease's load).
