@@ -2,7 +2,7 @@
 //! joining client to the least loaded serving node that already holds the room (else the
 //! least loaded one), and a draining node moves its participants there make-before-break
 //! (`move`: the client joins the other node, and leaves this one once its media flows there),
-//! then exits when it is empty or after `--drain-timeout`.
+//! then exits when it is empty, after `--drain-timeout`, or at once when no node serves.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -105,6 +105,16 @@ impl Node {
             let left = app.state().local_participants();
             if left == 0 {
                 tracing::info!(node = %self.id, "drained: nobody left");
+                break;
+            }
+            // The whole cluster stops (every node drains): nobody can move, so waiting helps
+            // no one (a rolling restart starts the new node first).
+            let elsewhere = Self::lock(&self.members)
+                .nodes
+                .iter()
+                .any(|n| n.id != self.id.0 && n.state == NodeState::Serving);
+            if !elsewhere {
+                tracing::warn!(node = %self.id, participants = left, "no serving node to move to: stopping now");
                 break;
             }
             if Instant::now() >= deadline {
