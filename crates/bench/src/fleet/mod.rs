@@ -153,6 +153,8 @@ pub struct StreamReport {
     pub first_at: Instant,
     /// Last packet's arrival.
     pub last_at: Instant,
+    /// Arrival of the first packet of the first keyframe (video: the first decodable frame).
+    pub first_keyframe_at: Option<Instant>,
     /// What arrived within the fleet's window, and what of the packets sent in it.
     pub window: WindowedRx,
 }
@@ -202,6 +204,10 @@ pub struct PeerReport {
     pub unstamped: u64,
     /// Datagrams the socket refused (full buffer, etc.).
     pub send_errors: u64,
+    /// Datagrams its socket sent (media, RTCP, STUN, DTLS), whole run.
+    pub udp_datagrams_sent: u64,
+    /// Their UDP payload bytes (what crosses the wire to the server, less IP/UDP headers).
+    pub udp_bytes_sent: u64,
     /// The latest round-trip time str0m measured.
     pub rtt: Option<Duration>,
     /// Errors str0m or the socket returned (the first 32).

@@ -49,6 +49,7 @@ struct RxStream {
     latency: LatencyHistogram,
     first_at: Instant,
     last_at: Instant,
+    first_keyframe_at: Option<Instant>,
     window: WindowedRx,
 }
 
@@ -80,6 +81,8 @@ pub(crate) struct FleetPeer {
     firs_received: u64,
     unstamped: u64,
     send_errors: u64,
+    udp_datagrams_sent: u64,
+    udp_bytes_sent: u64,
     send_lag: LatencyHistogram,
     rtt: Option<Duration>,
     errors: Vec<String>,
@@ -124,6 +127,8 @@ impl FleetPeer {
             firs_received: 0,
             unstamped: 0,
             send_errors: 0,
+            udp_datagrams_sent: 0,
+            udp_bytes_sent: 0,
             send_lag: LatencyHistogram::new(),
             rtt: None,
             errors: Vec::new(),
@@ -259,14 +264,18 @@ impl FleetPeer {
                     self.next_timeout = t;
                     return;
                 }
-                Ok(Output::Transmit(t)) => {
-                    if let Err(e) = self.socket.send_to(&t.contents, t.destination) {
+                Ok(Output::Transmit(t)) => match self.socket.send_to(&t.contents, t.destination) {
+                    Ok(n) => {
+                        self.udp_datagrams_sent += 1;
+                        self.udp_bytes_sent += n as u64;
+                    }
+                    Err(e) => {
                         self.send_errors += 1;
                         if e.kind() != ErrorKind::WouldBlock {
                             self.error(format!("send_to {}: {e}", t.destination));
                         }
                     }
-                }
+                },
                 Ok(Output::Event(e)) => self.on_event(e, now),
                 Err(e) => {
                     self.error(format!("poll_output: {e}"));
@@ -352,6 +361,7 @@ impl FleetPeer {
                 latency: LatencyHistogram::new(),
                 first_at: arrival,
                 last_at: arrival,
+                first_keyframe_at: None,
                 window: WindowedRx::default(),
             });
         s.packets += 1;
@@ -359,6 +369,7 @@ impl FleetPeer {
         s.last_at = arrival;
         if stamp.keyframe && stamp.frame_start {
             s.keyframes += 1;
+            s.first_keyframe_at.get_or_insert(arrival);
         }
         s.loss.record(stamp.seq);
         if let Some(ns) = stamp.latency_ns(self.epoch, arrival) {
@@ -522,6 +533,7 @@ impl FleetPeer {
                 latency: s.latency.clone(),
                 first_at: s.first_at,
                 last_at: s.last_at,
+                first_keyframe_at: s.first_keyframe_at,
                 window: s.window.clone(),
             })
             .collect();
@@ -564,6 +576,8 @@ impl FleetPeer {
             firs_received: self.firs_received.max(egress.firs),
             unstamped: self.unstamped,
             send_errors: self.send_errors,
+            udp_datagrams_sent: self.udp_datagrams_sent,
+            udp_bytes_sent: self.udp_bytes_sent,
             rtt: self.rtt,
             errors: self.errors.clone(),
         }
