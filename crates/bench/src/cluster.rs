@@ -34,7 +34,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::fleet::{Fleet, FleetConfig, OfferKind, PeerConfig, PeerHandle, PeerReport};
-use crate::media::{MediaConfig, StreamKind};
+use crate::media::{base_source, MediaConfig, StreamKind};
 use crate::procstat;
 use crate::scenario::{self, Running, GRACE, WARMUP};
 use crate::target::sfumato::{Answerer, ClusterNode, Session, SfumatoOptions, SfumatoServer};
@@ -63,6 +63,8 @@ pub struct ClusterOptions {
     pub video_bitrate: u32,
     /// The nodes' `--bandwidth-estimation`.
     pub bandwidth_estimation: bool,
+    /// Publishers send their video in three simulcast layers, as the SDK does by default.
+    pub simulcast: bool,
     /// Node i listens on HTTP `port_base + 10·i`, its worker on `+ 100`, its relay `+ 101`.
     pub port_base: u16,
 }
@@ -82,6 +84,7 @@ impl ClusterOptions {
             recovery_timeout: Duration::from_secs(30),
             video_bitrate: 1_000_000,
             bandwidth_estimation: false,
+            simulcast: true,
             port_base: 28600,
         }
     }
@@ -457,6 +460,7 @@ async fn stats_until(
 fn media(opts: &ClusterOptions) -> MediaConfig {
     MediaConfig {
         video_bitrate: opts.video_bitrate,
+        simulcast: opts.simulcast,
         ..MediaConfig::default()
     }
 }
@@ -468,6 +472,8 @@ fn media(opts: &ClusterOptions) -> MediaConfig {
 pub struct SpreadReport {
     /// Nodes holding the room's receivers (the publisher is on node 1).
     pub nodes: usize,
+    /// The simulcast layer the receivers of the other nodes asked for (`quality`), if one.
+    pub remote_quality: Option<String>,
     pub receivers: usize,
     /// Receivers on each node.
     pub receivers_per_node: Vec<usize>,
@@ -496,17 +502,30 @@ pub struct SpreadReport {
     pub cpu_by_thread_pct: BTreeMap<String, f64>,
     /// The relay threads' CPU, in % of one core.
     pub relay_thread_cpu_pct: f64,
-    /// The relay threads' CPU per relay datagram sent or received (NaN without any).
+    /// The relay threads' CPU per relay datagram in or out (NaN on one node).
     pub relay_thread_us_per_datagram: f64,
+    /// Datagrams the publisher sent per second over the window (media, RTCP, STUN).
+    pub published_pps: f64,
+    /// How late the publisher wrote media against its schedule over the window, p99: a
+    /// generator that falls behind (a busy machine) shows here first.
+    pub publisher_send_lag_p99_ms: f64,
+    /// The fleet threads' CPU over the window, in % of the cores they may use.
+    pub generator_cpu_pct: f64,
 }
 
-/// Runs the fan-out room `room` with receivers spread round-robin over `nodes` nodes.
+/// A publisher's media written later than this (p99) means the generator could not keep up:
+/// its figures do not describe the server.
+pub const SEND_LAG_LIMIT_MS: f64 = 20.0;
+
+/// Runs the fan-out room `room` with receivers spread round-robin over `nodes` nodes; those
+/// not on node 1 ask for `remote_quality` of the video if given.
 async fn spread(
     cluster: &Cluster,
     fleet: &Fleet,
     opts: &ClusterOptions,
     room: &str,
     nodes: usize,
+    remote_quality: Option<&str>,
 ) -> anyhow::Result<SpreadReport> {
     let media = media(opts);
     let start = Instant::now();
@@ -521,7 +540,17 @@ async fn spread(
         let n = i % nodes;
         per_node[n] += 1;
         let url = cluster.node(n)?.ws_url();
-        members.push(join_member(fleet, &url, room, &format!("r{i}"), None).await?);
+        let m = join_member(fleet, &url, room, &format!("r{i}"), None).await?;
+        if let (Some(q), true) = (remote_quality, n > 0) {
+            let tracks = m.session.video_tracks();
+            if tracks.is_empty() {
+                bail!("r{i} was told of no video track to ask `{q}` of");
+            }
+            for t in tracks {
+                m.session.set_quality(&t, q);
+            }
+        }
+        members.push(m);
     }
     let publisher = members[0]
         .publisher
@@ -540,13 +569,15 @@ async fn spread(
     let cpu0 = cluster.cpu()?;
     let threads0 = cluster.thread_cpu();
     let relay0 = cluster.relay().await?;
-    let pub0 = publisher.stats().await?.udp_bytes_sent;
+    let pub0 = publisher.stats().await?;
+    let fleet0 = fleet.cpu_time();
     let t0 = Instant::now();
     tokio::time::sleep_until(w_end.into()).await;
     let cpu1 = cluster.cpu()?;
     let threads1 = cluster.thread_cpu();
     let relay1 = cluster.relay().await?;
-    let pub1 = publisher.stats().await?.udp_bytes_sent;
+    let pub1 = publisher.stats().await?;
+    let fleet1 = fleet.cpu_time();
     let secs = t0.elapsed().as_secs_f64();
     tokio::time::sleep(GRACE).await;
 
@@ -581,12 +612,15 @@ async fn spread(
         })
         .collect();
     let relay_cpu = by_thread.get("sfumato-relay").copied().unwrap_or(0.0);
-    let published = pub1.saturating_sub(pub0);
+    let published = pub1.udp_bytes_sent.saturating_sub(pub0.udp_bytes_sent);
+    let fleet_cpu = fleet1.total().saturating_sub(fleet0.total()).as_secs_f64();
+    let fleet_threads = fleet1.per_thread.len().max(1) as f64;
     let remote_nodes = per_node.iter().skip(1).filter(|n| **n > 0).count();
     let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
     let relay_datagrams = relay.datagrams_sent + relay.datagrams_received;
     Ok(SpreadReport {
         nodes,
+        remote_quality: remote_quality.map(str::to_string),
         receivers: opts.receivers,
         receivers_per_node: per_node,
         window_s: window,
@@ -616,11 +650,18 @@ async fn spread(
             .map(|(name, rate)| (name, 100.0 * rate))
             .collect(),
         relay_thread_cpu_pct: 100.0 * relay_cpu,
-        relay_thread_us_per_datagram: if relay_datagrams == 0 {
+        // On one node the relay only pings: a cost per datagram would mean nothing.
+        relay_thread_us_per_datagram: if nodes < 2 || relay_datagrams == 0 {
             f64::NAN
         } else {
             1e6 * relay_cpu * secs / relay_datagrams as f64
         },
+        published_pps: pub1
+            .udp_datagrams_sent
+            .saturating_sub(pub0.udp_datagrams_sent) as f64
+            / secs,
+        publisher_send_lag_p99_ms: ms(pub1.send_lag.since(&pub0.send_lag).p99()),
+        generator_cpu_pct: 100.0 * fleet_cpu / secs / fleet_threads,
     })
 }
 
@@ -934,7 +975,7 @@ async fn recovery(
         .context("the publisher has no peer")?;
     for r in &roamers[1..] {
         stats_until(&r.current().receiver, Duration::from_secs(10), |rep| {
-            rep.received.iter().any(|s| s.source == source)
+            rep.received.iter().any(|s| base_source(s.source) == source)
         })
         .await
         .with_context(|| format!("{} received nothing before the kill", r.name))?;
@@ -979,7 +1020,7 @@ async fn recovery(
                 (false, Some(src)) => rep
                     .received
                     .iter()
-                    .filter(|s| s.source == src)
+                    .filter(|s| base_source(s.source) == src)
                     .map(|s| s.first_at)
                     .min(),
                 (false, None) => None,
@@ -991,7 +1032,7 @@ async fn recovery(
                     .iter()
                     .flatten()
                     .flat_map(|r| r.received.iter())
-                    .filter(|s| s.source == src)
+                    .filter(|s| base_source(s.source) == src)
                     .map(|s| s.first_at)
                     .min();
             }
@@ -1129,6 +1170,9 @@ impl ClusterResult {
 pub struct ClusterReport {
     pub one_node: Result<SpreadReport, String>,
     pub two_nodes: Result<SpreadReport, String>,
+    /// Two nodes again, node 2's receivers asking for the lowest simulcast layer (with
+    /// simulcast only).
+    pub two_nodes_low: Option<Result<SpreadReport, String>>,
     pub joins: Result<Vec<JoinSample>, String>,
     pub recovery: Result<RecoveryReport, String>,
     pub result: ClusterResult,
@@ -1163,7 +1207,16 @@ impl ClusterReport {
             out,
             "### One node against two (same room, same participants)\n"
         );
-        let _ = writeln!(out, "| | one node | two nodes |\n|---|---|---|");
+        let low = self.two_nodes_low.as_ref();
+        let _ = write!(out, "| | one node | two nodes |");
+        if low.is_some() {
+            let _ = write!(out, " two nodes, node 2's receivers on the low layer |");
+        }
+        let _ = writeln!(
+            out,
+            "\n|---|---|---|{}",
+            if low.is_some() { "---|" } else { "" }
+        );
         type Fig = (&'static str, fn(&SpreadReport) -> String);
         let figs: &[Fig] = &[
             ("receivers per node", |r| {
@@ -1208,6 +1261,12 @@ impl ClusterReport {
                     .collect::<Vec<_>>()
                     .join(", ")
             }),
+            ("publisher's datagrams/s; its send lag p99 (ms)", |r| {
+                format!("{:.0}; {:.2}", r.published_pps, r.publisher_send_lag_p99_ms)
+            }),
+            ("generator CPU (% of its cores)", |r| {
+                format!("{:.1}", r.generator_cpu_pct)
+            }),
             ("relay threads' CPU (% of a core)", |r| {
                 format!("{:.1}", r.relay_thread_cpu_pct)
             }),
@@ -1221,16 +1280,34 @@ impl ClusterReport {
                 Ok(r) => f(r),
                 Err(_) => "failed".into(),
             };
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "| {label} | {} | {} |",
                 cell(&self.one_node),
                 cell(&self.two_nodes)
             );
+            if let Some(l) = low {
+                let _ = write!(out, " {} |", cell(l));
+            }
+            out.push('\n');
         }
-        for (what, r) in [("one node", &self.one_node), ("two nodes", &self.two_nodes)] {
-            if let Err(e) = r {
-                let _ = writeln!(out, "\n{what} failed: {e}");
+        let mut runs = vec![("one node", &self.one_node), ("two nodes", &self.two_nodes)];
+        if let Some(l) = low {
+            runs.push(("two nodes, low layer", l));
+        }
+        for (what, r) in runs {
+            match r {
+                Err(e) => {
+                    let _ = writeln!(out, "\n{what} failed: {e}");
+                }
+                Ok(r) if r.publisher_send_lag_p99_ms > SEND_LAG_LIMIT_MS => {
+                    let _ = writeln!(
+                        out,
+                        "\n**{what}: the generator fell behind** (publisher's send lag p99 {:.1} ms > {SEND_LAG_LIMIT_MS} ms): a busy machine; these figures do not describe the server.",
+                        r.publisher_send_lag_p99_ms
+                    );
+                }
+                Ok(_) => {}
             }
         }
         let _ = writeln!(out, "\n### Join: signaling join → media (ms, median)\n");
@@ -1321,13 +1398,25 @@ pub async fn run(opts: &ClusterOptions) -> anyhow::Result<ClusterReport> {
     })?;
     let err = |e: anyhow::Error| format!("{e:#}");
     eprintln!("cluster: fan-out 1→{} on node 1", opts.receivers);
-    let one_node = spread(&cluster, &fleet, opts, "one-node", 1)
+    let one_node = spread(&cluster, &fleet, opts, "one-node", 1, None)
         .await
         .map_err(err);
     eprintln!("cluster: fan-out 1→{} over nodes 1 and 2", opts.receivers);
-    let two_nodes = spread(&cluster, &fleet, opts, "two-nodes", 2)
+    let two_nodes = spread(&cluster, &fleet, opts, "two-nodes", 2, None)
         .await
         .map_err(err);
+    let mut two_nodes_low = None;
+    if opts.simulcast {
+        eprintln!(
+            "cluster: fan-out 1→{} over nodes 1 and 2, node 2's receivers on the low layer",
+            opts.receivers
+        );
+        two_nodes_low = Some(
+            spread(&cluster, &fleet, opts, "two-nodes-low", 2, Some("low"))
+                .await
+                .map_err(err),
+        );
+    }
     eprintln!("cluster: {} join samples", opts.join_samples);
     let joins = joins(&cluster, &fleet, opts).await.map_err(err);
     eprintln!("cluster: recovery after kill -9 of node 1");
@@ -1335,6 +1424,7 @@ pub async fn run(opts: &ClusterOptions) -> anyhow::Result<ClusterReport> {
     let mut report = ClusterReport {
         one_node,
         two_nodes,
+        two_nodes_low,
         joins,
         recovery,
         result: ClusterResult::default(),

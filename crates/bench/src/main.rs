@@ -89,6 +89,10 @@ enum Cmd {
         /// Receivers on each node in the recovery room [default: 2 quick, 5 full].
         #[arg(long)]
         recovery_receivers: Option<usize>,
+        /// Publishers send video in three simulcast layers (¼, ½ and all of 1 Mbps), as the
+        /// SDK does by default.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        simulcast: bool,
     },
     /// Vertical scaling: fan-out 1→N with N growing by `step` until loss passes 1%, with
     /// `--workers 1` (on the server CPU) and `--workers 2 --placement spread` (on every CPU,
@@ -271,6 +275,7 @@ async fn async_main(cli: Cli, cores: usize) -> anyhow::Result<()> {
             duration_secs,
             join_samples,
             recovery_receivers,
+            simulcast,
         } => {
             let mut o = if *quick {
                 ClusterOptions::quick(cli.sfumato_bin.clone(), cli.out.clone())
@@ -280,6 +285,7 @@ async fn async_main(cli: Cli, cores: usize) -> anyhow::Result<()> {
             o.node_cpus = Some(cli.server_cpu.to_string());
             o.threads = threads;
             o.bandwidth_estimation = cli.bandwidth_estimation;
+            o.simulcast = *simulcast;
             o.receivers = receivers.unwrap_or(o.receivers).max(2);
             o.window = duration_secs.map_or(o.window, Duration::from_secs);
             o.join_samples = join_samples.unwrap_or(o.join_samples).max(1);
@@ -317,10 +323,17 @@ async fn run_cluster(cli: &Cli, o: &ClusterOptions) -> anyhow::Result<()> {
     let report = cluster::run(o).await?;
     println!(
         "Two nodes (one worker each, on CPUs {}), Redis, and the generator on loopback. Sfumato \
-         with `--bandwidth-estimation {}`. The CPU and relay figures cover one window of {:.0} s \
-         from {:.0} s after the last join (CPU: every node process, summed).\n",
+         with `--bandwidth-estimation {}`; the publisher's video at {} kbps{}. The CPU and relay \
+         figures cover one window of {:.0} s from {:.0} s after the last join (CPU: every node \
+         process, summed).\n",
         o.node_cpus.as_deref().unwrap_or("any"),
         o.bandwidth_estimation,
+        o.video_bitrate / 1000,
+        if o.simulcast {
+            " in three simulcast layers (¼, ½, all of it)"
+        } else {
+            ", one layer"
+        },
         o.window.as_secs_f64(),
         scenario::WARMUP.as_secs_f64(),
     );
@@ -331,6 +344,10 @@ async fn run_cluster(cli: &Cli, o: &ClusterOptions) -> anyhow::Result<()> {
     let failed: Vec<&str> = [
         ("one node", report.one_node.is_err()),
         ("two nodes", report.two_nodes.is_err()),
+        (
+            "two nodes, low layer",
+            report.two_nodes_low.as_ref().is_some_and(Result::is_err),
+        ),
         ("joins", report.joins.is_err()),
         ("recovery", report.recovery.is_err()),
     ]

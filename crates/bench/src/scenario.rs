@@ -292,8 +292,8 @@ pub(crate) async fn totals(running: &Running) -> anyhow::Result<Totals> {
     for p in &running.publishers {
         let rep = p.stats().await?;
         t.plis += rep.plis_received + rep.firs_received;
-        for kind in [StreamKind::Audio, StreamKind::Video] {
-            sent.insert((rep.source_id, kind), rep.sent_in_window(kind));
+        for &(source, kind, n) in &rep.sent_in_window_by_source {
+            sent.insert((source, kind), n);
         }
     }
     for r in &running.receivers {

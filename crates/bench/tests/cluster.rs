@@ -74,6 +74,19 @@ fn cluster_quick_at_a_tiny_size_ends_with_a_sane_result_line() {
     let recovery = r.recovery_s.expect("recovery_s measured");
     assert!(recovery > 0.0 && recovery < 30.0, "recovery_s {recovery}");
     let json = std::fs::read_to_string(out.join("cluster.json")).expect("cluster.json");
-    assert!(json.contains("\"recovery\""));
+    let report: serde_json::Value = serde_json::from_str(&json).expect("cluster.json is JSON");
+    assert!(
+        report["recovery"]["Ok"].is_object(),
+        "{}",
+        report["recovery"]
+    );
+    // Node 2's receivers on the lowest simulcast layer: only that layer crosses.
+    let low = report["two_nodes_low"]["Ok"]["relay_bytes_per_remote_node"]
+        .as_f64()
+        .expect("the low-layer run's relay figure");
+    assert!(
+        low > 0.0 && low < 0.5 * relay,
+        "low layer: {low}, all: {relay}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }

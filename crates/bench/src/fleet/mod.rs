@@ -180,12 +180,15 @@ pub struct PeerReport {
     pub received: Vec<StreamReport>,
     /// What its audio source sent.
     pub sent_audio: crate::media::SourceCounts,
-    /// What its video source sent.
+    /// What its video source sent (simulcast: the top layer).
     pub sent_video: crate::media::SourceCounts,
     /// Audio packets it sent within the fleet's window.
     pub sent_audio_in_window: u64,
-    /// Video packets it sent within the fleet's window.
+    /// Video packets it sent within the fleet's window (every simulcast layer).
     pub sent_video_in_window: u64,
+    /// Packets it sent within the fleet's window by stamp source and kind: one entry per
+    /// stream, each simulcast layer its own ([`crate::media::layer_source`]).
+    pub sent_in_window_by_source: Vec<(u32, StreamKind, u64)>,
     /// How late media was written relative to its schedule (the generator's own lag).
     pub send_lag: LatencyHistogram,
     /// NACKs this peer sent (str0m ingress stats).

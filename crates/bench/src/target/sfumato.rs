@@ -179,6 +179,9 @@ pub struct Session {
     nodes: watch::Receiver<Vec<String>>,
     /// Turns true when the socket closes (the server went away or closed it).
     closed: watch::Receiver<bool>,
+    /// The other participants' video tracks as the server announced them (`joined`,
+    /// `track_published`).
+    video_tracks: watch::Receiver<Vec<String>>,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -233,6 +236,20 @@ impl Session {
         let (answers_tx, publish_answers) = mpsc::unbounded_channel::<Value>();
         let (nodes_tx, nodes) = watch::channel(Vec::new());
         let (closed_tx, closed) = watch::channel(false);
+        let (video_tx, video_tracks) = watch::channel(Vec::<String>::new());
+        let add_video = move |t: &Value| {
+            if t["kind"].as_str() == Some("video") {
+                if let Some(id) = t["id"].as_str() {
+                    video_tx.send_if_modified(|v| {
+                        let new = !v.iter().any(|x| x == id);
+                        if new {
+                            v.push(id.to_string());
+                        }
+                        new
+                    });
+                }
+            }
+        };
         let reply = out.clone();
         let reader = tokio::spawn(async move {
             let mut joined_tx = Some(joined_tx);
@@ -244,6 +261,11 @@ impl Session {
                 match v["type"].as_str() {
                     Some("joined") => {
                         nodes_tx.send_replace(node_ws_urls(&v["nodes"]));
+                        for p in v["participants"].as_array().into_iter().flatten() {
+                            for t in p["tracks"].as_array().into_iter().flatten() {
+                                add_video(t);
+                            }
+                        }
                         if let Some(tx) = joined_tx.take() {
                             let _ = tx.send(v);
                         }
@@ -251,6 +273,7 @@ impl Session {
                     Some("nodes") => {
                         nodes_tx.send_replace(node_ws_urls(&v["nodes"]));
                     }
+                    Some("track_published") => add_video(&v["track"]),
                     Some("publish_answer") => {
                         let _ = answers_tx.send(v);
                     }
@@ -288,8 +311,22 @@ impl Session {
             participant_id,
             nodes,
             closed,
+            video_tracks,
             reader,
         })
+    }
+
+    /// The other participants' video tracks announced so far.
+    pub fn video_tracks(&self) -> Vec<String> {
+        self.video_tracks.borrow().clone()
+    }
+
+    /// Asks for a simulcast layer of another participant's video track: `quality`
+    /// (docs/protocol.md): `"low"`, `"medium"`, `"high"` or `"off"`.
+    pub fn set_quality(&self, track: &str, quality: &str) {
+        let _ = self
+            .out
+            .send(json!({"type": "quality", "track": track, "quality": quality}).to_string());
     }
 
     /// The serving nodes' signaling URLs, as the server last listed them.
