@@ -542,10 +542,10 @@ async fn spread(
         let url = cluster.node(n)?.ws_url();
         let m = join_member(fleet, &url, room, &format!("r{i}"), None).await?;
         if let (Some(q), true) = (remote_quality, n > 0) {
-            let tracks = m.session.video_tracks();
-            if tracks.is_empty() {
-                bail!("r{i} was told of no video track to ask `{q}` of");
-            }
+            // The publisher's track may be announced a little after the join.
+            let Some(tracks) = m.session.wait_video_tracks(Duration::from_secs(5)).await else {
+                bail!("r{i} was told of no video track to ask `{q}` of within 5 s");
+            };
             for t in tracks {
                 m.session.set_quality(&t, q);
             }

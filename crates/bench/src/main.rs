@@ -1,6 +1,7 @@
 //! `sfumato-bench`: runs scenarios against Sfumato and Janus VideoRoom and reports them side by
 //! side. `compare --quick` takes under 3 minutes; `run` runs one scenario; `smoke` is the CI
-//! check that media flows and the report is complete.
+//! check that media flows and the report is complete; `cluster --quick` (~1 minute) spreads a
+//! room over two nodes of a cluster (docs/benchmarks.md).
 
 use std::path::PathBuf;
 use std::time::Duration;

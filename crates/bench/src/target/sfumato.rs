@@ -321,6 +321,17 @@ impl Session {
         self.video_tracks.borrow().clone()
     }
 
+    /// Waits until at least one video track of another participant is announced; `None`
+    /// after `timeout` or once the socket closed.
+    pub async fn wait_video_tracks(&self, timeout: Duration) -> Option<Vec<String>> {
+        let mut rx = self.video_tracks.clone();
+        let got = tokio::time::timeout(timeout, rx.wait_for(|v| !v.is_empty())).await;
+        match got {
+            Ok(Ok(v)) => Some(v.clone()),
+            _ => None,
+        }
+    }
+
     /// Asks for a simulcast layer of another participant's video track: `quality`
     /// (docs/protocol.md): `"low"`, `"medium"`, `"high"` or `"off"`.
     pub fn set_quality(&self, track: &str, quality: &str) {
