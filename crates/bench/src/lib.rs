@@ -6,8 +6,10 @@
 //! audio and video, stamped with a sequence and a send time), [`fleet`] (many peers driven by a
 //! few threads), [`janus`] (running and signaling Janus VideoRoom), [`target`] (Sfumato as a
 //! target), [`procstat`] (the server's CPU and memory from /proc), [`report`] (tables, JSON,
-//! charts) and [`compare`] (pairing Sfumato's and Janus' runs by load, the `RESULT` line).
+//! charts), [`compare`] (pairing Sfumato's and Janus' runs by load, the `RESULT` line) and
+//! [`cluster`] (a room over the nodes of a cluster: CPU, relay, joins, recovery).
 
+pub mod cluster;
 pub mod compare;
 pub mod fleet;
 pub mod janus;

@@ -1,12 +1,14 @@
 //! `sfumato-bench`: runs scenarios against Sfumato and Janus VideoRoom and reports them side by
 //! side. `compare --quick` takes under 3 minutes; `run` runs one scenario; `smoke` is the CI
-//! check that media flows and the report is complete.
+//! check that media flows and the report is complete; `cluster --quick` (~1 minute) spreads a
+//! room over two nodes of a cluster (docs/benchmarks.md).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use sfumato_bench::cluster::{self, ClusterOptions};
 use sfumato_bench::compare::{self, Load, Run, Server};
 use sfumato_bench::janus::{self, JanusOptions};
 use sfumato_bench::report::{self, RunReport, Series};
@@ -69,6 +71,30 @@ enum Cmd {
     },
     /// A 5-second, 3-participant meeting against Sfumato: media must flow, the report be whole.
     Smoke,
+    /// A room across the nodes of a cluster (Redis and two nodes on loopback): server CPU per
+    /// forwarded packet on one node against two, the relay's bytes per remote node, join time
+    /// on a node without the room, recovery after `kill -9` of a node; a RESULT line.
+    Cluster {
+        /// A few minutes at most: fan-out 1→20, 10 s windows.
+        #[arg(long)]
+        quick: bool,
+        /// Receivers of the fan-out room [default: 20 quick, 60 full].
+        #[arg(long)]
+        receivers: Option<usize>,
+        /// The window of the CPU and relay measurements [default: 10 quick, 20 full].
+        #[arg(long)]
+        duration_secs: Option<u64>,
+        /// Join samples, each a fresh room [default: 5 quick, 15 full].
+        #[arg(long)]
+        join_samples: Option<usize>,
+        /// Receivers on each node in the recovery room [default: 2 quick, 5 full].
+        #[arg(long)]
+        recovery_receivers: Option<usize>,
+        /// Publishers send video in three simulcast layers (¼, ½ and all of 1 Mbps), as the
+        /// SDK does by default.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        simulcast: bool,
+    },
     /// Vertical scaling: fan-out 1→N with N growing by `step` until loss passes 1%, with
     /// `--workers 1` (on the server CPU) and `--workers 2 --placement spread` (on every CPU,
     /// or `--spread-cpus`).
@@ -128,13 +154,24 @@ fn rerun_in_private_namespace(cli: &Cli) -> anyhow::Result<()> {
         Cmd::Run { target, .. } => target == "janus",
         _ => false,
     };
-    if !runs_janus || std::env::var_os(RERUN).is_some() || janus::server::in_private_namespace()? {
+    // A cluster's nodes and Redis take fixed loopback ports: a namespace of its own keeps
+    // them from anyone else's.
+    let runs_cluster = matches!(cli.cmd, Cmd::Cluster { .. });
+    if !(runs_janus || runs_cluster)
+        || std::env::var_os(RERUN).is_some()
+        || janus::server::in_private_namespace()?
+    {
         return Ok(());
     }
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(janus::server::install_if_missing(&JanusOptions::default()))?;
+    if runs_janus {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(janus::server::install_if_missing(&JanusOptions::default()))?;
+    }
+    if runs_cluster {
+        cluster::install_redis_if_missing()?;
+    }
     eprintln!("running again in a private network namespace (unshare --net, lo up)");
     let exe = std::env::current_exe().context("finding this executable")?;
     let status = std::process::Command::new("unshare")
@@ -177,6 +214,7 @@ fn sfumato_on(cli: &Cli, workers: usize, port_base: u16, cpus: String) -> Target
         rtc_port: port_base + 100,
         log: cli.out.join(format!("sfumato-{workers}w.log")),
         bandwidth_estimation: cli.bandwidth_estimation,
+        cluster: None,
     })
 }
 
@@ -232,6 +270,29 @@ async fn async_main(cli: Cli, cores: usize) -> anyhow::Result<()> {
             println!("smoke: media flowed and the report is complete");
         }
         Cmd::Compare { quick } => compare(&cli, *quick, threads).await?,
+        Cmd::Cluster {
+            quick,
+            receivers,
+            duration_secs,
+            join_samples,
+            recovery_receivers,
+            simulcast,
+        } => {
+            let mut o = if *quick {
+                ClusterOptions::quick(cli.sfumato_bin.clone(), cli.out.clone())
+            } else {
+                ClusterOptions::full(cli.sfumato_bin.clone(), cli.out.clone())
+            };
+            o.node_cpus = Some(cli.server_cpu.to_string());
+            o.threads = threads;
+            o.bandwidth_estimation = cli.bandwidth_estimation;
+            o.simulcast = *simulcast;
+            o.receivers = receivers.unwrap_or(o.receivers).max(2);
+            o.window = duration_secs.map_or(o.window, Duration::from_secs);
+            o.join_samples = join_samples.unwrap_or(o.join_samples).max(1);
+            o.recovery_receivers = recovery_receivers.unwrap_or(o.recovery_receivers).max(1);
+            run_cluster(&cli, &o).await?
+        }
         Cmd::Scale {
             step,
             max_participants,
@@ -255,6 +316,49 @@ async fn async_main(cli: Cli, cores: usize) -> anyhow::Result<()> {
             )
             .await?
         }
+    }
+    Ok(())
+}
+
+async fn run_cluster(cli: &Cli, o: &ClusterOptions) -> anyhow::Result<()> {
+    let report = cluster::run(o).await?;
+    println!(
+        "Two nodes (one worker each, on CPUs {}), Redis, and the generator on loopback. Sfumato \
+         with `--bandwidth-estimation {}`; the publisher's video at {} kbps{}. The CPU and relay \
+         figures cover one window of {:.0} s from {:.0} s after the last join (CPU: every node \
+         process, summed).\n",
+        o.node_cpus.as_deref().unwrap_or("any"),
+        o.bandwidth_estimation,
+        o.video_bitrate / 1000,
+        if o.simulcast {
+            " in three simulcast layers (¼, ½, all of it)"
+        } else {
+            ", one layer"
+        },
+        o.window.as_secs_f64(),
+        scenario::WARMUP.as_secs_f64(),
+    );
+    println!("{}", report.markdown());
+    let json = cli.out.join("cluster.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
+    println!("wrote {}", json.display());
+    let failed: Vec<&str> = [
+        ("one node", report.one_node.is_err()),
+        ("two nodes", report.two_nodes.is_err()),
+        (
+            "two nodes, low layer",
+            report.two_nodes_low.as_ref().is_some_and(Result::is_err),
+        ),
+        ("joins", report.joins.is_err()),
+        ("recovery", report.recovery.is_err()),
+    ]
+    .iter()
+    .filter(|(_, e)| *e)
+    .map(|(n, _)| *n)
+    .collect();
+    println!("{}", report.result.line());
+    if !failed.is_empty() {
+        bail!("failed: {}", failed.join(", "));
     }
     Ok(())
 }

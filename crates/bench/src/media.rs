@@ -219,6 +219,32 @@ pub struct MediaConfig {
     /// Keyframes on request (PLI/FIR) at most this often (default 500 ms); a request inside
     /// the gap is served when it ends.
     pub min_keyframe_gap: Duration,
+    /// Send the video in three simulcast layers, as a browser does ([`SIMULCAST_RIDS`]: a
+    /// quarter, half and all of `video_bitrate`), each a stream with a source id of its own
+    /// ([`layer_source`]). Default off.
+    pub simulcast: bool,
+}
+
+/// The rids of a simulcast publisher, lowest layer first (Chrome's `q;h;f`).
+pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
+
+/// The share of `video_bitrate` each simulcast layer sends, in [`SIMULCAST_RIDS`] order.
+pub const SIMULCAST_SHARES: [f64; 3] = [0.25, 0.5, 1.0];
+
+/// The stamp source id of simulcast layer `layer` (0 = lowest) of a publisher whose source id
+/// is `source`: the top layer keeps `source`, the others set one of the two high bits
+/// (publishers' ids count up from 1, so they never collide).
+pub fn layer_source(source: u32, layer: usize) -> u32 {
+    match layer {
+        0 => source | 1 << 30,
+        1 => source | 2 << 30,
+        _ => source,
+    }
+}
+
+/// The publisher's source id of a stream: [`layer_source`] undone.
+pub fn base_source(source: u32) -> u32 {
+    source & !(3 << 30)
 }
 
 impl Default for MediaConfig {
@@ -234,6 +260,7 @@ impl Default for MediaConfig {
             keyframe_interval: Some(Duration::from_secs(5)),
             keyframe_ratio: 5,
             min_keyframe_gap: Duration::from_millis(500),
+            simulcast: false,
         }
     }
 }

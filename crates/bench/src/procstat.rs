@@ -24,6 +24,34 @@ pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
     Ok(ProcSample { cpu, rss_bytes })
 }
 
+/// CPU time (user + system) of each thread of `pid`, by thread name (`/proc/<pid>/task/*`;
+/// threads of one name are added up). Threads that end between the listing and the read
+/// are skipped.
+pub fn thread_cpu(pid: u32) -> anyhow::Result<Vec<(String, Duration)>> {
+    let ticks = clock_ticks();
+    let mut out: Vec<(String, Duration)> = Vec::new();
+    let dir = format!("/proc/{pid}/task");
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {dir}"))? {
+        let path = entry?.path();
+        let (Ok(stat), Ok(comm)) = (
+            std::fs::read_to_string(path.join("stat")),
+            std::fs::read_to_string(path.join("comm")),
+        ) else {
+            continue;
+        };
+        let Some(cpu) = parse_stat_cpu(&stat, ticks) else {
+            continue;
+        };
+        let name = comm.trim().to_string();
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, total)) => *total += cpu,
+            None => out.push((name, cpu)),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Kernel clock ticks per second (USER_HZ); 100 on every Linux we run on.
 fn clock_ticks() -> u64 {
     std::process::Command::new("getconf")
@@ -80,5 +108,7 @@ mod tests {
     fn own_process() {
         let s = sample(std::process::id()).unwrap();
         assert!(s.rss_bytes > 0);
+        let threads = thread_cpu(std::process::id()).unwrap();
+        assert!(!threads.is_empty());
     }
 }

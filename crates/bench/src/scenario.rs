@@ -79,10 +79,10 @@ pub enum Target {
 
 /// Peers of one run, kept alive until it ends.
 #[derive(Default)]
-struct Running {
-    publishers: Vec<PeerHandle>,
-    receivers: Vec<Arc<PeerHandle>>,
-    sessions: Vec<Session>,
+pub(crate) struct Running {
+    pub(crate) publishers: Vec<PeerHandle>,
+    pub(crate) receivers: Vec<Arc<PeerHandle>>,
+    pub(crate) sessions: Vec<Session>,
     janus: Option<JanusClient>,
     /// Janus handles live as long as the run (the session owns them on Janus' side).
     janus_publishers: Vec<PublisherHandle>,
@@ -263,20 +263,20 @@ async fn subscribe_janus(
 }
 
 /// What the receivers got and the publishers were asked, read after the window closed.
-struct Totals {
+pub(crate) struct Totals {
     /// Packets that arrived within the window.
-    arrived: u64,
+    pub(crate) arrived: u64,
     /// Latency of the packets sent within the window.
-    latency: LatencyHistogram,
+    pub(crate) latency: LatencyHistogram,
     /// Loss of the packets sent within the window.
-    loss: LossSummary,
-    joins: Vec<Duration>,
-    connects: Vec<Duration>,
-    nacks: u64,
-    plis: u64,
+    pub(crate) loss: LossSummary,
+    pub(crate) joins: Vec<Duration>,
+    pub(crate) connects: Vec<Duration>,
+    pub(crate) nacks: u64,
+    pub(crate) plis: u64,
 }
 
-async fn totals(running: &Running) -> anyhow::Result<Totals> {
+pub(crate) async fn totals(running: &Running) -> anyhow::Result<Totals> {
     let mut t = Totals {
         arrived: 0,
         latency: LatencyHistogram::new(),
@@ -292,8 +292,8 @@ async fn totals(running: &Running) -> anyhow::Result<Totals> {
     for p in &running.publishers {
         let rep = p.stats().await?;
         t.plis += rep.plis_received + rep.firs_received;
-        for kind in [StreamKind::Audio, StreamKind::Video] {
-            sent.insert((rep.source_id, kind), rep.sent_in_window(kind));
+        for &(source, kind, n) in &rep.sent_in_window_by_source {
+            sent.insert((source, kind), n);
         }
     }
     for r in &running.receivers {

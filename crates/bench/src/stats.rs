@@ -116,6 +116,20 @@ impl LatencyHistogram {
         self.max_ns = self.max_ns.max(other.max_ns);
     }
 
+    /// The samples recorded since `earlier`, a snapshot of this same histogram: the counts
+    /// subtracted bucket by bucket. Percentiles are exact to the bucket; the minimum and
+    /// maximum stay the whole history's (a percentile is clamped to that maximum).
+    pub fn since(&self, earlier: &LatencyHistogram) -> LatencyHistogram {
+        let mut h = self.clone();
+        for (a, b) in h.buckets.iter_mut().zip(earlier.buckets.iter()) {
+            *a = a.saturating_sub(*b);
+        }
+        h.overflow = h.overflow.saturating_sub(earlier.overflow);
+        h.count = h.count.saturating_sub(earlier.count);
+        h.sum_ns = h.sum_ns.saturating_sub(earlier.sum_ns);
+        h
+    }
+
     /// Number of samples.
     pub fn count(&self) -> u64 {
         self.count
@@ -672,6 +686,19 @@ mod tests {
         // A single sample and identical samples.
         check_against_sorted(&[123_456]);
         check_against_sorted(&[5_000_000; 100]);
+    }
+
+    #[test]
+    fn since_keeps_only_the_later_samples() {
+        let mut h = LatencyHistogram::new();
+        h.record_ns(1_000_000);
+        let before = h.clone();
+        h.record_ns(50_000_000);
+        h.record_ns(50_000_000);
+        let later = h.since(&before);
+        assert_eq!(later.count(), 2);
+        let p50 = later.p50().unwrap().as_secs_f64();
+        assert!((0.049..=0.051).contains(&p50), "{p50}");
     }
 
     #[test]

@@ -153,6 +153,8 @@ pub struct StreamReport {
     pub first_at: Instant,
     /// Last packet's arrival.
     pub last_at: Instant,
+    /// Arrival of the first packet of the first keyframe (video: the first decodable frame).
+    pub first_keyframe_at: Option<Instant>,
     /// What arrived within the fleet's window, and what of the packets sent in it.
     pub window: WindowedRx,
 }
@@ -178,12 +180,15 @@ pub struct PeerReport {
     pub received: Vec<StreamReport>,
     /// What its audio source sent.
     pub sent_audio: crate::media::SourceCounts,
-    /// What its video source sent.
+    /// What its video source sent (simulcast: the top layer).
     pub sent_video: crate::media::SourceCounts,
     /// Audio packets it sent within the fleet's window.
     pub sent_audio_in_window: u64,
-    /// Video packets it sent within the fleet's window.
+    /// Video packets it sent within the fleet's window (every simulcast layer).
     pub sent_video_in_window: u64,
+    /// Packets it sent within the fleet's window by stamp source and kind: one entry per
+    /// stream, each simulcast layer its own ([`crate::media::layer_source`]).
+    pub sent_in_window_by_source: Vec<(u32, StreamKind, u64)>,
     /// How late media was written relative to its schedule (the generator's own lag).
     pub send_lag: LatencyHistogram,
     /// NACKs this peer sent (str0m ingress stats).
@@ -202,6 +207,10 @@ pub struct PeerReport {
     pub unstamped: u64,
     /// Datagrams the socket refused (full buffer, etc.).
     pub send_errors: u64,
+    /// Datagrams its socket sent (media, RTCP, STUN, DTLS), whole run.
+    pub udp_datagrams_sent: u64,
+    /// Their UDP payload bytes (what crosses the wire to the server, less IP/UDP headers).
+    pub udp_bytes_sent: u64,
     /// The latest round-trip time str0m measured.
     pub rtt: Option<Duration>,
     /// Errors str0m or the socket returned (the first 32).

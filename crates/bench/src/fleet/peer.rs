@@ -11,14 +11,19 @@ use anyhow::{bail, Context};
 use sfumato_testkit::{negotiated_pt, random_u64};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{
+    Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpPacket, RtpWrite, SeqNo};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::watch;
 
 use super::{OfferKind, PeerReport, PeerState, SharedWindow, StreamReport};
-use crate::media::{nanos_since, AudioSource, MediaConfig, Stamp, StreamKind, VideoSource};
+use crate::media::{
+    layer_source, nanos_since, AudioSource, MediaConfig, Stamp, StreamKind, VideoSource,
+    SIMULCAST_RIDS, SIMULCAST_SHARES,
+};
 use crate::stats::{JoinTimer, LatencyHistogram, LossTracker, WindowedRx};
 
 /// Errors kept per peer, so a misbehaving remote cannot grow memory.
@@ -31,6 +36,10 @@ enum Source {
 
 struct SendTrack {
     mid: Mid,
+    /// The simulcast layer's rid and index (0 = lowest), `None` without simulcast.
+    layer: Option<(Rid, usize)>,
+    /// The source id its stamps carry ([`crate::media::layer_source`] for a layer).
+    source_id: u32,
     kind: StreamKind,
     pt: Pt,
     /// Next RTP sequence number (extended; starts below 2^16 so the SRTP ROC starts at 0).
@@ -49,6 +58,7 @@ struct RxStream {
     latency: LatencyHistogram,
     first_at: Instant,
     last_at: Instant,
+    first_keyframe_at: Option<Instant>,
     window: WindowedRx,
 }
 
@@ -80,6 +90,8 @@ pub(crate) struct FleetPeer {
     firs_received: u64,
     unstamped: u64,
     send_errors: u64,
+    udp_datagrams_sent: u64,
+    udp_bytes_sent: u64,
     send_lag: LatencyHistogram,
     rtt: Option<Duration>,
     errors: Vec<String>,
@@ -124,6 +136,8 @@ impl FleetPeer {
             firs_received: 0,
             unstamped: 0,
             send_errors: 0,
+            udp_datagrams_sent: 0,
+            udp_bytes_sent: 0,
             send_lag: LatencyHistogram::new(),
             rtt: None,
             errors: Vec::new(),
@@ -207,13 +221,14 @@ impl FleetPeer {
         } = self;
         for t in senders.iter_mut() {
             let (mid, pt) = (t.mid, t.pt);
+            let rid = t.layer.map(|(rid, _)| rid);
             let seq = &mut t.seq;
             let sent_in_window = &mut t.sent_in_window;
             let nackable = t.kind == StreamKind::Video;
             let mut write = |p: crate::media::MediaPacket<'_>| {
                 send_lag.record(now.saturating_duration_since(p.due));
                 let mut api = rtc.direct_api();
-                let Some(stream) = api.stream_tx_by_mid(mid, None) else {
+                let Some(stream) = api.stream_tx_by_mid(mid, rid) else {
                     return;
                 };
                 let w = RtpWrite::new(pt, SeqNo::from(*seq), p.rtp_time, now, p.payload)
@@ -259,14 +274,18 @@ impl FleetPeer {
                     self.next_timeout = t;
                     return;
                 }
-                Ok(Output::Transmit(t)) => {
-                    if let Err(e) = self.socket.send_to(&t.contents, t.destination) {
+                Ok(Output::Transmit(t)) => match self.socket.send_to(&t.contents, t.destination) {
+                    Ok(n) => {
+                        self.udp_datagrams_sent += 1;
+                        self.udp_bytes_sent += n as u64;
+                    }
+                    Err(e) => {
                         self.send_errors += 1;
                         if e.kind() != ErrorKind::WouldBlock {
                             self.error(format!("send_to {}: {e}", t.destination));
                         }
                     }
-                }
+                },
                 Ok(Output::Event(e)) => self.on_event(e, now),
                 Err(e) => {
                     self.error(format!("poll_output: {e}"));
@@ -296,8 +315,11 @@ impl FleetPeer {
                     KeyframeRequestKind::Pli => self.plis_received += 1,
                     KeyframeRequestKind::Fir => self.firs_received += 1,
                 }
+                // A request naming a rid restarts that layer only; one without, all layers.
                 for t in &mut self.senders {
-                    if let (true, Some(Source::Video(v))) = (t.mid == req.mid, &mut t.source) {
+                    let layer = t.layer.map(|(rid, _)| rid);
+                    let ours = t.mid == req.mid && (req.rid.is_none() || req.rid == layer);
+                    if let (true, Some(Source::Video(v))) = (ours, &mut t.source) {
                         v.request_keyframe();
                     }
                 }
@@ -352,6 +374,7 @@ impl FleetPeer {
                 latency: LatencyHistogram::new(),
                 first_at: arrival,
                 last_at: arrival,
+                first_keyframe_at: None,
                 window: WindowedRx::default(),
             });
         s.packets += 1;
@@ -359,6 +382,7 @@ impl FleetPeer {
         s.last_at = arrival;
         if stamp.keyframe && stamp.frame_start {
             s.keyframes += 1;
+            s.first_keyframe_at.get_or_insert(arrival);
         }
         s.loss.record(stamp.seq);
         if let Some(ns) = stamp.latency_ns(self.epoch, arrival) {
@@ -375,10 +399,23 @@ impl FleetPeer {
             if t.source.is_none() {
                 t.source = Some(match t.kind {
                     StreamKind::Audio => {
-                        Source::Audio(AudioSource::new(self.source_id, cfg, self.epoch, now))
+                        Source::Audio(AudioSource::new(t.source_id, cfg, self.epoch, now))
                     }
                     StreamKind::Video => {
-                        Source::Video(VideoSource::new(self.source_id, cfg, self.epoch, now))
+                        let layer_cfg;
+                        let cfg = match t.layer {
+                            Some((_, i)) => {
+                                layer_cfg = MediaConfig {
+                                    video_bitrate: (f64::from(cfg.video_bitrate)
+                                        * SIMULCAST_SHARES[i])
+                                        as u32,
+                                    ..cfg.clone()
+                                };
+                                &layer_cfg
+                            }
+                            None => cfg,
+                        };
+                        Source::Video(VideoSource::new(t.source_id, cfg, self.epoch, now))
                     }
                 });
             }
@@ -389,15 +426,15 @@ impl FleetPeer {
         if self.pending.is_some() {
             bail!("an offer is already pending");
         }
-        let (audio, video, dir) = match kind {
+        let (audio, video, dir, simulcast) = match kind {
             OfferKind::Publish => {
                 let cfg = self
                     .publish
                     .as_ref()
                     .context("the peer has no media to publish (PeerConfig::publish)")?;
-                (cfg.audio, cfg.video, Direction::SendOnly)
+                (cfg.audio, cfg.video, Direction::SendOnly, cfg.simulcast)
             }
-            OfferKind::RecvOnly { audio, video } => (audio, video, Direction::RecvOnly),
+            OfferKind::RecvOnly { audio, video } => (audio, video, Direction::RecvOnly, false),
         };
         let mut api = self.rtc.sdp_api();
         let mut added = Vec::new();
@@ -408,8 +445,15 @@ impl FleetPeer {
             ));
         }
         if video {
+            let layers = simulcast.then(|| {
+                let mut s = Simulcast::new();
+                for rid in SIMULCAST_RIDS {
+                    s.add_send_layer(SimulcastLayer::new(rid));
+                }
+                s
+            });
             added.push((
-                api.add_media(MediaKind::Video, dir, None, None, None),
+                api.add_media(MediaKind::Video, dir, None, None, layers),
                 StreamKind::Video,
             ));
         }
@@ -462,17 +506,34 @@ impl FleetPeer {
             }
             let pt = negotiated_pt(&self.rtc, mid, codec)
                 .with_context(|| format!("no {codec:?} payload type negotiated on mid {mid}"))?;
-            if self.rtc.direct_api().stream_tx_by_mid(mid, None).is_none() {
-                bail!("no send stream for mid {mid}");
+            let simulcast =
+                kind == StreamKind::Video && self.publish.as_ref().is_some_and(|c| c.simulcast);
+            let layers: Vec<Option<(Rid, usize)>> = if simulcast {
+                SIMULCAST_RIDS
+                    .iter()
+                    .enumerate()
+                    .map(|(i, rid)| Some((Rid::from(*rid), i)))
+                    .collect()
+            } else {
+                vec![None]
+            };
+            for layer in layers {
+                let rid = layer.map(|(rid, _)| rid);
+                if self.rtc.direct_api().stream_tx_by_mid(mid, rid).is_none() {
+                    bail!("no send stream for mid {mid} rid {rid:?}");
+                }
+                self.senders.push(SendTrack {
+                    mid,
+                    layer,
+                    source_id: layer
+                        .map_or(self.source_id, |(_, i)| layer_source(self.source_id, i)),
+                    kind,
+                    pt,
+                    seq: random_u64() % 30_000 + 1,
+                    source: None,
+                    sent_in_window: 0,
+                });
             }
-            self.senders.push(SendTrack {
-                mid,
-                kind,
-                pt,
-                seq: random_u64() % 30_000 + 1,
-                source: None,
-                sent_in_window: 0,
-            });
         }
         Ok(())
     }
@@ -522,6 +583,7 @@ impl FleetPeer {
                 latency: s.latency.clone(),
                 first_at: s.first_at,
                 last_at: s.last_at,
+                first_keyframe_at: s.first_keyframe_at,
                 window: s.window.clone(),
             })
             .collect();
@@ -529,12 +591,15 @@ impl FleetPeer {
         let mut sent_audio = None;
         let mut sent_video = None;
         let (mut audio_in_window, mut video_in_window) = (0, 0);
+        let mut sent_in_window_by_source = Vec::new();
         for t in &self.senders {
             match &t.source {
                 Some(Source::Audio(a)) => sent_audio = Some(a.counts()),
+                // Simulcast: the top layer's, the last one.
                 Some(Source::Video(v)) => sent_video = Some(v.counts()),
                 None => {}
             }
+            sent_in_window_by_source.push((t.source_id, t.kind, t.sent_in_window));
             match t.kind {
                 StreamKind::Audio => audio_in_window += t.sent_in_window,
                 StreamKind::Video => video_in_window += t.sent_in_window,
@@ -555,6 +620,7 @@ impl FleetPeer {
             sent_video: sent_video.unwrap_or_default(),
             sent_audio_in_window: audio_in_window,
             sent_video_in_window: video_in_window,
+            sent_in_window_by_source,
             send_lag: self.send_lag.clone(),
             nacks_sent: ingress.nacks,
             plis_sent: ingress.plis,
@@ -564,6 +630,8 @@ impl FleetPeer {
             firs_received: self.firs_received.max(egress.firs),
             unstamped: self.unstamped,
             send_errors: self.send_errors,
+            udp_datagrams_sent: self.udp_datagrams_sent,
+            udp_bytes_sent: self.udp_bytes_sent,
             rtt: self.rtt,
             errors: self.errors.clone(),
         }

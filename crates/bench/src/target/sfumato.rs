@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, Clone)]
@@ -29,6 +29,17 @@ pub struct SfumatoOptions {
     pub log: PathBuf,
     /// The server's `--bandwidth-estimation`.
     pub bandwidth_estimation: bool,
+    /// A node of a cluster (`--redis`, `--public-url`, `--relay-port`), or a lone server.
+    pub cluster: Option<ClusterNode>,
+}
+
+/// How a node joins a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterNode {
+    /// `redis://127.0.0.1:PORT`.
+    pub redis: String,
+    /// UDP port of its relay to the other nodes.
+    pub relay_port: u16,
 }
 
 pub struct SfumatoServer {
@@ -58,8 +69,16 @@ impl SfumatoServer {
             .arg("--placement")
             .arg(opts.placement)
             .arg("--bandwidth-estimation")
-            .arg(opts.bandwidth_estimation.to_string())
-            .env("RUST_LOG", "warn")
+            .arg(opts.bandwidth_estimation.to_string());
+        if let Some(c) = &opts.cluster {
+            cmd.arg("--redis")
+                .arg(&c.redis)
+                .arg("--public-url")
+                .arg(format!("http://{http}"))
+                .arg("--relay-port")
+                .arg(c.relay_port.to_string());
+        }
+        cmd.env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log);
         let child = cmd
@@ -91,6 +110,28 @@ impl SfumatoServer {
 
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.http)
+    }
+
+    /// `http://HOST:PORT`, as its `--public-url` in a cluster.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// `kill -9`: the process ends at once, its sockets with it; nothing is said to Redis
+    /// or to the other nodes.
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        self.child.kill()?;
+        self.child.wait().map(|_| ())
+    }
+
+    /// `GET /api/nodes`.
+    pub async fn nodes(&self) -> anyhow::Result<Value> {
+        let v = reqwest::get(format!("http://{}/api/nodes", self.http))
+            .await?
+            .error_for_status()?
+            .json::<Value>()
+            .await?;
+        Ok(v)
     }
 
     /// `GET /api/workers`.
@@ -128,12 +169,47 @@ pub type Answerer = Arc<
     dyn Fn(String) -> Pin<Box<dyn Future<Output = anyhow::Result<String>> + Send>> + Send + Sync,
 >;
 
-/// One participant's signaling socket.
+/// One participant's signaling socket. Dropping it closes the socket.
 pub struct Session {
     out: mpsc::UnboundedSender<String>,
     publish_answers: mpsc::UnboundedReceiver<Value>,
     pub participant_id: String,
-    _reader: tokio::task::JoinHandle<()>,
+    /// The cluster's serving nodes as the server last listed them (`joined`, then `nodes`
+    /// messages): their signaling URLs, `ws://HOST:PORT/ws`. Empty for a lone server.
+    nodes: watch::Receiver<Vec<String>>,
+    /// Turns true when the socket closes (the server went away or closed it).
+    closed: watch::Receiver<bool>,
+    /// The other participants' video tracks as the server announced them (`joined`,
+    /// `track_published`).
+    video_tracks: watch::Receiver<Vec<String>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // What was queued (a `leave`) still goes out: the writer task drains it.
+        self.reader.abort();
+    }
+}
+
+/// The serving nodes' signaling URLs from a `nodes` field (docs/protocol.md).
+pub fn node_ws_urls(nodes: &Value) -> Vec<String> {
+    nodes
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|n| n["state"].as_str().unwrap_or("serving") == "serving")
+                .filter_map(|n| n["url"].as_str())
+                .filter_map(|u| {
+                    let rest = u
+                        .strip_prefix("http://")
+                        .map(|r| ("ws", r))
+                        .or_else(|| u.strip_prefix("https://").map(|r| ("wss", r)))?;
+                    Some(format!("{}://{}/ws", rest.0, rest.1.trim_end_matches('/')))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Session {
@@ -158,6 +234,22 @@ impl Session {
         });
         let (joined_tx, joined_rx) = oneshot::channel::<Value>();
         let (answers_tx, publish_answers) = mpsc::unbounded_channel::<Value>();
+        let (nodes_tx, nodes) = watch::channel(Vec::new());
+        let (closed_tx, closed) = watch::channel(false);
+        let (video_tx, video_tracks) = watch::channel(Vec::<String>::new());
+        let add_video = move |t: &Value| {
+            if t["kind"].as_str() == Some("video") {
+                if let Some(id) = t["id"].as_str() {
+                    video_tx.send_if_modified(|v| {
+                        let new = !v.iter().any(|x| x == id);
+                        if new {
+                            v.push(id.to_string());
+                        }
+                        new
+                    });
+                }
+            }
+        };
         let reply = out.clone();
         let reader = tokio::spawn(async move {
             let mut joined_tx = Some(joined_tx);
@@ -168,10 +260,20 @@ impl Session {
                 };
                 match v["type"].as_str() {
                     Some("joined") => {
+                        nodes_tx.send_replace(node_ws_urls(&v["nodes"]));
+                        for p in v["participants"].as_array().into_iter().flatten() {
+                            for t in p["tracks"].as_array().into_iter().flatten() {
+                                add_video(t);
+                            }
+                        }
                         if let Some(tx) = joined_tx.take() {
                             let _ = tx.send(v);
                         }
                     }
+                    Some("nodes") => {
+                        nodes_tx.send_replace(node_ws_urls(&v["nodes"]));
+                    }
+                    Some("track_published") => add_video(&v["track"]),
                     Some("publish_answer") => {
                         let _ = answers_tx.send(v);
                     }
@@ -193,6 +295,7 @@ impl Session {
                     _ => {}
                 }
             }
+            closed_tx.send_replace(true);
         });
         out.send(json!({"type": "join", "v": 1, "room": room, "name": name}).to_string())?;
         let joined = tokio::time::timeout(Duration::from_secs(10), joined_rx)
@@ -206,8 +309,51 @@ impl Session {
             out,
             publish_answers,
             participant_id,
-            _reader: reader,
+            nodes,
+            closed,
+            video_tracks,
+            reader,
         })
+    }
+
+    /// The other participants' video tracks announced so far.
+    pub fn video_tracks(&self) -> Vec<String> {
+        self.video_tracks.borrow().clone()
+    }
+
+    /// Waits until at least one video track of another participant is announced; `None`
+    /// after `timeout` or once the socket closed.
+    pub async fn wait_video_tracks(&self, timeout: Duration) -> Option<Vec<String>> {
+        let mut rx = self.video_tracks.clone();
+        let got = tokio::time::timeout(timeout, rx.wait_for(|v| !v.is_empty())).await;
+        match got {
+            Ok(Ok(v)) => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    /// Asks for a simulcast layer of another participant's video track: `quality`
+    /// (docs/protocol.md): `"low"`, `"medium"`, `"high"` or `"off"`.
+    pub fn set_quality(&self, track: &str, quality: &str) {
+        let _ = self
+            .out
+            .send(json!({"type": "quality", "track": track, "quality": quality}).to_string());
+    }
+
+    /// The serving nodes' signaling URLs, as the server last listed them.
+    pub fn nodes(&self) -> Vec<String> {
+        self.nodes.borrow().clone()
+    }
+
+    /// Whether the socket has closed.
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// Waits until the socket closes.
+    pub async fn wait_closed(&self) {
+        let mut rx = self.closed.clone();
+        let _ = rx.wait_for(|c| *c).await;
     }
 
     /// Sends the publish PC's offer and returns the server's answer.
