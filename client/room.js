@@ -5,7 +5,7 @@
 // mapped to participants by the `tracks` list of each subscribe_offer, by mid.
 
 import { Emitter } from './emitter.js';
-import { Signaling, SignalingError, PROTOCOL_VERSION } from './signaling.js';
+import { Signaling, SignalingError, UnreachableError, PROTOCOL_VERSION } from './signaling.js';
 import {
   DEFAULT_RTC_CONFIG,
   answerSdp,
@@ -660,13 +660,18 @@ export class Room extends Emitter {
    * so that a participant of a node that is gone comes back through another.
    */
   _reconnectUrl(attempt) {
+    const all = this._reconnectUrls();
+    return all[(attempt - 1) % all.length];
+  }
+
+  /** Where reconnect attempts go, in turn: this node, then the cluster's other serving nodes. */
+  _reconnectUrls() {
     const here = new URL(this._joinedUrl ?? this.url);
     const others = this.nodes
       .filter((n) => n.state === 'serving')
       .map((n) => signalingUrl(n.url, here.toString()))
       .filter((u) => new URL(u).host !== here.host);
-    const all = [here.toString(), ...others];
-    return all[(attempt - 1) % all.length];
+    return [here.toString(), ...others];
   }
 
   /**
@@ -792,10 +797,11 @@ export class Room extends Emitter {
     this.state = 'reconnecting';
     const o = this._opts;
     let lastError = null;
-    const now = this._reconnectNow;
+    let now = this._reconnectNow;
     this._reconnectNow = false;
     for (let attempt = 1; attempt <= o.maxReconnectAttempts; attempt++) {
-      const delayMs = now && attempt === 1 ? 0 : backoffDelay(attempt, o.reconnectBaseDelayMs, o.reconnectMaxDelayMs);
+      const delayMs = now ? 0 : backoffDelay(attempt, o.reconnectBaseDelayMs, o.reconnectMaxDelayMs);
+      now = false;
       this.emit('reconnecting', { attempt, delayMs });
       await sleep(delayMs);
       if (this._left) return;
@@ -823,6 +829,9 @@ export class Room extends Emitter {
           this._teardownMedia();
         }
         if (err instanceof SignalingError && FATAL_JOIN_CODES.has(err.code)) break;
+        // A node that cannot be reached is down: the next node of the cluster is tried at
+        // once; the backoff comes once per round of every node.
+        now = err instanceof UnreachableError && attempt % this._reconnectUrls().length !== 0;
       }
     }
     this._reconnecting = false;

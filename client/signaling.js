@@ -5,6 +5,14 @@ import { Emitter } from './emitter.js';
 
 export const PROTOCOL_VERSION = 1;
 
+/** The signaling socket could not be opened: the node is down or unreachable. */
+export class UnreachableError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'UnreachableError';
+  }
+}
+
 /** A server `error` message turned into an exception. */
 export class SignalingError extends Error {
   /** `url`: where to go instead, with code `redirect` (a cluster node that is full or draining). */
@@ -38,7 +46,7 @@ export class Signaling extends Emitter {
       const timer = setTimeout(() => {
         cleanup();
         ws.close();
-        reject(new Error(`signaling: could not connect to ${url} within ${openTimeoutMs} ms`));
+        reject(new UnreachableError(`signaling: could not connect to ${url} within ${openTimeoutMs} ms`));
       }, openTimeoutMs);
       const onOpen = () => {
         cleanup();
@@ -46,7 +54,7 @@ export class Signaling extends Emitter {
       };
       const onFail = () => {
         cleanup();
-        reject(new Error(`signaling: could not connect to ${url}`));
+        reject(new UnreachableError(`signaling: could not connect to ${url}`));
       };
       const cleanup = () => {
         clearTimeout(timer);

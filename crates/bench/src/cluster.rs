@@ -17,7 +17,8 @@
 //! 4. **Recovery**: a room whose publisher and some receivers are on node 1, others on node
 //!    2; node 1 gets `kill -9`. Its participants reconnect the way the browser SDK does
 //!    (client/room.js: backoff of 500 ms · 2^(attempt−1) ± 20%, first to their own node, then
-//!    to the other serving nodes the server listed), join again, the publisher publishes
+//!    to the other serving nodes the server listed, the next one at once after a node that
+//!    cannot be reached, one backoff per round), join again, the publisher publishes
 //!    again; each is back when it receives media again (the publisher: when its new stream
 //!    reaches a receiver). Each step of the way is timed.
 
@@ -810,6 +811,16 @@ pub fn reconnect_url(here: &str, nodes: &[String], attempt: u32) -> String {
     all[(attempt as usize - 1) % all.len()].clone()
 }
 
+/// Whether a join failed for want of a connection (the SDK's `UnreachableError`).
+fn unreachable(e: &anyhow::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    e.chain().any(|c| {
+        c.downcast_ref::<WsError>()
+            .is_some_and(|w| matches!(w, WsError::Io(_)))
+            || c.downcast_ref::<std::io::Error>().is_some()
+    })
+}
+
 fn jitter() -> f64 {
     (sfumato_testkit::random_u64() % 2001) as f64 / 1000.0 - 1.0
 }
@@ -851,8 +862,13 @@ impl Roamer {
                 // The SDK tears down both peer connections at once.
                 drop(member);
                 let mut attempt = 1;
+                let mut now = false;
                 member = loop {
-                    let delay = backoff_delay(attempt, jitter());
+                    let delay = if now {
+                        Duration::ZERO
+                    } else {
+                        backoff_delay(attempt, jitter())
+                    };
                     tokio::time::sleep(delay).await;
                     let url = reconnect_url(&here, &nodes, attempt);
                     note(format!(
@@ -874,7 +890,13 @@ impl Roamer {
                             here = url;
                             break m;
                         }
-                        Err(e) => note(format!("attempt {attempt} failed: {e:#}")),
+                        Err(e) => {
+                            note(format!("attempt {attempt} failed: {e:#}"));
+                            // Like the SDK: a node that cannot be reached is down, the next
+                            // one is tried at once; one backoff per round of every node.
+                            let round = 1 + nodes.iter().filter(|u| **u != here).count();
+                            now = unreachable(&e) && !(attempt as usize).is_multiple_of(round);
+                        }
                     }
                     attempt += 1;
                     if attempt > 20 {
