@@ -64,6 +64,9 @@ function preferCodec(transceiver, codec) {
 /** What `setVideoQuality` accepts. */
 const QUALITIES = new Set(['low', 'medium', 'high', 'off']);
 
+/** How long a move between nodes keeps the old session once the new one plays. */
+const MOVE_OVERLAP_MS = 1000;
+
 /** Error codes after which trying again cannot help. */
 const FATAL_JOIN_CODES = new Set(['unsupported_version', 'bad_message']);
 
@@ -679,9 +682,9 @@ export class Room extends Emitter {
    * old session's socket and peer connections stay until the new session carries media (our
    * tracks are published there, its subscriber connection is up with as many tracks as before
    * and each video one has decoded a frame), then it leaves. The application is told of the
-   * new subscriptions only then, before the old ones go (`trackSubscribed`, then
-   * `trackUnsubscribed`), so an element can be handed a stream that already plays; then
-   * `moved`.
+   * new subscriptions only then, and the old ones go a second later (`trackSubscribed`, then
+   * `trackUnsubscribed`), so an element can be handed a stream that already plays while the
+   * old one still does; then `moved`.
    */
   async _move(url) {
     if (this._moving || this._reconnecting || this._left || !this._sig) return;
@@ -727,6 +730,9 @@ export class Room extends Emitter {
         if (this._subs.get(s.mid) !== s) continue; // gone meanwhile
         this.emit('trackSubscribed', this._subEvent(s));
       }
+      // The old streams play on a little while the application switches its elements to
+      // the new ones (a fresh element takes a few hundred ms to show its first frame).
+      if (this._sig && !this._left) await sleep(MOVE_OVERLAP_MS);
       old.sig.send({ type: 'leave' });
       old.sig.close('moved to another node');
       closePc(old.pubPc);
