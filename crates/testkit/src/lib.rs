@@ -13,7 +13,8 @@
 //!   of it at 320x180, 640x360 and 1280x720, Opus at 50 packets/s).
 //! - [`check`]: payload identity and sequence continuity checks over recordings.
 //! - [`TestServer`]: spawns the real `sfumato` binary on fresh loopback ports ([`sfumato_bin`]
-//!   finds or builds it for tests outside the server's crate).
+//!   finds or builds it for tests outside the server's crate), alone or as a node of a
+//!   cluster ([`ServerOptions::cluster`]) coordinated through a throwaway [`Redis`].
 //! - [`garbage`]: malformed STUN/DTLS/RTP/RTCP datagrams for robustness tests.
 
 pub mod check;
@@ -21,6 +22,7 @@ pub mod garbage;
 pub mod http;
 pub mod media;
 pub mod peer;
+pub mod redis_server;
 pub mod rtc_util;
 pub mod server;
 pub mod wait;
@@ -35,6 +37,7 @@ pub use peer::{
     AudioPayload, Kind, LayerCounts, OfferSpec, Peer, PeerCounts, PeerOptions, PeerStatus,
     ReceivedPacket, SentPacket,
 };
+pub use redis_server::Redis;
 pub use rtc_util::{negotiated_pt, random_u64};
 pub use server::{sfumato_bin, ServerOptions, TestServer};
 pub use wait::{poll_for, poll_until};

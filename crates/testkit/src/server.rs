@@ -20,6 +20,9 @@ pub struct ServerOptions {
     pub workers: usize,
     /// `--placement` (`spread`, …), if any.
     pub placement: Option<String>,
+    /// In a cluster: `--redis URL`, with `--public-url` this server's URL and `--relay-port`
+    /// the UDP port after the workers'.
+    pub redis: Option<String>,
     /// More arguments.
     pub extra_args: Vec<String>,
     /// How long to wait for `/healthz`.
@@ -31,6 +34,7 @@ impl Default for ServerOptions {
         Self {
             workers: 2,
             placement: Some("spread".into()),
+            redis: None,
             extra_args: Vec::new(),
             startup_timeout: Duration::from_secs(30),
         }
@@ -42,6 +46,16 @@ impl ServerOptions {
     pub fn spread(workers: usize) -> Self {
         Self {
             workers,
+            ..Default::default()
+        }
+    }
+
+    /// `workers` workers with `--placement spread`, a node of the cluster coordinated
+    /// through the Redis at `redis_url`.
+    pub fn cluster(workers: usize, redis_url: &str) -> Self {
+        Self {
+            workers,
+            redis: Some(redis_url.to_string()),
             ..Default::default()
         }
     }
@@ -136,6 +150,8 @@ pub struct TestServer {
     pub rtc_port: u16,
     /// Number of workers.
     pub workers: usize,
+    /// In a cluster: the relay's UDP port (`--relay-port`).
+    pub relay_port: Option<u16>,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -145,16 +161,23 @@ impl std::fmt::Debug for TestServer {
             .field("http_port", &self.http_port)
             .field("rtc_port", &self.rtc_port)
             .field("workers", &self.workers)
+            .field("relay_port", &self.relay_port)
             .finish()
     }
 }
 
 impl TestServer {
     /// Starts `bin` (`env!("CARGO_BIN_EXE_sfumato")`) on fresh ports with
-    /// `--listen 127.0.0.1:HTTP --rtc-port RTC --workers N [--placement P]` and waits for
-    /// `GET /healthz` to answer 200.
+    /// `--listen 127.0.0.1:HTTP --rtc-port RTC --workers N [--placement P]` (and in a
+    /// cluster `--redis URL --public-url http://127.0.0.1:HTTP --relay-port RTC+N`) and
+    /// waits for `GET /healthz` to answer 200.
     pub async fn start(bin: &str, opts: ServerOptions) -> anyhow::Result<Self> {
-        let (http_port, rtc_port) = allocate_ports(opts.workers.max(1))?;
+        let relay = usize::from(opts.redis.is_some());
+        let (http_port, rtc_port) = allocate_ports(opts.workers.max(1) + relay)?;
+        let relay_port = opts
+            .redis
+            .as_ref()
+            .map(|_| rtc_port + opts.workers.max(1) as u16);
         let mut cmd = Command::new(bin);
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{http_port}"))
@@ -164,6 +187,14 @@ impl TestServer {
             .arg(opts.workers.to_string());
         if let Some(p) = &opts.placement {
             cmd.arg("--placement").arg(p);
+        }
+        if let (Some(redis), Some(relay_port)) = (&opts.redis, relay_port) {
+            cmd.arg("--redis")
+                .arg(redis)
+                .arg("--public-url")
+                .arg(format!("http://127.0.0.1:{http_port}"))
+                .arg("--relay-port")
+                .arg(relay_port.to_string());
         }
         cmd.args(&opts.extra_args);
         if std::env::var_os("RUST_LOG").is_none() {
@@ -189,6 +220,7 @@ impl TestServer {
             http_port,
             rtc_port,
             workers: opts.workers,
+            relay_port,
             logs,
         };
         let url = server.url("/healthz");
@@ -241,6 +273,19 @@ impl TestServer {
             .clone()
     }
 
+    /// In a cluster: the relay's UDP address.
+    pub fn relay_addr(&self) -> Option<SocketAddr> {
+        self.relay_port
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+    }
+
+    /// Kills the process with SIGKILL (no clean exit: in a cluster its lease stays until it
+    /// expires) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -265,6 +310,11 @@ impl TestServer {
         }
     }
 
+    /// `GET /api/nodes`.
+    pub async fn nodes(&self) -> anyhow::Result<Value> {
+        http_get_json(&self.url("/api/nodes")).await
+    }
+
     /// `GET /api/rooms/{room}` (`None` on 404).
     pub async fn room(&self, room: &str) -> anyhow::Result<Option<Value>> {
         let r = http_get(&self.url(&format!("/api/rooms/{room}"))).await?;
@@ -276,8 +326,8 @@ impl TestServer {
     }
 
     /// Waits until every worker reports zero `peers`, `tracks`, `subscriptions`, `sinks`
-    /// and `pending_keyframe_requests` (and `addresses`, if reported); on timeout the error
-    /// carries the last report.
+    /// and `pending_keyframe_requests` (and `addresses`, if reported), the relay worker of a
+    /// cluster node included; on timeout the error carries the last report.
     pub async fn wait_workers_idle(&self, timeout: Duration) -> anyhow::Result<Vec<Value>> {
         const FIELDS: [&str; 5] = [
             "peers",
@@ -292,7 +342,8 @@ impl TestServer {
             match self.workers_stats().await {
                 Ok(w) => {
                     // `addresses` (5-tuples the demux knows) is checked too when reported.
-                    let idle = w.len() == self.workers
+                    let expected = self.workers + usize::from(self.relay_port.is_some());
+                    let idle = w.len() == expected
                         && w.iter().all(|s| {
                             FIELDS
                                 .iter()
@@ -310,7 +361,7 @@ impl TestServer {
                 bail!(
                     "workers not idle within {timeout:?} (expected {} workers with {:?} all 0); \
                      last GET /api/workers: {last}",
-                    self.workers,
+                    self.workers + usize::from(self.relay_port.is_some()),
                     FIELDS
                 );
             }

@@ -302,6 +302,16 @@ impl Participant {
     /// Creates the publish PC (`sendonly` Opus + VP8), sends `publish_offer`, applies the
     /// `publish_answer` and returns the published tracks. Media flows once connected.
     pub async fn publish(&mut self) -> anyhow::Result<Vec<PublishedTrack>> {
+        self.publish_spec(OfferSpec::publish()).await
+    }
+
+    /// Like [`Participant::publish`], the video in three simulcast layers (rids `q`, `h`,
+    /// `f`; see [`OfferSpec::publish_simulcast`]).
+    pub async fn publish_simulcast(&mut self) -> anyhow::Result<Vec<PublishedTrack>> {
+        self.publish_spec(OfferSpec::publish_simulcast()).await
+    }
+
+    async fn publish_spec(&mut self, spec: OfferSpec) -> anyhow::Result<Vec<PublishedTrack>> {
         if self.publisher.is_some() {
             bail!("already publishing");
         }
@@ -309,7 +319,7 @@ impl Participant {
             name: format!("{}-pub", self.inner.name),
             ..Default::default()
         })?;
-        let offer = peer.create_offer(OfferSpec::publish()).await?;
+        let offer = peer.create_offer(spec).await?;
         let answer = self.publish_round_trip(offer).await?;
         peer.accept_answer(&str_field(&answer, "sdp"))
             .await

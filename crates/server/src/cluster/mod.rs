@@ -58,6 +58,9 @@ pub struct Joined {
     pub con: ConnectionManager,
     pub id: NodeId,
     pub key: [u8; KEY_LEN],
+    /// The cluster key as stored in Redis (`None`: derived from `--cluster-secret`, which
+    /// never goes there).
+    pub stored_key: Option<String>,
 }
 
 /// Connects to Redis (waiting for it if it is not up yet), takes a node id and the cluster
@@ -86,8 +89,8 @@ pub async fn join(url: &str, secret: Option<&str>) -> anyhow::Result<Joined> {
         .await
         .context("taking a node id")?;
     let id = NodeId(u32::try_from(id).context("node ids ran out")?);
-    let key = match secret {
-        Some(s) => sha256(s.as_bytes()),
+    let (key, stored_key) = match secret {
+        Some(s) => (sha256(s.as_bytes()), None),
         None => {
             let mut fresh = [0u8; KEY_LEN];
             getrandom::fill(&mut fresh).context("random cluster key")?;
@@ -103,7 +106,8 @@ pub async fn join(url: &str, secret: Option<&str>) -> anyhow::Result<Joined> {
                 .query_async(&mut con)
                 .await
                 .context("reading the cluster key")?;
-            unhex(&stored).context("the cluster key in Redis is not 32 bytes of hex")?
+            let key = unhex(&stored).context("the cluster key in Redis is not 32 bytes of hex")?;
+            (key, Some(stored))
         }
     };
     Ok(Joined {
@@ -111,6 +115,7 @@ pub async fn join(url: &str, secret: Option<&str>) -> anyhow::Result<Joined> {
         con,
         id,
         key,
+        stored_key,
     })
 }
 
@@ -142,6 +147,8 @@ pub struct Node {
     pub id: NodeId,
     con: ConnectionManager,
     client: redis::Client,
+    /// The cluster key as stored in Redis, if it is kept there ([`Joined::stored_key`]).
+    stored_key: Option<String>,
     /// This node's lease, as written at the last refresh.
     pub me: Mutex<NodeInfo>,
     pub members: Mutex<Members>,
@@ -164,6 +171,9 @@ const ROOM_REFRESH: Duration = Duration::from_secs(2);
 /// How long a room's record lives in Redis after its last write (every node in it rewrites
 /// it every [`ROOM_REFRESH`]).
 const ROOM_TTL: Duration = Duration::from_secs(30);
+/// Sets the counter `KEYS[1]` to `ARGV[1]` if it is lower (or missing), atomically.
+const RAISE_NODE_SEQ: &str = "if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) \
+     then redis.call('SET', KEYS[1], ARGV[1]) end";
 /// How long a join waits for Redis to answer about a room this node does not follow yet.
 const JOIN_WAIT: Duration = Duration::from_secs(10);
 
@@ -173,6 +183,7 @@ impl Node {
             id: joined.id,
             con: joined.con,
             client: joined.client,
+            stored_key: joined.stored_key,
             me: Mutex::new(me),
             members: Mutex::new(Members::default()),
             silent: Mutex::new(HashSet::new()),
@@ -238,6 +249,10 @@ impl Node {
                 me.rooms = state.followed_rooms().len();
                 me.clone()
             };
+            if let Err(e) = self.restore(&mut con).await {
+                tracing::warn!("cannot restore the cluster's keys: {e}");
+                continue;
+            }
             if let Err(e) = members::refresh(&mut con, &me).await {
                 tracing::warn!("cannot refresh this node's lease: {e}");
                 continue;
@@ -286,6 +301,29 @@ impl Node {
                 app.state().announce_nodes(&self.nodes());
             }
         }
+    }
+
+    /// Writes again what a Redis that restarted empty lost and a node joining later needs:
+    /// the node sequence, raised to at least this node's id (else the next node to start
+    /// takes an id in use), and the cluster key (else it draws another one, and its relay
+    /// cannot talk to this node's). Runs before each lease refresh, so that a node whose
+    /// lease is visible has done it.
+    async fn restore(&self, con: &mut ConnectionManager) -> redis::RedisResult<()> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
+            .arg(RAISE_NODE_SEQ)
+            .arg(1)
+            .arg(keys::NODE_SEQ)
+            .arg(self.id.0)
+            .ignore();
+        if let Some(key) = &self.stored_key {
+            pipe.cmd("SET")
+                .arg(keys::CLUSTER_KEY)
+                .arg(key)
+                .arg("NX")
+                .ignore();
+        }
+        pipe.query_async::<()>(con).await
     }
 
     /// Hears the other nodes' notices of room changes and rereads those rooms.
@@ -360,27 +398,22 @@ impl Node {
         }
     }
 
-    /// Writes (or, with nobody of this node left in it, removes) this node's record of
-    /// `room`, and tells the others.
+    /// Writes this node's record of `room` (empty, with nobody of this node left in it),
+    /// and tells the others.
     async fn write_room(&self, app: &App, room: &str) -> redis::RedisResult<()> {
         let gen = self.gen.fetch_add(1, Ordering::Relaxed);
-        let record = app.state().room_record(room, gen);
+        let Some(record) = app.state().room_record(room, gen) else {
+            return Ok(());
+        };
         let mut con = self.con.clone();
         let key = keys::room(room);
+        let json = serde_json::to_string(&record).unwrap_or_default();
         let mut pipe = redis::pipe();
-        match record {
-            Some(r) => {
-                let json = serde_json::to_string(&r).unwrap_or_default();
-                pipe.cmd("HSET").arg(&key).arg(self.id.0).arg(json).ignore();
-                pipe.cmd("PEXPIRE")
-                    .arg(&key)
-                    .arg(ROOM_TTL.as_millis() as u64)
-                    .ignore();
-            }
-            None => {
-                pipe.cmd("HDEL").arg(&key).arg(self.id.0).ignore();
-            }
-        }
+        pipe.cmd("HSET").arg(&key).arg(self.id.0).arg(json).ignore();
+        pipe.cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ROOM_TTL.as_millis() as u64)
+            .ignore();
         pipe.cmd("PUBLISH")
             .arg(keys::EVENTS)
             .arg(format!("room {room}"))
@@ -391,7 +424,7 @@ impl Node {
     /// Reads every node's record of `room` and applies the live others' to the state
     /// (`joining`: even if this node does not follow the room yet). Records of nodes without
     /// a lease are removed (when the leases were read lately); unreadable ones are refused
-    /// and counted.
+    /// and counted, and change nothing of what is known of their node.
     pub async fn sync_room(&self, app: &App, room: &str, joining: bool) -> redis::RedisResult<()> {
         let mut con = self.con.clone();
         let key = keys::room(room);

@@ -26,17 +26,18 @@ impl State {
             .collect()
     }
 
-    /// This node's record of `room` (`None`: nobody of this node is in it), generation `gen`.
+    /// This node's record of `room`, generation `gen` (`None`: not in a cluster). With
+    /// nobody of this node left in the room it is empty, and says so: a missing record says
+    /// nothing (Redis may have lost it), so it is no way to tell that everyone left.
     pub fn room_record(&self, room: &str, gen: u64) -> Option<RoomRecord> {
         let (node, _) = self.cluster.as_ref()?;
-        let r = self.rooms.get(room)?;
         let mut participants = Vec::new();
         let mut wants = Vec::new();
-        for p in r
-            .participants
-            .iter()
-            .filter_map(|id| self.participants.get(id))
-        {
+        let members = self
+            .rooms
+            .get(room)
+            .map_or(&[][..], |r| &r.participants[..]);
+        for p in members.iter().filter_map(|id| self.participants.get(id)) {
             if p.client.node().is_some() {
                 // Another node's participant: its tracks that someone here receives.
                 wants.extend(
@@ -67,9 +68,6 @@ impl State {
                 replaces: p.replaces.map(participant_key),
             });
         }
-        if participants.is_empty() {
-            return None;
-        }
         Some(RoomRecord {
             node: node.0,
             gen,
@@ -78,9 +76,12 @@ impl State {
         })
     }
 
-    /// Applies what the other live nodes' records of `room` say (this node's own excluded;
-    /// a node without a record has nobody in the room). Only for a room this node follows,
-    /// unless `joining`: someone is about to join it here.
+    /// Applies what the other live nodes' records of `room` say (this node's own excluded).
+    /// A node without a readable record is no news: what was known of it stays (a Redis
+    /// that restarted empty, or garbage in a record, makes nobody leave); its participants
+    /// leave when its record no longer lists them, or when the node is gone
+    /// ([`State::node_gone`]). Only for a room this node follows, unless `joining`: someone
+    /// is about to join it here.
     pub fn apply_remote(&mut self, room: &str, remotes: &[Remote], joining: bool) {
         let followed = self.followed_rooms().iter().any(|r| r == room);
         let anyone = remotes.iter().any(|r| !r.participants.is_empty());
@@ -88,21 +89,6 @@ impl State {
             return;
         }
         self.rooms.entry(room.to_string()).or_default();
-        // Nodes that had participants here and now have no record: all of them left.
-        let held: Vec<ParticipantId> = self.rooms[room]
-            .participants
-            .iter()
-            .filter_map(|id| self.participants.get(id))
-            .filter(|p| {
-                p.client
-                    .node()
-                    .is_some_and(|n| !remotes.iter().any(|r| r.node == n))
-            })
-            .map(|p| p.id)
-            .collect();
-        for id in held {
-            self.leave(id);
-        }
         for remote in remotes {
             self.apply_node(room, remote);
         }

@@ -1,9 +1,10 @@
 //! Integration tests: the real `sfumato` binary, driven by `sfumato-testkit` clients over
 //! loopback. Tests in this binary run one at a time (see `common::serial`): each starts its
-//! own server on its own ports.
+//! own server (or cluster of servers and a Redis) on its own ports.
 
 mod bad_input;
 mod cleanup;
+mod cluster;
 mod common;
 mod forwarding;
 mod whip_whep;
