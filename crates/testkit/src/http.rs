@@ -22,6 +22,8 @@ pub struct HttpResponse {
     pub location: Option<String>,
     /// The body as text (lossy UTF-8).
     pub body: String,
+    /// The URL that answered (after redirects): a relative `Location` is relative to it.
+    pub url: String,
 }
 
 impl HttpResponse {
@@ -41,6 +43,7 @@ fn client() -> reqwest::Client {
 
 async fn finish(resp: reqwest::Response) -> anyhow::Result<HttpResponse> {
     let status = resp.status().as_u16();
+    let url = resp.url().to_string();
     let header = |name| {
         resp.headers()
             .get(name)
@@ -55,6 +58,7 @@ async fn finish(resp: reqwest::Response) -> anyhow::Result<HttpResponse> {
         content_type,
         location,
         body: String::from_utf8_lossy(&bytes).into_owned(),
+        url,
     })
 }
 
@@ -158,7 +162,8 @@ async fn negotiate(url: &str, spec: OfferSpec, name: &str) -> anyhow::Result<Htt
         .location
         .as_deref()
         .with_context(|| format!("POST {url}: 201 without Location"))?;
-    let location = resolve_location(url, location)?;
+    // Relative to where the offer ended up (a cluster node may redirect it).
+    let location = resolve_location(&r.url, location)?;
     peer.accept_answer(&r.body)
         .await
         .with_context(|| format!("POST {url}: bad answer {:?}", r.body))?;

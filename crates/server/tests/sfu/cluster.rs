@@ -1,7 +1,8 @@
 //! (5) A room across nodes: three real nodes and one `redis-server` on loopback. Media crosses
 //! the relay byte for byte, a subscriber's layer request reaches the origin node, a killed
-//! node's participants leave everywhere, a Redis restart leaves running calls running, and
-//! garbage in Redis or on a relay port is refused and counted.
+//! node's participants leave everywhere, a Redis restart leaves running calls running,
+//! garbage in Redis or on a relay port is refused and counted, and a full or draining node
+//! sends joins elsewhere.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -10,8 +11,8 @@ use serde_json::{json, Value};
 use sfumato_testkit::garbage::{datagrams, spray};
 use sfumato_testkit::media::vp8_payload_without_picture_id;
 use sfumato_testkit::{
-    msg_type, poll_until, Kind, Participant, ReceivedPacket, Redis, SentPacket, ServerOptions,
-    TestServer,
+    http_post, msg_type, poll_until, whip_publish, Kind, Participant, ReceivedPacket, Redis,
+    SentPacket, ServerOptions, TestServer,
 };
 
 use crate::common::*;
@@ -813,4 +814,96 @@ async fn wait_link(node: &TestServer, field: &str, value: u64) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Sends `join` on a fresh socket to `node` and returns the `error` it gets (panics on
+/// `joined`).
+async fn refused_join(node: &TestServer, room: &str, name: &str) -> Value {
+    let p = Participant::connect(&node.ws_url())
+        .await
+        .must("connecting");
+    p.send_json(&json!({"type": "join", "v": 1, "room": room, "name": name}))
+        .must("sending join");
+    let ev = p
+        .wait_event_since(0, SIGNAL, |e| matches!(msg_type(e), "joined" | "error"))
+        .await
+        .must("an answer to join");
+    assert_eq!(msg_type(&ev), "error", "{name} should be refused: {ev}");
+    ev
+}
+
+/// Placement across nodes: a full node sends joins (WebSocket and WHIP) to the node that
+/// takes them; a drained node asks its participant to move there, refuses newcomers the same
+/// way, and exits once its participant left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_or_draining_node_sends_joins_elsewhere() {
+    let _g = serial().await;
+    let redis = Redis::start().await.must("starting redis-server");
+    // Node A takes one participant (one worker of capacity 1); node B fifty.
+    let mut small = ServerOptions::cluster(1, &redis.url());
+    small.extra_args = vec!["--worker-capacity".into(), "1".into()];
+    let mut a = TestServer::start(BIN, small).await.must("starting node A");
+    let b = TestServer::start(BIN, ServerOptions::cluster(1, &redis.url()))
+        .await
+        .must("starting node B");
+    wait_nodes(&a, 2).await;
+    wait_nodes(&b, 2).await;
+    let (aid, bid) = (node_id(&a).await, node_id(&b).await);
+    let room = "cl-place";
+
+    let alice = Participant::join(&a.ws_url(), room, "alice")
+        .await
+        .must("alice joins node A");
+    // A is full: bob is sent to B, the only node with room to spare.
+    let err = refused_join(&a, room, "bob").await;
+    assert_eq!(err["code"], "redirect", "{err}");
+    assert_eq!(err["url"], b.url(""), "{err}");
+    let bob = Participant::join(&b.ws_url(), room, "bob")
+        .await
+        .must("bob joins node B");
+    // A WHIP client that posts to A follows the 307 to B.
+    let cam = whip_publish(&a.url(&format!("/whip/{room}?name=cam")))
+        .await
+        .must("WHIP through the redirect");
+    assert!(
+        cam.location().starts_with(&b.url("/whip/")),
+        "the session is on B: {}",
+        cam.location()
+    );
+    let on_b = [(alice.id(), aid.clone()), (bob.id(), bid.clone())];
+    let deadline = Instant::now() + SIGNAL;
+    loop {
+        let listed = room_nodes(&b, room).await;
+        // alice on A; bob and the camera on B.
+        let here = listed.iter().filter(|(_, n)| *n == bid).count();
+        if listed.len() == 3 && here == 2 && on_b.iter().all(|p| listed.contains(p)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B lists {listed:?}: expected alice on {aid}, bob and the camera on {bid}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Drain A through B's API: alice is asked to move to B, newcomers are sent there.
+    let res = http_post(&b.url(&format!("/api/nodes/{aid}/drain")), None, "")
+        .await
+        .must("POST drain");
+    assert_eq!(res.status, 202, "{res:?}");
+    let moved = alice
+        .wait_event("move", SIGNAL)
+        .await
+        .must("alice told to move");
+    assert_eq!(moved["url"], b.url(""), "{moved}");
+    let err = refused_join(&a, room, "carol").await;
+    assert_eq!(err["code"], "redirect", "{err}");
+    assert_eq!(err["url"], b.url(""), "{err}");
+    // Once alice left, A exits on its own.
+    alice.leave().await.must("alice leaves");
+    poll_until(SIGNAL, || !a.is_running())
+        .await
+        .must("the drained node exits once empty");
+    drop(bob);
+    cam.close().await.must("closing the WHIP session");
 }
