@@ -480,7 +480,8 @@ export async function watchVideo(page, ms) {
  * Watches the video of the tile named `name` for `ms`, frame by frame as shown (through
  * requestVideoFrameCallback on whichever element the tile shows): the frames presented, the
  * longest time between two of them from the start of the window and when it ended, and when
- * the tile changed element (ms into the window).
+ * the tile changed element, and the page's long tasks as [start, duration] (ms into the
+ * window).
  */
 export function watchTile(page, name, ms) {
   return page.evaluate(
@@ -497,6 +498,14 @@ export function watchTile(page, name, ms) {
         let swappedAt = null;
         let done = false;
         const watched = new Set();
+        // The page's own long tasks (main thread busy ≥ 50 ms), which stall frames too.
+        const longTasks = [];
+        const lt = new PerformanceObserver((list) => {
+          for (const e of list.getEntries()) longTasks.push([Math.round(e.startTime - start), Math.round(e.duration)]);
+        });
+        try {
+          lt.observe({ type: 'longtask' });
+        } catch {}
         const watch = (video) => {
           if (watched.has(video)) return;
           watched.add(video);
@@ -523,7 +532,8 @@ export function watchTile(page, name, ms) {
           const end = performance.now();
           if (end - last > longest) [longest, longestEnd] = [end - last, end];
           const at = (t) => (t === null ? null : Math.round(t - start));
-          resolve({ frames, longestGapMs: Math.round(longest), gapEndedAt: at(longestEnd), elements: watched.size, swappedAt: at(swappedAt) });
+          lt.disconnect();
+          resolve({ frames, longestGapMs: Math.round(longest), gapEndedAt: at(longestEnd), elements: watched.size, swappedAt: at(swappedAt), longTasks: longTasks.filter(([t]) => t >= 0) });
         }, ms);
       }),
     { name, ms },
