@@ -4,6 +4,7 @@
 //! (`move`: the client joins the other node, and leaves this one once its media flows there),
 //! then exits when it is empty, after `--drain-timeout`, or at once when no node serves.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -33,12 +34,10 @@ impl Node {
             return None;
         }
         let holding = app.state().room_nodes(room);
-        let candidates: Vec<NodeInfo> = Self::lock(&self.members)
-            .nodes
-            .iter()
-            .filter(|n| n.id != me.id && n.state == NodeState::Serving)
+        let candidates: Vec<NodeInfo> = self
+            .others_serving()
+            .into_iter()
             .filter(|n| n.participants < n.capacity)
-            .cloned()
             .collect();
         let least = |list: Vec<&NodeInfo>| {
             list.into_iter()
@@ -52,6 +51,16 @@ impl Node {
                 .collect(),
         )
         .or_else(|| least(candidates.iter().collect()))
+    }
+
+    /// The other nodes that take participants.
+    fn others_serving(&self) -> Vec<NodeInfo> {
+        Self::lock(&self.members)
+            .nodes
+            .iter()
+            .filter(|n| n.id != self.id.0 && n.state == NodeState::Serving)
+            .cloned()
+            .collect()
     }
 
     /// Whether a join into `room` may happen here: `Err(Some(url))` sends it to another
@@ -80,7 +89,7 @@ impl Node {
         Self::lock(&self.me).state = NodeState::Draining;
         tracing::info!(node = %self.id, ?timeout, "draining: moving every participant to other nodes");
         let deadline = Instant::now() + timeout;
-        let mut asked: Vec<ParticipantId> = Vec::new();
+        let mut asked: HashSet<ParticipantId> = HashSet::new();
         loop {
             // Asked again as nodes come and go (a participant with nowhere to go yet waits).
             let movers: Vec<(ParticipantId, String)> = {
@@ -100,7 +109,7 @@ impl Node {
                     id,
                     json!({"type": "move", "url": url, "reason": "this node is draining"}),
                 );
-                asked.push(id);
+                asked.insert(id);
             }
             let left = app.state().local_participants();
             if left == 0 {
@@ -109,11 +118,7 @@ impl Node {
             }
             // The whole cluster stops (every node drains): nobody can move, so waiting helps
             // no one (a rolling restart starts the new node first).
-            let elsewhere = Self::lock(&self.members)
-                .nodes
-                .iter()
-                .any(|n| n.id != self.id.0 && n.state == NodeState::Serving);
-            if !elsewhere {
+            if self.others_serving().is_empty() {
                 tracing::warn!(node = %self.id, participants = left, "no serving node to move to: stopping now");
                 break;
             }

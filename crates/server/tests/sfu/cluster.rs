@@ -212,35 +212,6 @@ async fn flows_throughout(span: Duration, count: impl Fn() -> u64) -> Result<(),
     Ok(())
 }
 
-/// `bob` on `sub_node` and `alice` on `pub_node` in `room`; alice publishes and bob receives
-/// her audio and video.
-async fn flow_across(pub_node: &TestServer, sub_node: &TestServer, room: &str) -> Flow {
-    let bob = Participant::join(&sub_node.ws_url(), room, "bob")
-        .await
-        .must("bob joins");
-    let mut alice = Participant::join(&pub_node.ws_url(), room, "alice")
-        .await
-        .must("alice joins");
-    let alice_id = alice.id();
-    alice.publish().await.must("alice publishes");
-    alice
-        .publisher()
-        .expect("publisher")
-        .wait_connected(CONNECT)
-        .await
-        .must("alice's publish PC connects");
-    bob.wait_subscribed(&alice_id, Kind::Video, CONNECT)
-        .await
-        .must("bob subscribes to alice's video on another node");
-    wait_received_from(&bob, &alice_id, Kind::Audio, 25).await;
-    wait_received_from(&bob, &alice_id, Kind::Video, 25).await;
-    Flow {
-        alice,
-        bob,
-        alice_id,
-    }
-}
-
 #[tokio::test]
 async fn cross_node_payloads_arrive_byte_identical() {
     let _g = serial().await;
@@ -542,7 +513,7 @@ async fn a_redis_restart_leaves_running_calls_running() {
     let _g = serial().await;
     let mut c = Cluster::start(2).await;
     let room = "cl-redis";
-    let flow = flow_across(&c.nodes[0], &c.nodes[1], room).await;
+    let flow = Flow::across(&c.nodes[0], &c.nodes[1], room).await;
     let (bob, aid) = (&flow.bob, flow.alice_id.clone());
     let ids = [node_id(&c.nodes[0]).await, node_id(&c.nodes[1]).await];
 
@@ -651,7 +622,7 @@ async fn garbage_in_redis_and_on_relay_ports_is_refused_and_counted() {
     let c = Cluster::start(2).await;
     let (a, b) = (&c.nodes[0], &c.nodes[1]);
     let room = "cl-bad";
-    let flow = flow_across(a, b, room).await;
+    let flow = Flow::across(a, b, room).await;
     let (aid, bid) = (flow.alice_id.clone(), flow.bob.id());
     let ids = [node_id(a).await, node_id(b).await];
     let nb = ids[1].trim_start_matches('n');

@@ -156,10 +156,16 @@ pub struct Flow {
 
 impl Flow {
     pub async fn start(server: &TestServer, room: &str) -> Flow {
-        let bob = Participant::join(&server.ws_url(), room, "bob")
+        Flow::across(server, server, room).await
+    }
+
+    /// `bob` on `sub_node` and `alice` on `pub_node` (the same server, or two nodes of a
+    /// cluster) in `room`; alice publishes and bob receives her audio and video.
+    pub async fn across(pub_node: &TestServer, sub_node: &TestServer, room: &str) -> Flow {
+        let bob = Participant::join(&sub_node.ws_url(), room, "bob")
             .await
             .must("bob joins");
-        let mut alice = Participant::join(&server.ws_url(), room, "alice")
+        let mut alice = Participant::join(&pub_node.ws_url(), room, "alice")
             .await
             .must("alice joins");
         let alice_id = alice.id();
