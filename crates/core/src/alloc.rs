@@ -1,6 +1,6 @@
 //! Which layer each video track of one subscriber gets, within its downlink estimate. Pure:
-//! the peer measures the layers' bitrates ([`LayerRates`]), asks [`allocate`] and applies
-//! the answer.
+//! the track's origin measures the layers' bitrates ([`LayerRates`]) and passes them to every
+//! subscription, whose peer asks [`allocate`] and applies the answer.
 //!
 //! A track's steps ([`Rung`]s) are the temporal layers of its lowest simulcast or spatial
 //! layer (a quarter, then half of its frame rate, when the stream has temporal layers),
@@ -26,9 +26,8 @@ const ACTIVE_BPS: u64 = 10_000;
 /// Bits per second per (simulcast or spatial layer, temporal layer).
 pub type Rates = [[u64; MAX_TEMPORAL]; MAX_LAYERS];
 
-/// The bitrate of each layer of one track, as seen by one subscription: every packet of
-/// every layer passes through the subscription on its way to being forwarded or dropped,
-/// so the measure costs one addition per packet.
+/// The bitrate of each layer of one track, measured where its publisher is (every layer it
+/// sends arrives there; elsewhere only the layers forwarded do): one addition per packet.
 #[derive(Debug)]
 pub struct LayerRates {
     bytes: Rates,
@@ -92,11 +91,6 @@ impl LayerRates {
                 r
             }
         })
-    }
-
-    /// Smoothed bits per second of each layer, all its temporal layers together.
-    pub fn layer_bps(&self) -> [u64; MAX_LAYERS] {
-        self.bps().map(|r| r.iter().sum())
     }
 }
 
@@ -367,11 +361,12 @@ mod tests {
         }
         r.update(t0 + Duration::from_secs(1), Duration::from_millis(500));
         // Half of the first window (smoothing from zero).
-        assert_eq!(r.layer_bps(), [50_000, 0, 500_000, 0]);
+        let sum = |r: &LayerRates| r.bps().map(|t| t.iter().sum::<u64>());
+        assert_eq!(sum(&r), [50_000, 0, 500_000, 0]);
         assert_eq!(r.bps()[2], [250_000, 250_000, 0]);
         r.add(t0 + Duration::from_millis(1500), 0, 0, 12_500); // 100 kbps over the next second
         r.update(t0 + Duration::from_secs(2), Duration::from_millis(500));
-        assert_eq!(r.layer_bps(), [75_000, 0, 0, 0], "layer 2 stopped");
+        assert_eq!(sum(&r), [75_000, 0, 0, 0], "layer 2 stopped");
     }
 
     #[test]

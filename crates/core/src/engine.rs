@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use str0m::net::Transmit;
 
+use crate::alloc::Rates;
 use crate::api::{Command, Event, Plan, ReplyBody, RequestId, WorkerStats};
 use crate::demux::{Demux, Lookup};
 use crate::ids::{Kind, NodeId, PeerId, TrackId, WorkerId};
-use crate::packet::{MediaPacket, PipeMsg, ALL_LAYERS, MAX_LAYERS};
+use crate::packet::{MediaPacket, Need, PipeMsg, ALL_LAYERS, MAX_LAYERS};
 use crate::peer::{Peer, PeerOut, Role, Write};
 use crate::router::{Route, Router};
 use crate::timers::{Timer, Timers};
@@ -38,6 +39,9 @@ pub enum Output {
 
 /// How often the loudness of the audio tracks published here is reported.
 pub const LEVEL_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the origin of a track measures its layers' bitrates and passes them on
+/// ([`PipeMsg::Rates`]), which subscriptions' allocators weigh.
+pub const RATES_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a relayed track's demand is asked of its node again, in case one was lost.
 const RELAY_DEMAND_REFRESH: Duration = Duration::from_secs(1);
 /// How long a closed peer's id is remembered, so that a [`Plan`] built before the control
@@ -60,6 +64,8 @@ pub struct Engine {
     stats: WorkerStats,
     /// When the next [`Event::AudioLevels`] is due.
     next_levels: Option<Instant>,
+    /// When the layers' bitrates are next measured ([`RATES_INTERVAL`]).
+    next_rates: Option<Instant>,
     /// Whether subscribing peers estimate their downlink (see [`Engine::set_bandwidth_estimation`]).
     bwe: bool,
     /// Peers closed here lately, and when ([`TOMBSTONE`]).
@@ -88,6 +94,7 @@ impl Engine {
             },
             bwe: false,
             next_levels: None,
+            next_rates: None,
             closed: HashMap::new(),
             ended: HashMap::new(),
         }
@@ -156,16 +163,17 @@ impl Engine {
             PipeMsg::Layers {
                 track,
                 worker,
-                mask,
+                need,
             } => {
                 if let Some(route) = self.router.get_mut(&track) {
                     for sink in route.sinks.iter_mut().filter(|(w, _)| *w == worker) {
-                        sink.1 = mask;
+                        sink.1 = need;
                     }
                 }
                 self.update_demand(now, track);
             }
             PipeMsg::TrackEnded(track) => self.remove_track(now, track),
+            PipeMsg::Rates(track, rates) => self.spread_rates(track, Some(&rates)),
         }
         self.tidy_timers();
     }
@@ -178,7 +186,8 @@ impl Engine {
             PipeMsg::Media(p) => p.track,
             PipeMsg::KeyframeRequest(t, _)
             | PipeMsg::Layers { track: t, .. }
-            | PipeMsg::TrackEnded(t) => *t,
+            | PipeMsg::TrackEnded(t)
+            | PipeMsg::Rates(t, _) => *t,
         };
         let Some(route) = self.router.routes.get_mut(&track) else {
             self.stats.relay_dropped += 1;
@@ -192,12 +201,13 @@ impl Engine {
                 self.route(now, pkt);
             }
             PipeMsg::TrackEnded(track) if from_origin => self.remove_track(now, track),
+            PipeMsg::Rates(track, rates) if from_origin => self.spread_rates(track, Some(&rates)),
             PipeMsg::KeyframeRequest(track, layer) if to_receiver => {
                 self.keyframe_request(now, track, layer)
             }
-            PipeMsg::Layers { track, mask, .. } if to_receiver => {
+            PipeMsg::Layers { track, need, .. } if to_receiver => {
                 for n in route.nodes.iter_mut().filter(|(n, _)| *n == from) {
-                    n.1 = mask;
+                    n.1 = need;
                 }
                 self.update_demand(now, track);
             }
@@ -256,7 +266,7 @@ impl Engine {
             Command::AddSink { track, worker } => {
                 if let Some(route) = self.router.get_mut(&track) {
                     if worker != self.worker && !route.sinks.iter().any(|(w, _)| *w == worker) {
-                        route.sinks.push((worker, ALL_LAYERS));
+                        route.sinks.push((worker, Need::ALL));
                     }
                 }
             }
@@ -324,7 +334,7 @@ impl Engine {
         if route.nodes.iter().any(|(n, _)| *n == node) {
             return false;
         }
-        route.nodes.push((node, ALL_LAYERS));
+        route.nodes.push((node, Need::ALL));
         true
     }
 
@@ -481,7 +491,7 @@ impl Engine {
             };
             if route.origin == me && worker != me && !route.sinks.iter().any(|(w, _)| *w == worker)
             {
-                route.sinks.push((worker, ALL_LAYERS));
+                route.sinks.push((worker, Need::ALL));
                 fixed.push(format!("added sink {worker} of {track}"));
             }
         }
@@ -543,11 +553,11 @@ impl Engine {
         }
     }
 
-    /// Layer demand has one owner and one rule (`Peer::demand` per subscription): a worker
-    /// tells the origin of each remote track which simulcast layers its subscriptions may
-    /// forward, and the origin pipes only those; at the origin, the union of its own
-    /// subscriptions' and its sinks' demand is what the publisher is asked to send
-    /// ([`Event::LayerDemand`]).
+    /// Layer demand has one owner and one rule (`Peer::demand` per subscription, a
+    /// [`Need`]): a worker tells the origin of each remote track which simulcast layers its
+    /// subscriptions need, and the origin pipes only those they forward; at the origin, the
+    /// layers its own subscriptions and its sinks keep are what the publisher is asked to
+    /// send ([`Event::LayerDemand`]).
     fn update_demand(&mut self, now: Instant, track: TrackId) {
         let Some(route) = self.router.routes.get_mut(&track) else {
             return;
@@ -556,8 +566,8 @@ impl Engine {
             .subs
             .iter()
             .filter_map(|(peer, slot)| Some(self.peers.get(peer)?.demand(*slot)))
-            .chain(route.nodes.iter().map(|(_, mask)| *mask))
-            .fold(0, |m, w| m | w);
+            .chain(route.nodes.iter().map(|(_, need)| *need))
+            .fold(Need::NONE, |m, w| m | w);
         if route.origin != self.worker {
             if local != route.wanted {
                 route.wanted = local;
@@ -566,13 +576,13 @@ impl Engine {
                     msg: PipeMsg::Layers {
                         track,
                         worker: self.worker,
-                        mask: local,
+                        need: local,
                     },
                 });
             }
             return;
         }
-        let needed = route.sinks.iter().fold(local, |m, (_, mask)| m | mask);
+        let needed = route.sinks.iter().fold(local, |m, (_, need)| m | *need);
         if let Some(node) = route.remote {
             // A track of another node: what the workers here need is asked of it, again
             // every second (the relay does not repeat a lost control message).
@@ -586,7 +596,7 @@ impl Engine {
                     msg: PipeMsg::Layers {
                         track,
                         worker: self.worker,
-                        mask: needed,
+                        need: needed,
                     },
                 });
             }
@@ -596,7 +606,7 @@ impl Engine {
             return;
         }
         let all = ((1u16 << route.layers.clamp(1, MAX_LAYERS as u8)) - 1) as u8;
-        if let Some(mask) = route.demand.update(now, needed, all) {
+        if let Some(mask) = route.demand.update(now, needed.keep | needed.flow, all) {
             self.outputs
                 .push_back(Output::Event(Event::LayerDemand { track, mask }));
         }
@@ -628,6 +638,11 @@ impl Engine {
             self.next_levels = Some(now + LEVEL_INTERVAL);
             self.report_levels();
             self.announce_layers(now);
+        }
+        let due = *self.next_rates.get_or_insert(now + RATES_INTERVAL);
+        if now >= due {
+            self.next_rates = Some(now + RATES_INTERVAL);
+            self.measure_rates(now);
         }
         self.flush(now);
         self.tidy_timers();
@@ -846,6 +861,9 @@ impl Engine {
                 PeerOut::TrackRemoved(track) => self.remove_track(now, track),
                 PeerOut::Dropped => self.stats.packets_dropped += 1,
                 PeerOut::KeyframeWanted { track, layer } => {
+                    // A switch: the layer it waits for must be on its way (ahead of the
+                    // keyframe request, in the same pipe) before the keyframe is sent.
+                    self.update_demand(now, track);
                     self.keyframe_request(now, track, layer)
                 }
                 PeerOut::Offer { sdp, slots } => self.event(Event::SubscriberOffer {
@@ -890,6 +908,56 @@ impl Engine {
         }
     }
 
+    /// Closes the window of every track published here: its layers' bitrates go to its
+    /// subscriptions, sinks and nodes.
+    fn measure_rates(&mut self, now: Instant) {
+        let tracks: Vec<TrackId> = self
+            .router
+            .routes
+            .iter_mut()
+            .filter(|(_, r)| r.publisher.is_some())
+            .map(|(t, r)| {
+                r.measured.update(now, RATES_INTERVAL / 2);
+                r.rates = r.measured.bps();
+                *t
+            })
+            .collect();
+        for track in tracks {
+            self.spread_rates(track, None);
+        }
+    }
+
+    /// Gives `track`'s layers' bitrates (`rates`, heard from its origin, or else those of
+    /// the route) to its subscriptions here and passes them on to the workers and nodes it
+    /// feeds.
+    fn spread_rates(&mut self, track: TrackId, rates: Option<&Rates>) {
+        let Some(route) = self.router.routes.get_mut(&track) else {
+            return;
+        };
+        if let Some(rates) = rates {
+            route.rates = *rates;
+        }
+        for &(peer, slot) in &route.subs {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.set_rates(slot, &route.rates);
+            }
+        }
+        if route.origin == self.worker {
+            for &(to, _) in &route.sinks {
+                self.outputs.push_back(Output::Pipe {
+                    to,
+                    msg: PipeMsg::Rates(track, Box::new(route.rates)),
+                });
+            }
+        }
+        for &(to, _) in &route.nodes {
+            self.outputs.push_back(Output::Relay {
+                to,
+                msg: PipeMsg::Rates(track, Box::new(route.rates)),
+            });
+        }
+    }
+
     /// Fans one packet out to the local subscriptions and, at the origin, to the sinks.
     fn route(&mut self, now: Instant, pkt: Arc<MediaPacket>) {
         self.stats.packets_in += 1;
@@ -901,6 +969,11 @@ impl Engine {
             route.loudness.0 += 127 - u32::from(level.unsigned_abs().min(127));
             route.loudness.1 += 1;
         }
+        if route.publisher.is_some() {
+            let layer = pkt.svc.map_or(pkt.layer, |l| l.spatial);
+            let tid = pkt.temporal.map_or(0, |t| t.tid);
+            route.measured.add(now, layer, tid, pkt.payload.len());
+        }
         let route = &*route;
         // Simulcast layers are separate streams: a sink gets only those it may forward.
         // (A scalable stream's layers share one numbering, which a sink needs whole.)
@@ -909,8 +982,8 @@ impl Engine {
         } else {
             ALL_LAYERS
         };
-        for &(to, mask) in &route.sinks {
-            if mask & bit == 0 {
+        for &(to, need) in &route.sinks {
+            if need.flow & bit == 0 {
                 continue;
             }
             self.stats.pipe_out += 1;
@@ -919,8 +992,8 @@ impl Engine {
                 msg: PipeMsg::Media(pkt.clone()),
             });
         }
-        for &(to, mask) in &route.nodes {
-            if mask & bit != 0 {
+        for &(to, need) in &route.nodes {
+            if need.flow & bit != 0 {
                 self.outputs.push_back(Output::Relay {
                     to,
                     msg: PipeMsg::Media(pkt.clone()),
@@ -1031,6 +1104,7 @@ impl Engine {
         if !route.subs.contains(&(id, slot)) {
             route.subs.push((id, slot));
         }
+        peer.set_rates(slot, &route.rates);
         self.handle_outs(now, id, &mut outs);
         self.mark(id);
     }

@@ -160,6 +160,8 @@ pub struct Links {
     by_addr: HashMap<SocketAddr, NodeId>,
     out: VecDeque<LinkOutput>,
     scratch: Vec<u8>,
+    /// The buffer a received datagram is opened in.
+    opened: Vec<u8>,
     stats: LinkStats,
     next_ping: Option<Instant>,
 }
@@ -177,6 +179,7 @@ impl Links {
             by_addr: HashMap::new(),
             out: VecDeque::new(),
             scratch: Vec::new(),
+            opened: Vec::new(),
             stats: LinkStats::default(),
             next_ping: None,
         }
@@ -259,14 +262,19 @@ impl Links {
                 self.scratch = body;
                 return;
             }
-            m.history.push_back((seq, now, body[9..].to_vec()));
-            while m.history.len() > HISTORY_PACKETS
+            // The oldest entry's buffer, once it is dropped, holds the new one.
+            let mut spare = None;
+            while m.history.len() >= HISTORY_PACKETS
                 || m.history
                     .front()
                     .is_some_and(|(_, t, _)| now >= *t + HISTORY)
             {
-                m.history.pop_front();
+                spare = m.history.pop_front().map(|(_, _, b)| b);
             }
+            let mut kept = spare.unwrap_or_default();
+            kept.clear();
+            kept.extend_from_slice(&body[9..]);
+            m.history.push_back((seq, now, kept));
         } else {
             body.push(CONTROL);
             if wire::encode(msg, clock, &mut body).is_err() {
@@ -284,20 +292,21 @@ impl Links {
             return;
         };
         self.counter += 1;
+        let mut header = [0u8; HEADER];
+        header[0] = VERSION;
+        header[1..5].copy_from_slice(&self.me.0.to_be_bytes());
+        header[5..].copy_from_slice(&self.counter.to_be_bytes());
         let mut data = Vec::with_capacity(HEADER + body.len() + TAG);
-        data.push(VERSION);
-        data.extend_from_slice(&self.me.0.to_be_bytes());
-        data.extend_from_slice(&self.counter.to_be_bytes());
-        let mut sealed = body.to_vec();
-        let aad = Aad::from(&data[..HEADER]);
-        if self
-            .key
-            .seal_in_place_append_tag(nonce(self.me, self.counter), aad, &mut sealed)
-            .is_err()
-        {
+        data.extend_from_slice(&header);
+        data.extend_from_slice(body);
+        let Ok(tag) = self.key.seal_in_place_separate_tag(
+            nonce(self.me, self.counter),
+            Aad::from(&header),
+            &mut data[HEADER..],
+        ) else {
             return;
-        }
-        data.extend_from_slice(&sealed);
+        };
+        data.extend_from_slice(tag.as_ref());
         self.stats.sent += 1;
         self.stats.bytes_sent += data.len() as u64;
         self.out.push_back(LinkOutput::Transmit { to: addr, data });
@@ -335,10 +344,14 @@ impl Links {
             self.stats.replayed += 1;
             return;
         }
-        let mut body = data[HEADER..].to_vec();
+        // Opened in the receive buffer, which is handed back below.
+        let mut body = std::mem::take(&mut self.opened);
+        body.clear();
+        body.extend_from_slice(&data[HEADER..]);
         let aad = Aad::from(&data[..HEADER]);
         let Ok(plain) = m.key.open_in_place(nonce(sender, counter), aad, &mut body) else {
             self.stats.forged += 1;
+            self.opened = body;
             return;
         };
         m.replay.mark(counter);
@@ -347,6 +360,12 @@ impl Links {
         self.stats.bytes_received += data.len() as u64;
         let plain_len = plain.len();
         body.truncate(plain_len);
+        self.open_body(now, node, &body, clock);
+        self.opened = body;
+    }
+
+    /// The opened body of an authentic datagram from `node`.
+    fn open_body(&mut self, now: Instant, node: NodeId, body: &[u8], clock: &ClusterClock) {
         match body.split_first() {
             Some((&CONTROL, rest)) => self.deliver(node, rest, clock),
             Some((&MEDIA, rest)) if rest.len() >= 8 => {
@@ -610,7 +629,7 @@ mod tests {
             &PipeMsg::Layers {
                 track: track(),
                 worker: WorkerId(0),
-                mask: 1,
+                need: crate::packet::Need { flow: 1, keep: 1 },
             },
             &c,
         );

@@ -7,6 +7,7 @@ use std::time::Instant;
 use str0m::format::PayloadParams;
 use str0m::rtp::Vp8Descriptor;
 
+use crate::alloc::Rates;
 use crate::dd::DdBytes;
 use crate::forward::PacketView;
 use crate::ids::{Kind, TrackId, WorkerId};
@@ -80,13 +81,17 @@ pub enum PipeMsg {
     /// A subscriber on the sending worker needs a keyframe of a layer of a track whose
     /// origin is the receiving worker.
     KeyframeRequest(TrackId, u8),
-    /// The simulcast layers of `track` that worker `worker`'s subscriptions may forward (bit
-    /// l: layer l): the origin pipes it only those.
+    /// The simulcast layers of `track` that worker `worker` needs ([`Need`]): the origin
+    /// pipes it only those it forwards, and asks the publisher for those it keeps.
     Layers {
         track: TrackId,
         worker: WorkerId,
-        mask: u8,
+        need: Need,
     },
+    /// The bitrates of `track`'s layers as its origin measures them, every
+    /// [`RATES_INTERVAL`](crate::engine::RATES_INTERVAL): a subscription's allocator reads
+    /// them, since only the layers it forwards reach its worker.
+    Rates(TrackId, Box<Rates>),
     /// A track whose origin is the sending worker ended: its subscribers on the receiving
     /// worker let go of it now, before the control plane hears of it.
     TrackEnded(TrackId),
@@ -94,3 +99,37 @@ pub enum PipeMsg {
 
 /// A layer mask that lets every layer through.
 pub const ALL_LAYERS: u8 = u8::MAX;
+
+/// The simulcast layers of one track that a subscription, a worker or a node needs (bit l:
+/// layer l). Two masks, since the publisher's encoder and the pipes answer to different
+/// costs: an encoding the publisher stops takes the browser seconds to bring back, while a
+/// pipe or a relay starts carrying a layer within the same turn, ahead of the keyframe that
+/// a switch to it waits for anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    /// The layers forwarded or being switched to: the only ones piped or relayed.
+    pub flow: u8,
+    /// The layers the publisher keeps sending: every one up to the highest forwarded,
+    /// switched to, or (with downlink estimation) asked for, so that a switch down or an
+    /// upgrade finds its layer already encoded. Always covers `flow`.
+    pub keep: u8,
+}
+
+impl Need {
+    /// Every layer, as assumed of a worker or node until it says.
+    pub const ALL: Need = Need {
+        flow: ALL_LAYERS,
+        keep: ALL_LAYERS,
+    };
+    pub const NONE: Need = Need { flow: 0, keep: 0 };
+}
+
+impl std::ops::BitOr for Need {
+    type Output = Need;
+    fn bitor(self, o: Need) -> Need {
+        Need {
+            flow: self.flow | o.flow,
+            keep: self.keep | o.keep,
+        }
+    }
+}

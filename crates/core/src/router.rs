@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::alloc::{LayerRates, Rates};
 use crate::ids::{Kind, NodeId, PeerId, TrackId, WorkerId};
-use crate::packet::{ALL_LAYERS, MAX_LAYERS};
+use crate::packet::{Need, MAX_LAYERS};
 use crate::throttle::KeyframeThrottle;
 
 #[derive(Debug)]
@@ -18,20 +19,25 @@ pub struct Route {
     /// is its origin here, fed by that node over the relay.
     pub remote: Option<NodeId>,
     /// On a node's relay worker, the other nodes that get one copy of each packet of this
-    /// local track, with the simulcast layers they want (all until they say).
-    pub nodes: Vec<(NodeId, u8)>,
+    /// local track, with the layers they need (all until they say).
+    pub nodes: Vec<(NodeId, Need)>,
     /// For a remote track: the layers last asked of its node, and when.
-    pub asked: Option<(u8, Instant)>,
+    pub asked: Option<(Need, Instant)>,
     /// Local subscriptions: the subscribing peer and the index of its slot.
     pub subs: Vec<(PeerId, usize)>,
-    /// Other workers that get one copy of each packet (origin only), with the simulcast
-    /// layers they want ([`PipeMsg::Layers`]; all until they say).
+    /// Other workers that get one copy of each packet (origin only), with the layers they
+    /// need ([`PipeMsg::Layers`]; all until they say).
     ///
     /// [`PipeMsg::Layers`]: crate::packet::PipeMsg::Layers
-    pub sinks: Vec<(WorkerId, u8)>,
-    /// The simulcast layers the local subscriptions may forward, as last told to the
-    /// origin (when the origin is another worker).
-    pub wanted: u8,
+    pub sinks: Vec<(WorkerId, Need)>,
+    /// The layers the local subscriptions need, as last told to the origin (when the origin
+    /// is another worker).
+    pub wanted: Need,
+    /// Where the publisher is here: its layers' bitrates as they arrive.
+    pub measured: LayerRates,
+    /// The layers' bitrates last measured (here) or heard from the origin: what the
+    /// allocators of the subscriptions read.
+    pub rates: Rates,
     /// At the origin: the layers the publisher was last told to send (see
     /// [`crate::engine::Engine`]'s demand announcements).
     pub demand: Demand,
@@ -56,7 +62,9 @@ impl Route {
             asked: None,
             subs: Vec::new(),
             sinks: Vec::new(),
-            wanted: ALL_LAYERS,
+            wanted: Need::ALL,
+            measured: LayerRates::new(),
+            rates: Rates::default(),
             demand: Demand::default(),
             layers: 1,
             loudness: (0, 0),
@@ -79,9 +87,9 @@ impl Route {
 /// stop and restart (Chrome takes seconds to bring a restarted layer back to its resolution).
 pub const DEMAND_HOLD: Duration = Duration::from_secs(1);
 
-/// The layers of one published track that its publisher is asked to send: every layer up to
-/// the highest one any subscription on any worker may forward (`Peer::demand`), as LiveKit's
-/// dynacast does. More layers are asked for at once; fewer only after [`DEMAND_HOLD`].
+/// The layers of one published track that its publisher is asked to send: those any
+/// subscription on any worker or node keeps ([`Need::keep`], every layer up to the highest
+/// one it may forward, `Peer::demand`), as LiveKit's dynacast does. More layers are asked for at once; fewer only after [`DEMAND_HOLD`].
 #[derive(Debug, Default)]
 pub struct Demand {
     /// The mask last announced; `None` until the first announcement: a publisher starts by
@@ -169,6 +177,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet::ALL_LAYERS;
 
     impl Demand {
         fn update3(&mut self, now: Instant, needed: u8) -> Option<u8> {
@@ -181,7 +190,7 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let mut d = Demand::default();
-        // A track with three layers; demand is cumulative (every layer up to the highest).
+        // A track with three layers; the layers kept are every one up to the highest.
         // Nobody yet: the publisher's initial "everything" stays for the hold.
         assert_eq!(d.update3(ms(0), 0), None);
         assert_eq!(d.update3(ms(500), 0), None);

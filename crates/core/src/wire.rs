@@ -13,8 +13,9 @@
 //!            · [svc 6 bytes] · [temporal 3 bytes] · [audio level i8] · [u8 len + dependency
 //!            descriptor] · RTP header (12 bytes) · payload
 //! keyframe:  track · layer u8
-//! layers:    track · worker u16 · mask u8
+//! layers:    track · worker u16 · flow mask u8 · keep mask u8
 //! ended:     track
+//! rates:     track · bits per second u32 per (layer, temporal layer), layer-major
 //! ```
 
 use std::sync::Arc;
@@ -24,20 +25,22 @@ use str0m::format::{Codec, CodecSpec, FormatParams, PayloadParams};
 use str0m::media::{Frequency, Pt};
 use str0m::rtp::Vp8Descriptor;
 
+use crate::alloc::Rates;
 use crate::dd::DdBytes;
 use crate::ids::{Kind, PeerId, TrackId, WorkerId};
-use crate::packet::{MediaPacket, PipeMsg, MAX_LAYERS};
+use crate::packet::{MediaPacket, Need, PipeMsg, MAX_LAYERS};
 use crate::red;
 use crate::svc::SvcLayer;
 use crate::temporal::TemporalLayer;
 
 /// The version written first; others are refused.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 const MEDIA: u8 = 1;
 const KEYFRAME: u8 = 2;
 const LAYERS: u8 = 3;
 const ENDED: u8 = 4;
+const RATES: u8 = 5;
 
 // Media flags.
 const VIDEO: u16 = 1;
@@ -132,16 +135,24 @@ pub fn encode(msg: &PipeMsg, clock: &ClusterClock, out: &mut Vec<u8>) -> Result<
         PipeMsg::Layers {
             track,
             worker,
-            mask,
+            need,
         } => {
             out.push(LAYERS);
             put_track(out, *track);
             out.extend_from_slice(&worker.0.to_be_bytes());
-            out.push(*mask);
+            out.push(need.flow);
+            out.push(need.keep);
         }
         PipeMsg::TrackEnded(track) => {
             out.push(ENDED);
             put_track(out, *track);
+        }
+        PipeMsg::Rates(track, rates) => {
+            out.push(RATES);
+            put_track(out, *track);
+            for bps in rates.iter().flatten() {
+                out.extend_from_slice(&u32::try_from(*bps).unwrap_or(u32::MAX).to_be_bytes());
+            }
         }
     }
     Ok(())
@@ -160,9 +171,20 @@ pub fn decode(bytes: &[u8], clock: &ClusterClock) -> Result<PipeMsg, WireError> 
         LAYERS => Ok(PipeMsg::Layers {
             track: r.track()?,
             worker: WorkerId(r.u16()?),
-            mask: r.u8()?,
+            need: Need {
+                flow: r.u8()?,
+                keep: r.u8()?,
+            },
         }),
         ENDED => Ok(PipeMsg::TrackEnded(r.track()?)),
+        RATES => {
+            let track = r.track()?;
+            let mut rates: Rates = Default::default();
+            for bps in rates.iter_mut().flatten() {
+                *bps = u64::from(r.u32()?);
+            }
+            Ok(PipeMsg::Rates(track, Box::new(rates)))
+        }
         t => Err(WireError::Type(t)),
     }
 }
@@ -616,9 +638,16 @@ mod tests {
             PipeMsg::Layers {
                 track,
                 worker: WorkerId(3),
-                mask: 0b101,
+                need: Need {
+                    flow: 0b100,
+                    keep: 0b111,
+                },
             },
             PipeMsg::TrackEnded(track),
+            PipeMsg::Rates(
+                track,
+                Box::new([[1, 2, 3], [40_000, 0, 7], [0; 3], [u64::from(u32::MAX); 3]]),
+            ),
         ] {
             assert_eq!(format!("{:?}", round_trip(&msg)), format!("{msg:?}"));
         }
@@ -640,7 +669,7 @@ mod tests {
                 let _ = decode(&bad, &c);
             }
         }
-        assert_eq!(decode(&[2, 1], &c).err(), Some(WireError::Version(2)));
+        assert_eq!(decode(&[1, 1], &c).err(), Some(WireError::Version(1)));
         assert_eq!(decode(&[VERSION, 99], &c).err(), Some(WireError::Type(99)));
         // A pseudo-random stream of inputs.
         let mut x = 0x2545_f491_4f6c_dd1du64;
@@ -655,7 +684,7 @@ mod tests {
                 })
                 .collect();
             let _ = decode(&bytes, &c);
-            let mut with_header = vec![VERSION, (x % 5) as u8];
+            let mut with_header = vec![VERSION, (x % 6) as u8];
             with_header.extend_from_slice(&bytes);
             let _ = decode(&with_header, &c);
         }

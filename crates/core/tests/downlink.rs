@@ -29,8 +29,8 @@ fn second(net: &mut Net, alice: usize, bob: usize, tracks: Published, bps: u64) 
     }
 }
 
-/// Alice publishes simulcast (with `temporal_layers`, each layer in L1T3), Bob subscribes
-/// with REMB as his only feedback; downlink estimation on.
+/// Alice publishes simulcast (with `temporal_layers`, each layer in L1T3) on worker 0, Bob
+/// subscribes with REMB as his only feedback on worker `bob_worker`; downlink estimation on.
 struct Room {
     net: Net,
     alice: usize,
@@ -40,11 +40,17 @@ struct Room {
 }
 
 fn room(temporal_layers: bool) -> Room {
-    let mut net = Net::new(1);
-    net.engines[0].set_bandwidth_estimation(true);
+    room_on(temporal_layers, 0)
+}
+
+fn room_on(temporal_layers: bool, bob_worker: usize) -> Room {
+    let mut net = Net::new(bob_worker + 1);
+    for engine in &mut net.engines {
+        engine.set_bandwidth_estimation(true);
+    }
     let alice = net.add_client("alice", 0);
     net.client_mut(alice).temporal_layers = temporal_layers;
-    let bob = net.add_client_remb_only("bob", 0);
+    let bob = net.add_client_remb_only("bob", bob_worker);
     let tracks = net.publish_simulcast(alice);
     net.create_subscriber(bob);
     net.subscribe(bob, tracks.video, Kind::Video, 0);
@@ -76,13 +82,24 @@ fn allocated(net: &Net, peer: PeerId, tracks: Published) -> Option<(Option<u64>,
 
 #[test]
 fn a_remb_estimate_picks_the_layer_that_fits() {
+    picks_the_layer_that_fits(room(false));
+}
+
+/// The same from another worker than the publisher's, which is piped only the layer Bob
+/// forwards: his allocator weighs the rates the origin measures.
+#[test]
+fn a_remb_estimate_picks_the_layer_that_fits_on_another_worker() {
+    picks_the_layer_that_fits(room_on(false, 1));
+}
+
+fn picks_the_layer_that_fits(room: Room) {
     let Room {
         mut net,
         alice,
         bob,
         tracks,
         peer,
-    } = room(false);
+    } = room;
 
     // 100 kbit/s: room for the middle layer, not the top one.
     for _ in 0..3 {

@@ -127,11 +127,11 @@ fn only_the_layers_the_far_node_needs_cross_and_the_publisher_hears_it() {
     };
     assert_eq!(demand(&net), Some(0b001));
 
-    // Up: every layer crosses again, and alice is asked for them at once.
+    // Up: alice is asked for every layer at once; until the switch the layers from the low
+    // one to the top one cross (the middle one is a step on the way), then the top alone.
     net.set_layer(subs[0], tracks.video, Some(2));
     net.step(FRAME);
     assert_eq!(demand(&net), Some(0b111));
-    frame(&mut net, [false, false, true]);
     let from = relayed_media(&net, tracks.video).len();
     frame(&mut net, [false; 3]);
     let mut layers: Vec<u8> = relayed_media(&net, tracks.video)[from..]
@@ -139,7 +139,22 @@ fn only_the_layers_the_far_node_needs_cross_and_the_publisher_hears_it() {
         .map(|(_, l)| *l)
         .collect();
     layers.sort_unstable();
-    assert_eq!(layers, [0, 1, 2]);
+    assert_eq!(
+        layers,
+        [0, 1, 2],
+        "the layers switched to cross before a keyframe"
+    );
+    frame(&mut net, [false, false, true]);
+    for _ in 0..10 {
+        frame(&mut net, [false; 3]);
+    }
+    let from = relayed_media(&net, tracks.video).len();
+    frame(&mut net, [false; 3]);
+    let layers: Vec<u8> = relayed_media(&net, tracks.video)[from..]
+        .iter()
+        .map(|(_, l)| *l)
+        .collect();
+    assert_eq!(layers, [2], "after the switch, the top layer alone");
     assert_continuous("sub", &net.client(subs[0]).received_seqs(MediaKind::Video));
 }
 
@@ -184,4 +199,60 @@ fn a_track_that_ends_at_its_origin_ends_on_the_far_node() {
         .iter()
         .any(|(_, _, r)| *r == PipeRecord::TrackEnded(tracks.video)));
     let _ = subs;
+}
+
+/// With downlink estimation on, a subscriber on the far node gets the layer that fits its
+/// estimate, weighed with the rates the origin node measured (they cross the relay), and
+/// only that layer crosses.
+#[test]
+fn a_far_estimating_subscriber_gets_the_layer_that_fits_and_only_that_layer_crosses() {
+    let mut net = Net::cluster(2, 1);
+    for engine in &mut net.engines {
+        engine.set_bandwidth_estimation(true);
+    }
+    let alice = net.add_client("alice", net.engine(0, 0));
+    let e = net.engine(1, 0);
+    let bob = net.add_client_remb_only("bob", e);
+    let tracks = net.publish_simulcast(alice);
+    for (track, kind) in [(tracks.audio, Kind::Audio), (tracks.video, Kind::Video)] {
+        net.relay_track(track, kind, net.engine(0, 0), 1);
+    }
+    net.create_subscriber(bob);
+    net.subscribe_relayed(bob, tracks.audio, Kind::Audio);
+    net.subscribe_relayed(bob, tracks.video, Kind::Video);
+    net.connect_all();
+    let peer = net.client(bob).peer;
+    // Layers of ~15, ~45 and ~160 kbit/s; 100 kbit/s said by REMB: the middle one fits.
+    let frames = |net: &mut Net, n: usize| {
+        for i in 0..n {
+            for layer in 0..3 {
+                net.send_layer(alice, layer, i % 30 == 0);
+            }
+            if i % 3 == 0 {
+                net.send_remb(bob, tracks.video, 100_000);
+            }
+            net.step(FRAME);
+        }
+    };
+    frames(&mut net, 150);
+    let allocated = net.events.iter().rev().find_map(|(_, e)| match e {
+        sfumato_core::Event::Allocated {
+            peer: p, layers, ..
+        } if *p == peer => Some(layers.iter().find(|(t, _, _)| *t == tracks.video)?.1),
+        _ => None,
+    });
+    assert_eq!(allocated, Some(Some(1)));
+    let from = relayed_media(&net, tracks.video).len();
+    frames(&mut net, 10);
+    let layers: Vec<u8> = relayed_media(&net, tracks.video)[from..]
+        .iter()
+        .map(|(_, l)| *l)
+        .collect();
+    assert_eq!(layers, [1; 10], "the middle layer alone crosses");
+    let rates = net
+        .relay_log
+        .iter()
+        .filter(|(_, _, r)| *r == PipeRecord::Rates(tracks.video))
+        .count();
+    assert!(rates >= 5, "the origin's rates crossed every half second");
 }

@@ -8,7 +8,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{assert_continuous, simulcast_fields, Net, Published};
+use harness::{assert_continuous, simulcast_fields, Net, PipeRecord, Published};
 use sfumato_core::{Command, Kind};
 use str0m::media::MediaKind;
 
@@ -41,9 +41,16 @@ fn assert_descriptors_continuous(seen: &[(usize, u16, u8)]) {
 }
 
 fn setup() -> (Net, usize, usize, Published) {
-    let mut net = Net::new(1);
+    setup_on(0)
+}
+
+/// Alice publishes on worker 0, Bob subscribes on worker `bob_worker` (another worker is
+/// piped only the layers Bob's subscription needs: what the forwarder does must still
+/// happen there).
+fn setup_on(bob_worker: usize) -> (Net, usize, usize, Published) {
+    let mut net = Net::new(bob_worker + 1);
     let alice = net.add_client("alice", 0);
-    let bob = net.add_client("bob", 0);
+    let bob = net.add_client("bob", bob_worker);
     let tracks = net.publish_simulcast(alice);
     net.create_subscriber(bob);
     net.subscribe(bob, tracks.video, Kind::Video, 0);
@@ -53,7 +60,15 @@ fn setup() -> (Net, usize, usize, Published) {
 
 #[test]
 fn a_subscriber_gets_the_top_layer_then_switches_down_at_a_keyframe() {
-    let (mut net, alice, bob, tracks) = setup();
+    top_layer_then_down(setup());
+}
+
+#[test]
+fn on_another_worker_a_subscriber_gets_the_top_layer_then_switches_down_at_a_keyframe() {
+    top_layer_then_down(setup_on(1));
+}
+
+fn top_layer_then_down((mut net, alice, bob, tracks): (Net, usize, usize, Published)) {
     frame(&mut net, alice, [true; 3]);
     for _ in 0..10 {
         frame(&mut net, alice, [false; 3]);
@@ -142,7 +157,15 @@ fn a_track_turned_off_gets_nothing_and_resumes_at_a_keyframe() {
 
 #[test]
 fn a_subscriber_whose_layer_never_comes_falls_back_to_a_lower_one() {
-    let (mut net, alice, bob, _) = setup();
+    falls_back(setup());
+}
+
+#[test]
+fn on_another_worker_a_subscriber_whose_layer_never_comes_falls_back_to_a_lower_one() {
+    falls_back(setup_on(1));
+}
+
+fn falls_back((mut net, alice, bob, _): (Net, usize, usize, Published)) {
     // The publisher sends layers 0 and 1 only (as a browser does when its uplink is short).
     let mut elapsed = Duration::ZERO;
     let mut i = 0;
@@ -275,15 +298,15 @@ fn a_sink_worker_is_piped_only_the_layers_it_forwards() {
     assert_continuous("bob", &net.client(bob).received_seqs(MediaKind::Video));
 }
 
-/// With downlink estimation on, a sink worker is piped the layers up to the one its
-/// subscription asks for (the allocator measures their rates to move within them), and
-/// no higher.
+/// With downlink estimation on, a sink worker is piped only the layer its subscription
+/// forwards: its allocator weighs the rates the origin measured, not packets it would
+/// otherwise be piped to measure them.
 #[test]
-fn an_estimating_sink_is_piped_the_layers_up_to_its_request() {
-    let (mut net, alice, _, tracks) = across_workers(true, 1);
+fn an_estimating_sink_is_piped_only_its_layer_and_hears_every_layers_rate() {
+    let (mut net, alice, bob, tracks) = across_workers(true, 1);
     let piped = |net: &Net| net.pipe_layers(0, 1, tracks.video);
     let from = piped(&net).len();
-    for _ in 0..10 {
+    for _ in 0..20 {
         frame(&mut net, alice, [false; 3]);
     }
     let mut layers = piped(&net)[from..].to_vec();
@@ -291,9 +314,16 @@ fn an_estimating_sink_is_piped_the_layers_up_to_its_request() {
     layers.dedup();
     assert_eq!(
         layers,
-        [0, 1],
-        "the low and middle layers cross, not the top"
+        [1],
+        "the middle layer crosses, neither the low nor the top"
     );
+    let rates = net
+        .pipe_log
+        .iter()
+        .filter(|(f, t, r)| (*f, *t) == (0, 1) && *r == PipeRecord::Rates(tracks.video))
+        .count();
+    assert!(rates >= 1, "the origin passed the layers' rates on");
+    assert!(seen(&net, bob).iter().all(|(l, _, _)| *l == 1));
 }
 
 /// The masks the origin (worker 0) asked `track`'s publisher to send, in order.

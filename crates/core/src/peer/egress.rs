@@ -91,11 +91,6 @@ impl Peer {
             track: pkt.track,
             ssrc: pkt.ssrc,
         };
-        if self.estimating {
-            let layer = pkt.svc.map_or(pkt.layer, |l| l.spatial);
-            let tid = pkt.temporal.map_or(0, |t| t.tid);
-            s.rates.add(now, layer, tid, pkt.payload.len());
-        }
         // Learnt from what a slot that is on receives.
         if pkt.svc.is_some() && s.forward.target.is_some() {
             s.svc = true;

@@ -8,10 +8,10 @@ use str0m::bwe::Bitrate;
 use str0m::media::Mid;
 
 use super::{Peer, PeerOut, Slot};
-use crate::alloc::{allocate, cumulative, Want};
+use crate::alloc::{allocate, cumulative, Rates, Want};
 use crate::api::Layers;
 use crate::ids::{Kind, TrackId};
-use crate::packet::ALL_LAYERS;
+use crate::packet::Need;
 use crate::temporal::ALL_TEMPORAL;
 
 /// How often a subscriber's layers are reallocated within its estimate.
@@ -27,27 +27,44 @@ const UPGRADE_HOLD: Duration = Duration::from_secs(2);
 const REQUEST_GRACE: Duration = Duration::from_secs(3);
 
 impl Peer {
-    /// The simulcast layers slot `slot` needs (bit l: layer l), which its worker pipes and
-    /// its publisher sends: those up to the higher of the one it forwards and the one it
-    /// moves to (the lower ones are its fallback), and with an estimate up to the one
-    /// requested, whose rates the allocator measures to move up; every layer for audio; none
-    /// when the slot is off or carries nothing.
-    pub fn demand(&self, slot: usize) -> u8 {
+    /// The simulcast layers slot `slot` needs ([`Need`]). It is piped (and relayed) the one
+    /// it forwards and the one it moves to, and on the way up (or with nothing yet) those in
+    /// between too, which its forwarder takes as steps or as a fallback when the target does
+    /// not come (`forward.rs`; a target above the track's layers stands for its top one).
+    /// The publisher keeps every layer up to the highest of those and, with an estimate, up
+    /// to the one requested, which the allocator may move up to. Every layer for audio;
+    /// none when the slot is off or carries nothing.
+    pub fn demand(&self, slot: usize) -> Need {
         let Some(s) = self.slots.get(slot).filter(|s| s.track.is_some()) else {
-            return 0;
+            return Need::NONE;
         };
         if s.kind == Kind::Audio {
-            return ALL_LAYERS;
+            return Need::ALL;
         }
+        let upto = |l: u8| ((2u16 << l.min(7)) - 1) as u8;
+        let flow = match (s.forward.current, s.forward.target) {
+            (_, None) => 0,
+            (None, Some(t)) => upto(t),
+            (Some(c), Some(t)) if c > t => (1 << c.min(7)) | (1 << t.min(7)),
+            (Some(c), Some(t)) => upto(t) & !(upto(c) >> 1),
+        };
         let top = s.forward.target.max(s.forward.current);
         let top = if self.estimating {
             top.max(s.requested)
         } else {
             top
         };
-        match top {
-            None => 0,
-            Some(top) => ((2u16 << top.min(7)) - 1) as u8,
+        Need {
+            flow,
+            keep: top.map_or(0, upto),
+        }
+    }
+
+    /// The bitrates of the layers of the track slot `slot` carries, as its origin measured
+    /// them: what the allocator weighs.
+    pub fn set_rates(&mut self, slot: usize, rates: &Rates) {
+        if let Some(s) = self.slots.get_mut(slot) {
+            s.rates = *rates;
         }
     }
 
@@ -104,9 +121,6 @@ impl Peer {
 
     /// Gives each video track the best layer that fits the downlink estimate (see `alloc`).
     fn allocate(&mut self, now: Instant, out: &mut Vec<PeerOut>) {
-        for slot in &mut self.slots {
-            slot.rates.update(now, ALLOCATION_INTERVAL / 2);
-        }
         let Some(estimate) = self.estimate else {
             return;
         };
@@ -115,7 +129,7 @@ impl Peer {
             .slots
             .iter()
             .filter(|s| live(s) && s.kind == Kind::Audio)
-            .map(|s| s.rates.layer_bps()[0])
+            .map(|s| s.rates[0].iter().sum::<u64>())
             .sum();
         let video: Vec<usize> = (0..self.slots.len())
             .filter(|&i| live(&self.slots[i]) && self.slots[i].kind == Kind::Video)
@@ -126,7 +140,7 @@ impl Peer {
                 let s = &self.slots[i];
                 Want {
                     requested: s.requested,
-                    rates: cumulative(s.rates.bps(), s.svc),
+                    rates: cumulative(s.rates, s.svc),
                     priority: s.priority,
                 }
             })

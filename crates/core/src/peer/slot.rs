@@ -7,7 +7,7 @@ use std::time::Instant;
 use str0m::media::Mid;
 
 use super::egress::Sender;
-use crate::alloc::LayerRates;
+use crate::alloc::Rates;
 use crate::forward::{Forwarder, HIGHEST_LAYER};
 use crate::ids::{Kind, TrackId, WorkerId};
 
@@ -33,8 +33,9 @@ pub struct Slot {
     pub(super) lowered: Option<Instant>,
     /// When the subscriber last asked for a layer (`Peer::set_layer`).
     pub(super) asked: Option<Instant>,
-    /// Bitrates of the track's layers as they pass by (per spatial layer for SVC).
-    pub(super) rates: LayerRates,
+    /// Bitrates of the track's layers as its origin measures them (per spatial layer for
+    /// SVC; [`Peer::set_rates`](super::Peer::set_rates)).
+    pub(super) rates: Rates,
     /// Whether the track is scalable (SVC): its layers add up instead of replacing each
     /// other.
     pub(super) svc: bool,
@@ -57,7 +58,7 @@ impl Slot {
             requested: Some(HIGHEST_LAYER),
             lowered: None,
             asked: None,
-            rates: LayerRates::new(),
+            rates: Rates::default(),
             svc: false,
             priority: 0,
         }

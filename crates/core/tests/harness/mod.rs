@@ -76,8 +76,9 @@ impl Datagram {
 pub enum PipeRecord {
     Media { track: TrackId, seq: u64, layer: u8 },
     KeyframeRequest(TrackId),
-    Layers { track: TrackId, mask: u8 },
+    Layers { track: TrackId, flow: u8 },
     TrackEnded(TrackId),
+    Rates(TrackId),
 }
 
 impl PipeRecord {
@@ -90,10 +91,11 @@ impl PipeRecord {
             },
             PipeMsg::KeyframeRequest(t, _) => PipeRecord::KeyframeRequest(*t),
             PipeMsg::TrackEnded(t) => PipeRecord::TrackEnded(*t),
-            PipeMsg::Layers { track, mask, .. } => PipeRecord::Layers {
+            PipeMsg::Layers { track, need, .. } => PipeRecord::Layers {
                 track: *track,
-                mask: *mask,
+                flow: need.flow,
             },
+            PipeMsg::Rates(t, _) => PipeRecord::Rates(*t),
         }
     }
 }
