@@ -16,6 +16,12 @@ export interface Participant {
   id: string;
   name: string;
   tracks: TrackInfo[];
+  /**
+   * Set when this participant is another participant moving to another node of a cluster
+   * (a drain): the id of its session there, which leaves once this one carries media. An
+   * application can show both as one (the demo page keeps the tile and swaps its video).
+   */
+  replaces?: string;
 }
 
 export interface LocalParticipant {

@@ -82,11 +82,13 @@ function signalingUrl(httpUrl, current) {
 
 function participantFrom(p) {
   const tracks = Array.isArray(p?.tracks) ? p.tracks : [];
-  return {
+  const out = {
     id: String(p.id),
     name: String(p.name ?? ''),
     tracks: tracks.map((t) => ({ id: String(t.id), kind: t.kind, muted: !!t.muted })),
   };
+  if (p.replaces != null) out.replaces = String(p.replaces);
+  return out;
 }
 
 /** A track id, from an id or from an object that names one (a subscription: `track`). */

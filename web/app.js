@@ -139,8 +139,23 @@ function showMuted(tile, kind, muted) {
 
 // ------------------------------------------------------------------ room
 
+/**
+ * A participant moving to another node of a cluster joins there before it leaves here: its
+ * tile passes to the new session, whose video replaces the old one once it plays.
+ */
+function takeOver(p) {
+  const tile = p.replaces && tiles.get(p.replaces);
+  if (!tile || tiles.has(p.id)) return;
+  tiles.delete(p.replaces);
+  tile.dataset.participantId = p.id;
+  tiles.set(p.id, tile);
+}
+
 function wire(r) {
-  r.on('participantJoined', ({ participant: p }) => ensureTile(p.id, p.name));
+  r.on('participantJoined', ({ participant: p }) => {
+    takeOver(p);
+    ensureTile(p.id, p.name);
+  });
   r.on('participantLeft', ({ participant: p }) => removeTile(p.id));
   r.on('trackSubscribed', ({ participant: p, track, kind, stream, muted }) => {
     const tile = ensureTile(p.id, p.name);

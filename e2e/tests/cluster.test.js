@@ -7,7 +7,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Session, freePort, launchBrowser, startRedis, startServer, sleep, waitFor, waitForMedia, watchTile } from '../lib/harness.js';
+import { Session, freePort, launchBrowser, startRedis, startServer, sleep, tileNames, waitFor, waitForMedia, watchTile } from '../lib/harness.js';
 
 const HOSTS = ['127.0.0.1', '127.0.0.2', '127.0.0.3'];
 let redis;
@@ -109,23 +109,38 @@ test('a drained node moves its participant to another node without a freeze, the
   s.run(async () => {
     // b is on node 2; draining it (asked through node 1's API) moves b to node 1.
     const drained = (await nodes[1].getJson('/api/nodes')).body.self;
-    // For comparison: how smoothly b sees a with nothing moving, on this machine now.
-    const still = await watchTile(pages.b, 'a', 3000);
+    // For comparison: how smoothly b sees a, and a sees b, with nothing moving, on this
+    // machine now.
+    const [still, stillOfB] = await Promise.all([watchTile(pages.b, 'a', 3000), watchTile(pages.a, 'b', 3000)]);
     const seen = watchTile(pages.b, 'a', 12000);
+    const seenOfB = watchTile(pages.a, 'b', 12000);
     await sleep(1000);
     const res = await nodes[0].fetch(`/api/nodes/${drained}/drain`, { method: 'POST' });
     assert.equal(res.status, 202, await res.text());
-    // The node exits once b has left it.
-    await waitFor(() => nodes[1].exited !== null, { timeout: 20000, message: 'the drained node to exit' });
+    // The node exits once b has left it. Meanwhile a shows b as one tile (the new session
+    // says whom it replaces), never two.
+    let tilesOfB = 0;
+    await waitFor(
+      async () => {
+        tilesOfB = Math.max(tilesOfB, (await tileNames(pages.a)).filter((n) => n === 'b').length);
+        return nodes[1].exited !== null;
+      },
+      { timeout: 20000, message: 'the drained node to exit' },
+    );
     assert.equal(nodes[1].exited.code, 0, `clean exit: ${JSON.stringify(nodes[1].exited)}`);
-    // b kept seeing a across the move, frame after frame.
-    const watch = await seen;
+    assert.equal(tilesOfB, 1, 'a showed b in one tile throughout');
+    // b kept seeing a across the move, frame after frame, and a kept seeing b.
+    const [watch, watchOfB] = await Promise.all([seen, seenOfB]);
     console.log(`b's view of a: ${JSON.stringify(still)} before, ${JSON.stringify(watch)} across the move`);
+    console.log(`a's view of b: ${JSON.stringify(stillOfB)} before, ${JSON.stringify(watchOfB)} across the move`);
     assert.ok(watch.frames > 100, `b's view of a kept playing: ${JSON.stringify(watch)}`);
+    assert.ok(watchOfB.frames > 100, `a's view of b kept playing: ${JSON.stringify(watchOfB)}`);
     // A freeze is a gap well beyond this machine's own jitter of the moment (a loaded
     // two-core machine shows 100-250 ms gaps with nothing moving).
     const bound = Math.max(500, 4 * still.longestGapMs);
     assert.ok(watch.longestGapMs < bound, `no freeze while b moved (${bound} ms at most): ${JSON.stringify(watch)}`);
+    const boundOfB = Math.max(500, 4 * stillOfB.longestGapMs);
+    assert.ok(watchOfB.longestGapMs < boundOfB, `no freeze of b on a's page (${boundOfB} ms at most): ${JSON.stringify(watchOfB)}`);
     // b is on node 1 now, and everyone decodes everyone.
     let r;
     await waitFor(

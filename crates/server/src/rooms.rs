@@ -707,7 +707,12 @@ impl State {
 
     pub fn participant_json(&self, p: &Participant) -> Value {
         let tracks: Vec<Value> = p.tracks.iter().map(|t| self.track_json(*t)).collect();
-        json!({"id": participant_key(p.id), "name": p.name, "tracks": tracks})
+        let mut v = json!({"id": participant_key(p.id), "name": p.name, "tracks": tracks});
+        if let Some(old) = p.replaces {
+            // A participant moving between nodes: clients may show both as one.
+            v["replaces"] = json!(participant_key(old));
+        }
+        v
     }
 
     /// The room as the admin API shows it, including each participant's worker.

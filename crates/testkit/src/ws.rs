@@ -175,10 +175,36 @@ impl Participant {
         Ok(p)
     }
 
+    /// Connects and joins `room` as `name`, taking over from participant `replaces` (a
+    /// move between nodes, as the SDK makes it when told `move`).
+    pub async fn join_replacing(
+        ws_url: &str,
+        room: &str,
+        name: &str,
+        replaces: &str,
+    ) -> anyhow::Result<Self> {
+        let mut p = Self::connect_named(ws_url, name).await?;
+        p.send_join_with(room, name, Some(replaces)).await?;
+        Ok(p)
+    }
+
     /// Sends `join` on an open socket and waits for `joined` (or fails on `error`).
     pub async fn send_join(&mut self, room: &str, name: &str) -> anyhow::Result<Value> {
+        self.send_join_with(room, name, None).await
+    }
+
+    async fn send_join_with(
+        &mut self,
+        room: &str,
+        name: &str,
+        replaces: Option<&str>,
+    ) -> anyhow::Result<Value> {
         let mark = self.event_count();
-        self.send_json(&json!({"type": "join", "v": 1, "room": room, "name": name}))?;
+        let mut join = json!({"type": "join", "v": 1, "room": room, "name": name});
+        if let Some(old) = replaces {
+            join["replaces"] = json!(old);
+        }
+        self.send_json(&join)?;
         let ev = self
             .wait_event_since(mark, SIGNAL_TIMEOUT, |e| {
                 matches!(msg_type(e), "joined" | "error")

@@ -870,7 +870,20 @@ async fn a_full_or_draining_node_sends_joins_elsewhere() {
     let err = refused_join(&a, room, "carol").await;
     assert_eq!(err["code"], "redirect", "{err}");
     assert_eq!(err["url"], b.url(""), "{err}");
-    // Once alice left, A exits on its own.
+    // Alice joins B as the SDK does, saying whom she replaces: bob hears it, so that an
+    // application can show the two sessions as one.
+    let mark = bob.event_count();
+    let _alice_on_b = Participant::join_replacing(&b.ws_url(), room, "alice", &alice.id())
+        .await
+        .must("alice joins B");
+    let joined = bob
+        .wait_event_since(mark, SIGNAL, |e| {
+            msg_type(e) == "participant_joined" && e["participant"]["name"] == "alice"
+        })
+        .await
+        .must("bob hears of alice on B");
+    assert_eq!(joined["participant"]["replaces"], alice.id(), "{joined}");
+    // Once the old alice left, A exits on its own.
     alice.leave().await.must("alice leaves");
     poll_until(SIGNAL, || !a.is_running())
         .await
