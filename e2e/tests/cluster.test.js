@@ -3,11 +3,12 @@
 // the other two (their media crosses between nodes over the relay), the API of any node
 // lists everyone with their node, when one node is killed (kill -9) its participant comes
 // back through another node and is seen and seeing again, and when a node is drained its
-// participant moves to another node without a freeze and the node exits.
+// participant moves to another node without a freeze and the node exits. Every node
+// announces the same active speaker.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Session, freePort, launchBrowser, startRedis, startServer, sleep, tileNames, waitFor, waitForMedia, watchTile } from '../lib/harness.js';
+import { Session, freePort, launchBrowser, microphone, startRedis, startServer, sleep, tileNames, waitFor, waitForMedia, watchTile } from '../lib/harness.js';
 
 const HOSTS = ['127.0.0.1', '127.0.0.2', '127.0.0.3'];
 let redis;
@@ -59,7 +60,8 @@ test('three nodes see each other', () =>
 test('a participant on each of three nodes decodes the other two', () =>
   s.run(async () => {
     for (const [i, name] of ['a', 'b', 'c'].entries()) {
-      pages[name] = await s.open(`${nodes[i].url}/?room=cl&name=${name}`, name);
+      // Each microphone a steady tone, for the speaker test below.
+      pages[name] = await s.open(`${nodes[i].url}/?room=cl&name=${name}`, name, { setup: (page) => page.addInitScript(microphone(0.5)) });
     }
     for (const name of ['a', 'b', 'c']) {
       await waitForMedia(pages[name], { video: 2, audio: 2, timeout: 45000 });
@@ -77,6 +79,30 @@ test('a participant on each of three nodes decodes the other two', () =>
       const byName = Object.fromEntries(r.participants.map((p) => [p.name, p.node]));
       assert.equal(new Set(Object.values(byName)).size, 3, `three nodes: ${JSON.stringify(byName)}`);
     }
+  }));
+
+/** The names whose tiles are outlined as speaking on `page` ('local' for our own). */
+const speaking = (page) =>
+  page.$$eval('#grid .tile.speaking', (els) => els.map((e) => (e.classList.contains('local') ? 'local' : e.dataset.name)));
+
+test('every node announces the same active speaker, wherever the speaker is', () =>
+  s.run(async () => {
+    // a speaks (b and c mute): the pages on nodes 2 and 3 outline a, a's page itself.
+    await pages.b.click('#mute-audio');
+    await pages.c.click('#mute-audio');
+    await pages.b.waitForSelector('.tile.speaking[data-name="a"]', { timeout: 10000 });
+    await pages.c.waitForSelector('.tile.speaking[data-name="a"]', { timeout: 10000 });
+    await pages.a.waitForSelector('.tile.local.speaking', { timeout: 10000 });
+    // c speaks, a mutes: the highlight moves to c on every node.
+    await pages.c.click('#mute-audio');
+    await pages.a.click('#mute-audio');
+    await pages.a.waitForSelector('.tile.speaking[data-name="c"]', { timeout: 10000 });
+    await pages.b.waitForSelector('.tile.speaking[data-name="c"]', { timeout: 10000 });
+    await pages.c.waitForSelector('.tile.local.speaking', { timeout: 10000 });
+    for (const name of ['a', 'b']) assert.deepEqual(await speaking(pages[name]), ['c'], `${name}'s page`);
+    // Everyone's microphone on again for what follows.
+    await pages.a.click('#mute-audio');
+    await pages.b.click('#mute-audio');
   }));
 
 test('when a node is killed, its participant comes back through another node', () =>
