@@ -7,7 +7,7 @@
 //! few threads), [`janus`] (running and signaling Janus VideoRoom), [`target`] (Sfumato as a
 //! target), [`procstat`] (the server's CPU and memory from /proc), [`report`] (tables, JSON,
 //! charts), [`compare`] (pairing Sfumato's and Janus' runs by load, the `RESULT` line) and
-//! [`cluster`] (a room over the nodes of a cluster: CPU, relay, joins, recovery).
+//! [`cluster`] (a room over the nodes of a cluster: CPU, relay, joins, recovery, drain).
 
 pub mod cluster;
 pub mod compare;

@@ -73,7 +73,8 @@ enum Cmd {
     Smoke,
     /// A room across the nodes of a cluster (Redis and two nodes on loopback): server CPU per
     /// forwarded packet on one node against two, the relay's bytes per remote node, join time
-    /// on a node without the room, recovery after `kill -9` of a node; a RESULT line.
+    /// on a node without the room, recovery after `kill -9` of a node, the media gap of a
+    /// drain; a RESULT line.
     Cluster {
         /// A few minutes at most: fan-out 1→20, 10 s windows.
         #[arg(long)]
@@ -90,6 +91,10 @@ enum Cmd {
         /// Receivers on each node in the recovery room [default: 2 quick, 5 full].
         #[arg(long)]
         recovery_receivers: Option<usize>,
+        /// Receivers on each node in the drain room, besides a publisher on each [default: 2
+        /// quick, 5 full].
+        #[arg(long)]
+        drain_receivers: Option<usize>,
         /// Publishers send video in three simulcast layers (¼, ½ and all of 1 Mbps), as the
         /// SDK does by default.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -276,6 +281,7 @@ async fn async_main(cli: Cli, cores: usize) -> anyhow::Result<()> {
             duration_secs,
             join_samples,
             recovery_receivers,
+            drain_receivers,
             simulcast,
         } => {
             let mut o = if *quick {
@@ -291,6 +297,7 @@ async fn async_main(cli: Cli, cores: usize) -> anyhow::Result<()> {
             o.window = duration_secs.map_or(o.window, Duration::from_secs);
             o.join_samples = join_samples.unwrap_or(o.join_samples).max(1);
             o.recovery_receivers = recovery_receivers.unwrap_or(o.recovery_receivers).max(1);
+            o.drain_receivers = drain_receivers.unwrap_or(o.drain_receivers);
             run_cluster(&cli, &o).await?
         }
         Cmd::Scale {
@@ -351,6 +358,7 @@ async fn run_cluster(cli: &Cli, o: &ClusterOptions) -> anyhow::Result<()> {
         ),
         ("joins", report.joins.is_err()),
         ("recovery", report.recovery.is_err()),
+        ("drain", report.drain.is_err()),
     ]
     .iter()
     .filter(|(_, e)| *e)

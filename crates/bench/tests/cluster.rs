@@ -1,7 +1,8 @@
 //! `sfumato-bench cluster --quick` at a tiny size (a fan-out 1→4, 3 s windows, two join
-//! samples, one receiver per node in recovery): it starts Redis and two nodes itself, in a
-//! private network namespace of its own, and must end with a RESULT line whose figures are
-//! all measured and sane.
+//! samples, one receiver per node in recovery and in the drain): it starts Redis and two nodes
+//! itself, in a private network namespace of its own, and must end with a RESULT line whose
+//! figures are all measured and sane, and a drain whose figures exist and whose drained node
+//! exited cleanly (no timing thresholds: those are the benchmark's).
 //!
 //! Needs the sfumato binary built next to this test's `sfumato-bench` (as `cargo test
 //! --workspace` or `cargo build --workspace --bins` leave it; or `SFUMATO_BIN`), Debian's
@@ -45,6 +46,7 @@ fn cluster_quick_at_a_tiny_size_ends_with_a_sane_result_line() {
             "3",
         ])
         .args(["--join-samples", "2", "--recovery-receivers", "1"])
+        .args(["--drain-receivers", "1"])
         .output()
         .expect("running sfumato-bench");
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -87,6 +89,36 @@ fn cluster_quick_at_a_tiny_size_ends_with_a_sane_result_line() {
     assert!(
         low > 0.0 && low < 0.5 * relay,
         "low layer: {low}, all: {relay}"
+    );
+    // The drain: every figure measured, every node-2 participant moved, node 2 exited with 0.
+    let drain = &report["drain"]["Ok"];
+    assert!(drain.is_object(), "{}", report["drain"]);
+    for k in [
+        "drain_gap_ms",
+        "drain_publisher_gap_ms",
+        "baseline_gap_ms",
+        "node_exit_ms",
+    ] {
+        let v = drain[k].as_f64();
+        assert!(v.is_some_and(f64::is_finite), "drain {k}: {}", drain[k]);
+    }
+    assert_eq!(drain["node_exit_code"].as_i64(), Some(0), "{drain}");
+    let moved = drain["moved"].as_array().expect("drain.moved");
+    // pub2 and r2-0.
+    assert_eq!(moved.len(), 2, "{drain}");
+    for m in moved {
+        assert!(m["error"].is_null(), "{m}");
+        for k in ["move_received_ms", "joined_ms", "keyframes_ms", "left_ms"] {
+            assert!(m[k].as_f64().is_some_and(f64::is_finite), "{k}: {m}");
+        }
+    }
+    // Every view of a participant that moved, or of the publisher that moved, saw frames.
+    let views = drain["views"].as_array().expect("drain.views");
+    assert_eq!(views.len(), 5, "{drain}");
+    assert!(
+        views.iter().all(|v| v["drain"]["frames"].as_u64() > Some(0)
+            && v["baseline"]["frames"].as_u64() > Some(0)),
+        "{drain}"
     );
     let _ = std::fs::remove_dir_all(&out);
 }

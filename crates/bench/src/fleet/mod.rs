@@ -84,6 +84,35 @@ pub struct PeerConfig {
     /// Be an ICE-lite agent (default: full ICE; the offerer, or the answerer of an ICE-lite
     /// offer, is controlling).
     pub ice_lite: bool,
+    /// Keep the arrival of every received video frame (its first packet), up to
+    /// [`FRAME_LOG_CAP`] frames: [`PeerHandle::frames`]. Off by default (memory).
+    pub frame_log: bool,
+}
+
+/// The most video frames a peer's frame log keeps ([`PeerConfig::frame_log`]): 10 minutes
+/// of one 30 fps stream; later frames are counted, not kept.
+pub const FRAME_LOG_CAP: usize = 18_000;
+
+/// One received video frame: the arrival of its first packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameArrival {
+    /// The stamp's source (a simulcast layer's own: [`crate::media::base_source`] gives
+    /// the publisher's).
+    pub source: u32,
+    /// A keyframe.
+    pub keyframe: bool,
+    /// Its send time (the stamp's: ns since the fleet's epoch).
+    pub sent_ns: u64,
+    pub at: Instant,
+}
+
+/// A peer's frame log ([`PeerConfig::frame_log`]).
+#[derive(Debug, Clone, Default)]
+pub struct FrameLog {
+    /// In arrival order.
+    pub frames: Vec<FrameArrival>,
+    /// Frames not kept once the log was full.
+    pub dropped: u64,
 }
 
 impl PeerConfig {
@@ -100,7 +129,7 @@ impl PeerConfig {
         Self {
             name: name.into(),
             publish: Some(media),
-            ice_lite: false,
+            ..Self::default()
         }
     }
 }
@@ -331,6 +360,7 @@ pub(crate) enum PeerCmd {
     AcceptAnswer(String, Reply<()>),
     AcceptOffer(String, Reply<String>),
     Stats(oneshot::Sender<PeerReport>),
+    Frames(oneshot::Sender<FrameLog>),
     Close(Option<oneshot::Sender<()>>),
 }
 
@@ -482,6 +512,7 @@ impl Fleet {
             self.inner.window.clone(),
             source_id,
             config.publish,
+            config.frame_log,
             state_tx,
             now,
         );
@@ -612,6 +643,14 @@ impl PeerHandle {
     pub async fn stats(&self) -> anyhow::Result<PeerReport> {
         let (tx, rx) = oneshot::channel();
         self.thread.send(Cmd::Peer(self.id, PeerCmd::Stats(tx)))?;
+        rx.await
+            .map_err(|_| anyhow!("peer {} is closed", self.name))
+    }
+
+    /// Its frame log so far (empty unless [`PeerConfig::frame_log`]).
+    pub async fn frames(&self) -> anyhow::Result<FrameLog> {
+        let (tx, rx) = oneshot::channel();
+        self.thread.send(Cmd::Peer(self.id, PeerCmd::Frames(tx)))?;
         rx.await
             .map_err(|_| anyhow!("peer {} is closed", self.name))
     }

@@ -19,7 +19,10 @@ use str0m::rtp::{RtpPacket, RtpWrite, SeqNo};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::watch;
 
-use super::{OfferKind, PeerReport, PeerState, SharedWindow, StreamReport};
+use super::{
+    FrameArrival, FrameLog, OfferKind, PeerReport, PeerState, SharedWindow, StreamReport,
+    FRAME_LOG_CAP,
+};
 use crate::media::{
     layer_source, nanos_since, AudioSource, MediaConfig, Stamp, StreamKind, VideoSource,
     SIMULCAST_RIDS, SIMULCAST_SHARES,
@@ -99,6 +102,8 @@ pub(crate) struct FleetPeer {
     connected_at: Option<Instant>,
     join: JoinTimer,
     state: watch::Sender<PeerState>,
+    /// Every received video frame, if asked for ([`super::PeerConfig::frame_log`]).
+    frames: Option<FrameLog>,
     /// str0m's next timeout.
     pub(crate) next_timeout: Instant,
 }
@@ -114,6 +119,7 @@ impl FleetPeer {
         window: Arc<SharedWindow>,
         source_id: u32,
         publish: Option<MediaConfig>,
+        frame_log: bool,
         state: watch::Sender<PeerState>,
         now: Instant,
     ) -> Self {
@@ -145,6 +151,10 @@ impl FleetPeer {
             connected_at: None,
             join: JoinTimer::new(now),
             state,
+            frames: frame_log.then(|| FrameLog {
+                frames: Vec::with_capacity(1024),
+                dropped: 0,
+            }),
             next_timeout: now,
         }
     }
@@ -384,6 +394,20 @@ impl FleetPeer {
             s.keyframes += 1;
             s.first_keyframe_at.get_or_insert(arrival);
         }
+        if let (Some(log), StreamKind::Video, true) =
+            (&mut self.frames, stamp.kind, stamp.frame_start)
+        {
+            if log.frames.len() < FRAME_LOG_CAP {
+                log.frames.push(FrameArrival {
+                    source: stamp.source,
+                    keyframe: stamp.keyframe,
+                    sent_ns: stamp.sent_ns,
+                    at: arrival,
+                });
+            } else {
+                log.dropped += 1;
+            }
+        }
         s.loss.record(stamp.seq);
         if let Some(ns) = stamp.latency_ns(self.epoch, arrival) {
             s.latency.record_ns(ns);
@@ -558,6 +582,10 @@ impl FleetPeer {
         }
         self.senders.clear();
         self.state.send_modify(|s| s.closed = true);
+    }
+
+    pub(crate) fn frame_log(&self) -> FrameLog {
+        self.frames.clone().unwrap_or_default()
     }
 
     pub(crate) fn report(&self) -> PeerReport {

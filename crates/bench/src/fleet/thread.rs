@@ -153,6 +153,9 @@ impl FleetThread {
             PeerCmd::Stats(reply) => {
                 let _ = reply.send(peer.report());
             }
+            PeerCmd::Frames(reply) => {
+                let _ = reply.send(peer.frame_log());
+            }
             PeerCmd::Close(reply) => {
                 if let Some(mut peer) = self.peers.remove(&id) {
                     peer.close(now);

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -124,6 +124,11 @@ impl SfumatoServer {
         self.child.wait().map(|_| ())
     }
 
+    /// Its exit status, if it has exited (a drained node exits by itself).
+    pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.child.try_wait()
+    }
+
     /// `GET /api/nodes`.
     pub async fn nodes(&self) -> anyhow::Result<Value> {
         let v = reqwest::get(format!("http://{}/api/nodes", self.http))
@@ -179,6 +184,10 @@ pub struct Session {
     nodes: watch::Receiver<Vec<String>>,
     /// Turns true when the socket closes (the server went away or closed it).
     closed: watch::Receiver<bool>,
+    /// The server's last `move` (its node drains).
+    moves: watch::Receiver<Option<MoveAsked>>,
+    /// What the subscribe PC carries, from the last `subscribe_offer`'s `tracks`.
+    subscriptions: watch::Receiver<Vec<Subscription>>,
     /// The other participants' video tracks as the server announced them (`joined`,
     /// `track_published`).
     video_tracks: watch::Receiver<Vec<String>>,
@@ -192,6 +201,36 @@ impl Drop for Session {
     }
 }
 
+/// A `move` from the server (docs/protocol.md): its node drains, join at `ws_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveAsked {
+    /// The other node's signaling URL (`ws://HOST:PORT/ws`).
+    pub ws_url: String,
+    /// When the message arrived.
+    pub at: Instant,
+}
+
+/// One active m-line of the subscribe PC (a `subscribe_offer`'s `tracks` entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub track: String,
+    /// The publishing participant's id.
+    pub participant: String,
+    /// `audio` or `video`.
+    pub kind: String,
+}
+
+/// The signaling URL (`ws://HOST:PORT/ws`) of a node's public HTTP URL; `None` unless it is
+/// `http://` or `https://` (the SDK's `signalingUrl`, with our path).
+pub fn ws_url_of(http_url: &str) -> Option<String> {
+    let (scheme, rest) = http_url
+        .strip_prefix("http://")
+        .map(|r| ("ws", r))
+        .or_else(|| http_url.strip_prefix("https://").map(|r| ("wss", r)))?;
+    let host = rest.split('/').next().filter(|h| !h.is_empty())?;
+    Some(format!("{scheme}://{host}/ws"))
+}
+
 /// The serving nodes' signaling URLs from a `nodes` field (docs/protocol.md).
 pub fn node_ws_urls(nodes: &Value) -> Vec<String> {
     nodes
@@ -200,13 +239,7 @@ pub fn node_ws_urls(nodes: &Value) -> Vec<String> {
             a.iter()
                 .filter(|n| n["state"].as_str().unwrap_or("serving") == "serving")
                 .filter_map(|n| n["url"].as_str())
-                .filter_map(|u| {
-                    let rest = u
-                        .strip_prefix("http://")
-                        .map(|r| ("ws", r))
-                        .or_else(|| u.strip_prefix("https://").map(|r| ("wss", r)))?;
-                    Some(format!("{}://{}/ws", rest.0, rest.1.trim_end_matches('/')))
-                })
+                .filter_map(ws_url_of)
                 .collect()
         })
         .unwrap_or_default()
@@ -218,6 +251,18 @@ impl Session {
         ws_url: &str,
         room: &str,
         name: &str,
+        answerer: Answerer,
+    ) -> anyhow::Result<Session> {
+        Self::join_replacing(ws_url, room, name, None, answerer).await
+    }
+
+    /// [`Session::join`] of a client moving from its session `replaces` on another node
+    /// (`join`'s `replaces`, after a `move`).
+    pub async fn join_replacing(
+        ws_url: &str,
+        room: &str,
+        name: &str,
+        replaces: Option<&str>,
         answerer: Answerer,
     ) -> anyhow::Result<Session> {
         let (ws, _) = tokio_tungstenite::connect_async(ws_url)
@@ -236,6 +281,8 @@ impl Session {
         let (answers_tx, publish_answers) = mpsc::unbounded_channel::<Value>();
         let (nodes_tx, nodes) = watch::channel(Vec::new());
         let (closed_tx, closed) = watch::channel(false);
+        let (moves_tx, moves) = watch::channel(None);
+        let (subs_tx, subscriptions) = watch::channel(Vec::new());
         let (video_tx, video_tracks) = watch::channel(Vec::<String>::new());
         let add_video = move |t: &Value| {
             if t["kind"].as_str() == Some("video") {
@@ -277,7 +324,30 @@ impl Session {
                     Some("publish_answer") => {
                         let _ = answers_tx.send(v);
                     }
+                    Some("move") => {
+                        // Like the SDK: only an http(s) URL is followed.
+                        if let Some(ws_url) = v["url"].as_str().and_then(ws_url_of) {
+                            moves_tx.send_replace(Some(MoveAsked {
+                                ws_url,
+                                at: Instant::now(),
+                            }));
+                        }
+                    }
                     Some("subscribe_offer") => {
+                        let subs: Vec<Subscription> = v["tracks"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|t| {
+                                let s = |k: &str| t[k].as_str().map(str::to_string);
+                                Some(Subscription {
+                                    track: s("track")?,
+                                    participant: s("participant")?,
+                                    kind: s("kind")?,
+                                })
+                            })
+                            .collect();
+                        subs_tx.send_replace(subs);
                         let sdp = v["sdp"].as_str().unwrap_or_default().to_string();
                         match answerer(sdp).await {
                             Ok(answer) => {
@@ -297,7 +367,11 @@ impl Session {
             }
             closed_tx.send_replace(true);
         });
-        out.send(json!({"type": "join", "v": 1, "room": room, "name": name}).to_string())?;
+        let mut join = json!({"type": "join", "v": 1, "room": room, "name": name});
+        if let Some(old) = replaces {
+            join["replaces"] = json!(old);
+        }
+        out.send(join.to_string())?;
         let joined = tokio::time::timeout(Duration::from_secs(10), joined_rx)
             .await
             .map_err(|_| anyhow!("no `joined` within 10 s"))??;
@@ -311,6 +385,8 @@ impl Session {
             participant_id,
             nodes,
             closed,
+            moves,
+            subscriptions,
             video_tracks,
             reader,
         })
@@ -354,6 +430,25 @@ impl Session {
     pub async fn wait_closed(&self) {
         let mut rx = self.closed.clone();
         let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// Waits for the server's `move` (forever, if none comes).
+    pub async fn wait_move(&self) -> MoveAsked {
+        let mut rx = self.moves.clone();
+        loop {
+            if let Some(m) = rx.borrow_and_update().clone() {
+                return m;
+            }
+            if rx.changed().await.is_err() {
+                // The reader has stopped: no move will come.
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// What the subscribe PC carries now (the last `subscribe_offer`'s active m-lines).
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        self.subscriptions.borrow().clone()
     }
 
     /// Sends the publish PC's offer and returns the server's answer.

@@ -1,6 +1,7 @@
 //! `sfumato-bench cluster`: Sfumato nodes in a cluster on loopback (one `redis-server` on a
 //! free port, nodes on 127.0.0.1 with ports of their own), driven by the same fleet as the
-//! other scenarios. Four measurements, in this order, on one two-node cluster:
+//! other scenarios. Four measurements, in this order, on one two-node cluster, and a fifth on
+//! a cluster of its own:
 //!
 //! 1. **One node against two.** A fan-out room 1→N entirely on node 1, then the same room
 //!    (same N) with its receivers spread over both nodes and the publisher on node 1. Both
@@ -20,25 +21,34 @@
 //!    to the other serving nodes the server listed, the next one at once after a node that
 //!    cannot be reached, one backoff per round), join again, the publisher publishes
 //!    again; each is back when it receives media again (the publisher: when its new stream
-//!    reaches a receiver). Each step of the way is timed.
+//!    reaches a receiver). Each step of the way is timed. Participants: [`roam`].
+//! 5. **Drain** ([`drain`]): a publisher and receivers on each node; node 2 drains and its
+//!    participants move make-before-break as the SDK does; the longest gap in the video each
+//!    participant shows of each publisher, and each step of the moves.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::watch;
 
 use crate::fleet::{Fleet, FleetConfig, OfferKind, PeerConfig, PeerHandle, PeerReport};
 use crate::media::{base_source, MediaConfig, StreamKind};
 use crate::procstat;
 use crate::scenario::{self, Running, GRACE, WARMUP};
 use crate::target::sfumato::{Answerer, ClusterNode, Session, SfumatoOptions, SfumatoServer};
+
+mod drain;
+mod roam;
+
+pub use drain::{longest_gap, shown_frames, DrainReport};
+pub use roam::{backoff_delay, reconnect_url, RoamEvent};
+use roam::{Incarnation, Roamer, Roaming};
 
 /// What `sfumato-bench cluster` runs.
 #[derive(Debug, Clone)]
@@ -59,8 +69,11 @@ pub struct ClusterOptions {
     pub join_samples: usize,
     /// Receivers on each node in the recovery room (plus the publisher on node 1).
     pub recovery_receivers: usize,
-    /// How long to wait for everyone to be back after the kill.
+    /// How long to wait for everyone to be back after the kill (and, in the drain, for
+    /// everyone to have moved and the drained node to have exited).
     pub recovery_timeout: Duration,
+    /// Receivers on each node in the drain room (plus a publisher on each).
+    pub drain_receivers: usize,
     pub video_bitrate: u32,
     /// The nodes' `--bandwidth-estimation`.
     pub bandwidth_estimation: bool,
@@ -82,6 +95,7 @@ impl ClusterOptions {
             window: Duration::from_secs(10),
             join_samples: 5,
             recovery_receivers: 2,
+            drain_receivers: 2,
             recovery_timeout: Duration::from_secs(30),
             video_bitrate: 1_000_000,
             bandwidth_estimation: false,
@@ -97,6 +111,7 @@ impl ClusterOptions {
             window: Duration::from_secs(20),
             join_samples: 15,
             recovery_receivers: 5,
+            drain_receivers: 5,
             ..Self::quick(bin, out)
         }
     }
@@ -214,9 +229,9 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts Redis and `n` nodes (one worker each), and waits until every node lists them
-    /// all in `GET /api/nodes`.
-    pub async fn start(opts: &ClusterOptions, n: usize) -> anyhow::Result<Cluster> {
-        let redis = RedisServer::start(&opts.out.join("cluster-redis.log"))?;
+    /// all in `GET /api/nodes`. Logs go to `{label}-redis.log` and `{label}-node{i}.log`.
+    pub async fn start(opts: &ClusterOptions, n: usize, label: &str) -> anyhow::Result<Cluster> {
+        let redis = RedisServer::start(&opts.out.join(format!("{label}-redis.log")))?;
         let mut nodes = Vec::new();
         for i in 0..n {
             let base = opts.port_base + 10 * i as u16;
@@ -227,7 +242,7 @@ impl Cluster {
                 cpus: opts.node_cpus.clone(),
                 http_port: base,
                 rtc_port: base + 100,
-                log: opts.out.join(format!("cluster-node{}.log", i + 1)),
+                log: opts.out.join(format!("{label}-node{}.log", i + 1)),
                 bandwidth_estimation: opts.bandwidth_estimation,
                 cluster: Some(ClusterNode {
                     redis: redis.url(),
@@ -287,6 +302,18 @@ impl Cluster {
             .and_then(Option::take)
             .ok_or_else(|| anyhow!("node {} is not running", i + 1))?;
         node.kill().context("kill -9")
+    }
+
+    /// Node `i`'s exit status if it has exited by itself (a drained node does); it then
+    /// stays in its slot.
+    pub fn exited(&mut self, i: usize) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let node = self
+            .nodes
+            .get_mut(i)
+            .and_then(Option::as_mut)
+            .ok_or_else(|| anyhow!("node {} is not running", i + 1))?;
+        node.try_wait()
+            .with_context(|| format!("waiting for node {}", i + 1))
     }
 
     /// CPU time of every running node, summed.
@@ -402,26 +429,49 @@ struct Member {
     published: Option<Instant>,
 }
 
-/// Joins `room` at `ws_url` as `name` (and publishes `publish`), as [`scenario`] does.
+/// How a participant joins ([`join_member`]).
+#[derive(Clone, Copy, Default)]
+struct Joining<'a> {
+    /// What it publishes, if it does.
+    publish: Option<&'a MediaConfig>,
+    /// Its session on another node that it moves from (`join`'s `replaces`).
+    replaces: Option<&'a str>,
+    /// Its subscribe peer keeps a log of the video frames it receives.
+    frame_log: bool,
+}
+
+impl<'a> Joining<'a> {
+    fn publishing(media: &'a MediaConfig) -> Self {
+        Joining {
+            publish: Some(media),
+            ..Joining::default()
+        }
+    }
+}
+
+/// Joins `room` at `ws_url` as `name` (and publishes), as [`scenario`] does.
 async fn join_member(
     fleet: &Fleet,
     ws_url: &str,
     room: &str,
     name: &str,
-    publish: Option<&MediaConfig>,
+    how: Joining<'_>,
 ) -> anyhow::Result<Member> {
     let started = Instant::now();
-    let receiver = Arc::new(fleet.add_peer(PeerConfig::receiver(format!("{name}-sub")))?);
+    let receiver = Arc::new(fleet.add_peer(PeerConfig {
+        frame_log: how.frame_log,
+        ..PeerConfig::receiver(format!("{name}-sub"))
+    })?);
     let answering = receiver.clone();
     let answerer: Answerer = Arc::new(move |offer: String| {
         let peer = answering.clone();
         Box::pin(async move { peer.accept_offer(&offer).await })
     });
-    let mut session = Session::join(ws_url, room, name, answerer).await?;
+    let mut session = Session::join_replacing(ws_url, room, name, how.replaces, answerer).await?;
     let joined = Instant::now();
     let mut publisher = None;
     let mut published = None;
-    if let Some(media) = publish {
+    if let Some(media) = how.publish {
         let p = fleet.add_peer(PeerConfig::publisher(format!("{name}-pub"), media.clone()))?;
         let offer = p.create_offer(OfferKind::Publish).await?;
         let answer = session.publish(offer).await?;
@@ -530,8 +580,14 @@ async fn spread(
 ) -> anyhow::Result<SpreadReport> {
     let media = media(opts);
     let start = Instant::now();
-    let publisher =
-        join_member(fleet, &cluster.node(0)?.ws_url(), room, "pub", Some(&media)).await?;
+    let publisher = join_member(
+        fleet,
+        &cluster.node(0)?.ws_url(),
+        room,
+        "pub",
+        Joining::publishing(&media),
+    )
+    .await?;
     let mut members = vec![publisher];
     let mut per_node = vec![0; nodes];
     for i in 0..opts.receivers {
@@ -541,7 +597,7 @@ async fn spread(
         let n = i % nodes;
         per_node[n] += 1;
         let url = cluster.node(n)?.ws_url();
-        let m = join_member(fleet, &url, room, &format!("r{i}"), None).await?;
+        let m = join_member(fleet, &url, room, &format!("r{i}"), Joining::default()).await?;
         if let (Some(q), true) = (remote_quality, n > 0) {
             // The publisher's track may be announced a little after the join.
             let Some(tracks) = m.session.wait_video_tracks(Duration::from_secs(5)).await else {
@@ -701,7 +757,7 @@ async fn timed_join(
     name: &str,
     remote: bool,
 ) -> anyhow::Result<(JoinSample, Member)> {
-    let m = join_member(fleet, ws_url, room, name, None).await?;
+    let m = join_member(fleet, ws_url, room, name, Joining::default()).await?;
     let r = stats_until(&m.receiver, Duration::from_secs(10), |r| {
         r.received
             .iter()
@@ -741,7 +797,7 @@ async fn joins(
     let mut out = Vec::new();
     for k in 0..opts.join_samples {
         let room = format!("join-{k}");
-        let publisher = join_member(fleet, &one, &room, "pub", Some(&media)).await?;
+        let publisher = join_member(fleet, &one, &room, "pub", Joining::publishing(&media)).await?;
         if let Some(p) = &publisher.publisher {
             p.wait_connected(Duration::from_secs(10)).await?;
         }
@@ -763,182 +819,6 @@ async fn joins(
 }
 
 // ----------------------------------------------------------------------- 4: recovery
-
-/// Something that happened to a roaming participant, at a time.
-#[derive(Debug, Clone, Serialize)]
-pub struct RoamEvent {
-    /// Seconds since the kill (negative before it).
-    pub at_s: f64,
-    pub what: String,
-}
-
-/// What is visible of a roaming participant's current connection.
-#[derive(Clone)]
-struct Incarnation {
-    receiver: Arc<PeerHandle>,
-    publisher_source: Option<u32>,
-    url: String,
-    started: Instant,
-}
-
-/// A participant that reconnects like the browser SDK when its signaling socket closes.
-struct Roamer {
-    name: String,
-    current: watch::Receiver<Incarnation>,
-    log: Arc<Mutex<Vec<(Instant, String)>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Roamer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// The SDK's reconnect delay before attempt `attempt` (1-based): 500 ms · 2^(attempt−1),
-/// at most 10 s, ± 20% (client/peer.js `backoffDelay`).
-pub fn backoff_delay(attempt: u32, jitter: f64) -> Duration {
-    let raw = (500.0 * 2f64.powi(attempt.saturating_sub(1).min(20) as i32)).min(10_000.0);
-    let j = raw * 0.2 * jitter.clamp(-1.0, 1.0);
-    Duration::from_secs_f64((raw + j).max(0.0) / 1e3)
-}
-
-/// The signaling URL of reconnect attempt `attempt` (1-based): `here` first, then each other
-/// serving node in turn (client/room.js `_reconnectUrl`).
-pub fn reconnect_url(here: &str, nodes: &[String], attempt: u32) -> String {
-    let mut all = vec![here.to_string()];
-    all.extend(nodes.iter().filter(|u| *u != here).cloned());
-    all[(attempt as usize - 1) % all.len()].clone()
-}
-
-/// Whether a join failed for want of a connection (the SDK's `UnreachableError`).
-fn unreachable(e: &anyhow::Error) -> bool {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    e.chain().any(|c| {
-        c.downcast_ref::<WsError>()
-            .is_some_and(|w| matches!(w, WsError::Io(_)))
-            || c.downcast_ref::<std::io::Error>().is_some()
-    })
-}
-
-fn jitter() -> f64 {
-    (sfumato_testkit::random_u64() % 2001) as f64 / 1000.0 - 1.0
-}
-
-impl Roamer {
-    /// Joins at `ws_url`; from then on a task reconnects it whenever its socket closes.
-    async fn join(
-        fleet: &Fleet,
-        ws_url: &str,
-        room: &str,
-        name: &str,
-        publish: Option<MediaConfig>,
-    ) -> anyhow::Result<Roamer> {
-        let first = join_member(fleet, ws_url, room, name, publish.as_ref()).await?;
-        let view = |m: &Member, url: &str| Incarnation {
-            receiver: m.receiver.clone(),
-            publisher_source: m.publisher.as_ref().map(PeerHandle::source_id),
-            url: url.to_string(),
-            started: m.started,
-        };
-        let (tx, current) = watch::channel(view(&first, ws_url));
-        let log: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
-        let note = {
-            let log = log.clone();
-            move |what: String| {
-                log.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push((Instant::now(), what))
-            }
-        };
-        let (fleet, room, name_owned) = (fleet.clone(), room.to_string(), name.to_string());
-        let mut here = ws_url.to_string();
-        let task = tokio::spawn(async move {
-            let mut member = first;
-            loop {
-                member.session.wait_closed().await;
-                note(format!("signaling socket closed ({here})"));
-                let nodes = member.session.nodes();
-                // The SDK tears down both peer connections at once.
-                drop(member);
-                let mut attempt = 1;
-                let mut now = false;
-                member = loop {
-                    let delay = if now {
-                        Duration::ZERO
-                    } else {
-                        backoff_delay(attempt, jitter())
-                    };
-                    tokio::time::sleep(delay).await;
-                    let url = reconnect_url(&here, &nodes, attempt);
-                    note(format!(
-                        "attempt {attempt} after {} ms: {url}",
-                        delay.as_millis()
-                    ));
-                    match join_member(&fleet, &url, &room, &name_owned, publish.as_ref()).await {
-                        Ok(m) => {
-                            note(format!(
-                                "joined {url} (signaling {} ms)",
-                                m.joined.duration_since(m.started).as_millis()
-                            ));
-                            if let Some(p) = m.published {
-                                note(format!(
-                                    "published ({} ms after joined)",
-                                    p.duration_since(m.joined).as_millis()
-                                ));
-                            }
-                            here = url;
-                            break m;
-                        }
-                        Err(e) => {
-                            note(format!("attempt {attempt} failed: {e:#}"));
-                            // Like the SDK: a node that cannot be reached is down, the next
-                            // one is tried at once; one backoff per round of every node.
-                            let round = 1 + nodes.iter().filter(|u| **u != here).count();
-                            now = unreachable(&e) && !(attempt as usize).is_multiple_of(round);
-                        }
-                    }
-                    attempt += 1;
-                    if attempt > 20 {
-                        note("gave up after 20 attempts".into());
-                        return;
-                    }
-                };
-                tx.send_replace(view(&member, &here));
-            }
-        });
-        Ok(Roamer {
-            name: name.to_string(),
-            current,
-            log,
-            task,
-        })
-    }
-
-    fn current(&self) -> Incarnation {
-        self.current.borrow().clone()
-    }
-
-    fn events(&self, kill: Instant) -> Vec<RoamEvent> {
-        self.log
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|(t, what)| RoamEvent {
-                at_s: signed_secs(*t, kill),
-                what: what.clone(),
-            })
-            .collect()
-    }
-}
-
-fn signed_secs(t: Instant, since: Instant) -> f64 {
-    if t >= since {
-        t.duration_since(since).as_secs_f64()
-    } else {
-        -since.duration_since(t).as_secs_f64()
-    }
-}
 
 /// One participant of the recovery room.
 #[derive(Debug, Clone, Serialize)]
@@ -981,12 +861,13 @@ async fn recovery(
 ) -> anyhow::Result<RecoveryReport> {
     let room = "recover";
     let (one, two) = (cluster.node(0)?.ws_url(), cluster.node(1)?.ws_url());
-    let mut roamers = vec![Roamer::join(fleet, &one, room, "pub", Some(media(opts))).await?];
+    let roaming = Roaming::new(fleet, room, false);
+    let mut roamers = vec![roaming.join(&one, "pub", Some(media(opts))).await?];
     let mut on_killed = vec![true];
     for i in 0..opts.recovery_receivers {
         for (url, killed) in [(&one, true), (&two, false)] {
             let name = format!("r{}-{i}", if killed { 1 } else { 2 });
-            roamers.push(Roamer::join(fleet, url, room, &name, None).await?);
+            roamers.push(roaming.join(url, &name, None).await?);
             on_killed.push(killed);
         }
     }
@@ -1111,9 +992,7 @@ async fn recovery(
         lease_gone_s: secs(lease_gone),
         stale_participants_gone_s: secs(stale_gone),
     };
-    for r in &roamers {
-        r.task.abort();
-    }
+    // Dropping a roamer stops its task.
     drop(roamers);
     Ok(report)
 }
@@ -1197,6 +1076,7 @@ pub struct ClusterReport {
     pub two_nodes_low: Option<Result<SpreadReport, String>>,
     pub joins: Result<Vec<JoinSample>, String>,
     pub recovery: Result<RecoveryReport, String>,
+    pub drain: Result<DrainReport, String>,
     pub result: ClusterResult,
 }
 
@@ -1406,6 +1286,16 @@ impl ClusterReport {
                 let _ = writeln!(out, "failed: {e}");
             }
         }
+        let _ = writeln!(
+            out,
+            "\n### Drain of node 2: its participants move to node 1 make-before-break\n"
+        );
+        match &self.drain {
+            Ok(d) => d.markdown(&mut out),
+            Err(e) => {
+                let _ = writeln!(out, "failed: {e}");
+            }
+        }
         out
     }
 }
@@ -1413,7 +1303,7 @@ impl ClusterReport {
 /// Runs the four measurements on a two-node cluster. A measurement that fails is kept as
 /// its error; the others still run.
 pub async fn run(opts: &ClusterOptions) -> anyhow::Result<ClusterReport> {
-    let mut cluster = Cluster::start(opts, 2).await?;
+    let mut cluster = Cluster::start(opts, 2, "cluster").await?;
     let fleet = Fleet::start(FleetConfig {
         threads: opts.threads,
         ..FleetConfig::default()
@@ -1443,12 +1333,16 @@ pub async fn run(opts: &ClusterOptions) -> anyhow::Result<ClusterReport> {
     let joins = joins(&cluster, &fleet, opts).await.map_err(err);
     eprintln!("cluster: recovery after kill -9 of node 1");
     let recovery = recovery(&mut cluster, &fleet, opts).await.map_err(err);
+    drop(cluster);
+    eprintln!("cluster: drain of node 2 (a fresh cluster)");
+    let drain = drain::drain(&fleet, opts).await.map_err(err);
     let mut report = ClusterReport {
         one_node,
         two_nodes,
         two_nodes_low,
         joins,
         recovery,
+        drain,
         result: ClusterResult::default(),
     };
     report.result();
