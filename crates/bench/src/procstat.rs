@@ -1,5 +1,11 @@
-//! Readings of another process from /proc: CPU time (user + system) and resident memory.
-//! Used for the server under test; the generator reads its own threads in `fleet`.
+//! Readings of another process from /proc: CPU time and resident memory. Used for the
+//! server under test; the generator reads its own threads in `fleet`.
+//!
+//! CPU time is each thread's run time as the scheduler accounts it
+//! (`/proc/<pid>/task/<tid>/schedstat`, in nanoseconds), where the kernel has it: utime +
+//! stime (`stat`) are sampled at each 10 ms clock tick, which a media server's threads,
+//! running a few microseconds per wake-up, fall between or straddle at random. Without
+//! schedstat, ticks.
 
 use std::time::Duration;
 
@@ -12,34 +18,43 @@ pub struct ProcSample {
     pub rss_bytes: u64,
 }
 
-/// Reads `/proc/<pid>/stat` and `/proc/<pid>/status`.
+/// Reads the threads' run time (else `/proc/<pid>/stat`) and `/proc/<pid>/status`.
 pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    let cpu = parse_stat_cpu(&stat, clock_ticks())
-        .with_context(|| format!("parsing /proc/{pid}/stat"))?;
+    let cpu = match thread_cpu(pid) {
+        Ok(threads) if !threads.is_empty() => threads.iter().map(|(_, t)| *t).sum(),
+        _ => {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .with_context(|| format!("reading /proc/{pid}/stat"))?;
+            parse_stat_cpu(&stat, clock_ticks())
+                .with_context(|| format!("parsing /proc/{pid}/stat"))?
+        }
+    };
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let rss_bytes = parse_status_rss(&status).unwrap_or(0);
     Ok(ProcSample { cpu, rss_bytes })
 }
 
-/// CPU time (user + system) of each thread of `pid`, by thread name (`/proc/<pid>/task/*`;
-/// threads of one name are added up). Threads that end between the listing and the read
-/// are skipped.
+/// CPU time of each thread of `pid`, by thread name (`/proc/<pid>/task/*`; threads of one
+/// name are added up): its schedstat run time, else its utime + stime. Threads that end
+/// between the listing and the read are skipped (and so is the time of threads that ended:
+/// the server's threads live as long as it does).
 pub fn thread_cpu(pid: u32) -> anyhow::Result<Vec<(String, Duration)>> {
     let ticks = clock_ticks();
     let mut out: Vec<(String, Duration)> = Vec::new();
     let dir = format!("/proc/{pid}/task");
     for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {dir}"))? {
         let path = entry?.path();
-        let (Ok(stat), Ok(comm)) = (
-            std::fs::read_to_string(path.join("stat")),
-            std::fs::read_to_string(path.join("comm")),
-        ) else {
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
             continue;
         };
-        let Some(cpu) = parse_stat_cpu(&stat, ticks) else {
+        let ran = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| parse_schedstat(&s));
+        let Some(cpu) = ran.or_else(|| {
+            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+            parse_stat_cpu(&stat, ticks)
+        }) else {
             continue;
         };
         let name = comm.trim().to_string();
@@ -77,6 +92,15 @@ pub fn parse_stat_cpu(stat: &str, ticks_per_sec: u64) -> Option<Duration> {
     ))
 }
 
+/// The run time (the first field, nanoseconds) of a schedstat line.
+pub fn parse_schedstat(s: &str) -> Option<Duration> {
+    s.split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+        .map(Duration::from_nanos)
+}
+
 /// VmRSS in bytes from a status file.
 pub fn parse_status_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -95,6 +119,16 @@ mod tests {
         assert_eq!(parse_stat_cpu(stat, 100), Some(Duration::from_secs(3)));
         assert_eq!(parse_stat_cpu("garbage", 100), None);
         assert_eq!(parse_stat_cpu("1 (x) S 1", 100), None);
+    }
+
+    #[test]
+    fn schedstat() {
+        assert_eq!(
+            parse_schedstat("623653794 139550437 1420\n"),
+            Some(Duration::from_nanos(623_653_794))
+        );
+        assert_eq!(parse_schedstat(""), None);
+        assert_eq!(parse_schedstat("x 1 2"), None);
     }
 
     #[test]

@@ -76,7 +76,11 @@ impl SfumatoServer {
                 .arg("--public-url")
                 .arg(format!("http://{http}"))
                 .arg("--relay-port")
-                .arg(c.relay_port.to_string());
+                .arg(c.relay_port.to_string())
+                // A cluster node that is full sends joins elsewhere: the one-node window of
+                // `cluster` (1→60 in full) must stay on its node.
+                .arg("--worker-capacity")
+                .arg("1000");
         }
         cmd.env("RUST_LOG", "warn")
             .stdout(Stdio::null())
