@@ -134,6 +134,10 @@ impl Runtime {
         // Set when a turn stopped before a source was empty: the next wait must not block,
         // since mio's readiness is edge-triggered.
         let mut more = true;
+        // Whether the socket may hold datagrams: it said so, or the last read stopped before
+        // it was empty. A turn woken by a pipe or a command alone skips the read (a
+        // `recvfrom` that would only say "empty").
+        let mut readable = true;
         loop {
             let now = Instant::now();
             let wake = match &self.relay {
@@ -159,9 +163,11 @@ impl Runtime {
             // Read once a turn: the relay stamps and reads packets' times on it.
             let clock = ClusterClock::read();
             more = false;
+            readable |= events.iter().any(|e| e.token() == SOCKET);
 
-            let mut drained = false;
-            for _ in 0..BATCH {
+            let mut drained = !readable;
+            let reads = if readable { BATCH } else { 0 };
+            for _ in 0..reads {
                 match self.socket.recv_from(&mut buf) {
                     Ok((n, source)) => match &mut self.relay {
                         Some(relay) => {
@@ -181,6 +187,7 @@ impl Runtime {
                 }
             }
             more |= !drained;
+            readable = !drained;
 
             for _ in 0..BATCH {
                 match self.pipe_in.try_recv() {
