@@ -356,19 +356,19 @@ pub(super) async fn drain(fleet: &Fleet, opts: &ClusterOptions) -> anyhow::Resul
     let urls = [cluster.node(0)?.ws_url(), cluster.node(1)?.ws_url()];
     let roaming = Roaming::new(fleet, room, true);
     let mut who = Vec::new();
-    for node in 0..2 {
+    for (node, url) in urls.iter().enumerate() {
         let name = format!("pub{}", node + 1);
         who.push(Who {
-            roamer: roaming.join(&urls[node], &name, Some(media(opts))).await?,
+            roamer: roaming.join(url, &name, Some(media(opts))).await?,
             node,
             publishes: true,
         });
     }
     for i in 0..opts.drain_receivers {
-        for node in 0..2 {
+        for (node, url) in urls.iter().enumerate() {
             let name = format!("r{}-{i}", node + 1);
             who.push(Who {
-                roamer: roaming.join(&urls[node], &name, None).await?,
+                roamer: roaming.join(url, &name, None).await?,
                 node,
                 publishes: false,
             });
