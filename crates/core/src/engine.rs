@@ -1021,6 +1021,11 @@ impl Engine {
         if need_keyframe {
             self.keyframe_request(now, pkt.track, pkt.layer);
         }
+        if pkt.keyframe && pkt.layers > 1 {
+            // A simulcast keyframe may have finished a switch here: the layer left behind
+            // stops flowing now rather than at the next demand pass.
+            self.update_demand(now, pkt.track);
+        }
     }
 
     /// A subscriber here needs a keyframe of `track`'s simulcast `layer`: merge at the
