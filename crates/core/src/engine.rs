@@ -606,7 +606,7 @@ impl Engine {
             return;
         }
         let all = ((1u16 << route.layers.clamp(1, MAX_LAYERS as u8)) - 1) as u8;
-        if let Some(mask) = route.demand.update(now, needed.keep | needed.flow, all) {
+        if let Some(mask) = route.demand.update(now, needed.keep, all) {
             self.outputs
                 .push_back(Output::Event(Event::LayerDemand { track, mask }));
         }

@@ -89,7 +89,8 @@ pub const DEMAND_HOLD: Duration = Duration::from_secs(1);
 
 /// The layers of one published track that its publisher is asked to send: those any
 /// subscription on any worker or node keeps ([`Need::keep`], every layer up to the highest
-/// one it may forward, `Peer::demand`), as LiveKit's dynacast does. More layers are asked for at once; fewer only after [`DEMAND_HOLD`].
+/// one it may forward, `Peer::demand`), as LiveKit's dynacast does. More layers are asked
+/// for at once; fewer only after [`DEMAND_HOLD`].
 #[derive(Debug, Default)]
 pub struct Demand {
     /// The mask last announced; `None` until the first announcement: a publisher starts by
