@@ -67,15 +67,20 @@ pub fn thread_cpu(pid: u32) -> anyhow::Result<Vec<(String, Duration)>> {
     Ok(out)
 }
 
-/// Kernel clock ticks per second (USER_HZ); 100 on every Linux we run on.
+/// Kernel clock ticks per second (USER_HZ); 100 on every Linux we run on. Asked of
+/// `getconf` once: samples are taken at the edges of measured windows, where spawning a
+/// process each time would weigh on what is measured.
 fn clock_ticks() -> u64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100)
+    })
 }
 
 /// utime + stime (fields 14 and 15) of a stat line; the command name may hold spaces and

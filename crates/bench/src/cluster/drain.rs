@@ -234,9 +234,7 @@ impl DrainReport {
         }
         for m in &self.moved {
             let _ = writeln!(out, "\n- {}", m.name);
-            for e in m.events.iter().filter(|e| e.at_s >= 0.0) {
-                let _ = writeln!(out, "  - {:.3}: {}", e.at_s, e.what);
-            }
+            super::roam::write_events(out, &m.events);
         }
     }
 }

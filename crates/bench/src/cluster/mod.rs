@@ -1277,9 +1277,7 @@ impl ClusterReport {
                         },
                         s(p.back_s),
                     );
-                    for e in p.events.iter().filter(|e| e.at_s >= 0.0) {
-                        let _ = writeln!(out, "  - {:.3}: {}", e.at_s, e.what);
-                    }
+                    roam::write_events(&mut out, &p.events);
                 }
             }
             Err(e) => {

@@ -34,6 +34,15 @@ pub struct RoamEvent {
     pub what: String,
 }
 
+/// Writes `events` from the measurement's moment on, one line each, under a participant's
+/// line of a report.
+pub fn write_events(out: &mut String, events: &[RoamEvent]) {
+    use std::fmt::Write;
+    for e in events.iter().filter(|e| e.at_s >= 0.0) {
+        let _ = writeln!(out, "  - {:.3}: {}", e.at_s, e.what);
+    }
+}
+
 /// Participant id → the source id of what it publishes, over every roamer of a room: how a
 /// moving roamer tells which of its new subscriptions play.
 type Publishers = Arc<Mutex<HashMap<String, u32>>>;
