@@ -352,6 +352,8 @@ async fn run_cluster(cli: &Cli, o: &ClusterOptions) -> anyhow::Result<()> {
     let failed: Vec<&str> = [
         ("one node", report.one_node.is_err()),
         ("two nodes", report.two_nodes.is_err()),
+        ("two nodes again", report.two_nodes_again.is_err()),
+        ("one node again", report.one_node_again.is_err()),
         (
             "two nodes, low layer",
             report.two_nodes_low.as_ref().is_some_and(Result::is_err),

@@ -9,7 +9,6 @@ mod life;
 mod send;
 mod thread;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -158,13 +157,27 @@ impl Pool {
     /// arrive on the returned receiver; the control plane must [`Delivery::resolve`] each.
     pub fn start(config: &PoolConfig) -> io::Result<(Pool, mpsc::Receiver<Delivery>)> {
         let workers = config.workers.max(1);
-        // The relay worker, in a cluster, is one more worker: the others pipe to it.
+        // The relay worker, in a cluster, is one more worker: the others pipe to it. It sits
+        // on worker 0's thread (see `thread`).
         let n = workers + usize::from(config.relay.is_some());
+        let thread_of = |i: usize| if i < workers { i } else { 0 };
         let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
-        let mut polls = Vec::with_capacity(n);
-        let mut wakers = Vec::with_capacity(n);
-        let mut sockets = Vec::with_capacity(n);
-        for i in 0..n {
+        let mut polls = Vec::with_capacity(workers);
+        let mut thread_wakers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let poll = Poll::new()?;
+            thread_wakers.push(Arc::new(Waker::new(poll.registry(), thread::WAKER)?));
+            polls.push(poll);
+        }
+        let wakers: Vec<_> = (0..n)
+            .map(|i| thread_wakers[thread_of(i)].clone())
+            .collect();
+        let pipes: Vec<_> = (0..n).map(|_| bounded(PIPE_CAPACITY)).collect();
+        let pipe_senders: Vec<_> = pipes.iter().map(|(s, _)| s.clone()).collect();
+        let mut handles = Vec::with_capacity(n);
+        let mut seats: Vec<Vec<(thread::Seat, Arc<Life>)>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        for (i, (_, pipe_rx)) in pipes.into_iter().enumerate() {
             let port = match (&config.relay, config.base_port) {
                 (Some(r), _) if i == workers => r.port,
                 (_, 0) => 0,
@@ -175,62 +188,48 @@ impl Pool {
             let socket = UdpSocket::bind(SocketAddr::new(config.bind_ip, port))?;
             socket.set_nonblocking(true)?;
             size_buffers(&socket);
-            let poll = Poll::new()?;
-            let waker = Arc::new(Waker::new(poll.registry(), thread::WAKER)?);
-            sockets.push(socket);
-            polls.push(poll);
-            wakers.push(waker);
-        }
-        let pipes: Vec<_> = (0..n).map(|_| bounded(PIPE_CAPACITY)).collect();
-        let pipe_senders: Vec<_> = pipes.iter().map(|(s, _)| s.clone()).collect();
-        let mut handles = Vec::with_capacity(n);
-        let mut threads = Vec::with_capacity(n);
-        for (i, ((socket, poll), (_, pipe_rx))) in
-            sockets.into_iter().zip(polls).zip(pipes).enumerate()
-        {
             let id = WorkerId(i as u16);
-            let port = socket.local_addr()?.port();
-            let addr = SocketAddr::new(config.announce_ip, port);
+            let addr = SocketAddr::new(config.announce_ip, socket.local_addr()?.port());
             let (cmd_tx, cmd_rx) = bounded(COMMAND_CAPACITY);
             let life = Arc::new(Life::default());
-            let queued = cmd_rx.clone();
-            let (own_life, own_queue, own_events) =
-                (life.clone(), cmd_rx.clone(), event_tx.clone());
-            let runtime = thread::Runtime {
+            handles.push(Handle {
+                commands: cmd_tx,
+                queued: cmd_rx.clone(),
+                waker: wakers[i].clone(),
+                addr,
+                life: life.clone(),
+            });
+            let seat = thread::Seat {
                 id,
                 addr,
-                poll,
                 socket: mio::net::UdpSocket::from_std(socket),
                 commands: cmd_rx,
                 pipe_in: pipe_rx,
-                pipe_out: pipe_senders.clone(),
-                wakers: wakers.clone(),
-                events: event_tx.clone(),
-                pending: HashMap::new(),
-                pipe_dropped: 0,
-                bandwidth_estimation: config.bandwidth_estimation,
                 relay: config
                     .relay
                     .as_ref()
                     .filter(|_| i == workers)
                     .map(|r| thread::Relay::new(r, addr)),
             };
-            let name = if i == workers {
-                "sfumato-relay".to_string()
-            } else {
-                format!("sfumato-worker-{i}")
+            seats[thread_of(i)].push((seat, life));
+        }
+        let mut threads = Vec::with_capacity(workers);
+        for (i, (poll, seats)) in polls.into_iter().zip(seats).enumerate() {
+            let (seats, lives): (Vec<_>, Vec<_>) = seats.into_iter().unzip();
+            let queues = seats.iter().map(|s| s.commands.clone()).collect();
+            let runtime = thread::Runtime {
+                poll,
+                seats,
+                pipe_out: pipe_senders.clone(),
+                wakers: wakers.clone(),
+                events: event_tx.clone(),
+                bandwidth_estimation: config.bandwidth_estimation,
             };
+            let events = event_tx.clone();
             let join = std::thread::Builder::new()
-                .name(name)
-                .spawn(move || life::supervise(runtime, own_life, own_queue, own_events))?;
+                .name(format!("sfumato-worker-{i}"))
+                .spawn(move || life::supervise(runtime, lives, queues, events))?;
             threads.push(join);
-            handles.push(Handle {
-                commands: cmd_tx,
-                queued,
-                waker: wakers[i].clone(),
-                addr,
-                life,
-            });
         }
         Ok((
             Pool {

@@ -30,32 +30,43 @@ impl Life {
     }
 }
 
-/// What a worker thread runs: the loop, then the bookkeeping of its end.
+/// What a worker thread runs: the loop, then the bookkeeping of its end, for every worker it
+/// hosts (`lives` and `commands` in the order of `runtime.ids()`).
 pub(crate) fn supervise(
     runtime: Runtime,
-    life: Arc<Life>,
-    commands: Receiver<Ctl>,
+    lives: Vec<Arc<Life>>,
+    commands: Vec<Receiver<Ctl>>,
     events: mpsc::Sender<Delivery>,
 ) {
-    let worker = runtime.id;
-    // The loop's state (the engine, the replies it owed) is dropped while unwinding: every
+    let workers = runtime.ids();
+    // The loop's state (the engines, the replies they owed) is dropped while unwinding: every
     // caller waiting on a reply gets `CallError::Gone` at once.
     let died = match panic::catch_unwind(AssertUnwindSafe(|| runtime.run())) {
         Ok(Ok(())) => None,
         Ok(Err(cause)) => Some(cause),
         Err(payload) => Some(format!("panicked: {}", panic_message(&*payload))),
     };
-    // First the flag, so that the Pool refuses new commands; then what was queued before it
-    // is dropped, which answers every caller among them (the Pool empties the queue too if a
-    // command lands after this).
-    life.end(died.clone().unwrap_or_else(|| "stopped".into()));
-    while commands.try_recv().is_ok() {}
-    drop(commands);
+    // First the flags, so that the Pool refuses new commands; then what was queued before
+    // them is dropped, which answers every caller among them (the Pool empties a queue too if
+    // a command lands after this).
+    for life in &lives {
+        life.end(died.clone().unwrap_or_else(|| "stopped".into()));
+    }
+    for queue in commands {
+        while queue.try_recv().is_ok() {}
+    }
     if let Some(cause) = died {
-        tracing::error!(%worker, "worker died: {cause}");
-        // Behind every event this worker sent: the control plane sees them first. A plain
-        // thread may block here; it only waits while the control plane's queue is full.
-        let _ = events.blocking_send(Delivery::Report(Report::Died { worker, cause }));
+        for worker in workers {
+            tracing::error!(%worker, "worker died: {cause}");
+            // Behind every event this worker sent: the control plane sees them first. A
+            // plain thread may block here; it only waits while the control plane's queue is
+            // full.
+            let report = Report::Died {
+                worker,
+                cause: cause.clone(),
+            };
+            let _ = events.blocking_send(Delivery::Report(report));
+        }
     }
 }
 

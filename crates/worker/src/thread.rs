@@ -1,8 +1,13 @@
-//! The loop of one worker thread: wait on the socket, the pipe and the command queue; feed
-//! the engine in batches; send what it produced; wake the workers it piped to. The relay
-//! worker of a node in a cluster runs the same loop with its socket on the relay links
-//! ([`Relay`]): what arrives from other nodes is fed to its engine, what its engine sends to
-//! them leaves through the links.
+//! The loop of one worker thread: wait on its sockets, the pipes and the command queues; feed
+//! the engines in batches; send what they produced; wake the threads they piped to.
+//!
+//! A thread hosts one worker ([`Seat`]), or two: in a cluster the relay worker shares the
+//! thread of worker 0, its socket on the relay links ([`Relay`]) registered in the same poll.
+//! What arrives from other nodes is fed to its engine, what its engine sends to them leaves
+//! through the links, and a message piped between the two seats of one thread is taken on the
+//! next turn without a wake-up. (A relay thread of its own cost two wake-ups and context
+//! switches per relayed datagram at each end, ~25 µs of CPU, five times the link's own work;
+//! docs/benchmarks.md.)
 
 use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
@@ -21,27 +26,54 @@ use tokio::sync::mpsc;
 use crate::send::BatchSender;
 use crate::{Ctl, Delivery, Member, RelayConfig, ReplySender, Report, RELAY_SILENCE};
 
-const SOCKET: Token = Token(0);
-pub(crate) const WAKER: Token = Token(1);
+/// The poll token of the thread's waker; a seat's socket has its index as token.
+pub(crate) const WAKER: Token = Token(usize::MAX);
 /// Inputs of one kind taken per turn, so that no source starves the others.
 const BATCH: usize = 256;
 const MAX_DATAGRAM: usize = 2048;
 
+/// What a thread runs: its seats, and what they share.
 pub(crate) struct Runtime {
-    pub id: WorkerId,
-    pub addr: std::net::SocketAddr,
     pub poll: Poll,
-    pub socket: mio::net::UdpSocket,
-    pub commands: Receiver<Ctl>,
-    pub pipe_in: Receiver<PipeMsg>,
+    pub seats: Vec<Seat>,
+    /// Every worker's pipe and waker, by worker index (seats of one thread share a waker).
     pub pipe_out: Vec<Sender<PipeMsg>>,
     pub wakers: Vec<Arc<Waker>>,
     pub events: mpsc::Sender<Delivery>,
-    pub pending: HashMap<RequestId, ReplySender>,
-    pub pipe_dropped: u64,
     pub bandwidth_estimation: bool,
+}
+
+/// One worker as the pool hands it to a thread.
+pub(crate) struct Seat {
+    pub id: WorkerId,
+    pub addr: SocketAddr,
+    pub socket: mio::net::UdpSocket,
+    pub commands: Receiver<Ctl>,
+    pub pipe_in: Receiver<PipeMsg>,
     /// Set on the relay worker of a node in a cluster.
     pub relay: Option<Relay>,
+}
+
+/// A seat at work: its engine and what its turns keep.
+struct Unit {
+    seat: Seat,
+    engine: Engine,
+    pending: HashMap<RequestId, ReplySender>,
+    pipe_dropped: u64,
+    // Built on the thread: its preallocated headers hold raw pointers and may not cross threads.
+    sender: BatchSender,
+    /// Whether the socket may hold datagrams: it said so, or the last read stopped before it
+    /// was empty. A turn woken by a pipe or a command alone skips the read (a `recvfrom`
+    /// that would only say "empty").
+    readable: bool,
+}
+
+/// How a turn of one seat ended.
+enum Turn {
+    /// A source was left unemptied, or a seat of this thread was piped to.
+    More,
+    Idle,
+    Stop,
 }
 
 /// The relay worker's links to the other nodes.
@@ -113,48 +145,72 @@ impl Relay {
 }
 
 impl Runtime {
+    /// The workers this thread hosts.
+    pub fn ids(&self) -> Vec<WorkerId> {
+        self.seats.iter().map(|s| s.id).collect()
+    }
+
     /// Runs until told to stop (`Ok`) or until the loop cannot go on (`Err`: why). A panic
     /// outside any peer unwinds out of here (see `life::supervise`).
-    pub fn run(mut self) -> Result<(), String> {
-        let mut engine = Engine::new(self.id, self.addr);
-        engine.set_bandwidth_estimation(self.bandwidth_estimation);
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut self.socket, SOCKET, Interest::READABLE)
-        {
-            return Err(format!("cannot register its socket: {e}"));
+    pub fn run(self) -> Result<(), String> {
+        let Runtime {
+            mut poll,
+            seats,
+            pipe_out,
+            wakers,
+            events: to_control,
+            bandwidth_estimation,
+        } = self;
+        let mut units = Vec::with_capacity(seats.len());
+        for (i, mut seat) in seats.into_iter().enumerate() {
+            if let Err(e) = poll
+                .registry()
+                .register(&mut seat.socket, Token(i), Interest::READABLE)
+            {
+                return Err(format!(
+                    "worker {} cannot register its socket: {e}",
+                    seat.id
+                ));
+            }
+            let mut engine = Engine::new(seat.id, seat.addr);
+            engine.set_bandwidth_estimation(bandwidth_estimation);
+            tracing::info!(worker = %seat.id, addr = %seat.addr, "worker started");
+            units.push(Unit {
+                seat,
+                engine,
+                pending: HashMap::new(),
+                pipe_dropped: 0,
+                sender: BatchSender::new(),
+                readable: true,
+            });
         }
-        tracing::info!(worker = %self.id, addr = %self.addr, "worker started");
+        let mut shared = Shared {
+            hosted: (0..pipe_out.len())
+                .map(|w| units.iter().any(|u| u.seat.id.0 as usize == w))
+                .collect(),
+            woken: vec![false; pipe_out.len()],
+            pipe_out,
+            wakers,
+            events: to_control,
+        };
         let mut events = Events::with_capacity(16);
         let mut buf = vec![0u8; MAX_DATAGRAM];
-        let mut woken = vec![false; self.pipe_out.len()];
-        // Built here: its preallocated headers hold raw pointers and may not cross threads.
-        let mut sender = BatchSender::new();
         // Set when a turn stopped before a source was empty: the next wait must not block,
         // since mio's readiness is edge-triggered.
         let mut more = true;
-        // Whether the socket may hold datagrams: it said so, or the last read stopped before
-        // it was empty. A turn woken by a pipe or a command alone skips the read (a
-        // `recvfrom` that would only say "empty").
-        let mut readable = true;
         loop {
             let now = Instant::now();
-            let wake = match &self.relay {
-                Some(relay) => relay
-                    .links
-                    .poll_timeout()
-                    .map_or(engine.poll_timeout(now), |t| {
-                        t.min(engine.poll_timeout(now))
-                    }),
-                None => engine.poll_timeout(now),
-            };
             let timeout = if more {
                 std::time::Duration::ZERO
             } else {
+                let wake = units
+                    .iter()
+                    .map(|u| u.poll_timeout(now))
+                    .min()
+                    .unwrap_or(now);
                 wake.saturating_duration_since(now)
             };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+            if let Err(e) = poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != ErrorKind::Interrupted {
                     return Err(format!("poll failed: {e}"));
                 }
@@ -163,91 +219,148 @@ impl Runtime {
             // Read once a turn: the relay stamps and reads packets' times on it.
             let clock = ClusterClock::read();
             more = false;
-            readable |= events.iter().any(|e| e.token() == SOCKET);
-
-            let mut drained = !readable;
-            let reads = if readable { BATCH } else { 0 };
-            for _ in 0..reads {
-                match self.socket.recv_from(&mut buf) {
-                    Ok((n, source)) => match &mut self.relay {
-                        Some(relay) => {
-                            relay.links.handle_datagram(now, source, &buf[..n], &clock);
-                            relay.drain(now, &mut engine, &mut sender);
-                        }
-                        None => engine.handle_datagram(now, source, &buf[..n]),
-                    },
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        drained = true;
-                        break;
-                    }
-                    Err(e) => {
-                        // ICMP errors (port unreachable) surface here on Linux: not fatal.
-                        tracing::debug!(worker = %self.id, "recv: {e}");
-                    }
+            let mut stop = false;
+            for (i, unit) in units.iter_mut().enumerate() {
+                unit.readable |= events.iter().any(|e| e.token() == Token(i));
+                match unit.turn(now, &clock, &mut buf, &mut shared) {
+                    Turn::More => more = true,
+                    Turn::Idle => {}
+                    Turn::Stop => stop = true,
+                }
+                if stop {
+                    break;
                 }
             }
-            more |= !drained;
-            readable = !drained;
-
-            for _ in 0..BATCH {
-                match self.pipe_in.try_recv() {
-                    Ok(msg) => engine.handle_pipe(now, msg),
-                    Err(_) => break,
+            if stop {
+                for u in &units {
+                    tracing::info!(worker = %u.seat.id, "worker stopped");
+                }
+                return Ok(());
+            }
+            for (i, w) in shared.woken.iter_mut().enumerate() {
+                if std::mem::take(w) {
+                    let _ = shared.wakers[i].wake();
                 }
             }
-            more |= !self.pipe_in.is_empty();
+        }
+    }
+}
 
-            for _ in 0..BATCH {
-                match self.commands.try_recv() {
-                    Ok(Ctl::Command(cmd)) => engine.handle_command(now, cmd),
-                    Ok(Ctl::Call(req, cmd, reply)) => {
-                        self.pending.insert(req, reply);
-                        engine.handle_command(now, cmd);
-                    }
-                    Ok(Ctl::Stop) => {
-                        tracing::info!(worker = %self.id, "worker stopped");
-                        return Ok(());
-                    }
-                    Ok(Ctl::Members(members)) => {
-                        if let Some(relay) = &mut self.relay {
-                            relay.set_members(now, members);
-                        }
-                    }
-                    #[cfg(feature = "fault-injection")]
-                    Ok(Ctl::Fail) => panic!("injected failure"),
-                    Err(_) => break,
-                }
-            }
-            more |= !self.commands.is_empty();
+/// What the seats of a thread share.
+struct Shared {
+    pipe_out: Vec<Sender<PipeMsg>>,
+    wakers: Vec<Arc<Waker>>,
+    /// By worker index: whether it sits on this thread (a pipe to it needs no wake-up).
+    hosted: Vec<bool>,
+    /// By worker index: piped to this turn, to be woken at its end.
+    woken: Vec<bool>,
+    events: mpsc::Sender<Delivery>,
+}
 
-            engine.handle_timeout(now);
-            if let Some(relay) = &mut self.relay {
-                relay.links.handle_timeout(now);
-                relay.drain(now, &mut engine, &mut sender);
-                relay.watch(now, &self.events);
-            }
-            self.drain(now, &clock, &mut engine, &mut sender, &mut woken);
+impl Unit {
+    fn poll_timeout(&self, now: Instant) -> Instant {
+        let engine = self.engine.poll_timeout(now);
+        match self
+            .seat
+            .relay
+            .as_ref()
+            .and_then(|r| r.links.poll_timeout())
+        {
+            Some(t) => t.min(engine),
+            None => engine,
         }
     }
 
-    fn drain(
+    /// One turn: the socket, the pipe and the commands, each up to [`BATCH`], then timers,
+    /// then what the engine produced.
+    fn turn(
         &mut self,
         now: Instant,
         clock: &ClusterClock,
-        engine: &mut Engine,
-        sender: &mut BatchSender,
-        woken: &mut [bool],
-    ) {
-        while let Some(out) = engine.poll_output() {
+        buf: &mut [u8],
+        shared: &mut Shared,
+    ) -> Turn {
+        let mut more = false;
+        let seat = &mut self.seat;
+        let mut drained = !self.readable;
+        let reads = if self.readable { BATCH } else { 0 };
+        for _ in 0..reads {
+            match seat.socket.recv_from(buf) {
+                Ok((n, source)) => match &mut seat.relay {
+                    Some(relay) => {
+                        relay.links.handle_datagram(now, source, &buf[..n], clock);
+                        relay.drain(now, &mut self.engine, &mut self.sender);
+                    }
+                    None => self.engine.handle_datagram(now, source, &buf[..n]),
+                },
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
+                Err(e) => {
+                    // ICMP errors (port unreachable) surface here on Linux: not fatal.
+                    tracing::debug!(worker = %seat.id, "recv: {e}");
+                }
+            }
+        }
+        more |= !drained;
+        self.readable = !drained;
+
+        for _ in 0..BATCH {
+            match seat.pipe_in.try_recv() {
+                Ok(msg) => self.engine.handle_pipe(now, msg),
+                Err(_) => break,
+            }
+        }
+        more |= !seat.pipe_in.is_empty();
+
+        for _ in 0..BATCH {
+            match seat.commands.try_recv() {
+                Ok(Ctl::Command(cmd)) => self.engine.handle_command(now, cmd),
+                Ok(Ctl::Call(req, cmd, reply)) => {
+                    self.pending.insert(req, reply);
+                    self.engine.handle_command(now, cmd);
+                }
+                Ok(Ctl::Stop) => return Turn::Stop,
+                Ok(Ctl::Members(members)) => {
+                    if let Some(relay) = &mut seat.relay {
+                        relay.set_members(now, members);
+                    }
+                }
+                #[cfg(feature = "fault-injection")]
+                Ok(Ctl::Fail) => panic!("injected failure"),
+                Err(_) => break,
+            }
+        }
+        more |= !seat.commands.is_empty();
+
+        self.engine.handle_timeout(now);
+        if let Some(relay) = &mut seat.relay {
+            relay.links.handle_timeout(now);
+            relay.drain(now, &mut self.engine, &mut self.sender);
+            relay.watch(now, &shared.events);
+        }
+        more |= self.drain(now, clock, shared);
+        if more {
+            Turn::More
+        } else {
+            Turn::Idle
+        }
+    }
+
+    /// Moves what the engine produced; true if a seat of this thread was piped to.
+    fn drain(&mut self, now: Instant, clock: &ClusterClock, shared: &mut Shared) -> bool {
+        let mut here = false;
+        while let Some(out) = self.engine.poll_output() {
             match out {
-                Output::Transmit(t) => sender.push(t),
+                Output::Transmit(t) => self.sender.push(t),
                 Output::Relay { to, msg } => {
-                    if let Some(relay) = &mut self.relay {
+                    if let Some(relay) = &mut self.seat.relay {
                         relay.links.send(now, to, &msg, clock);
                         while let Some(LinkOutput::Transmit { to, data }) =
                             relay.links.poll_output()
                         {
-                            sender.push(Transmit {
+                            self.sender.push(Transmit {
                                 proto: Protocol::Udp,
                                 source: relay.addr,
                                 destination: to,
@@ -257,11 +370,13 @@ impl Runtime {
                     }
                 }
                 Output::Pipe { to, msg } => {
-                    let Some(pipe) = self.pipe_out.get(to.0 as usize) else {
+                    let i = to.0 as usize;
+                    let Some(pipe) = shared.pipe_out.get(i) else {
                         continue;
                     };
                     match pipe.try_send(msg) {
-                        Ok(()) => woken[to.0 as usize] = true,
+                        Ok(()) if shared.hosted[i] => here = true,
+                        Ok(()) => shared.woken[i] = true,
                         Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                             self.pipe_dropped += 1;
                         }
@@ -271,8 +386,9 @@ impl Runtime {
                     let result = result.map(|body| match body {
                         ReplyBody::Stats(mut s) => {
                             s.pipe_dropped = self.pipe_dropped;
-                            s.datagrams_dropped += sender.dropped;
+                            s.datagrams_dropped += self.sender.dropped;
                             s.link = self
+                                .seat
                                 .relay
                                 .as_ref()
                                 .map(|r| Box::new(r.links.stats().clone()));
@@ -281,28 +397,24 @@ impl Runtime {
                         other => other,
                     });
                     if let Some(reply) = self.pending.remove(&req) {
-                        if self
+                        if shared
                             .events
                             .try_send(Delivery::Reply(reply, result))
                             .is_err()
                         {
-                            tracing::error!(worker = %self.id, "control plane queue full: reply lost");
+                            tracing::error!(worker = %self.seat.id, "control plane queue full: reply lost");
                         }
                     }
                 }
                 Output::Event(e) => {
-                    let report = Delivery::Report(Report::Event(self.id, e));
-                    if self.events.try_send(report).is_err() {
-                        tracing::error!(worker = %self.id, "control plane event queue full: event lost");
+                    let report = Delivery::Report(Report::Event(self.seat.id, e));
+                    if shared.events.try_send(report).is_err() {
+                        tracing::error!(worker = %self.seat.id, "control plane event queue full: event lost");
                     }
                 }
             }
         }
-        sender.flush(&self.socket);
-        for (i, w) in woken.iter_mut().enumerate() {
-            if std::mem::take(w) {
-                let _ = self.wakers[i].wake();
-            }
-        }
+        self.sender.flush(&self.seat.socket);
+        here
     }
 }

@@ -5,13 +5,21 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use sfumato_worker::sfumato_core::{Command, ReplyBody, WorkerId};
-use sfumato_worker::{CallError, Pool, PoolConfig, Report};
+use sfumato_worker::sfumato_core::{Command, NodeId, ReplyBody, WorkerId};
+use sfumato_worker::{CallError, Pool, PoolConfig, RelayConfig, Report};
 use tokio::sync::mpsc;
 
 /// Starts the workers and plays the control plane's part: replies are resolved as they
 /// arrive, reports are handed to the test.
 fn start(workers: usize) -> (Pool, mpsc::UnboundedReceiver<Report>) {
+    start_with(workers, None)
+}
+
+/// As [`start`], with a relay worker (a node of a cluster).
+fn start_with(
+    workers: usize,
+    relay: Option<RelayConfig>,
+) -> (Pool, mpsc::UnboundedReceiver<Report>) {
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let (pool, mut deliveries) = Pool::start(&PoolConfig {
         workers,
@@ -19,7 +27,7 @@ fn start(workers: usize) -> (Pool, mpsc::UnboundedReceiver<Report>) {
         announce_ip: loopback,
         base_port: 0,
         bandwidth_estimation: false,
-        relay: None,
+        relay,
     })
     .expect("workers start");
     let (tx, rx) = mpsc::unbounded_channel();
@@ -104,4 +112,57 @@ async fn workers_stopped_by_shutdown_are_not_reported_as_dead() {
         }
     }
     assert_eq!(died, vec![WorkerId(0)]);
+}
+
+/// The relay worker shares worker 0's thread: both answer, and a failure of that thread is
+/// reported for both, while worker 1 carries on.
+#[tokio::test]
+async fn the_relay_worker_lives_and_dies_with_worker_0() {
+    let (pool, mut rx) = start_with(
+        2,
+        Some(RelayConfig {
+            port: 0,
+            node: NodeId(7),
+            salt: [1; 32],
+            key: [2; 32],
+        }),
+    );
+    let relay = pool.relay().expect("a relay worker");
+    assert_eq!(relay, WorkerId(2));
+    assert_eq!(pool.media_workers(), 2);
+    for w in [WorkerId(0), WorkerId(1), relay] {
+        match stats(&pool, w).await {
+            Ok(ReplyBody::Stats(s)) => {
+                assert_eq!(s.worker, w.0);
+                assert_eq!(s.link.is_some(), w == relay, "only the relay has links");
+            }
+            other => panic!("stats of worker {w}: {other:?}"),
+        }
+    }
+
+    pool.fail_worker(WorkerId(0));
+    let mut died = Vec::new();
+    while died.len() < 2 {
+        match next_report(&mut rx).await {
+            Some(Report::Died { worker, cause }) => {
+                assert!(cause.contains("injected failure"), "cause: {cause}");
+                died.push(worker);
+            }
+            Some(_) => continue,
+            None => panic!("the event channel closed with deaths {died:?}"),
+        }
+    }
+    died.sort();
+    assert_eq!(died, vec![WorkerId(0), relay]);
+    assert!(!pool.is_alive(relay));
+    assert!(matches!(
+        stats(&pool, relay).await,
+        Err(CallError::Dead(..))
+    ));
+    assert!(pool.is_alive(WorkerId(1)));
+    assert!(matches!(
+        stats(&pool, WorkerId(1)).await,
+        Ok(ReplyBody::Stats(_))
+    ));
+    pool.shutdown();
 }

@@ -326,7 +326,7 @@ impl Cluster {
     }
 
     /// CPU time of the running nodes' threads by name (`sfumato-worker-` for the media
-    /// workers, whose names the kernel cuts at 15 bytes, `sfumato-relay`, `tokio-runtime-w`
+    /// workers, whose names the kernel cuts at 15 bytes, `tokio-runtime-w`
     /// for the control plane, …), summed over the nodes.
     fn thread_cpu(&self) -> BTreeMap<String, Duration> {
         let mut out = BTreeMap::new();
@@ -551,10 +551,6 @@ pub struct SpreadReport {
     pub relay_bytes_per_remote_node: f64,
     /// Every node's threads by name, in % of one core (see `Cluster::thread_cpu`).
     pub cpu_by_thread_pct: BTreeMap<String, f64>,
-    /// The relay threads' CPU, in % of one core.
-    pub relay_thread_cpu_pct: f64,
-    /// The relay threads' CPU per relay datagram in or out (NaN on one node).
-    pub relay_thread_us_per_datagram: f64,
     /// Datagrams the publisher sent per second over the window (media, RTCP, STUN).
     pub published_pps: f64,
     /// How late the publisher wrote media against its schedule over the window, p99: a
@@ -668,13 +664,11 @@ async fn spread(
             )
         })
         .collect();
-    let relay_cpu = by_thread.get("sfumato-relay").copied().unwrap_or(0.0);
     let published = pub1.udp_bytes_sent.saturating_sub(pub0.udp_bytes_sent);
     let fleet_cpu = fleet1.total().saturating_sub(fleet0.total()).as_secs_f64();
     let fleet_threads = fleet1.per_thread.len().max(1) as f64;
     let remote_nodes = per_node.iter().skip(1).filter(|n| **n > 0).count();
     let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
-    let relay_datagrams = relay.datagrams_sent + relay.datagrams_received;
     Ok(SpreadReport {
         nodes,
         remote_quality: remote_quality.map(str::to_string),
@@ -706,13 +700,6 @@ async fn spread(
             .into_iter()
             .map(|(name, rate)| (name, 100.0 * rate))
             .collect(),
-        relay_thread_cpu_pct: 100.0 * relay_cpu,
-        // On one node the relay only pings: a cost per datagram would mean nothing.
-        relay_thread_us_per_datagram: if nodes < 2 || relay_datagrams == 0 {
-            f64::NAN
-        } else {
-            1e6 * relay_cpu * secs / relay_datagrams as f64
-        },
         published_pps: pub1
             .udp_datagrams_sent
             .saturating_sub(pub0.udp_datagrams_sent) as f64
@@ -1069,21 +1056,51 @@ impl ClusterResult {
 /// Everything a cluster run measured, for `cluster.json`.
 #[derive(Debug, Serialize)]
 pub struct ClusterReport {
+    /// The CPU windows run in the order one node, two nodes, two nodes again, one node
+    /// again, so that a drift of the machine's speed over the run (tenths on this virtual
+    /// machine) falls on both sides alike.
     pub one_node: Result<SpreadReport, String>,
     pub two_nodes: Result<SpreadReport, String>,
+    pub two_nodes_again: Result<SpreadReport, String>,
+    pub one_node_again: Result<SpreadReport, String>,
     /// Two nodes again, node 2's receivers asking for the lowest simulcast layer (with
     /// simulcast only).
     pub two_nodes_low: Option<Result<SpreadReport, String>>,
     pub joins: Result<Vec<JoinSample>, String>,
     pub recovery: Result<RecoveryReport, String>,
     pub drain: Result<DrainReport, String>,
+    /// What spreading costs per relayed datagram, both ends: the two-node windows' CPU less
+    /// what their packets cost on one node, divided by the datagrams relayed (µs).
+    pub spread_us_per_relay_datagram: Option<f64>,
     pub result: ClusterResult,
 }
 
 impl ClusterReport {
+    /// The CPU per forwarded packet of the one-node and of the two-node windows, each the
+    /// mean of those that did not fail, with the two-node windows' packets and relay
+    /// datagrams per second.
+    fn cpu_per_packet(&self) -> Option<(f64, f64, f64, f64)> {
+        let mean = |runs: [&Result<SpreadReport, String>; 2]| {
+            let ok: Vec<&SpreadReport> = runs.iter().filter_map(|r| r.as_ref().ok()).collect();
+            (!ok.is_empty()).then(|| {
+                let n = ok.len() as f64;
+                let f = |g: fn(&SpreadReport) -> f64| ok.iter().map(|r| g(r)).sum::<f64>() / n;
+                (
+                    f(|r| r.server_cpu_us_per_pkt),
+                    f(|r| r.forwarded_pps),
+                    f(|r| r.relay_pps),
+                )
+            })
+        };
+        let (one, _, _) = mean([&self.one_node, &self.one_node_again])?;
+        let (two, pps, relay_pps) = mean([&self.two_nodes, &self.two_nodes_again])?;
+        Some((one, two, pps, relay_pps))
+    }
+
     fn result(&mut self) {
-        let (one, two) = (self.one_node.as_ref().ok(), self.two_nodes.as_ref().ok());
+        let two = self.two_nodes.as_ref().ok();
         let finite = |x: f64| x.is_finite().then_some(x);
+        let cpu = self.cpu_per_packet();
         let remote: Vec<f64> = self
             .joins
             .iter()
@@ -1091,10 +1108,10 @@ impl ClusterReport {
             .filter(|s| s.remote)
             .map(|s| s.first_media_ms)
             .collect();
+        self.spread_us_per_relay_datagram =
+            cpu.and_then(|(one, two, pps, relay_pps)| finite((two - one) * pps / relay_pps));
         self.result = ClusterResult {
-            cluster_cpu_ratio: one
-                .zip(two)
-                .and_then(|(a, b)| finite(b.server_cpu_us_per_pkt / a.server_cpu_us_per_pkt)),
+            cluster_cpu_ratio: cpu.and_then(|(one, two, _, _)| finite(two / one)),
             relay_bytes_per_remote_node: two.and_then(|b| finite(b.relay_bytes_per_remote_node)),
             remote_join_ms: finite(median(&remote)),
             recovery_s: self.recovery.as_ref().ok().and_then(|r| r.recovery_s),
@@ -1109,16 +1126,20 @@ impl ClusterReport {
             out,
             "### One node against two (same room, same participants)\n"
         );
-        let low = self.two_nodes_low.as_ref();
-        let _ = write!(out, "| | one node | two nodes |");
-        if low.is_some() {
-            let _ = write!(out, " two nodes, node 2's receivers on the low layer |");
+        let mut runs = vec![
+            ("one node", &self.one_node),
+            ("two nodes", &self.two_nodes),
+            ("two nodes again", &self.two_nodes_again),
+            ("one node again", &self.one_node_again),
+        ];
+        if let Some(l) = &self.two_nodes_low {
+            runs.push(("two nodes, node 2's receivers on the low layer", l));
         }
-        let _ = writeln!(
-            out,
-            "\n|---|---|---|{}",
-            if low.is_some() { "---|" } else { "" }
-        );
+        let _ = write!(out, "|");
+        for (what, _) in &runs {
+            let _ = write!(out, " | {what}");
+        }
+        let _ = writeln!(out, " |\n|---|{}", "---|".repeat(runs.len()));
         type Fig = (&'static str, fn(&SpreadReport) -> String);
         let figs: &[Fig] = &[
             ("receivers per node", |r| {
@@ -1169,33 +1190,30 @@ impl ClusterReport {
             ("generator CPU (% of its cores)", |r| {
                 format!("{:.1}", r.generator_cpu_pct)
             }),
-            ("relay threads' CPU (% of a core)", |r| {
-                format!("{:.1}", r.relay_thread_cpu_pct)
-            }),
-            (
-                "relay threads' CPU per relay datagram in or out (µs)",
-                |r| format!("{:.2}", r.relay_thread_us_per_datagram),
-            ),
         ];
         for (label, f) in figs {
             let cell = |r: &Result<SpreadReport, String>| match r {
                 Ok(r) => f(r),
                 Err(_) => "failed".into(),
             };
-            let _ = write!(
-                out,
-                "| {label} | {} | {} |",
-                cell(&self.one_node),
-                cell(&self.two_nodes)
-            );
-            if let Some(l) = low {
-                let _ = write!(out, " {} |", cell(l));
+            let _ = write!(out, "| {label} |");
+            for (_, r) in &runs {
+                let _ = write!(out, " {} |", cell(r));
             }
             out.push('\n');
         }
-        let mut runs = vec![("one node", &self.one_node), ("two nodes", &self.two_nodes)];
-        if let Some(l) = low {
-            runs.push(("two nodes, low layer", l));
+        if let Some((one, two, _, _)) = self.cpu_per_packet() {
+            let _ = writeln!(
+                out,
+                "\nServer CPU per forwarded packet, mean of the windows: {one:.2} µs on one node, {two:.2} µs on two (× {:.3}).",
+                two / one
+            );
+        }
+        if let Some(us) = self.spread_us_per_relay_datagram {
+            let _ = writeln!(
+                out,
+                "\nWhat spreading costs per relayed datagram, both ends: {us:.1} µs of CPU."
+            );
         }
         for (what, r) in runs {
             match r {
@@ -1315,6 +1333,13 @@ pub async fn run(opts: &ClusterOptions) -> anyhow::Result<ClusterReport> {
     let two_nodes = spread(&cluster, &fleet, opts, "two-nodes", 2, None)
         .await
         .map_err(err);
+    eprintln!("cluster: the same again, in the reverse order");
+    let two_nodes_again = spread(&cluster, &fleet, opts, "two-nodes-2", 2, None)
+        .await
+        .map_err(err);
+    let one_node_again = spread(&cluster, &fleet, opts, "one-node-2", 1, None)
+        .await
+        .map_err(err);
     let mut two_nodes_low = None;
     if opts.simulcast {
         eprintln!(
@@ -1337,10 +1362,13 @@ pub async fn run(opts: &ClusterOptions) -> anyhow::Result<ClusterReport> {
     let mut report = ClusterReport {
         one_node,
         two_nodes,
+        two_nodes_again,
+        one_node_again,
         two_nodes_low,
         joins,
         recovery,
         drain,
+        spread_us_per_relay_datagram: None,
         result: ClusterResult::default(),
     };
     report.result();
