@@ -4,10 +4,10 @@
 //! A thread hosts one worker ([`Seat`]), or two: in a cluster the relay worker shares the
 //! thread of worker 0, its socket on the relay links ([`Relay`]) registered in the same poll.
 //! What arrives from other nodes is fed to its engine, what its engine sends to them leaves
-//! through the links, and a message piped between the two seats of one thread is taken on the
-//! next turn without a wake-up. (A relay thread of its own cost two wake-ups and context
-//! switches per relayed datagram at each end, ~25 µs of CPU, five times the link's own work;
-//! docs/benchmarks.md.)
+//! through the links, and a message piped between the two seats of one thread is taken in
+//! the same loop turn (to the relay) or the next (from it), without a wake-up. (A relay
+//! thread of its own cost two wake-ups and context switches per relayed datagram at each
+//! end: 23–27 µs of CPU, against ~5 µs for the link's own work; docs/benchmarks.md.)
 
 use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
@@ -185,8 +185,8 @@ impl Runtime {
             });
         }
         let mut shared = Shared {
-            hosted: (0..pipe_out.len())
-                .map(|w| units.iter().any(|u| u.seat.id.0 as usize == w))
+            seat_of: (0..pipe_out.len())
+                .map(|w| units.iter().position(|u| u.seat.id.0 as usize == w))
                 .collect(),
             woken: vec![false; pipe_out.len()],
             pipe_out,
@@ -222,7 +222,7 @@ impl Runtime {
             let mut stop = false;
             for (i, unit) in units.iter_mut().enumerate() {
                 unit.readable |= events.iter().any(|e| e.token() == Token(i));
-                match unit.turn(now, &clock, &mut buf, &mut shared) {
+                match unit.turn(i, now, &clock, &mut buf, &mut shared) {
                     Turn::More => more = true,
                     Turn::Idle => {}
                     Turn::Stop => stop = true,
@@ -250,8 +250,8 @@ impl Runtime {
 struct Shared {
     pipe_out: Vec<Sender<PipeMsg>>,
     wakers: Vec<Arc<Waker>>,
-    /// By worker index: whether it sits on this thread (a pipe to it needs no wake-up).
-    hosted: Vec<bool>,
+    /// By worker index: its seat, if it sits on this thread (a pipe to it needs no wake-up).
+    seat_of: Vec<Option<usize>>,
     /// By worker index: piped to this turn, to be woken at its end.
     woken: Vec<bool>,
     events: mpsc::Sender<Delivery>,
@@ -271,10 +271,11 @@ impl Unit {
         }
     }
 
-    /// One turn: the socket, the pipe and the commands, each up to [`BATCH`], then timers,
-    /// then what the engine produced.
+    /// One turn of the seat at `index`: the socket, the pipe and the commands, each up to
+    /// [`BATCH`], then timers, then what the engine produced.
     fn turn(
         &mut self,
+        index: usize,
         now: Instant,
         clock: &ClusterClock,
         buf: &mut [u8],
@@ -340,7 +341,7 @@ impl Unit {
             relay.drain(now, &mut self.engine, &mut self.sender);
             relay.watch(now, &shared.events);
         }
-        more |= self.drain(now, clock, shared);
+        more |= self.drain(index, now, clock, shared);
         if more {
             Turn::More
         } else {
@@ -348,9 +349,17 @@ impl Unit {
         }
     }
 
-    /// Moves what the engine produced; true if a seat of this thread was piped to.
-    fn drain(&mut self, now: Instant, clock: &ClusterClock, shared: &mut Shared) -> bool {
-        let mut here = false;
+    /// Moves what the engine produced; true if a seat of this thread that has had its turn
+    /// (this one, `index`, or one before it) was piped to: a later one reads its pipe in this
+    /// same loop turn.
+    fn drain(
+        &mut self,
+        index: usize,
+        now: Instant,
+        clock: &ClusterClock,
+        shared: &mut Shared,
+    ) -> bool {
+        let mut again = false;
         while let Some(out) = self.engine.poll_output() {
             match out {
                 Output::Transmit(t) => self.sender.push(t),
@@ -375,8 +384,10 @@ impl Unit {
                         continue;
                     };
                     match pipe.try_send(msg) {
-                        Ok(()) if shared.hosted[i] => here = true,
-                        Ok(()) => shared.woken[i] = true,
+                        Ok(()) => match shared.seat_of[i] {
+                            Some(s) => again |= s <= index,
+                            None => shared.woken[i] = true,
+                        },
                         Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                             self.pipe_dropped += 1;
                         }
@@ -415,6 +426,6 @@ impl Unit {
             }
         }
         self.sender.flush(&self.seat.socket);
-        here
+        again
     }
 }
