@@ -31,7 +31,13 @@ export interface LocalParticipant {
 
 export interface ConnectOptions {
   room: string;
-  name: string;
+  /** The display name; required without `token` (a server with API keys takes the name
+   * from the token instead). */
+  name?: string;
+  /** An access token (`sfumato token create`), for a server started with API keys: sent in
+   * `join` on every (re)connection. A refused token (`unauthorized`, `forbidden`) is not
+   * retried. */
+  token?: string;
   /** Reconnect after a signaling drop, and at once when the server asks to (its media
    * worker for this session stopped: the `reconnect` message) (default true). */
   reconnect?: boolean;

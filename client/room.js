@@ -68,7 +68,9 @@ const QUALITIES = new Set(['low', 'medium', 'high', 'off']);
 const MOVE_OVERLAP_MS = 1000;
 
 /** Error codes after which trying again cannot help. */
-const FATAL_JOIN_CODES = new Set(['unsupported_version', 'bad_message']);
+/** Join refusals that trying again cannot change (a token refused stays refused: the
+ * application needs a new one). */
+const FATAL_JOIN_CODES = new Set(['unsupported_version', 'bad_message', 'unauthorized', 'forbidden']);
 
 /** The signaling URL on the node at `httpUrl`, with the scheme and path of `current`. */
 function signalingUrl(httpUrl, current) {
@@ -105,11 +107,14 @@ export class Room extends Emitter {
   /**
    * Connects and joins. Rejects if the first join fails (no retry for that one).
    * @param {string} url ws(s)://host/ws
-   * @param {{room: string, name: string}} opts (and the tuning knobs of DEFAULTS)
+   * @param {{room: string, name?: string, token?: string}} opts (and the tuning knobs of DEFAULTS):
+   *   `token` is the access token of a server with API keys (its name is then the token's,
+   *   and `name` may be left out); without keys the server needs `name` and reads no token.
    */
   static async connect(url, opts) {
     if (!opts || typeof opts.room !== 'string' || !opts.room) throw new TypeError('connect: `room` is required');
-    if (typeof opts.name !== 'string' || !opts.name) throw new TypeError('connect: `name` is required');
+    if (opts.token != null && (typeof opts.token !== 'string' || !opts.token)) throw new TypeError('connect: `token` is a non-empty string');
+    if (!opts.token && (typeof opts.name !== 'string' || !opts.name)) throw new TypeError('connect: `name` is required (or a `token`)');
     const room = new Room(url, opts);
     const others = await room._openAndJoin();
     room.state = 'connected';
@@ -125,7 +130,8 @@ export class Room extends Emitter {
     super();
     this.url = url;
     this.roomName = opts.room;
-    this.name = opts.name;
+    this.name = opts.name ?? '';
+    this._token = opts.token ?? null;
     this._opts = { ...DEFAULTS, ...opts };
     /** @type {'connecting'|'connected'|'reconnecting'|'disconnected'} */
     this.state = 'connecting';
@@ -344,7 +350,9 @@ export class Room extends Emitter {
       sig = await Signaling.open(this.url, { openTimeoutMs: o.requestTimeoutMs, pingIntervalMs: o.pingIntervalMs });
       try {
         const reply = sig.next('joined', { failOn: '*', timeoutMs: o.requestTimeoutMs });
-        const join = { type: 'join', v: PROTOCOL_VERSION, room: this.roomName, name: this.name };
+        const join = { type: 'join', v: PROTOCOL_VERSION, room: this.roomName };
+        if (this.name) join.name = this.name;
+        if (this._token) join.token = this._token;
         if (replaces) join.replaces = replaces;
         sig.send(join);
         joined = await reply;

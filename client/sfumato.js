@@ -12,7 +12,8 @@ import { waitForIceGathering } from './peer.js';
 /**
  * Connects to a Sfumato server and joins a room.
  * @param {string} url the signaling endpoint, ws(s)://host/ws
- * @param {{room: string, name: string}} opts
+ * @param {{room: string, name?: string, token?: string}} opts `token`: the access token of a
+ *   server started with API keys (the name is then the token's)
  * @returns {Promise<Room>}
  */
 export function connect(url, opts) {

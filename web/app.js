@@ -1,7 +1,8 @@
 // The room demo: /?room=R&name=N joins at once and publishes camera and microphone
 // (&publish=0 joins as a viewer; &quality=low|medium|high fixes the simulcast layer received
-// of every video, else each video's size and visibility choose it); without room and name it
-// shows a form.
+// of every video, else each video's size and visibility choose it; &token=T is the access
+// token of a server started with API keys, whose name is then the token's); without room and
+// name (or token) it shows a form.
 
 import { Sfumato } from '/sdk/sfumato.js';
 
@@ -9,6 +10,8 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const roomName = params.get('room') ?? '';
 const userName = params.get('name') ?? '';
+// An access token, for a server started with API keys (its name is then the token's).
+const token = params.get('token') || undefined;
 const publishing = params.get('publish') !== '0';
 const quality = ['low', 'medium', 'high'].includes(params.get('quality')) ? params.get('quality') : undefined;
 const videoCodec = ['vp8', 'vp9', 'av1', 'h264'].includes(params.get('codec')) ? params.get('codec') : undefined;
@@ -198,7 +201,7 @@ async function join() {
   $('room-label').textContent = roomName;
   setStatus('Connecting…');
   try {
-    room = await Sfumato.connect(Sfumato.defaultUrl(), { room: roomName, name: userName, videoQuality: quality });
+    room = await Sfumato.connect(Sfumato.defaultUrl(), { room: roomName, name: userName || undefined, token, videoQuality: quality });
     window.sfumatoRoom = room; // for the console
     wire(room);
     for (const p of room.participants) ensureTile(p.id, p.name);
@@ -206,7 +209,7 @@ async function join() {
     $('mute-audio').hidden = !publishing;
     $('mute-video').hidden = !publishing;
     if (publishing) {
-      const tile = ensureTile('local', userName, { local: true });
+      const tile = ensureTile('local', room.localParticipant?.name ?? userName, { local: true });
       setStatus('Starting camera…');
       try {
         const stream = await room.publish({ audio: true, video: true, videoCodec });
@@ -286,10 +289,11 @@ $('join-form').addEventListener('submit', (ev) => {
   const data = new FormData(ev.target);
   const q = new URLSearchParams({ room: String(data.get('room')).trim(), name: String(data.get('name')).trim() });
   if (!data.get('publish')) q.set('publish', '0');
+  if (token) q.set('token', token);
   location.search = q.toString();
 });
 
-if (roomName && userName) {
+if (roomName && (userName || token)) {
   join();
 } else {
   const form = $('join-form');

@@ -134,9 +134,12 @@ export async function startServer({ name, rtcPort, workers = 2, placement = 'spr
     logTail: () => tail.join('\n'),
     /** fetch() against the server, path relative to its root. */
     fetch: (p, init) => fetch(url + p, init),
+    /** An access token sent with getJson (a server started with API keys). */
+    token: null,
     /** GET a JSON document; returns {status, body}. */
     async getJson(p) {
-      const res = await fetch(url + p);
+      const headers = server.token ? { authorization: `Bearer ${server.token}` } : {};
+      const res = await fetch(url + p, { headers });
       const text = await res.text();
       let body = null;
       try {

@@ -1,19 +1,108 @@
 //! The command line, the environment (SFUMATO_*) and the TOML config file, merged in that
 //! order of precedence over the defaults.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use crate::auth::{Grant, Source};
 use crate::placement::Policy;
 
-/// Sfumato: a WebRTC SFU whose rooms span every core.
+/// Sfumato: a WebRTC SFU whose rooms span every core. Without a subcommand it runs the
+/// server.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Access tokens for participants and administrators
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// API keys (a key name and the secret that signs tokens)
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Prints a token signed with an API key (on the last line)
+    Create(TokenArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Prints a new random API key and secret
+    Create,
+}
+
+/// `sfumato token create`.
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// The room the token is for (needed by every grant but `admin`)
+    #[arg(long)]
+    pub room: Option<String>,
+    /// Who the participant is (the token's `sub`)
+    #[arg(long)]
+    pub identity: String,
+    /// The participant's display name [default: the identity]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// What the token allows, comma-separated
+    #[arg(long, value_enum, value_delimiter = ',', required = true)]
+    pub grant: Vec<Grant>,
+    /// With `publish`: the kinds of track it may send, comma-separated [default: any]
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub sources: Vec<Source>,
+    /// How long the token is valid: a number with s, m, h or d
+    #[arg(long, default_value = "6h", value_parser = parse_duration)]
+    pub ttl: u64,
+    /// The API key that signs the token
+    #[arg(long, env = "SFUMATO_API_KEY")]
+    pub api_key: Option<String>,
+    /// Its secret [default: the key's in the `[keys]` table of --config]
+    #[arg(long, env = "SFUMATO_API_SECRET", hide_env_values = true)]
+    pub api_secret: Option<String>,
+    /// The server's TOML file, to take the secret from its `[keys]` table (with no
+    /// --api-key, its only key)
+    #[arg(long, env = "SFUMATO_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// `6h`, `30m`, `90s`, `2d` (or a bare number of seconds) in seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => s.split_at(at),
+        None => (s, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 6h, 30m, 90s or 2d"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{s}`: the unit is s, m, h or d")),
+    };
+    n.checked_mul(unit)
+        .filter(|d| *d > 0)
+        .ok_or_else(|| format!("`{s}` is not a positive duration"))
+}
+
+/// Running the server: every setting, also as an `SFUMATO_*` variable or in the TOML file.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
     /// HTTP address for signaling, WHIP/WHEP, the API and the demo page [default: 127.0.0.1:8080]
     #[arg(long, env = "SFUMATO_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -58,7 +147,24 @@ pub struct Cli {
     /// [default: 60]
     #[arg(long, env = "SFUMATO_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<u64>,
-    /// TOML file with any of the settings above (snake_case keys)
+    /// An API key: participants and administrators then need tokens it signed (`sfumato
+    /// token create`). More keys, valid at once: the `[keys]` table of the TOML file
+    #[arg(long, env = "SFUMATO_API_KEY", requires = "api_secret")]
+    pub api_key: Option<String>,
+    /// The secret of --api-key (at least 32 bytes; `sfumato key create` makes a key and one)
+    #[arg(
+        long,
+        env = "SFUMATO_API_SECRET",
+        requires = "api_key",
+        hide_env_values = true
+    )]
+    pub api_secret: Option<String>,
+    /// Without API keys, run open (anyone may join, publish and use the admin API) even on
+    /// a non-loopback address; without this flag such a server refuses to start
+    #[arg(long, env = "SFUMATO_INSECURE_OPEN")]
+    pub insecure_open: bool,
+    /// TOML file with any of the settings above (snake_case keys) and a `[keys]` table of
+    /// API keys (`name = "secret"`)
     #[arg(long, env = "SFUMATO_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -78,6 +184,41 @@ struct File {
     relay_port: Option<u16>,
     cluster_secret: Option<String>,
     drain_timeout: Option<u64>,
+    insecure_open: Option<bool>,
+    /// API key → secret.
+    keys: Option<BTreeMap<String, String>>,
+}
+
+impl File {
+    fn read(path: Option<&Path>) -> anyhow::Result<File> {
+        let Some(path) = path else {
+            return Ok(File::default());
+        };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str::<File>(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+/// The secret of API key `key` in the `[keys]` table of `config` (with no key named, the
+/// table's only key): for `sfumato token create`.
+pub fn key_from_file(config: &Path, key: Option<&str>) -> anyhow::Result<(String, String)> {
+    let keys = File::read(Some(config))?.keys.unwrap_or_default();
+    match key {
+        Some(k) => keys
+            .get(k)
+            .map(|s| (k.to_string(), s.clone()))
+            .with_context(|| format!("no key `{k}` in the [keys] table of {}", config.display())),
+        None => {
+            anyhow::ensure!(
+                keys.len() == 1,
+                "{} has {} keys in its [keys] table: name one with --api-key",
+                config.display(),
+                keys.len()
+            );
+            Ok(keys.into_iter().next().unwrap_or_default())
+        }
+    }
 }
 
 /// How this node joins a cluster (`--redis`).
@@ -100,19 +241,14 @@ pub struct Config {
     pub worker_capacity: usize,
     pub bandwidth_estimation: bool,
     pub cluster: Option<ClusterConfig>,
+    /// API key → secret: every key of the file's `[keys]` table and --api-key. Empty: the
+    /// open development mode.
+    pub keys: BTreeMap<String, String>,
 }
 
 impl Config {
-    pub fn load(cli: Cli) -> anyhow::Result<Config> {
-        let file = match &cli.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                toml::from_str::<File>(&text)
-                    .with_context(|| format!("parsing {}", path.display()))?
-            }
-            None => File::default(),
-        };
+    pub fn load(cli: ServeArgs) -> anyhow::Result<Config> {
+        let file = File::read(cli.config.as_deref())?;
         let listen = cli
             .listen
             .or(file.listen)
@@ -131,6 +267,19 @@ impl Config {
             .or(file.announce_ip)
             .unwrap_or_else(|| default_announce(listen.ip()));
         let rtc_port = cli.rtc_port.or(file.rtc_port).unwrap_or(40000);
+        // Keys add up (several are valid at once, for rotation); the command line's secret
+        // wins over the file's for the same key.
+        let mut keys = file.keys.unwrap_or_default();
+        if let (Some(key), Some(secret)) = (&cli.api_key, &cli.api_secret) {
+            keys.insert(key.clone(), secret.clone());
+        }
+        for (key, secret) in &keys {
+            crate::auth::check_key(key, secret)?;
+        }
+        let insecure_open = cli.insecure_open || file.insecure_open.unwrap_or(false);
+        if keys.is_empty() && !insecure_open && !is_loopback(listen.ip()) {
+            anyhow::bail!(refusal(listen));
+        }
         let cluster = match cli.redis.or(file.redis) {
             None => None,
             Some(redis) => {
@@ -174,6 +323,7 @@ impl Config {
                 .or(file.bandwidth_estimation)
                 .unwrap_or(true),
             cluster,
+            keys,
         })
     }
 
@@ -181,6 +331,28 @@ impl Config {
     pub fn bind_ip(&self) -> IpAddr {
         self.listen.ip()
     }
+}
+
+/// 127.0.0.0/8, ::1, or an IPv4-mapped loopback address.
+pub fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// Why an open server does not start on `listen`, and what to do instead.
+fn refusal(listen: SocketAddr) -> String {
+    format!(
+        "refusing to start: no API keys are configured and --listen {listen} is not a \
+         loopback address, so anyone who reaches it could join any room, publish and use the \
+         admin API.\n\
+         Create an API key, start with it, and give each participant a token:\n\
+         \x20   sfumato key create    (prints SFUMATO_API_KEY=... and SFUMATO_API_SECRET=...)\n\
+         \x20   sfumato --listen {listen} --api-key KEY --api-secret SECRET\n\
+         \x20       (or the variables SFUMATO_API_KEY and SFUMATO_API_SECRET, or a [keys] table \
+         in --config FILE)\n\
+         \x20   sfumato token create --api-key KEY --api-secret SECRET --room demo --identity \
+         alice --grant join,publish,subscribe --ttl 6h\n\
+         To run open anyway, add --insecure-open."
+    )
 }
 
 fn default_announce(listen: IpAddr) -> IpAddr {
@@ -201,8 +373,8 @@ fn default_announce(listen: IpAddr) -> IpAddr {
 mod tests {
     use super::*;
 
-    fn cli(args: &[&str]) -> Cli {
-        Cli::parse_from(std::iter::once("sfumato").chain(args.iter().copied()))
+    fn cli(args: &[&str]) -> ServeArgs {
+        Cli::parse_from(std::iter::once("sfumato").chain(args.iter().copied())).serve
     }
 
     #[test]
@@ -287,5 +459,135 @@ mod tests {
         std::fs::write(&path, "workers = 0\n").unwrap();
         assert!(Config::load(cli(&["--config", p])).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn open_only_on_loopback_unless_asked() {
+        for ok in [
+            "127.0.0.1:1",
+            "127.3.2.1:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            let c = Config::load(cli(&["--listen", ok])).unwrap();
+            assert!(c.keys.is_empty(), "{ok}");
+        }
+        for exposed in ["0.0.0.0:8080", "192.0.2.1:8080", "[::]:8080"] {
+            let err = Config::load(cli(&["--listen", exposed])).unwrap_err();
+            let text = format!("{err:#}");
+            assert!(
+                text.contains("sfumato token create")
+                    && text.contains("--api-key")
+                    && text.contains("sfumato key create")
+                    && text.contains("--insecure-open"),
+                "{text}"
+            );
+            assert!(Config::load(cli(&["--listen", exposed, "--insecure-open"])).is_ok());
+            let c = Config::load(cli(&[
+                "--listen",
+                exposed,
+                "--api-key",
+                "k",
+                "--api-secret",
+                SECRET,
+            ]))
+            .unwrap();
+            assert_eq!(c.keys.get("k").map(String::as_str), Some(SECRET));
+        }
+    }
+
+    #[test]
+    fn keys_from_the_file_and_the_command_line_add_up() {
+        let dir = std::env::temp_dir().join(format!("sfumato-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sfumato.toml");
+        std::fs::write(
+            &path,
+            format!("listen = \"0.0.0.0:9000\"\n[keys]\nold = \"{SECRET}\"\nnew = \"{SECRET}\"\n"),
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = Config::load(cli(&["--config", p])).unwrap();
+        assert_eq!(c.keys.keys().collect::<Vec<_>>(), ["new", "old"]);
+        let c = Config::load(cli(&[
+            "--config",
+            p,
+            "--api-key",
+            "cli",
+            "--api-secret",
+            SECRET,
+        ]))
+        .unwrap();
+        assert_eq!(c.keys.len(), 3);
+        assert_eq!(
+            key_from_file(&path, Some("old")).unwrap(),
+            ("old".to_string(), SECRET.to_string())
+        );
+        assert!(key_from_file(&path, None).is_err(), "two keys: name one");
+        assert!(key_from_file(&path, Some("gone")).is_err());
+        // A short secret is refused at start.
+        std::fs::write(&path, "[keys]\nk = \"short\"\n").unwrap();
+        let err = Config::load(cli(&["--config", p])).unwrap_err();
+        assert!(format!("{err:#}").contains("at least 32"), "{err:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        // A key needs its secret, and the other way round.
+        let parsed = Cli::try_parse_from(["sfumato", "--api-key", "k"]);
+        assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn subcommands_and_the_default_server() {
+        let c = Cli::parse_from(["sfumato", "--listen", "127.0.0.1:9"]);
+        assert!(c.command.is_none());
+        let c = Cli::parse_from([
+            "sfumato",
+            "token",
+            "create",
+            "--room",
+            "R",
+            "--identity",
+            "alice",
+            "--grant",
+            "join,publish,subscribe",
+            "--ttl",
+            "6h",
+        ]);
+        let Some(Command::Token(TokenCommand::Create(t))) = c.command else {
+            panic!("token create");
+        };
+        assert_eq!(t.grant, [Grant::Join, Grant::Publish, Grant::Subscribe]);
+        assert_eq!((t.ttl, t.room.as_deref()), (6 * 3600, Some("R")));
+        assert!(Cli::try_parse_from(["sfumato", "token", "create", "--identity", "a"]).is_err());
+        let c = Cli::parse_from([
+            "sfumato",
+            "token",
+            "create",
+            "--identity",
+            "m",
+            "--room",
+            "R",
+            "--grant",
+            "room_admin,admin,data",
+            "--sources",
+            "audio,video",
+        ]);
+        let Some(Command::Token(TokenCommand::Create(t))) = c.command else {
+            panic!("token create");
+        };
+        assert_eq!(t.grant, [Grant::RoomAdmin, Grant::Admin, Grant::Data]);
+        assert_eq!(t.sources, [Source::Audio, Source::Video]);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("6h"), Ok(21_600));
+        assert_eq!(parse_duration("30m"), Ok(1_800));
+        assert_eq!(parse_duration("2d"), Ok(172_800));
+        assert_eq!(parse_duration("90"), Ok(90));
+        for bad in ["", "h", "0s", "6y", "-1h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Plain HTTP: health, the admin API, Prometheus metrics, and the embedded demo page and SDK.
 
 use axum::extract::{Path, State as AxumState};
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -38,7 +38,10 @@ pub async fn healthz(AxumState(app): AxumState<App>) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, problems.join("\n")).into_response()
 }
 
-pub async fn rooms(AxumState(app): AxumState<App>) -> Json<Value> {
+pub async fn rooms(AxumState(app): AxumState<App>, headers: HeaderMap) -> Response {
+    if let Err(denied) = app.auth.admin(&headers, None) {
+        return denied.response();
+    }
     let state = app.state();
     let mut rooms: Vec<Value> = state
         .rooms
@@ -46,10 +49,18 @@ pub async fn rooms(AxumState(app): AxumState<App>) -> Json<Value> {
         .map(|(name, r)| json!({"room": name, "participants": r.participants.len()}))
         .collect();
     rooms.sort_by(|a, b| a["room"].as_str().cmp(&b["room"].as_str()));
-    Json(json!({ "rooms": rooms }))
+    Json(json!({ "rooms": rooms })).into_response()
 }
 
-pub async fn room(AxumState(app): AxumState<App>, Path(room): Path<String>) -> Response {
+/// One room: for `admin`, or `room_admin` of that room.
+pub async fn room(
+    AxumState(app): AxumState<App>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = app.auth.admin(&headers, Some(&room)) {
+        return denied.response();
+    }
     match app.state().room_json(&room) {
         Some(v) => Json(v).into_response(),
         None => (StatusCode::NOT_FOUND, format!("no room `{room}`")).into_response(),
@@ -73,12 +84,16 @@ async fn worker_stats(app: &App) -> Vec<WorkerStats> {
 }
 
 /// The cluster's live nodes with their load (this node alone, without a cluster).
-pub async fn nodes(AxumState(app): AxumState<App>) -> Json<Value> {
+pub async fn nodes(AxumState(app): AxumState<App>, headers: HeaderMap) -> Response {
+    if let Err(denied) = app.auth.admin(&headers, None) {
+        return denied.response();
+    }
     let Some(node) = &app.cluster else {
         let participants = app.state().local_participants();
         return Json(
             json!({"nodes": [{"id": null, "state": "serving", "participants": participants}]}),
-        );
+        )
+        .into_response();
     };
     let rejected = node.rejected.load(std::sync::atomic::Ordering::Relaxed);
     Json(
@@ -94,11 +109,19 @@ pub async fn nodes(AxumState(app): AxumState<App>) -> Json<Value> {
         "load": n.load(),
     })).collect::<Vec<_>>(), "records_rejected": rejected}),
     )
+    .into_response()
 }
 
 /// Drains node `id` (this one, or another through the cluster): it moves its participants
 /// to other nodes and exits (docs/protocol.md). `202` once asked, `404` without a cluster.
-pub async fn drain(AxumState(app): AxumState<App>, Path(id): Path<String>) -> Response {
+pub async fn drain(
+    AxumState(app): AxumState<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = app.auth.admin(&headers, None) {
+        return denied.response();
+    }
     let Some(node) = app.cluster.clone() else {
         return (StatusCode::NOT_FOUND, "this node is not in a cluster").into_response();
     };
@@ -121,7 +144,10 @@ pub async fn drain(AxumState(app): AxumState<App>, Path(id): Path<String>) -> Re
 }
 
 /// Every worker: its counters and `"alive": true`, or `"alive": false` and why it died.
-pub async fn workers(AxumState(app): AxumState<App>) -> Json<Value> {
+pub async fn workers(AxumState(app): AxumState<App>, headers: HeaderMap) -> Response {
+    if let Err(denied) = app.auth.admin(&headers, None) {
+        return denied.response();
+    }
     let mut stats = worker_stats(&app).await;
     let workers: Vec<Value> = (0..app.pool.len())
         .map(|i| {
@@ -137,10 +163,13 @@ pub async fn workers(AxumState(app): AxumState<App>) -> Json<Value> {
             v
         })
         .collect();
-    Json(json!({ "workers": workers }))
+    Json(json!({ "workers": workers })).into_response()
 }
 
-pub async fn metrics(AxumState(app): AxumState<App>) -> Response {
+pub async fn metrics(AxumState(app): AxumState<App>, headers: HeaderMap) -> Response {
+    if let Err(denied) = app.auth.admin(&headers, None) {
+        return denied.response();
+    }
     let stats = worker_stats(&app).await;
     let (rooms, participants) = {
         let s = app.state();
@@ -176,6 +205,12 @@ pub async fn metrics(AxumState(app): AxumState<App>) -> Response {
     out.push_str(&format!("sfumato_rooms {rooms}\n"));
     out.push_str("# TYPE sfumato_participants gauge\n");
     out.push_str(&format!("sfumato_participants {participants}\n"));
+    out.push_str("# TYPE sfumato_auth_rejected_total counter\n");
+    for (reason, n) in app.auth.rejected() {
+        out.push_str(&format!(
+            "sfumato_auth_rejected_total{{reason=\"{reason}\"}} {n}\n"
+        ));
+    }
     type Series = (&'static str, &'static str, fn(&WorkerStats) -> u64);
     let series: [Series; 18] = [
         ("sfumato_worker_peers", "gauge", |s| s.peers as u64),

@@ -2,7 +2,9 @@
 //! control plane (signaling, WHIP/WHEP, API, metrics, demo page), and shuts down cleanly on
 //! SIGINT or SIGTERM.
 
+mod auth;
 mod cluster;
+mod commands;
 mod config;
 mod events;
 mod http;
@@ -26,8 +28,9 @@ use sfumato_worker::{Delivery, Pool, PoolConfig, RelayConfig};
 use tokio::sync::{mpsc, watch};
 use tracing_subscriber::EnvFilter;
 
+use crate::auth::Auth;
 use crate::cluster::topology::ClusterTopology;
-use crate::config::{Cli, Config};
+use crate::config::{Cli, Command, Config, KeyCommand, TokenCommand};
 use crate::events::EventTask;
 use crate::placement::Placement;
 use crate::rooms::State;
@@ -47,6 +50,8 @@ pub struct App {
     pub shutdown: watch::Receiver<bool>,
     /// In a cluster (`--redis`): this node's membership.
     pub cluster: Option<Arc<cluster::Node>>,
+    /// The API keys that sign access tokens (none: development mode).
+    pub auth: Arc<Auth>,
 }
 
 impl App {
@@ -56,7 +61,33 @@ impl App {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    // The error alone, with its causes (no backtrace: a refusal to start is for users).
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let lines = match cli.command {
+        None => return run_server(Config::load(cli.serve)?),
+        Some(Command::Token(TokenCommand::Create(args))) => {
+            commands::token_create(args, auth::now())?
+        }
+        Some(Command::Key(KeyCommand::Create)) => commands::key_create()?,
+    };
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn run_server(config: Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -64,7 +95,6 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let config = Config::load(Cli::parse())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -73,6 +103,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let auth = Arc::new(Auth::new(&config.keys)?);
     // In a cluster: a node id and the cluster key first (they name the ids and key the relay).
     let joined = match &config.cluster {
         Some(c) => Some(cluster::join(&c.redis, c.secret.as_deref()).await?),
@@ -129,6 +160,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         placement,
         shutdown_rx,
         node.clone(),
+        auth.clone(),
     );
 
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
@@ -141,6 +173,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "sfumato is up: open http://{}/?room=demo&name=alice",
         config.listen
     );
+    if !auth.is_open() {
+        tracing::info!(
+            keys = auth.key_count(),
+            "access tokens required: every join, WHIP and WHEP session and admin request needs a token signed by an API key"
+        );
+    } else if config::is_loopback(config.listen.ip()) {
+        tracing::warn!(
+            "development mode: no API keys are configured, so anyone who reaches {} may join any room, publish and use the admin API; allowed on a loopback address only (`sfumato key create` and `sfumato token create` for tokens)",
+            config.listen
+        );
+    } else {
+        tracing::warn!(
+            "--insecure-open: no API keys are configured and {} is not a loopback address: anyone who reaches it may join any room, publish and use the admin API",
+            config.listen
+        );
+    }
     let drain_node = node.clone();
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         match &drain_node {
@@ -187,6 +235,7 @@ fn control_plane(
     placement: Placement,
     shutdown: watch::Receiver<bool>,
     node: Option<Arc<cluster::Node>>,
+    auth: Arc<Auth>,
 ) -> (Router, App) {
     let local = LocalTopology::new(pool.clone());
     let topology: Box<dyn Topology> = match pool.relay() {
@@ -206,6 +255,7 @@ fn control_plane(
         events: Arc::new(EventTask::default()),
         shutdown,
         cluster: node.clone(),
+        auth,
     };
     events::spawn(app.clone(), deliveries);
     if let (Some(node), Some(changed)) = (node, changed) {

@@ -15,6 +15,7 @@ use sfumato_worker::sfumato_core::{Event, Kind, NodeId, PeerId, TrackId, WorkerI
 use sfumato_worker::Pool;
 use tokio::sync::mpsc;
 
+use crate::auth::Rights;
 use crate::ids::{self, Ids};
 use crate::placement::{NoLiveWorker, Placement};
 use crate::speaker::Speaker;
@@ -73,6 +74,8 @@ pub struct Participant {
     /// session until its new one carries media): it does not receive that one's tracks.
     pub replaces: Option<ParticipantId>,
     pub tracks: Vec<TrackId>,
+    /// What its token allows (everything in development mode).
+    pub rights: Rights,
     /// The worker's latest downlink estimate for this participant's subscriber and the layer
     /// each video track gets.
     pub downlink: Option<Downlink>,
@@ -174,8 +177,9 @@ impl State {
         room: &str,
         name: &str,
         client: Client,
+        rights: Rights,
     ) -> Result<ParticipantId, NoLiveWorker> {
-        self.join_replacing(room, name, client, None)
+        self.join_replacing(room, name, client, None, rights)
     }
 
     /// [`State::join`] for a client that takes over from participant `replaces` (its own
@@ -186,6 +190,7 @@ impl State {
         name: &str,
         client: Client,
         replaces: Option<ParticipantId>,
+        rights: Rights,
     ) -> Result<ParticipantId, NoLiveWorker> {
         let pool = &self.pool;
         let worker = self.placement.choose(|w| pool.is_alive(w))?;
@@ -208,8 +213,10 @@ impl State {
             session,
             replaces,
             tracks: Vec::new(),
+            rights,
             downlink: None,
         };
+        let receives = p.rights.subscribe;
         if let (Some(peer), true) = (subscriber, socket) {
             self.peers.insert(peer, id);
             self.topology.add_peer(peer, worker, true);
@@ -223,7 +230,7 @@ impl State {
             id,
             json!({"type": "participant_joined", "participant": announce}),
         );
-        if socket {
+        if socket && receives {
             // A socket client receives every track already in the room.
             let existing: Vec<TrackId> = self
                 .room_tracks(room)
@@ -526,7 +533,7 @@ impl State {
             return false;
         }
         match part.client {
-            Client::Socket(_) => true,
+            Client::Socket(_) => part.rights.subscribe,
             Client::Whip | Client::Remote { .. } => false,
             Client::Whep { target } => {
                 target == owner

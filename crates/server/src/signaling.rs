@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use sfumato_worker::sfumato_core::{Command, ReplyBody};
 use tokio::sync::mpsc;
 
+use crate::auth::{Denied, Grant, Rights};
 use crate::rooms::{parse_participant_key, participant_key, Client, ParticipantId};
 use crate::App;
 
@@ -31,6 +32,12 @@ pub async fn upgrade(ws: WebSocketUpgrade, AxumState(app): AxumState<App>) -> Re
 
 /// A client error: a code from the protocol and a human-readable reason.
 struct Reject(&'static str, String);
+
+impl From<Denied> for Reject {
+    fn from(d: Denied) -> Self {
+        Reject(d.code(), d.to_string())
+    }
+}
 
 fn error_json(code: &str, message: &str) -> String {
     json!({"type": "error", "code": code, "message": message}).to_string()
@@ -161,8 +168,28 @@ async fn handle(
                 ));
             }
             let room = field(&msg, "room")?;
-            let name = field(&msg, "name")?;
             valid_name("room", room)?;
+            let token = match msg.get("token") {
+                None | Some(Value::Null) => None,
+                Some(t) => Some(
+                    t.as_str()
+                        .ok_or_else(|| Reject("bad_message", "`token` is a string".into()))?,
+                ),
+            };
+            // With API keys, the token decides: who this is, and whether it may join. A
+            // refusal ends the session (after the error has been sent).
+            let claims = match app.auth.room_access(token, room, &[Grant::Join]) {
+                Ok(c) => c,
+                Err(d) => {
+                    tracing::info!(room, reason = d.reason(), "join refused: {d}");
+                    let _ = tx.send(error_json(d.code(), &d.to_string()));
+                    return Ok(Flow::Leave);
+                }
+            };
+            let name = match &claims {
+                Some(c) => c.display_name(),
+                None => field(&msg, "name")?,
+            };
             valid_name("name", name)?;
             if let Some(node) = &app.cluster {
                 // Who else is in the room, on other nodes: known before the answer.
@@ -192,10 +219,14 @@ async fn handle(
                 .get("replaces")
                 .and_then(Value::as_str)
                 .and_then(parse_participant_key);
+            let rights = Rights::of(claims.as_ref());
             let mut state = app.state();
             let id = state
-                .join_replacing(room, name, Client::Socket(tx.clone()), replaces)
+                .join_replacing(room, name, Client::Socket(tx.clone()), replaces, rights)
                 .map_err(|e| Reject("unavailable", e.to_string()))?;
+            if let Some(c) = &claims {
+                tracing::info!(participant = id, identity = %c.sub, "joined with a token");
+            }
             *me = Some(id);
             let p = &state.participants[&id];
             let others: Vec<Value> = state.rooms[room]
@@ -222,10 +253,18 @@ async fn handle(
         }
         ("publish_offer", Some(id)) => {
             let offer = field(&msg, "sdp")?.to_string();
-            let (worker, peer) = app
-                .state()
-                .publisher_peer(id)
-                .ok_or_else(|| Reject("internal", "participant is gone".into()))?;
+            let (worker, peer) = {
+                let mut state = app.state();
+                let rights = state
+                    .participants
+                    .get(&id)
+                    .map(|p| p.rights.clone())
+                    .ok_or_else(|| Reject("internal", "participant is gone".into()))?;
+                app.auth.count(rights.check_offer(&offer))?;
+                state
+                    .publisher_peer(id)
+                    .ok_or_else(|| Reject("internal", "participant is gone".into()))?
+            };
             let reply = app
                 .pool
                 .call(worker, |req| Command::Publish { req, peer, offer })
@@ -299,7 +338,15 @@ async fn handle(
                     ))
                 }
             };
-            app.state()
+            let mut state = app.state();
+            if !state
+                .participants
+                .get(&id)
+                .is_some_and(|p| p.rights.subscribe)
+            {
+                return Err(app.auth.deny(Denied::Grant(Grant::Subscribe)).into());
+            }
+            state
                 .set_layer(id, track, layer)
                 .map_err(|e| Reject("unknown_track", format!("`{track}`: {e}")))?;
             Ok(Flow::Continue)

@@ -39,7 +39,14 @@ impl Node {
         let pool = Arc::new(pool);
         let (shutdown_tx, shutdown) = watch::channel(false);
         let placement = Placement::new(Policy::Spread, workers, 100);
-        let (router, _) = crate::control_plane(pool.clone(), deliveries, placement, shutdown, None);
+        let (router, _) = crate::control_plane(
+            pool.clone(),
+            deliveries,
+            placement,
+            shutdown,
+            None,
+            Arc::new(crate::auth::Auth::open()),
+        );
         let listener = tokio::net::TcpListener::bind((loopback, 0))
             .await
             .expect("a port");

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sfumato_worker::sfumato_core::{Command, ReplyBody};
 
+use crate::auth::{bearer, Claims, Denied, Grant, Rights};
 use crate::rooms::{parse_participant_key, Client, ParticipantId};
 use crate::App;
 
@@ -63,6 +64,26 @@ fn created(location: String, answer: String) -> Response {
         .into_response()
 }
 
+/// With API keys: the `Authorization: Bearer` token grants `needs` in `room`, and the offer
+/// stays within it. `Err`: why not (the `401` or `403` to answer).
+fn authorize(
+    app: &App,
+    headers: &HeaderMap,
+    room: &str,
+    needs: &[Grant],
+    offer: &str,
+) -> Result<(Option<Claims>, Rights), Denied> {
+    let claims = app
+        .auth
+        .room_access(bearer(headers), room, needs)
+        .inspect_err(|d| {
+            tracing::info!(room, reason = d.reason(), "WHIP/WHEP session refused: {d}");
+        })?;
+    let rights = Rights::of(claims.as_ref());
+    app.auth.count(rights.check_offer(offer))?;
+    Ok((claims, rights))
+}
+
 fn engine_error(e: sfumato_worker::CallError) -> Response {
     match e {
         sfumato_worker::CallError::Engine(e) => plain(StatusCode::BAD_REQUEST, e.to_string()),
@@ -82,13 +103,27 @@ pub async fn whip_post(
         Ok(o) => o,
         Err((status, reason)) => return plain(status, reason),
     };
-    let name = q.name.unwrap_or_else(|| "whip".to_string());
+    let (claims, rights) = match authorize(
+        &app,
+        &headers,
+        &room,
+        &[Grant::Join, Grant::Publish],
+        &offer,
+    ) {
+        Ok(c) => c,
+        Err(denied) => return denied.response(),
+    };
+    // With a token, its name; else the `?name=` query.
+    let name = match &claims {
+        Some(c) => c.display_name().to_string(),
+        None => q.name.unwrap_or_else(|| "whip".to_string()),
+    };
     if let Err(e) = prepare(&app, &room, &uri).await {
         return e;
     }
     let (id, worker, peer) = {
         let mut state = app.state();
-        let id = match state.join(&room, &name, Client::Whip) {
+        let id = match state.join(&room, &name, Client::Whip, rights) {
             Ok(id) => id,
             Err(e) => return plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         };
@@ -211,6 +246,20 @@ async fn whep(
         Ok(o) => o,
         Err((status, reason)) => return plain(status, reason),
     };
+    let (claims, rights) = match authorize(
+        &app,
+        &headers,
+        &room,
+        &[Grant::Join, Grant::Subscribe],
+        &offer,
+    ) {
+        Ok(c) => c,
+        Err(denied) => return denied.response(),
+    };
+    let name = claims
+        .as_ref()
+        .map_or("whep", |c| c.display_name())
+        .to_string();
     if let Err(e) = prepare(&app, &room, &uri).await {
         return e;
     }
@@ -235,7 +284,7 @@ async fn whep(
         let Some(target) = target else {
             return plain(StatusCode::NOT_FOUND, "no such publisher in this room");
         };
-        let id = match state.join(&room, "whep", Client::Whep { target }) {
+        let id = match state.join(&room, &name, Client::Whep { target }, rights) {
             Ok(id) => id,
             Err(e) => return plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         };

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use reqwest::header::{CONTENT_TYPE, LOCATION};
+use reqwest::header::{CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use serde_json::Value;
 
 use crate::peer::{OfferSpec, Peer, PeerOptions};
@@ -20,6 +20,8 @@ pub struct HttpResponse {
     pub content_type: Option<String>,
     /// `Location`, if any (as sent, possibly relative).
     pub location: Option<String>,
+    /// `WWW-Authenticate`, if any (the challenge of a `401` or `403`).
+    pub www_authenticate: Option<String>,
     /// The body as text (lossy UTF-8).
     pub body: String,
     /// The URL that answered (after redirects): a relative `Location` is relative to it.
@@ -52,11 +54,13 @@ async fn finish(resp: reqwest::Response) -> anyhow::Result<HttpResponse> {
     };
     let content_type = header(CONTENT_TYPE);
     let location = header(LOCATION);
+    let www_authenticate = header(WWW_AUTHENTICATE);
     let bytes = resp.bytes().await.context("reading the response body")?;
     Ok(HttpResponse {
         status,
         content_type,
         location,
+        www_authenticate,
         body: String::from_utf8_lossy(&bytes).into_owned(),
         url,
     })
@@ -64,12 +68,23 @@ async fn finish(resp: reqwest::Response) -> anyhow::Result<HttpResponse> {
 
 /// `GET url`.
 pub async fn http_get(url: &str) -> anyhow::Result<HttpResponse> {
-    let resp = client()
-        .get(url)
+    http_get_with(url, None).await
+}
+
+/// `GET url` with `Authorization: Bearer {token}` if a token is given.
+pub async fn http_get_with(url: &str, token: Option<&str>) -> anyhow::Result<HttpResponse> {
+    let resp = with_bearer(client().get(url), token)
         .send()
         .await
         .with_context(|| format!("GET {url}"))?;
     finish(resp).await
+}
+
+fn with_bearer(req: reqwest::RequestBuilder, token: Option<&str>) -> reqwest::RequestBuilder {
+    match token {
+        Some(t) => req.header(reqwest::header::AUTHORIZATION, format!("Bearer {t}")),
+        None => req,
+    }
 }
 
 /// `GET url`, expecting `200` and a JSON body.
@@ -97,7 +112,17 @@ pub async fn http_post(
     content_type: Option<&str>,
     body: impl Into<reqwest::Body>,
 ) -> anyhow::Result<HttpResponse> {
-    let mut req = client().post(url).body(body);
+    http_post_with(url, content_type, body, None).await
+}
+
+/// [`http_post`] with `Authorization: Bearer {token}` if a token is given.
+pub async fn http_post_with(
+    url: &str,
+    content_type: Option<&str>,
+    body: impl Into<reqwest::Body>,
+    token: Option<&str>,
+) -> anyhow::Result<HttpResponse> {
+    let mut req = with_bearer(client().post(url).body(body), token);
     if let Some(ct) = content_type {
         req = req.header(CONTENT_TYPE, ct);
     }
@@ -148,13 +173,18 @@ impl HttpSession {
     }
 }
 
-async fn negotiate(url: &str, spec: OfferSpec, name: &str) -> anyhow::Result<HttpSession> {
+async fn negotiate(
+    url: &str,
+    spec: OfferSpec,
+    name: &str,
+    token: Option<&str>,
+) -> anyhow::Result<HttpSession> {
     let peer = Peer::new(PeerOptions {
         name: name.to_string(),
         ..Default::default()
     })?;
     let offer = peer.create_offer(spec).await?;
-    let r = http_post(url, Some("application/sdp"), offer).await?;
+    let r = http_post_with(url, Some("application/sdp"), offer, token).await?;
     if r.status != 201 {
         bail!("POST {url}: expected 201, got {} {:?}", r.status, r.body);
     }
@@ -177,17 +207,27 @@ async fn negotiate(url: &str, spec: OfferSpec, name: &str) -> anyhow::Result<Htt
 /// WHIP: publishes `sendonly` Opus audio + VP8 video to `url` (`…/whip/{room}`). Media flows
 /// once ICE and DTLS are up (see [`Peer::wait_connected`]).
 pub async fn whip_publish(url: &str) -> anyhow::Result<HttpSession> {
-    negotiate(url, OfferSpec::publish(), "whip").await
+    negotiate(url, OfferSpec::publish(), "whip", None).await
+}
+
+/// [`whip_publish`] with an access token (`Authorization: Bearer`).
+pub async fn whip_publish_with_token(url: &str, token: &str) -> anyhow::Result<HttpSession> {
+    negotiate(url, OfferSpec::publish(), "whip", Some(token)).await
 }
 
 /// WHIP like [`whip_publish`], the video in three simulcast layers (rids `q`, `h`, `f`:
 /// 320x180, 640x360 and 1280x720, each its own VP8 stream with its own SSRC).
 pub async fn whip_publish_simulcast(url: &str) -> anyhow::Result<HttpSession> {
-    negotiate(url, OfferSpec::publish_simulcast(), "whip").await
+    negotiate(url, OfferSpec::publish_simulcast(), "whip", None).await
 }
 
 /// WHEP: plays `url` (`…/whep/{room}` or `…/whep/{room}/{participant}`) with a `recvonly`
 /// audio + video offer.
 pub async fn whep_play(url: &str) -> anyhow::Result<HttpSession> {
-    negotiate(url, OfferSpec::play(), "whep").await
+    negotiate(url, OfferSpec::play(), "whep", None).await
+}
+
+/// [`whep_play`] with an access token (`Authorization: Bearer`).
+pub async fn whep_play_with_token(url: &str, token: &str) -> anyhow::Result<HttpSession> {
+    negotiate(url, OfferSpec::play(), "whep", Some(token)).await
 }

@@ -30,8 +30,9 @@ pub mod ws;
 
 pub use check::{compare_payloads, seq_discontinuities, Compare, Comparison};
 pub use http::{
-    http_delete, http_get, http_get_json, http_post, whep_play, whip_publish,
-    whip_publish_simulcast, HttpResponse, HttpSession,
+    http_delete, http_get, http_get_json, http_get_with, http_post, http_post_with, whep_play,
+    whep_play_with_token, whip_publish, whip_publish_simulcast, whip_publish_with_token,
+    HttpResponse, HttpSession,
 };
 pub use peer::{
     AudioPayload, Kind, LayerCounts, OfferSpec, Peer, PeerCounts, PeerOptions, PeerStatus,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, ensure, Context};
 use serde_json::Value;
 
-use crate::http::{http_get, http_get_json};
+use crate::http::{http_get, http_get_with};
 
 /// How to start the server.
 #[derive(Debug, Clone)]
@@ -27,6 +27,9 @@ pub struct ServerOptions {
     pub extra_args: Vec<String>,
     /// How long to wait for `/healthz`.
     pub startup_timeout: Duration,
+    /// An access token with the `admin` grant, sent by the helpers that read the admin API
+    /// (for a server started with API keys).
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -37,6 +40,7 @@ impl Default for ServerOptions {
             redis: None,
             extra_args: Vec::new(),
             startup_timeout: Duration::from_secs(30),
+            admin_token: None,
         }
     }
 }
@@ -152,6 +156,8 @@ pub struct TestServer {
     pub workers: usize,
     /// In a cluster: the relay's UDP port (`--relay-port`).
     pub relay_port: Option<u16>,
+    /// Sent with the admin API requests of the helpers ([`ServerOptions::admin_token`]).
+    pub admin_token: Option<String>,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -221,6 +227,7 @@ impl TestServer {
             rtc_port,
             workers: opts.workers,
             relay_port,
+            admin_token: opts.admin_token.clone(),
             logs,
         };
         let url = server.url("/healthz");
@@ -299,7 +306,7 @@ impl TestServer {
     /// `GET /api/workers` as a list of per-worker objects (accepts a bare array or an object
     /// with a `workers` array).
     pub async fn workers_stats(&self) -> anyhow::Result<Vec<Value>> {
-        let v = http_get_json(&self.url("/api/workers")).await?;
+        let v = self.admin_json("/api/workers").await?;
         match v {
             Value::Array(a) => Ok(a),
             Value::Object(ref o) => match o.get("workers") {
@@ -312,12 +319,26 @@ impl TestServer {
 
     /// `GET /api/nodes`.
     pub async fn nodes(&self) -> anyhow::Result<Value> {
-        http_get_json(&self.url("/api/nodes")).await
+        self.admin_json("/api/nodes").await
+    }
+
+    /// `GET path` of the admin API (with [`TestServer::admin_token`]), expecting `200` and
+    /// JSON.
+    pub async fn admin_json(&self, path: &str) -> anyhow::Result<Value> {
+        let r = http_get_with(&self.url(path), self.admin_token.as_deref()).await?;
+        if r.status != 200 {
+            bail!("GET {path}: status {} body {:?}", r.status, r.body);
+        }
+        r.json()
     }
 
     /// `GET /api/rooms/{room}` (`None` on 404).
     pub async fn room(&self, room: &str) -> anyhow::Result<Option<Value>> {
-        let r = http_get(&self.url(&format!("/api/rooms/{room}"))).await?;
+        let r = http_get_with(
+            &self.url(&format!("/api/rooms/{room}")),
+            self.admin_token.as_deref(),
+        )
+        .await?;
         match r.status {
             200 => Ok(Some(r.json()?)),
             404 => Ok(None),

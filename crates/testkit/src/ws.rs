@@ -175,6 +175,30 @@ impl Participant {
         Ok(p)
     }
 
+    /// Connects and joins `room` with an access token (`join`'s `token` field); `name` is
+    /// sent too (a server with API keys takes the name from the token).
+    pub async fn join_with_token(
+        ws_url: &str,
+        room: &str,
+        name: &str,
+        token: &str,
+    ) -> anyhow::Result<Self> {
+        let mut p = Self::connect_named(ws_url, name).await?;
+        p.send_join_with(room, name, None, Some(token)).await?;
+        Ok(p)
+    }
+
+    /// Sends `join` with `token` (if any) on an open socket and waits for `joined` (or fails
+    /// on `error`, whose message the error carries).
+    pub async fn send_join_token(
+        &mut self,
+        room: &str,
+        name: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<Value> {
+        self.send_join_with(room, name, None, token).await
+    }
+
     /// Connects and joins `room` as `name`, taking over from participant `replaces` (a
     /// move between nodes, as the SDK makes it when told `move`).
     pub async fn join_replacing(
@@ -184,13 +208,13 @@ impl Participant {
         replaces: &str,
     ) -> anyhow::Result<Self> {
         let mut p = Self::connect_named(ws_url, name).await?;
-        p.send_join_with(room, name, Some(replaces)).await?;
+        p.send_join_with(room, name, Some(replaces), None).await?;
         Ok(p)
     }
 
     /// Sends `join` on an open socket and waits for `joined` (or fails on `error`).
     pub async fn send_join(&mut self, room: &str, name: &str) -> anyhow::Result<Value> {
-        self.send_join_with(room, name, None).await
+        self.send_join_with(room, name, None, None).await
     }
 
     async fn send_join_with(
@@ -198,11 +222,15 @@ impl Participant {
         room: &str,
         name: &str,
         replaces: Option<&str>,
+        token: Option<&str>,
     ) -> anyhow::Result<Value> {
         let mark = self.event_count();
         let mut join = json!({"type": "join", "v": 1, "room": room, "name": name});
         if let Some(old) = replaces {
             join["replaces"] = json!(old);
+        }
+        if let Some(token) = token {
+            join["token"] = json!(token);
         }
         self.send_json(&join)?;
         let ev = self

@@ -129,6 +129,7 @@ impl State {
                     session: None,
                     replaces: rp.replaces,
                     tracks: Vec::new(),
+                    rights: crate::auth::Rights::none(),
                     downlink: None,
                 };
                 let announce = self.participant_json(&p);

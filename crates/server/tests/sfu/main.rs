@@ -7,4 +7,5 @@ mod cleanup;
 mod cluster;
 mod common;
 mod forwarding;
+mod tokens;
 mod whip_whep;
