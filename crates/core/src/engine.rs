@@ -56,6 +56,8 @@ pub struct Engine {
     router: Router,
     /// Peers with queued work, each once, for the next flush.
     touched: Vec<PeerId>,
+    /// Peers whose call panicked inside a loop over a route, to drop once it is done.
+    failed: Vec<(PeerId, String)>,
     scratch: Vec<PeerOut>,
     outputs: VecDeque<Output>,
     /// Every peer's next timeout and every deferred keyframe request: a turn visits only
@@ -85,6 +87,7 @@ impl Engine {
             demux: Demux::default(),
             router: Router::default(),
             touched: Vec::new(),
+            failed: Vec::new(),
             scratch: Vec::new(),
             outputs: VecDeque::new(),
             timers: Timers::default(),
@@ -112,11 +115,11 @@ impl Engine {
         self.worker
     }
 
-    /// Tests only: handling the next datagram of peer `id` panics, as a bug in str0m would.
+    /// Tests only: peer `id` panics at its next call of kind `at`, as a bug in str0m would.
     #[cfg(feature = "fault-injection")]
-    pub fn fail_peer_on_next_input(&mut self, id: PeerId) {
+    pub fn fail_peer_at(&mut self, id: PeerId, at: crate::peer::Fault) {
         if let Some(p) = self.peers.get_mut(&id) {
-            p.fail_next_input = true;
+            p.fail_at = Some(at);
         }
     }
 
@@ -173,7 +176,7 @@ impl Engine {
                 self.update_demand(now, track);
             }
             PipeMsg::TrackEnded(track) => self.remove_track(now, track),
-            PipeMsg::Rates(track, rates) => self.spread_rates(track, Some(&rates)),
+            PipeMsg::Rates(track, rates) => self.spread_rates(now, track, Some(&rates)),
         }
         self.tidy_timers();
     }
@@ -201,7 +204,9 @@ impl Engine {
                 self.route(now, pkt);
             }
             PipeMsg::TrackEnded(track) if from_origin => self.remove_track(now, track),
-            PipeMsg::Rates(track, rates) if from_origin => self.spread_rates(track, Some(&rates)),
+            PipeMsg::Rates(track, rates) if from_origin => {
+                self.spread_rates(now, track, Some(&rates))
+            }
             PipeMsg::KeyframeRequest(track, layer) if to_receiver => {
                 self.keyframe_request(now, track, layer)
             }
@@ -250,9 +255,7 @@ impl Engine {
                 track,
                 priority,
             } => {
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.set_priority(track, priority);
-                }
+                self.on_peer(now, peer, |p| p.set_priority(track, priority));
             }
             Command::SetLayer { peer, track, layer } => {
                 let mut outs = Vec::new();
@@ -375,10 +378,12 @@ impl Engine {
 
     fn close_peer(&mut self, now: Instant, peer: PeerId) {
         let mut outs = Vec::new();
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.close(&mut outs, "closed by server");
+        if self
+            .on_peer(now, peer, |p| p.close(&mut outs, "closed by server"))
+            .is_some()
+        {
+            self.handle_outs(now, peer, &mut outs);
         }
-        self.handle_outs(now, peer, &mut outs);
     }
 
     /// Brings this worker to the control plane's [`Plan`]: whatever a lost command left
@@ -461,9 +466,7 @@ impl Engine {
                 ));
             }
             if priority != s.priority {
-                if let Some(p) = self.peers.get_mut(&s.peer) {
-                    p.set_priority(s.track, s.priority);
-                }
+                self.on_peer(now, s.peer, |p| p.set_priority(s.track, s.priority));
                 fixed.push(format!(
                     "priority of {} on {}: {priority} -> {}",
                     s.peer, s.track, s.priority
@@ -628,7 +631,7 @@ impl Engine {
                     };
                     let throttle = &mut route.keyframes[usize::from(layer)];
                     if throttle.deadline() == Some(at) && throttle.poll(now) {
-                        self.send_keyframe_request(track, layer);
+                        self.send_keyframe_request(now, track, layer);
                     }
                 }
             }
@@ -806,10 +809,11 @@ impl Engine {
         self.scratch = outs;
     }
 
-    /// Runs `f` on peer `id` (`None`: no such peer). A panic inside it, from str0m on some
-    /// input nobody foresaw, stays with that peer: it is dropped as failed (its tracks and
-    /// subscriptions go, `Event::PeerClosed` says "internal error") and the rest of the
-    /// worker carries on.
+    /// Runs `f` on peer `id` (`None`: no such peer). Every call into a peer goes through
+    /// here, or through [`guard`] where a loop over a route holds the engine borrowed. A
+    /// panic inside it, from str0m on some input nobody foresaw, stays with that peer: it is
+    /// dropped as failed (its tracks and subscriptions go, `Event::PeerClosed` says
+    /// "internal error") and the rest of the worker carries on.
     fn on_peer<R>(
         &mut self,
         now: Instant,
@@ -817,20 +821,29 @@ impl Engine {
         f: impl FnOnce(&mut Peer) -> R,
     ) -> Option<R> {
         let peer = self.peers.get_mut(&id)?;
-        match panic::catch_unwind(AssertUnwindSafe(|| f(peer))) {
+        match guard(|| f(peer)) {
             Ok(r) => Some(r),
-            Err(cause) => {
-                let what = cause
-                    .downcast_ref::<&str>()
-                    .copied()
-                    .or_else(|| cause.downcast_ref::<String>().map(String::as_str))
-                    .unwrap_or("a panic");
-                tracing::error!(peer = %id, "peer failed, dropping it: {what}");
-                self.stats.peers_failed += 1;
-                self.remove_peer(now, id, "internal error");
+            Err(what) => {
+                self.fail_peer(now, id, &what);
                 None
             }
         }
+    }
+
+    /// Drops the peers that failed under [`guard`] in a loop that could not drop them.
+    fn drop_failed(&mut self, now: Instant) {
+        while let Some((id, what)) = self.failed.pop() {
+            self.fail_peer(now, id, &what);
+        }
+    }
+
+    fn fail_peer(&mut self, now: Instant, id: PeerId, what: &str) {
+        if !self.peers.contains_key(&id) {
+            return; // failed twice in one loop
+        }
+        tracing::error!(peer = %id, "peer failed, dropping it: {what}");
+        self.stats.peers_failed += 1;
+        self.remove_peer(now, id, "internal error");
     }
 
     fn handle_outs(&mut self, now: Instant, from: PeerId, outs: &mut Vec<PeerOut>) {
@@ -923,14 +936,14 @@ impl Engine {
             })
             .collect();
         for track in tracks {
-            self.spread_rates(track, None);
+            self.spread_rates(now, track, None);
         }
     }
 
     /// Gives `track`'s layers' bitrates (`rates`, heard from its origin, or else those of
     /// the route) to its subscriptions here and passes them on to the workers and nodes it
     /// feeds.
-    fn spread_rates(&mut self, track: TrackId, rates: Option<&Rates>) {
+    fn spread_rates(&mut self, now: Instant, track: TrackId, rates: Option<&Rates>) {
         let Some(route) = self.router.routes.get_mut(&track) else {
             return;
         };
@@ -939,7 +952,9 @@ impl Engine {
         }
         for &(peer, slot) in &route.subs {
             if let Some(p) = self.peers.get_mut(&peer) {
-                p.set_rates(slot, &route.rates);
+                if let Err(what) = guard(|| p.set_rates(slot, &route.rates)) {
+                    self.failed.push((peer, what));
+                }
             }
         }
         if route.origin == self.worker {
@@ -956,6 +971,7 @@ impl Engine {
                 msg: PipeMsg::Rates(track, Box::new(route.rates)),
             });
         }
+        self.drop_failed(now);
     }
 
     /// Fans one packet out to the local subscriptions and, at the origin, to the sinks.
@@ -1005,7 +1021,14 @@ impl Engine {
             let Some(peer) = self.peers.get_mut(&sub) else {
                 continue;
             };
-            match peer.write(now, slot, &pkt) {
+            let written = match guard(|| peer.write(now, slot, &pkt)) {
+                Ok(w) => w,
+                Err(what) => {
+                    self.failed.push((sub, what));
+                    continue;
+                }
+            };
+            match written {
                 w @ (Write::Forwarded | Write::ForwardedWantsKeyframe) => {
                     need_keyframe |= w == Write::ForwardedWantsKeyframe;
                     self.stats.packets_forwarded += 1;
@@ -1018,6 +1041,7 @@ impl Engine {
                 Write::NeedKeyframe => need_keyframe = true,
             }
         }
+        self.drop_failed(now);
         if need_keyframe {
             self.keyframe_request(now, pkt.track, pkt.layer);
         }
@@ -1049,7 +1073,7 @@ impl Engine {
         let throttle = &mut route.keyframes[usize::from(layer)];
         let deferred = throttle.deadline();
         if throttle.request(now) {
-            self.send_keyframe_request(track, layer);
+            self.send_keyframe_request(now, track, layer);
         } else if let Some(at) = throttle.deadline().filter(|at| Some(*at) != deferred) {
             self.timers.push(at, Timer::Keyframe(track, layer));
         }
@@ -1057,7 +1081,7 @@ impl Engine {
 
     /// Asks the source of `track` (origin here) for a keyframe of `layer`: its publishing
     /// peer, or the node it comes from.
-    fn send_keyframe_request(&mut self, track: TrackId, layer: u8) {
+    fn send_keyframe_request(&mut self, now: Instant, track: TrackId, layer: u8) {
         let Some(route) = self.router.routes.get(&track) else {
             return;
         };
@@ -1070,11 +1094,9 @@ impl Engine {
             return;
         }
         let Some(id) = route.publisher else { return };
-        if let Some(p) = self.peers.get_mut(&id) {
-            if p.request_keyframe(track, layer) {
-                self.stats.keyframe_requests_sent += 1;
-                self.mark(id);
-            }
+        if self.on_peer(now, id, |p| p.request_keyframe(track, layer)) == Some(true) {
+            self.stats.keyframe_requests_sent += 1;
+            self.mark(id);
         }
     }
 
@@ -1092,13 +1114,14 @@ impl Engine {
             return; // already unpublished
         }
         let mut outs = Vec::new();
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return;
-        };
-        if !peer.subscribe(track, kind, origin, &mut outs) {
+        if self.on_peer(now, id, |p| p.subscribe(track, kind, origin, &mut outs)) != Some(true) {
             return;
         }
-        let Some(slot) = peer.slots.iter().position(|s| s.track == Some(track)) else {
+        let Some(slot) = self
+            .peers
+            .get(&id)
+            .and_then(|p| p.slots.iter().position(|s| s.track == Some(track)))
+        else {
             return;
         };
         let route = self
@@ -1109,9 +1132,14 @@ impl Engine {
         if !route.subs.contains(&(id, slot)) {
             route.subs.push((id, slot));
         }
-        peer.set_rates(slot, &route.rates);
-        self.handle_outs(now, id, &mut outs);
-        self.mark(id);
+        let rates = route.rates;
+        if self
+            .on_peer(now, id, |p| p.set_rates(slot, &rates))
+            .is_some()
+        {
+            self.handle_outs(now, id, &mut outs);
+            self.mark(id);
+        }
     }
 
     fn unsubscribe(&mut self, now: Instant, id: PeerId, track: TrackId) {
@@ -1120,11 +1148,13 @@ impl Engine {
         }
         self.router.prune(&track);
         let mut outs = Vec::new();
-        if let Some(peer) = self.peers.get_mut(&id) {
-            peer.unsubscribe(track, &mut outs);
+        if self
+            .on_peer(now, id, |p| p.unsubscribe(track, &mut outs))
+            .is_some()
+        {
+            self.handle_outs(now, id, &mut outs);
+            self.mark(id);
         }
-        self.handle_outs(now, id, &mut outs);
-        self.mark(id);
     }
 
     /// A track is gone (published here, or at its origin, which piped
@@ -1150,11 +1180,13 @@ impl Engine {
         let published_here = route.publisher.is_some();
         for (sub, _) in route.subs {
             let mut outs = Vec::new();
-            if let Some(peer) = self.peers.get_mut(&sub) {
-                peer.unsubscribe(track, &mut outs);
+            if self
+                .on_peer(now, sub, |p| p.unsubscribe(track, &mut outs))
+                .is_some()
+            {
+                self.handle_outs(now, sub, &mut outs);
+                self.mark(sub);
             }
-            self.handle_outs(now, sub, &mut outs);
-            self.mark(sub);
         }
         if published_here {
             self.event(Event::TrackUnpublished {
@@ -1184,4 +1216,15 @@ impl Engine {
         }
         self.event(Event::PeerClosed { peer: id, reason });
     }
+}
+
+/// Runs `f`; a panic inside it becomes its message. No cost unless it panics.
+fn guard<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|cause| {
+        cause
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| cause.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string())
+    })
 }

@@ -10,8 +10,9 @@ mod harness;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use harness::{assert_continuous, Net};
-use sfumato_core::Event;
+use harness::{assert_continuous, Net, Published};
+use sfumato_core::peer::Fault;
+use sfumato_core::{Command, Event, Kind};
 use str0m::format::Codec;
 use str0m::media::MediaKind;
 
@@ -373,31 +374,124 @@ fn a_publishers_junk_payloads_harm_nobody() {
     assert!(b.errors.is_empty(), "{:?}", b.errors);
 }
 
-#[test]
-fn a_peer_whose_handling_panics_is_dropped_and_the_room_goes_on() {
+/// Alice and dave publish, bob and carol receive both; `victim` is made to panic at its next
+/// call of kind `at` and `act` makes that call happen. The victim alone is dropped as
+/// failed, and dave's media keeps reaching bob.
+fn a_panic_drops_only_its_peer(
+    at: Fault,
+    victim: impl Fn(&Roles) -> usize,
+    act: impl FnOnce(&mut Net, &Roles),
+) {
     let mut net = Net::new(1);
     let alice = net.add_client("alice", 0);
     let bob = net.add_client("bob", 0);
     let carol = net.add_client("carol", 0);
-    let tracks = net.publish(alice);
+    let dave = net.add_client("dave", 0);
+    let from_alice = net.publish(alice);
+    let from_dave = net.publish(dave);
     net.record = true;
     for c in [bob, carol] {
         net.create_subscriber(c);
-        net.subscribe_all(c, tracks);
+        net.subscribe_all(c, from_alice);
+        net.subscribe_all(c, from_dave);
     }
     net.connect_all();
     net.run_for(Duration::from_millis(100));
+    let roles = Roles {
+        alice,
+        carol,
+        from_alice,
+    };
 
-    let (peer, addr) = (net.client(carol).peer, net.client(carol).addr);
-    net.engines[0].fail_peer_on_next_input(peer);
-    net.inject(0, addr, &[0x80, 0x60, 0, 1]);
+    let v = victim(&roles);
+    let peer = net.client(v).peer;
+    net.engines[0].fail_peer_at(peer, at);
+    act(&mut net, &roles);
     assert!(
         net.saw(0, |e| matches!(e, Event::PeerClosed { peer: p, reason } if *p == peer && *reason == "internal error")),
-        "carol's peer is closed as failed"
+        "{at:?}: the victim's peer is closed as failed"
     );
     let stats = net.engines[0].stats();
-    assert_eq!((stats.peers_failed, stats.peers), (1, 2));
-    // Her next datagrams are strangers' now; alice and bob carry on.
-    net.inject(0, addr, &[0x80, 0x60, 0, 2]);
-    media_keeps_flowing(&mut net, alice, bob);
+    assert_eq!((stats.peers_failed, stats.peers), (1, 3), "{at:?}");
+    media_keeps_flowing(&mut net, dave, bob);
+}
+
+struct Roles {
+    alice: usize,
+    carol: usize,
+    from_alice: Published,
+}
+
+#[test]
+fn a_peer_whose_datagram_handling_panics_is_dropped_and_the_room_goes_on() {
+    a_panic_drops_only_its_peer(
+        Fault::Receive,
+        |r| r.carol,
+        |net, r| {
+            let addr = net.client(r.carol).addr;
+            net.inject(0, addr, &[0x80, 0x60, 0, 1]);
+            // Her next datagrams are strangers' now.
+            net.inject(0, addr, &[0x80, 0x60, 0, 2]);
+        },
+    );
+}
+
+#[test]
+fn a_subscriber_whose_write_panics_is_dropped_and_the_room_goes_on() {
+    a_panic_drops_only_its_peer(
+        Fault::Write,
+        |r| r.carol,
+        |net, r| {
+            net.send_audio(r.alice);
+            net.step(Duration::from_millis(20));
+        },
+    );
+}
+
+#[test]
+fn a_publisher_whose_keyframe_request_panics_is_dropped_and_the_room_goes_on() {
+    a_panic_drops_only_its_peer(
+        Fault::KeyframeRequest,
+        |r| r.alice,
+        |net, r| {
+            let mid = net.slot_mid(r.carol, r.from_alice.video).expect("offered");
+            assert!(net.client_mut(r.carol).request_keyframe(mid));
+            net.run_for(Duration::from_millis(100));
+        },
+    );
+}
+
+#[test]
+fn a_peer_whose_subscribe_or_unsubscribe_panics_is_dropped_and_the_room_goes_on() {
+    a_panic_drops_only_its_peer(
+        Fault::Unsubscribe,
+        |r| r.carol,
+        |net, r| {
+            let (worker, peer) = (net.client(r.carol).worker, net.client(r.carol).peer);
+            let track = r.from_alice.video;
+            net.command(worker, Command::Unsubscribe { peer, track });
+        },
+    );
+    a_panic_drops_only_its_peer(
+        Fault::Subscribe,
+        |r| r.carol,
+        |net, r| {
+            let (worker, peer) = (net.client(r.carol).worker, net.client(r.carol).peer);
+            let track = r.from_alice.video;
+            net.command(worker, Command::Unsubscribe { peer, track });
+            net.subscribe(r.carol, track, Kind::Video, worker);
+        },
+    );
+}
+
+#[test]
+fn a_peer_whose_closing_panics_is_dropped_all_the_same() {
+    a_panic_drops_only_its_peer(
+        Fault::Close,
+        |r| r.carol,
+        |net, r| {
+            let (worker, peer) = (net.client(r.carol).worker, net.client(r.carol).peer);
+            net.command(worker, Command::ClosePeer { peer });
+        },
+    );
 }

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::auth::{Grant, Source};
+use crate::limits;
 use crate::placement::Policy;
 
 /// Sfumato: a WebRTC SFU whose rooms span every core. Without a subcommand it runs the
@@ -163,6 +164,39 @@ pub struct ServeArgs {
     /// a non-loopback address; without this flag such a server refuses to start
     #[arg(long, env = "SFUMATO_INSECURE_OPEN")]
     pub insecure_open: bool,
+    /// Rooms this node holds at once [default: 1000]
+    #[arg(long, env = "SFUMATO_MAX_ROOMS")]
+    pub max_rooms: Option<usize>,
+    /// Participants in one room (WebSocket, WHIP and WHEP alike) [default: 200]
+    #[arg(long, env = "SFUMATO_MAX_PARTICIPANTS_PER_ROOM")]
+    pub max_participants_per_room: Option<usize>,
+    /// Audio and video tracks one participant publishes [default: 16]
+    #[arg(long, env = "SFUMATO_MAX_TRACKS_PER_PARTICIPANT")]
+    pub max_tracks_per_participant: Option<usize>,
+    /// Bytes of one SDP offer or answer (also the WHIP/WHEP body) [default: 1048576]
+    #[arg(long, env = "SFUMATO_MAX_SDP_BYTES")]
+    pub max_sdp_bytes: Option<usize>,
+    /// m-lines of one SDP offer or answer [default: 1024]
+    #[arg(long, env = "SFUMATO_MAX_SDP_MLINES")]
+    pub max_sdp_mlines: Option<usize>,
+    /// Signaling messages per second from one client, in bursts of up to 4 seconds' worth;
+    /// more are dropped with a `rate_limited` error [default: 50]
+    #[arg(long, env = "SFUMATO_MAX_SIGNALING_RATE")]
+    pub max_signaling_rate: Option<u32>,
+    /// Bytes of one signaling message [default: 2097152]
+    #[arg(long, env = "SFUMATO_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Messages queued to one WebSocket client; a client that lets more pile up (it does not
+    /// read) is disconnected [default: 1024]
+    #[arg(long, env = "SFUMATO_MAX_QUEUED_MESSAGES")]
+    pub max_queued_messages: Option<usize>,
+    /// How often the server pings each WebSocket client, as 5s, 1m… [default: 5s]
+    #[arg(long, env = "SFUMATO_WS_PING_INTERVAL", value_parser = parse_duration)]
+    pub ws_ping_interval: Option<u64>,
+    /// A WebSocket client heard from (a message or a pong) less often than this is
+    /// disconnected and leaves its room [default: 15s]
+    #[arg(long, env = "SFUMATO_WS_IDLE_TIMEOUT", value_parser = parse_duration)]
+    pub ws_idle_timeout: Option<u64>,
     /// TOML file with any of the settings above (snake_case keys) and a `[keys]` table of
     /// API keys (`name = "secret"`)
     #[arg(long, env = "SFUMATO_CONFIG")]
@@ -185,6 +219,18 @@ struct File {
     cluster_secret: Option<String>,
     drain_timeout: Option<u64>,
     insecure_open: Option<bool>,
+    max_rooms: Option<usize>,
+    max_participants_per_room: Option<usize>,
+    max_tracks_per_participant: Option<usize>,
+    max_sdp_bytes: Option<usize>,
+    max_sdp_mlines: Option<usize>,
+    max_signaling_rate: Option<u32>,
+    max_message_bytes: Option<usize>,
+    max_queued_messages: Option<usize>,
+    /// Seconds.
+    ws_ping_interval: Option<u64>,
+    /// Seconds.
+    ws_idle_timeout: Option<u64>,
     /// API key → secret.
     keys: Option<BTreeMap<String, String>>,
 }
@@ -221,6 +267,71 @@ pub fn key_from_file(config: &Path, key: Option<&str>) -> anyhow::Result<(String
     }
 }
 
+/// The limits: each from the command line, the environment or the file, else its default.
+fn limit_settings(cli: &ServeArgs, file: &File) -> anyhow::Result<limits::Settings> {
+    let d = limits::Settings::default();
+    let secs = |s: Option<u64>, d: std::time::Duration| s.map_or(d, std::time::Duration::from_secs);
+    let s = limits::Settings {
+        rooms: cli.max_rooms.or(file.max_rooms).unwrap_or(d.rooms),
+        participants_per_room: cli
+            .max_participants_per_room
+            .or(file.max_participants_per_room)
+            .unwrap_or(d.participants_per_room),
+        tracks_per_participant: cli
+            .max_tracks_per_participant
+            .or(file.max_tracks_per_participant)
+            .unwrap_or(d.tracks_per_participant),
+        sdp_bytes: cli
+            .max_sdp_bytes
+            .or(file.max_sdp_bytes)
+            .unwrap_or(d.sdp_bytes),
+        sdp_mlines: cli
+            .max_sdp_mlines
+            .or(file.max_sdp_mlines)
+            .unwrap_or(d.sdp_mlines),
+        signaling_rate: cli
+            .max_signaling_rate
+            .or(file.max_signaling_rate)
+            .unwrap_or(d.signaling_rate),
+        message_bytes: cli
+            .max_message_bytes
+            .or(file.max_message_bytes)
+            .unwrap_or(d.message_bytes),
+        queued_messages: cli
+            .max_queued_messages
+            .or(file.max_queued_messages)
+            .unwrap_or(d.queued_messages),
+        ws_ping_interval: secs(
+            cli.ws_ping_interval.or(file.ws_ping_interval),
+            d.ws_ping_interval,
+        ),
+        ws_idle_timeout: secs(
+            cli.ws_idle_timeout.or(file.ws_idle_timeout),
+            d.ws_idle_timeout,
+        ),
+    };
+    anyhow::ensure!(
+        s.rooms > 0
+            && s.participants_per_room > 0
+            && s.tracks_per_participant > 0
+            && s.sdp_mlines > 0
+            && s.signaling_rate > 0
+            && s.queued_messages > 0,
+        "the --max-* limits are at least 1"
+    );
+    anyhow::ensure!(
+        s.sdp_bytes >= 1024 && s.message_bytes >= 1024,
+        "--max-sdp-bytes and --max-message-bytes are at least 1024"
+    );
+    anyhow::ensure!(
+        s.ws_ping_interval < s.ws_idle_timeout,
+        "--ws-ping-interval ({:?}) must be shorter than --ws-idle-timeout ({:?})",
+        s.ws_ping_interval,
+        s.ws_idle_timeout
+    );
+    Ok(s)
+}
+
 /// How this node joins a cluster (`--redis`).
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -244,6 +355,7 @@ pub struct Config {
     /// API key → secret: every key of the file's `[keys]` table and --api-key. Empty: the
     /// open development mode.
     pub keys: BTreeMap<String, String>,
+    pub limits: limits::Settings,
 }
 
 impl Config {
@@ -269,6 +381,7 @@ impl Config {
         let rtc_port = cli.rtc_port.or(file.rtc_port).unwrap_or(40000);
         // Keys add up (several are valid at once, for rotation); the command line's secret
         // wins over the file's for the same key.
+        let limits = limit_settings(&cli, &file)?;
         let mut keys = file.keys.unwrap_or_default();
         if let (Some(key), Some(secret)) = (&cli.api_key, &cli.api_secret) {
             keys.insert(key.clone(), secret.clone());
@@ -324,6 +437,7 @@ impl Config {
                 .unwrap_or(true),
             cluster,
             keys,
+            limits,
         })
     }
 
@@ -372,6 +486,7 @@ fn default_announce(listen: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn cli(args: &[&str]) -> ServeArgs {
         Cli::parse_from(std::iter::once("sfumato").chain(args.iter().copied())).serve
@@ -458,6 +573,44 @@ mod tests {
         assert!(format!("{err:#}").contains("workerz"), "{err:#}");
         std::fs::write(&path, "workers = 0\n").unwrap();
         assert!(Config::load(cli(&["--config", p])).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn limits_come_from_flags_then_the_file_then_defaults() {
+        let c = Config::load(cli(&[])).unwrap();
+        assert_eq!(c.limits, limits::Settings::default());
+        let dir = std::env::temp_dir().join(format!("sfumato-limits-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sfumato.toml");
+        std::fs::write(&path, "max_rooms = 7\nws_idle_timeout = 30\n").unwrap();
+        let p = path.to_str().unwrap();
+        let c = Config::load(cli(&[
+            "--config",
+            p,
+            "--max-participants-per-room",
+            "3",
+            "--max-signaling-rate",
+            "5",
+            "--ws-ping-interval",
+            "2s",
+            "--ws-idle-timeout",
+            "1m",
+        ]))
+        .unwrap();
+        let l = &c.limits;
+        assert_eq!(
+            (l.rooms, l.participants_per_room, l.signaling_rate),
+            (7, 3, 5)
+        );
+        assert_eq!(
+            (l.ws_ping_interval, l.ws_idle_timeout),
+            (Duration::from_secs(2), Duration::from_secs(60))
+        );
+        assert_eq!(l.sdp_mlines, limits::Settings::default().sdp_mlines);
+        let err = Config::load(cli(&["--ws-ping-interval", "20s"])).unwrap_err();
+        assert!(format!("{err}").contains("shorter"), "{err}");
+        assert!(Config::load(cli(&["--max-rooms", "0"])).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

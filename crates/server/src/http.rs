@@ -211,6 +211,12 @@ pub async fn metrics(AxumState(app): AxumState<App>, headers: HeaderMap) -> Resp
             "sfumato_auth_rejected_total{{reason=\"{reason}\"}} {n}\n"
         ));
     }
+    out.push_str("# TYPE sfumato_limit_hits_total counter\n");
+    for (limit, n) in app.limits.hits() {
+        out.push_str(&format!(
+            "sfumato_limit_hits_total{{limit=\"{limit}\"}} {n}\n"
+        ));
+    }
     type Series = (&'static str, &'static str, fn(&WorkerStats) -> u64);
     let series: [Series; 18] = [
         ("sfumato_worker_peers", "gauge", |s| s.peers as u64),

@@ -9,6 +9,8 @@ mod config;
 mod events;
 mod http;
 mod ids;
+mod limits;
+mod outbound;
 mod placement;
 mod rooms;
 mod signaling;
@@ -32,6 +34,7 @@ use crate::auth::Auth;
 use crate::cluster::topology::ClusterTopology;
 use crate::config::{Cli, Command, Config, KeyCommand, TokenCommand};
 use crate::events::EventTask;
+use crate::limits::Limits;
 use crate::placement::Placement;
 use crate::rooms::State;
 use crate::topology::{LocalTopology, Topology};
@@ -52,6 +55,8 @@ pub struct App {
     pub cluster: Option<Arc<cluster::Node>>,
     /// The API keys that sign access tokens (none: development mode).
     pub auth: Arc<Auth>,
+    /// What one client may ask of the node, and how often each limit was hit.
+    pub limits: Arc<Limits>,
 }
 
 impl App {
@@ -161,6 +166,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown_rx,
         node.clone(),
         auth.clone(),
+        Arc::new(Limits::new(config.limits.clone())),
     );
 
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
@@ -236,6 +242,7 @@ fn control_plane(
     shutdown: watch::Receiver<bool>,
     node: Option<Arc<cluster::Node>>,
     auth: Arc<Auth>,
+    limits: Arc<Limits>,
 ) -> (Router, App) {
     let local = LocalTopology::new(pool.clone());
     let topology: Box<dyn Topology> = match pool.relay() {
@@ -243,7 +250,13 @@ fn control_plane(
         None => Box::new(local),
     };
     let tag = node.as_ref().map_or_else(ids::Ids::random_tag, |n| n.id.0);
-    let mut state = State::new(pool.clone(), topology, placement, ids::Ids::new(tag));
+    let mut state = State::new(
+        pool.clone(),
+        topology,
+        placement,
+        ids::Ids::new(tag),
+        limits.clone(),
+    );
     let changed = node.as_ref().map(|n| {
         let (tx, rx) = mpsc::unbounded_channel();
         state.join_cluster(n.id, tx);
@@ -256,6 +269,7 @@ fn control_plane(
         shutdown,
         cluster: node.clone(),
         auth,
+        limits: limits.clone(),
     };
     events::spawn(app.clone(), deliveries);
     if let (Some(node), Some(changed)) = (node, changed) {
@@ -288,7 +302,11 @@ fn control_plane(
         .route("/whep/{room}/{participant}", post(whip::whep_post_chosen))
         .route("/whep/{room}/session/{session}", delete(whip::whep_delete))
         .fallback(get(http::asset))
-        .layer(axum::extract::DefaultBodyLimit::max(whip::MAX_BODY))
+        // Bodies are SDP (WHIP, WHEP): up to twice the limit, the SDP check refuses them
+        // with its reason and counts them; beyond, the HTTP layer does.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            limits.settings.sdp_bytes.saturating_mul(2),
+        ))
         .with_state(app.clone());
     (router, app)
 }

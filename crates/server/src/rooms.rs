@@ -17,6 +17,8 @@ use tokio::sync::mpsc;
 
 use crate::auth::Rights;
 use crate::ids::{self, Ids};
+use crate::limits::{Exceeded, Limits};
+use crate::outbound::Outbound;
 use crate::placement::{NoLiveWorker, Placement};
 use crate::speaker::Speaker;
 use crate::topology::Topology;
@@ -26,7 +28,7 @@ pub type ParticipantId = u64;
 /// How a participant reaches us.
 pub enum Client {
     /// A WebSocket client; messages to it go through this queue.
-    Socket(mpsc::UnboundedSender<String>),
+    Socket(Outbound),
     Whip,
     /// A WHEP viewer of one publisher.
     Whep {
@@ -99,6 +101,15 @@ pub struct Room {
     pub speaker: Speaker,
 }
 
+/// Why a participant could not join.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    NoLiveWorker(#[from] NoLiveWorker),
+    #[error(transparent)]
+    Limit(#[from] Exceeded),
+}
+
 pub struct State {
     /// The workers, asked only whether each is alive (for placement).
     pool: Arc<Pool>,
@@ -111,6 +122,7 @@ pub struct State {
     /// WHIP and WHEP sessions by the token of their URL.
     sessions: HashMap<String, ParticipantId>,
     ids: Ids,
+    limits: Arc<Limits>,
     /// In a cluster: this node, and where to say that a room changed here (its record in
     /// Redis is rewritten).
     pub(crate) cluster: Option<(NodeId, mpsc::UnboundedSender<String>)>,
@@ -133,6 +145,7 @@ impl State {
         topology: Box<dyn Topology>,
         placement: Placement,
         ids: Ids,
+        limits: Arc<Limits>,
     ) -> Self {
         State {
             pool,
@@ -144,6 +157,7 @@ impl State {
             tracks: HashMap::new(),
             sessions: HashMap::new(),
             ids,
+            limits,
             cluster: None,
             nodes: Value::Array(Vec::new()),
         }
@@ -178,7 +192,7 @@ impl State {
         name: &str,
         client: Client,
         rights: Rights,
-    ) -> Result<ParticipantId, NoLiveWorker> {
+    ) -> Result<ParticipantId, JoinError> {
         self.join_replacing(room, name, client, None, rights)
     }
 
@@ -191,7 +205,10 @@ impl State {
         client: Client,
         replaces: Option<ParticipantId>,
         rights: Rights,
-    ) -> Result<ParticipantId, NoLiveWorker> {
+    ) -> Result<ParticipantId, JoinError> {
+        let present = self.rooms.get(room).map(|r| r.participants.len());
+        self.limits
+            .check_join(self.rooms.len(), present, replaces.is_some())?;
         let pool = &self.pool;
         let worker = self.placement.choose(|w| pool.is_alive(w))?;
         let id = self.ids.next();
@@ -675,7 +692,7 @@ impl State {
             ..
         }) = self.participants.get(&id)
         {
-            let _ = tx.send(msg.to_string());
+            tx.send(msg.to_string());
         }
     }
 
@@ -694,7 +711,7 @@ impl State {
                 ..
             }) = self.participants.get(id)
             {
-                let _ = tx.send(text.clone());
+                tx.send(text.clone());
             }
         }
     }

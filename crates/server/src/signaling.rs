@@ -1,7 +1,10 @@
 //! The WebSocket signaling endpoint (docs/protocol.md): one socket per participant, JSON
 //! messages validated before anything acts on them. A bad message gets an `error` reply and
 //! the session carries on. Once joined, a session lasts as long as its participant: when the
-//! control plane lets the participant go (its worker died), the socket closes.
+//! control plane lets the participant go (its worker died), the socket closes. Each session
+//! enforces the per-client limits (crate::limits): its messages pass a token bucket before
+//! they are read, it pings its client and closes when it hears nothing for the idle timeout,
+//! and its outgoing queue is bounded (a client that does not read is disconnected).
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State as AxumState;
@@ -9,24 +12,25 @@ use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sfumato_worker::sfumato_core::{Command, ReplyBody};
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use sfumato_signal::{self as signal, envelope, Bad, ClientMessage};
 
 use crate::auth::{Denied, Grant, Rights};
-use crate::rooms::{parse_participant_key, participant_key, Client, ParticipantId};
+use crate::limits::{Exceeded, Limit};
+use crate::outbound::{self, Outbound, WeakOutbound};
+use crate::rooms::{parse_participant_key, participant_key, Client, JoinError, ParticipantId};
 use crate::App;
 
-pub const PROTOCOL_VERSION: u64 = 1;
-/// Largest message we read; larger ones get `too_large`. A browser's answer runs about
-/// 1.1 KB per m-line: 64 KiB stopped at ~30 tracks (a 30-person room's audio and video),
-/// 1 MiB takes ~900.
-pub const MAX_MESSAGE: usize = 1024 * 1024;
-/// Frames larger than this close the socket (the WebSocket layer refuses them).
-const MAX_FRAME: usize = 4 * 1024 * 1024;
-const MAX_NAME: usize = 64;
+/// How long a closing session waits for its client to take what is queued for it.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn upgrade(ws: WebSocketUpgrade, AxumState(app): AxumState<App>) -> Response {
-    ws.max_message_size(MAX_FRAME)
-        .max_frame_size(MAX_FRAME)
+    // Frames over twice the message limit close the socket (the WebSocket layer refuses
+    // them); a message between the two gets `too_large` and the session carries on.
+    let frame = app.limits.settings.message_bytes.saturating_mul(2);
+    ws.max_message_size(frame)
+        .max_frame_size(frame)
         .on_upgrade(move |socket| session(app, socket))
 }
 
@@ -39,6 +43,12 @@ impl From<Denied> for Reject {
     }
 }
 
+impl From<Exceeded> for Reject {
+    fn from(e: Exceeded) -> Self {
+        Reject(e.limit.code(), e.message)
+    }
+}
+
 fn error_json(code: &str, message: &str) -> String {
     json!({"type": "error", "code": code, "message": message}).to_string()
 }
@@ -48,13 +58,13 @@ fn error_json(code: &str, message: &str) -> String {
 /// weak one: when the participant is removed, the writer has nothing left to wait for, so it
 /// sends what was queued (a last `reconnect`), closes the socket and the session ends.
 enum Outbox {
-    Own(mpsc::UnboundedSender<String>),
-    Participant(mpsc::WeakUnboundedSender<String>),
+    Own(Outbound),
+    Participant(WeakOutbound),
 }
 
 impl Outbox {
     /// A sender for one message's handling, if the participant is still there.
-    fn sender(&self) -> Option<mpsc::UnboundedSender<String>> {
+    fn sender(&self) -> Option<Outbound> {
         match self {
             Outbox::Own(tx) => Some(tx.clone()),
             Outbox::Participant(weak) => weak.upgrade(),
@@ -62,12 +72,33 @@ impl Outbox {
     }
 }
 
+/// Why a session ended, where the client is to blame.
+#[derive(PartialEq)]
+enum End {
+    Normal,
+    /// Nothing heard for the idle timeout, not even a pong.
+    Idle,
+    /// Its queue overflowed: it does not read.
+    SlowReader,
+}
+
 async fn session(app: App, socket: WebSocket) {
+    let settings = app.limits.settings.clone();
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let (tx, overflow, mut rx) = outbound::channel(settings.queued_messages);
+    let ping_every = settings.ws_ping_interval;
     let mut writer = tokio::spawn(async move {
-        while let Some(text) = rx.recv().await {
-            if sink.send(Message::Text(text.into())).await.is_err() {
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        loop {
+            let msg = tokio::select! {
+                text = rx.recv() => match text {
+                    Some(t) => Message::Text(t.into()),
+                    None => break,
+                },
+                _ = ping.tick() => Message::Ping(Default::default()),
+            };
+            if sink.send(msg).await.is_err() {
                 break;
             }
         }
@@ -75,52 +106,91 @@ async fn session(app: App, socket: WebSocket) {
     });
     let mut outbox = Outbox::Own(tx);
     let mut shutdown = app.shutdown.clone();
+    let mut bucket = app.limits.bucket(Instant::now());
+    // When the client was last told that it is over its rate (once a second at most).
+    let mut told_rate: Option<Instant> = None;
     let mut me: Option<ParticipantId> = None;
+    let mut end = End::Normal;
     loop {
         let msg = tokio::select! {
-            msg = stream.next() => msg,
+            msg = tokio::time::timeout(settings.ws_idle_timeout, stream.next()) => match msg {
+                Ok(msg) => msg,
+                Err(_) => {
+                    end = End::Idle;
+                    break;
+                }
+            },
             _ = shutdown.changed() => break,
             // The participant is gone (or the client stopped reading): nothing more to say.
             _ = &mut writer => break,
+            _ = overflow.wait() => {
+                end = End::SlowReader;
+                break;
+            }
         };
         let Some(Ok(msg)) = msg else { break };
         let Some(tx) = outbox.sender() else { break };
         let text = match msg {
+            Message::Close(_) => break,
+            // A sign of life, which the timeout above has taken.
+            Message::Pong(_) => continue,
+            _ if !bucket.take(Instant::now()) => {
+                let e = app.limits.rate_exceeded();
+                let now = Instant::now();
+                if told_rate.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                    told_rate = Some(now);
+                    tx.send(error_json(e.limit.code(), &e.message));
+                }
+                continue;
+            }
+            Message::Ping(_) => continue, // answered by the WebSocket layer
             Message::Text(t) => t,
             Message::Binary(_) => {
-                let _ = tx.send(error_json(
+                tx.send(error_json(
                     "bad_message",
                     "binary frames are not part of the protocol",
                 ));
                 continue;
             }
-            Message::Close(_) => break,
-            Message::Ping(_) | Message::Pong(_) => continue,
         };
-        if text.len() > MAX_MESSAGE {
-            let _ = tx.send(error_json(
-                "too_large",
-                &format!("messages are limited to {MAX_MESSAGE} bytes"),
-            ));
+        if let Err(e) = app.limits.check_message(text.len()) {
+            tx.send(error_json(e.limit.code(), &e.message));
             continue;
         }
         match handle(&app, &tx, &mut me, text.as_str()).await {
             Ok(Flow::Continue) => {}
             Ok(Flow::Leave) => break,
-            Err(Reject(code, message)) => {
-                let _ = tx.send(error_json(code, &message));
-            }
+            Err(Reject(code, message)) => tx.send(error_json(code, &message)),
         }
         if me.is_some() {
             outbox = Outbox::Participant(tx.downgrade());
+        }
+    }
+    match end {
+        End::Normal => {}
+        End::Idle => {
+            app.limits.count(Limit::IdleTimeout);
+            tracing::info!(participant = ?me, "signaling socket idle: closed");
+        }
+        End::SlowReader => {
+            app.limits.count(Limit::SlowReader);
+            tracing::info!(participant = ?me, "signaling client does not read: closed");
         }
     }
     if let Some(id) = me {
         app.state().leave(id);
     }
     drop(outbox);
+    // The writer sends what was queued and closes the socket, unless the client does not
+    // read (then it would wait on a full socket for ever).
     if !writer.is_finished() {
-        let _ = writer.await;
+        if end == End::SlowReader
+            || tokio::time::timeout(FLUSH_TIMEOUT, &mut writer)
+                .await
+                .is_err()
+        {
+            writer.abort();
+        }
     }
 }
 
@@ -129,66 +199,54 @@ enum Flow {
     Leave,
 }
 
-fn field<'a>(msg: &'a Value, name: &str) -> Result<&'a str, Reject> {
-    msg.get(name).and_then(Value::as_str).ok_or_else(|| {
-        Reject(
-            "bad_message",
-            format!("missing or non-string field `{name}`"),
-        )
-    })
+impl From<Bad> for Reject {
+    fn from(b: Bad) -> Self {
+        Reject(b.code, b.message)
+    }
 }
 
 async fn handle(
     app: &App,
-    tx: &mpsc::UnboundedSender<String>,
+    tx: &Outbound,
     me: &mut Option<ParticipantId>,
     text: &str,
 ) -> Result<Flow, Reject> {
-    let msg: Value =
-        serde_json::from_str(text).map_err(|e| Reject("bad_message", format!("not JSON: {e}")))?;
-    if !msg.is_object() {
-        return Err(Reject("bad_message", "a message is a JSON object".into()));
-    }
-    let kind = field(&msg, "type")?;
-    match (kind, *me) {
-        ("ping", _) => {
-            let _ = tx.send(json!({"type": "pong"}).to_string());
+    let env = envelope(text)?;
+    let msg = match (env.kind(), *me) {
+        ("join", Some(_)) => {
+            return Err(Reject(
+                "already_joined",
+                "this socket already joined a room".into(),
+            ))
+        }
+        (kind, None) if env.needs_join() => {
+            return Err(Reject("not_joined", format!("`{kind}` before `join`")))
+        }
+        _ => env.parse()?,
+    };
+    match (msg, *me) {
+        (ClientMessage::Ping, _) => {
+            tx.send(json!({"type": "pong"}).to_string());
             Ok(Flow::Continue)
         }
-        ("join", Some(_)) => Err(Reject(
-            "already_joined",
-            "this socket already joined a room".into(),
-        )),
-        ("join", None) => {
-            let v = msg.get("v").and_then(Value::as_u64).unwrap_or(0);
-            if v != PROTOCOL_VERSION {
-                return Err(Reject(
-                    "unsupported_version",
-                    format!("protocol version {PROTOCOL_VERSION} is supported, not {v}"),
-                ));
-            }
-            let room = field(&msg, "room")?;
-            valid_name("room", room)?;
-            let token = match msg.get("token") {
-                None | Some(Value::Null) => None,
-                Some(t) => Some(
-                    t.as_str()
-                        .ok_or_else(|| Reject("bad_message", "`token` is a string".into()))?,
-                ),
-            };
+        (ClientMessage::Join(join), None) => {
+            let room = join.room.as_str();
+            let token = join.token.as_deref();
             // With API keys, the token decides: who this is, and whether it may join. A
             // refusal ends the session (after the error has been sent).
             let claims = match app.auth.room_access(token, room, &[Grant::Join]) {
                 Ok(c) => c,
                 Err(d) => {
                     tracing::info!(room, reason = d.reason(), "join refused: {d}");
-                    let _ = tx.send(error_json(d.code(), &d.to_string()));
+                    tx.send(error_json(d.code(), &d.to_string()));
                     return Ok(Flow::Leave);
                 }
             };
             let name = match &claims {
                 Some(c) => c.display_name(),
-                None => field(&msg, "name")?,
+                None => join.name.as_deref().ok_or_else(|| {
+                    Reject("bad_message", "missing or non-string field `name`".into())
+                })?,
             };
             valid_name("name", name)?;
             if let Some(node) = &app.cluster {
@@ -200,7 +258,7 @@ async fn handle(
                 match node.admit(app, room) {
                     Ok(()) => {}
                     Err(Some(url)) => {
-                        let _ = tx.send(
+                        tx.send(
                             json!({"type": "error", "code": "redirect", "message": "join another node", "url": url})
                                 .to_string(),
                         );
@@ -215,15 +273,15 @@ async fn handle(
                 }
             }
             // A client moving between nodes names its session on the other node.
-            let replaces = msg
-                .get("replaces")
-                .and_then(Value::as_str)
-                .and_then(parse_participant_key);
+            let replaces = join.replaces.as_deref().and_then(parse_participant_key);
             let rights = Rights::of(claims.as_ref());
             let mut state = app.state();
             let id = state
                 .join_replacing(room, name, Client::Socket(tx.clone()), replaces, rights)
-                .map_err(|e| Reject("unavailable", e.to_string()))?;
+                .map_err(|e| match e {
+                    JoinError::Limit(e) => Reject::from(e),
+                    other => Reject("unavailable", other.to_string()),
+                })?;
             if let Some(c) = &claims {
                 tracing::info!(participant = id, identity = %c.sub, "joined with a token");
             }
@@ -238,21 +296,18 @@ async fn handle(
                 .collect();
             let joined = json!({
                 "type": "joined",
-                "v": PROTOCOL_VERSION,
+                "v": signal::PROTOCOL_VERSION,
                 "room": room,
                 "participant": {"id": participant_key(id), "name": p.name},
                 "participants": others,
                 "active_speaker": state.rooms[room].speaker.current().map(participant_key),
                 "nodes": state.nodes,
             });
-            let _ = tx.send(joined.to_string());
+            tx.send(joined.to_string());
             Ok(Flow::Continue)
         }
-        (_, None) if is_client_type(kind) => {
-            Err(Reject("not_joined", format!("`{kind}` before `join`")))
-        }
-        ("publish_offer", Some(id)) => {
-            let offer = field(&msg, "sdp")?.to_string();
+        (ClientMessage::PublishOffer { sdp: offer }, Some(id)) => {
+            app.limits.check_sdp(&offer, true)?;
             let (worker, peer) = {
                 let mut state = app.state();
                 let rights = state
@@ -277,7 +332,7 @@ async fn handle(
                         .get(&id)
                         .map(|p| p.tracks.iter().map(|t| state.track_json(*t)).collect())
                         .unwrap_or_default();
-                    let _ = tx.send(
+                    tx.send(
                         json!({"type": "publish_answer", "sdp": sdp, "tracks": tracks}).to_string(),
                     );
                     Ok(Flow::Continue)
@@ -286,8 +341,8 @@ async fn handle(
                 Err(e) => Err(call_error(e)),
             }
         }
-        ("subscribe_answer", Some(id)) => {
-            let answer = field(&msg, "sdp")?.to_string();
+        (ClientMessage::SubscribeAnswer { sdp: answer }, Some(id)) => {
+            app.limits.check_sdp(&answer, false)?;
             let (worker, peer) = {
                 let state = app.state();
                 let p = state
@@ -310,12 +365,8 @@ async fn handle(
                 .map_err(call_error)?;
             Ok(Flow::Continue)
         }
-        ("mute", Some(id)) => {
-            let track = field(&msg, "track")?;
-            let muted = msg.get("muted").and_then(Value::as_bool).ok_or_else(|| {
-                Reject("bad_message", "missing or non-boolean field `muted`".into())
-            })?;
-            if app.state().set_muted(id, track, muted) {
+        (ClientMessage::Mute { track, muted }, Some(id)) => {
+            if app.state().set_muted(id, &track, muted) {
                 Ok(Flow::Continue)
             } else {
                 Err(Reject(
@@ -324,20 +375,7 @@ async fn handle(
                 ))
             }
         }
-        ("quality", Some(id)) => {
-            let track = field(&msg, "track")?;
-            let layer = match field(&msg, "quality")? {
-                "low" => Some(0),
-                "medium" => Some(1),
-                "high" => Some(2),
-                "off" => None,
-                other => {
-                    return Err(Reject(
-                        "bad_message",
-                        format!("`quality` is low, medium, high or off, not `{other}`"),
-                    ))
-                }
-            };
+        (ClientMessage::Quality { track, quality }, Some(id)) => {
             let mut state = app.state();
             if !state
                 .participants
@@ -347,33 +385,26 @@ async fn handle(
                 return Err(app.auth.deny(Denied::Grant(Grant::Subscribe)).into());
             }
             state
-                .set_layer(id, track, layer)
+                .set_layer(id, &track, quality.layer())
                 .map_err(|e| Reject("unknown_track", format!("`{track}`: {e}")))?;
             Ok(Flow::Continue)
         }
-        ("leave", Some(_)) => Ok(Flow::Leave),
-        _ => Err(Reject(
-            "unknown_type",
-            format!("unknown message type `{kind}`"),
-        )),
+        (ClientMessage::Leave, Some(_)) => Ok(Flow::Leave),
+        // Kept out above: a second `join`, and the rest before `join`.
+        (ClientMessage::Join(_), Some(_))
+        | (
+            ClientMessage::PublishOffer { .. }
+            | ClientMessage::SubscribeAnswer { .. }
+            | ClientMessage::Mute { .. }
+            | ClientMessage::Quality { .. }
+            | ClientMessage::Leave,
+            None,
+        ) => Err(Reject("internal", "unexpected message".into())),
     }
-}
-
-fn is_client_type(kind: &str) -> bool {
-    matches!(
-        kind,
-        "publish_offer" | "subscribe_answer" | "mute" | "quality" | "leave"
-    )
 }
 
 fn valid_name(what: &str, s: &str) -> Result<(), Reject> {
-    if s.is_empty() || s.len() > MAX_NAME || s.chars().any(char::is_control) {
-        return Err(Reject(
-            "bad_message",
-            format!("`{what}` must be 1 to {MAX_NAME} bytes without control characters"),
-        ));
-    }
-    Ok(())
+    Ok(signal::valid_name(what, s)?)
 }
 
 fn call_error(e: sfumato_worker::CallError) -> Reject {

@@ -46,6 +46,7 @@ impl Node {
             shutdown,
             None,
             Arc::new(crate::auth::Auth::open()),
+            Arc::new(crate::limits::Limits::new(Default::default())),
         );
         let listener = tokio::net::TcpListener::bind((loopback, 0))
             .await

@@ -9,11 +9,8 @@ use serde::Deserialize;
 use sfumato_worker::sfumato_core::{Command, ReplyBody};
 
 use crate::auth::{bearer, Claims, Denied, Grant, Rights};
-use crate::rooms::{parse_participant_key, Client, ParticipantId};
+use crate::rooms::{parse_participant_key, Client, JoinError, ParticipantId};
 use crate::App;
-
-/// Largest HTTP body (a WHIP or WHEP offer: a few m-lines).
-pub const MAX_BODY: usize = 64 * 1024;
 
 #[derive(Deserialize)]
 pub struct NameQuery {
@@ -29,8 +26,14 @@ fn plain(status: StatusCode, reason: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// Checks the content type and size of an SDP body; returns the offer text.
-fn sdp_body(headers: &HeaderMap, body: &Bytes) -> Result<String, (StatusCode, String)> {
+/// Checks the content type and the limits of an SDP body (`publishing`: a WHIP offer);
+/// returns the offer text.
+fn sdp_body(
+    app: &App,
+    headers: &HeaderMap,
+    body: &Bytes,
+    publishing: bool,
+) -> Result<String, (StatusCode, String)> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -42,14 +45,16 @@ fn sdp_body(headers: &HeaderMap, body: &Bytes) -> Result<String, (StatusCode, St
             format!("Content-Type must be application/sdp, not `{ctype}`"),
         ));
     }
-    if body.len() > MAX_BODY {
-        return Err((
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "the SDP offer is over 64 KiB".into(),
-        ));
-    }
-    String::from_utf8(body.to_vec())
-        .map_err(|_| (StatusCode::BAD_REQUEST, "the SDP offer is not UTF-8".into()))
+    let offer = String::from_utf8(body.to_vec()).map_err(|_| {
+        (
+            StatusCode::BAD_REQUEST,
+            "the SDP offer is not UTF-8".to_string(),
+        )
+    })?;
+    app.limits
+        .check_sdp(&offer, publishing)
+        .map_err(|e| (e.limit.status(), e.message))?;
+    Ok(offer)
 }
 
 fn created(location: String, answer: String) -> Response {
@@ -84,6 +89,13 @@ fn authorize(
     Ok((claims, rights))
 }
 
+fn join_error(e: JoinError) -> Response {
+    match e {
+        JoinError::Limit(e) => plain(e.limit.status(), e.message),
+        other => plain(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+    }
+}
+
 fn engine_error(e: sfumato_worker::CallError) -> Response {
     match e {
         sfumato_worker::CallError::Engine(e) => plain(StatusCode::BAD_REQUEST, e.to_string()),
@@ -99,7 +111,7 @@ pub async fn whip_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let offer = match sdp_body(&headers, &body) {
+    let offer = match sdp_body(&app, &headers, &body, true) {
         Ok(o) => o,
         Err((status, reason)) => return plain(status, reason),
     };
@@ -125,7 +137,7 @@ pub async fn whip_post(
         let mut state = app.state();
         let id = match state.join(&room, &name, Client::Whip, rights) {
             Ok(id) => id,
-            Err(e) => return plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            Err(e) => return join_error(e),
         };
         let Some((worker, peer)) = state.publisher_peer(id) else {
             return plain(StatusCode::INTERNAL_SERVER_ERROR, "participant vanished");
@@ -242,7 +254,7 @@ async fn whep(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let offer = match sdp_body(&headers, &body) {
+    let offer = match sdp_body(&app, &headers, &body, false) {
         Ok(o) => o,
         Err((status, reason)) => return plain(status, reason),
     };
@@ -286,7 +298,7 @@ async fn whep(
         };
         let id = match state.join(&room, &name, Client::Whep { target }, rights) {
             Ok(id) => id,
-            Err(e) => return plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            Err(e) => return join_error(e),
         };
         let Some((worker, peer)) = state.viewer_peer(id) else {
             return plain(StatusCode::INTERNAL_SERVER_ERROR, "participant vanished");

@@ -75,6 +75,8 @@ struct PtMapping {
 impl Peer {
     /// Offers one packet to one slot of this peer.
     pub fn write(&mut self, now: Instant, slot: usize, pkt: &MediaPacket) -> Write {
+        #[cfg(feature = "fault-injection")]
+        self.inject(super::Fault::Write);
         if !self.connected || self.closed {
             return Write::Dropped;
         }

@@ -182,6 +182,8 @@ impl Peer {
 
     /// Asks the publisher of `track` (on this peer) for a keyframe of simulcast `layer`.
     pub fn request_keyframe(&mut self, track: TrackId, layer: u8) -> bool {
+        #[cfg(feature = "fault-injection")]
+        self.inject(super::Fault::KeyframeRequest);
         let Some(i) = self.published.iter().position(|p| p.track == track) else {
             return false;
         };

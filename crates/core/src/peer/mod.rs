@@ -87,12 +87,24 @@ pub enum PeerOut {
     Closed(&'static str),
 }
 
+/// Tests only: the calls into a peer that a test can make panic, as a bug in str0m would.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Receive,
+    Write,
+    Subscribe,
+    Unsubscribe,
+    KeyframeRequest,
+    Close,
+}
+
 pub struct Peer {
     pub id: PeerId,
     pub role: Role,
-    /// Tests only: the next datagram's handling panics (`Engine::fail_peer_on_next_input`).
+    /// Tests only: the next call of this kind panics (`Engine::fail_peer_at`).
     #[cfg(feature = "fault-injection")]
-    pub fail_next_input: bool,
+    pub fail_at: Option<Fault>,
     rtc: Rtc,
     /// Since when the peer should be connecting (it closes if not connected
     /// `CONNECT_TIMEOUT` later): its creation for a peer that answers the client's offer,
@@ -162,7 +174,7 @@ impl Peer {
             id,
             role,
             #[cfg(feature = "fault-injection")]
-            fail_next_input: false,
+            fail_at: None,
             rtc,
             connect_from: (role != Role::Subscriber).then_some(now),
             offered: false,
@@ -202,9 +214,7 @@ impl Peer {
         data: &[u8],
     ) -> bool {
         #[cfg(feature = "fault-injection")]
-        if self.fail_next_input {
-            panic!("injected failure");
-        }
+        self.inject(Fault::Receive);
         let Ok(contents) = Receive::new(Protocol::Udp, source, destination, data) else {
             return false;
         };
@@ -235,7 +245,17 @@ impl Peer {
         self.allocate_if_due(now, out);
     }
 
+    /// Tests only: panics if this call is the one [`Peer::fail_at`] names.
+    #[cfg(feature = "fault-injection")]
+    fn inject(&self, at: Fault) {
+        if self.fail_at == Some(at) {
+            panic!("injected failure in {at:?}");
+        }
+    }
+
     pub fn close(&mut self, out: &mut Vec<PeerOut>, reason: &'static str) {
+        #[cfg(feature = "fault-injection")]
+        self.inject(Fault::Close);
         if !self.closed {
             self.closed = true;
             self.rtc.disconnect();

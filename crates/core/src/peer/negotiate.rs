@@ -85,6 +85,8 @@ impl Peer {
         origin: WorkerId,
         out: &mut Vec<PeerOut>,
     ) -> bool {
+        #[cfg(feature = "fault-injection")]
+        self.inject(super::Fault::Subscribe);
         if self.slots.iter().any(|s| s.track == Some(track)) {
             return true;
         }
@@ -118,6 +120,8 @@ impl Peer {
     }
 
     pub fn unsubscribe(&mut self, track: TrackId, out: &mut Vec<PeerOut>) {
+        #[cfg(feature = "fault-injection")]
+        self.inject(super::Fault::Unsubscribe);
         for slot in self.slots.iter_mut().filter(|s| s.track == Some(track)) {
             slot.track = None;
             if self.role == Role::Subscriber {

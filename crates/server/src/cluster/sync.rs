@@ -286,7 +286,7 @@ impl State {
         let msg = json!({"type": "nodes", "nodes": self.nodes}).to_string();
         for p in self.participants.values() {
             if let Client::Socket(tx) = &p.client {
-                let _ = tx.send(msg.clone());
+                tx.send(msg.clone());
             }
         }
     }

@@ -119,8 +119,8 @@ async fn websocket_bad_messages_get_errors() {
             &["already_joined"],
         ),
         (
-            "over 1 MiB",
-            json!({"type":"ping","pad":"x".repeat(1100 * 1024)}).to_string(),
+            "over 2 MiB",
+            json!({"type":"ping","pad":"x".repeat(2100 * 1024)}).to_string(),
             &["too_large"],
         ),
         (

@@ -4,15 +4,14 @@
 //! garbage in Redis or on a relay port is refused and counted, and a full or draining node
 //! sends joins elsewhere.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sfumato_testkit::garbage::{datagrams, spray};
-use sfumato_testkit::media::vp8_payload_without_picture_id;
 use sfumato_testkit::{
-    http_post, msg_type, poll_until, whip_publish, Kind, Participant, ReceivedPacket, Redis,
-    SentPacket, ServerOptions, TestServer,
+    http_post, msg_type, poll_until, whip_publish, Kind, Participant, Redis, ServerOptions,
+    TestServer,
 };
 
 use crate::common::*;
@@ -306,52 +305,6 @@ async fn cross_node_payloads_arrive_byte_identical() {
     for r in &records {
         let r: Value = serde_json::from_str(r).unwrap_or_else(|e| panic!("{r:?}: {e}"));
         assert_eq!(r["participants"], json!([]), "a record lists someone: {r}");
-    }
-}
-
-/// The rid of the simulcast layer each received VP8 payload was sent on (`None`: none), by
-/// its bytes (the picture id aside: the SFU rewrites it across a switch).
-fn rids_of(sent: &[SentPacket], received: &[ReceivedPacket]) -> Vec<Option<String>> {
-    let rid: HashMap<Vec<u8>, &str> = sent
-        .iter()
-        .filter_map(|s| {
-            Some((
-                vp8_payload_without_picture_id(&s.payload),
-                s.rid.as_deref()?,
-            ))
-        })
-        .collect();
-    received
-        .iter()
-        .map(|r| {
-            rid.get(&vp8_payload_without_picture_id(&r.payload))
-                .map(|s| s.to_string())
-        })
-        .collect()
-}
-
-/// Waits until the last 30 video packets `sub` received from `publisher` (30 more than when
-/// called) were all sent on simulcast layer `rid`.
-async fn wait_layer(sub: &Participant, publisher: &Participant, rid: &str, what: &str) {
-    const N: usize = 30;
-    let pid = publisher.id();
-    let peer = publisher.publisher().expect("publisher");
-    let start = sub.received_from(&pid, Kind::Video).len();
-    let deadline = Instant::now() + MEDIA;
-    loop {
-        let got = sub.received_from(&pid, Kind::Video);
-        let last = rids_of(
-            &peer.sent_of(Kind::Video),
-            &got[got.len().saturating_sub(N)..],
-        );
-        if got.len() >= start + N && last.iter().all(|r| r.as_deref() == Some(rid)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: the last {N} video packets received are not all of layer {rid}: {last:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

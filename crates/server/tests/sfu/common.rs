@@ -1,11 +1,13 @@
 //! Shared helpers: starting the server, standard deadlines, flow checks.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sfumato_testkit::media::vp8_payload_without_picture_id;
 use sfumato_testkit::{
-    compare_payloads, poll_until, seq_discontinuities, Compare, Kind, Participant, SentPacket,
-    ServerOptions, TestServer,
+    compare_payloads, poll_until, seq_discontinuities, Compare, Kind, Participant, ReceivedPacket,
+    SentPacket, ServerOptions, TestServer,
 };
 
 /// Path of the server binary under test.
@@ -204,5 +206,51 @@ impl Flow {
     pub async fn leave(self) {
         self.alice.leave().await.must("alice leaves");
         self.bob.leave().await.must("bob leaves");
+    }
+}
+
+/// The rid of the simulcast layer each received VP8 payload was sent on (`None`: none), by
+/// its bytes (the picture id aside: the SFU rewrites it across a switch).
+pub fn rids_of(sent: &[SentPacket], received: &[ReceivedPacket]) -> Vec<Option<String>> {
+    let rid: HashMap<Vec<u8>, &str> = sent
+        .iter()
+        .filter_map(|s| {
+            Some((
+                vp8_payload_without_picture_id(&s.payload),
+                s.rid.as_deref()?,
+            ))
+        })
+        .collect();
+    received
+        .iter()
+        .map(|r| {
+            rid.get(&vp8_payload_without_picture_id(&r.payload))
+                .map(|s| s.to_string())
+        })
+        .collect()
+}
+
+/// Waits until the last 30 video packets `sub` received from `publisher` (30 more than when
+/// called) were all sent on simulcast layer `rid`.
+pub async fn wait_layer(sub: &Participant, publisher: &Participant, rid: &str, what: &str) {
+    const N: usize = 30;
+    let pid = publisher.id();
+    let peer = publisher.publisher().expect("publisher");
+    let start = sub.received_from(&pid, Kind::Video).len();
+    let deadline = Instant::now() + MEDIA;
+    loop {
+        let got = sub.received_from(&pid, Kind::Video);
+        let last = rids_of(
+            &peer.sent_of(Kind::Video),
+            &got[got.len().saturating_sub(N)..],
+        );
+        if got.len() >= start + N && last.iter().all(|r| r.as_deref() == Some(rid)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the last {N} video packets received are not all of layer {rid}: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

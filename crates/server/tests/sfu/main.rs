@@ -7,5 +7,6 @@ mod cleanup;
 mod cluster;
 mod common;
 mod forwarding;
+mod limits;
 mod tokens;
 mod whip_whep;
