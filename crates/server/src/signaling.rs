@@ -183,14 +183,13 @@ async fn session(app: App, socket: WebSocket) {
     drop(outbox);
     // The writer sends what was queued and closes the socket, unless the client does not
     // read (then it would wait on a full socket for ever).
-    if !writer.is_finished() {
-        if end == End::SlowReader
+    if !writer.is_finished()
+        && (end == End::SlowReader
             || tokio::time::timeout(FLUSH_TIMEOUT, &mut writer)
                 .await
-                .is_err()
-        {
-            writer.abort();
-        }
+                .is_err())
+    {
+        writer.abort();
     }
 }
 

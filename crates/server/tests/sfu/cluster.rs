@@ -333,11 +333,7 @@ async fn a_layer_request_reaches_the_origin_node() {
         .must("alice joins node A");
     let aid = alice.id();
     let tracks = alice.publish_simulcast().await.must("alice publishes");
-    let video = tracks
-        .iter()
-        .find(|t| t.kind == "video")
-        .map(|t| t.id.clone())
-        .expect("a video track");
+    let video = track_id(&tracks, "video");
     let publisher = alice.publisher().expect("publisher");
     publisher
         .wait_connected(CONNECT)

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sfumato_testkit::media::vp8_payload_without_picture_id;
 use sfumato_testkit::{
-    compare_payloads, poll_until, seq_discontinuities, Compare, Kind, Participant, ReceivedPacket,
-    SentPacket, ServerOptions, TestServer,
+    compare_payloads, poll_until, seq_discontinuities, Compare, Kind, Participant, PublishedTrack,
+    ReceivedPacket, SentPacket, ServerOptions, TestServer,
 };
 
 /// Path of the server binary under test.
@@ -36,6 +36,15 @@ pub async fn start(workers: usize) -> TestServer {
         Ok(s) => s,
         Err(e) => panic!("starting sfumato: {e:#}"),
     }
+}
+
+/// The id of the published track of `kind` (`"audio"` or `"video"`).
+pub fn track_id(tracks: &[PublishedTrack], kind: &str) -> String {
+    tracks
+        .iter()
+        .find(|t| t.kind == kind)
+        .map(|t| t.id.clone())
+        .unwrap_or_else(|| panic!("no {kind} track among {tracks:?}"))
 }
 
 /// Unwraps with the full error chain.

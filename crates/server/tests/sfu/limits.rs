@@ -59,16 +59,8 @@ async fn a_flooding_client_never_drops_the_others_commands() {
         .must("alice joins");
     let mallory_tracks = mallory.publish().await.must("mallory publishes");
     let alice_tracks = alice.publish_simulcast().await.must("alice publishes");
-    let own_audio = mallory_tracks
-        .iter()
-        .find(|t| t.kind == "audio")
-        .map(|t| t.id.clone())
-        .expect("an audio track");
-    let video = alice_tracks
-        .iter()
-        .find(|t| t.kind == "video")
-        .map(|t| t.id.clone())
-        .expect("a video track");
+    let own_audio = track_id(&mallory_tracks, "audio");
+    let video = track_id(&alice_tracks, "video");
 
     // Mallory floods from here on: mutes of its own audio (each would be broadcast to the
     // room) and qualities of alice's video (each would be a command to a worker), ~20 000

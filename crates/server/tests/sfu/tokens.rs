@@ -259,12 +259,7 @@ async fn websocket_join_publish_and_subscribe_need_their_grants() {
 
     // Carol may not receive: she was offered nothing, and may not ask for a layer.
     assert_eq!(carol.subscribe_offers(), 0, "carol has no subscribe grant");
-    let video = alice
-        .published_tracks()
-        .iter()
-        .find(|t| t.kind == "video")
-        .map(|t| t.id.clone())
-        .expect("alice's video track");
+    let video = track_id(alice.published_tracks(), "video");
     let mark = carol.event_count();
     carol
         .send_json(&json!({"type": "quality", "track": video, "quality": "low"}))
