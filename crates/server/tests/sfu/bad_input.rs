@@ -343,10 +343,10 @@ async fn whip_whep_bad_requests_are_refused() {
             400,
         ),
         (
-            "WHIP body over 64 KiB",
+            "WHIP body over --max-sdp-bytes (1 MiB)",
             whip.clone(),
             Some("application/sdp"),
-            "v=0\r\n".repeat(14_000),
+            "v=0\r\n".repeat(220_000),
             413,
         ),
         (
