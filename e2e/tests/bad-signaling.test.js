@@ -105,7 +105,7 @@ test('bad input gets errors, the socket and the room carry on', () =>
     expectError(await raw('{"type":"mute","track":"nope","muted":"yes"}'), 'bad_message', 'ill-typed muted');
     expectError(await raw('{"type":"publish_offer"}'), 'bad_message', 'publish_offer without sdp');
     expectError(await raw('{"type":"publish_offer","sdp":"v=0 garbage"}'), 'bad_sdp', 'garbage SDP');
-    expectError(await raw(JSON.stringify({ type: 'ping', pad: 'x'.repeat(1100 * 1024) })), 'too_large', '1.1 MiB message');
+    expectError(await raw(JSON.stringify({ type: 'ping', pad: 'x'.repeat(2100 * 1024) })), 'too_large', '2.1 MiB message (over --max-message-bytes)');
     expectError(await raw({ binary: 16 }), 'bad_message', 'binary frame');
     assert.equal((await raw('{"type":"ping"}')).type, 'pong', 'the socket still answers after all that');
 

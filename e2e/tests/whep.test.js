@@ -58,7 +58,7 @@ test('a WHEP viewer decodes a browser publisher', () =>
     assert.equal((await post('/whep/nosuchroom', res.offer)).status, 404, 'unknown room');
     assert.equal((await post('/whep/w/nosuchparticipant', res.offer)).status, 404, 'unknown publisher');
     assert.equal((await post('/whep/w', 'v=0 garbage')).status, 400, 'garbage SDP');
-    assert.equal((await post('/whep/w', 'v=0\r\n' + 'a=x\r\n'.repeat(20000))).status, 413, 'body over 64 KiB');
+    assert.equal((await post('/whep/w', 'v=0\r\n' + 'a=x\r\n'.repeat(220000))).status, 413, 'body over --max-sdp-bytes (1 MiB)');
 
     // Ending the session.
     assert.equal((await s.server.fetch(res.location, { method: 'DELETE' })).status, 200, 'DELETE the session');
