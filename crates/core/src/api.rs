@@ -204,7 +204,7 @@ pub enum Event {
 pub enum ReplyBody {
     Sdp(String),
     Done,
-    Stats(WorkerStats),
+    Stats(Box<WorkerStats>),
 }
 
 /// Counters and gauges of one worker, for the API, metrics and leak checks.
@@ -219,15 +219,47 @@ pub struct WorkerStats {
     pub addresses: usize,
     pub datagrams_in: u64,
     pub datagrams_out: u64,
+    /// Every datagram dropped; by reason in the four fields after `bytes_out`.
     pub datagrams_dropped: u64,
+    /// Bytes of the datagrams received and of those handed to the socket to send.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Datagrams from an address no peer owns, without a STUN username of ours.
+    pub datagrams_unknown: u64,
+    /// Datagrams a peer (str0m) refused, or whose peer was gone.
+    pub datagrams_rejected: u64,
+    /// Datagrams the socket refused to send (filled in by the worker thread).
+    pub send_failed: u64,
     pub packets_in: u64,
     pub packets_forwarded: u64,
+    /// Every RTP packet dropped before any routing; by reason below.
     pub packets_dropped: u64,
+    /// Packets of a track this worker has no route for (ended, or not yet announced).
+    pub packets_no_route: u64,
+    /// Packets a publisher sent on a stream it has not negotiated as a track.
+    pub packets_unknown_stream: u64,
     pub pipe_in: u64,
     pub pipe_out: u64,
     pub pipe_dropped: u64,
     pub keyframe_requests_in: u64,
     pub keyframe_requests_sent: u64,
+    /// RTCP PLIs and FIRs received from subscribers (before merging).
+    pub plis_in: u64,
+    pub firs_in: u64,
+    /// NACKs received from subscribers, and sent to publishers (str0m's counts, read once a
+    /// second).
+    pub nacks_in: u64,
+    pub nacks_out: u64,
+    /// Packets sent to subscribers beyond those forwarded: retransmissions answering NACKs,
+    /// and the resends str0m uses as probing padding (its send count less ours, read once
+    /// a second).
+    pub rtx_out: u64,
+    /// Layer switches that the downlink estimate decided (not the subscriber), up and down.
+    pub layer_ups: u64,
+    pub layer_downs: u64,
+    /// Nanoseconds the worker's loop spent working rather than waiting (filled in by the
+    /// worker thread).
+    pub busy_ns: u64,
     /// Peers dropped because handling them panicked (`Event::PeerClosed` "internal error").
     pub peers_failed: u64,
     /// Differences between the control plane's [`Plan`] and this worker that reconciling
@@ -244,4 +276,27 @@ pub struct WorkerStats {
     /// The relay worker's links to the other nodes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link: Option<Box<crate::link::LinkStats>>,
+    /// Every track each peer here sends or receives, as measured in the last second (for the
+    /// dashboard; not in the workers' API).
+    #[serde(skip)]
+    pub media: Vec<TrackStats>,
+}
+
+/// One track of one peer over the last second: a track the peer publishes (`published`),
+/// or one it receives through a subscription.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackStats {
+    pub peer: PeerId,
+    pub track: TrackId,
+    pub kind: Kind,
+    pub published: bool,
+    /// Published: the simulcast layers received (1 without simulcast). Received: the layer
+    /// forwarded (`None`: none yet, or off).
+    pub layers: u8,
+    pub layer: Option<u8>,
+    pub bitrate_bps: u64,
+    /// Fraction lost (0–1) from the latest receiver report: ours for a published track,
+    /// the subscriber's for a received one.
+    pub loss: Option<f32>,
+    pub rtt_ms: Option<f32>,
 }

@@ -126,20 +126,26 @@ impl Engine {
     /// One datagram from the socket. Unknown or malformed datagrams are counted and dropped.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
         self.stats.datagrams_in += 1;
+        self.stats.bytes_in += data.len() as u64;
         let (id, verified) = match self.demux.lookup(source, data) {
             Some(Lookup::Known(id)) => (id, true),
             Some(Lookup::Unverified(id)) => (id, false),
             None => {
                 self.stats.datagrams_dropped += 1;
+                self.stats.datagrams_unknown += 1;
                 return;
             }
         };
         let local = self.local_addr;
         match self.on_peer(now, id, |p| p.receive(now, source, local, data)) {
             Some(true) => {}
-            Some(false) => self.stats.datagrams_dropped += 1,
+            Some(false) => {
+                self.stats.datagrams_dropped += 1;
+                self.stats.datagrams_rejected += 1;
+            }
             None => {
                 self.stats.datagrams_dropped += 1;
+                self.stats.datagrams_rejected += 1;
                 return;
             }
         }
@@ -297,7 +303,7 @@ impl Engine {
             Command::Reconcile(plan) => self.reconcile(now, plan),
             Command::Stats { req } => {
                 let stats = self.stats();
-                self.reply(req, Ok(ReplyBody::Stats(stats)));
+                self.reply(req, Ok(ReplyBody::Stats(Box::new(stats))));
             }
         }
         self.announce_layers(now);
@@ -702,8 +708,14 @@ impl Engine {
         }
     }
 
+    /// The worker's counters and gauges, and every track of every peer as last measured.
     pub fn stats(&self) -> WorkerStats {
+        let mut media = Vec::new();
+        for p in self.peers.values() {
+            p.track_stats(&mut media);
+        }
         WorkerStats {
+            media,
             peers: self.peers.len(),
             tracks: self.router.published(),
             subscriptions: self.router.subscriptions(),
@@ -847,11 +859,23 @@ impl Engine {
     }
 
     fn handle_outs(&mut self, now: Instant, from: PeerId, outs: &mut Vec<PeerOut>) {
+        if let Some(p) = self.peers.get_mut(&from) {
+            let c = p.take_counts();
+            let s = &mut self.stats;
+            s.nacks_in += c.nacks_in;
+            s.nacks_out += c.nacks_out;
+            s.rtx_out += c.rtx_out;
+            s.plis_in += c.plis_in;
+            s.firs_in += c.firs_in;
+            s.layer_ups += c.layer_ups;
+            s.layer_downs += c.layer_downs;
+        }
         let mut closed = None;
         for out in outs.drain(..) {
             match out {
                 PeerOut::Transmit(t) => {
                     self.stats.datagrams_out += 1;
+                    self.stats.bytes_out += t.contents.len() as u64;
                     self.outputs.push_back(Output::Transmit(t));
                 }
                 PeerOut::Media(pkt) => self.route(now, pkt),
@@ -872,7 +896,10 @@ impl Engine {
                     });
                 }
                 PeerOut::TrackRemoved(track) => self.remove_track(now, track),
-                PeerOut::Dropped => self.stats.packets_dropped += 1,
+                PeerOut::Dropped => {
+                    self.stats.packets_dropped += 1;
+                    self.stats.packets_unknown_stream += 1;
+                }
                 PeerOut::KeyframeWanted { track, layer } => {
                     // A switch: the layer it waits for must be on its way (ahead of the
                     // keyframe request, in the same pipe) before the keyframe is sent.
@@ -979,6 +1006,7 @@ impl Engine {
         self.stats.packets_in += 1;
         let Some(route) = self.router.routes.get_mut(&pkt.track) else {
             self.stats.packets_dropped += 1;
+            self.stats.packets_no_route += 1;
             return;
         };
         if let (Some(level), true) = (pkt.audio_level, route.origin == self.worker) {

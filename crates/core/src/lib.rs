@@ -55,7 +55,7 @@ pub mod vp8;
 pub mod vp9;
 pub mod wire;
 
-pub use api::{Command, Event, Plan, ReplyBody, RequestId, Subscription, WorkerStats};
+pub use api::{Command, Event, Plan, ReplyBody, RequestId, Subscription, TrackStats, WorkerStats};
 pub use engine::{Engine, Output};
 pub use ids::{Kind, NodeId, PeerId, TrackId, WorkerId};
 pub use packet::{MediaPacket, PipeMsg};

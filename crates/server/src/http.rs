@@ -1,4 +1,5 @@
-//! Plain HTTP: health, the admin API, Prometheus metrics, and the embedded demo page and SDK.
+//! Plain HTTP: health, the admin API, Prometheus metrics (`metrics`), and the embedded demo
+//! page, dashboard and SDK.
 
 use axum::extract::{Path, State as AxumState};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
@@ -7,7 +8,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use sfumato_worker::sfumato_core::{Command, ReplyBody, WorkerId, WorkerStats};
 
-use crate::App;
+use crate::{metrics, App};
 
 mod assets {
     include!(concat!(env!("OUT_DIR"), "/assets.rs"));
@@ -68,7 +69,7 @@ pub async fn room(
 }
 
 /// Asks every live worker for its counters.
-async fn worker_stats(app: &App) -> Vec<WorkerStats> {
+pub(crate) async fn worker_stats(app: &App) -> Vec<WorkerStats> {
     let mut all = Vec::with_capacity(app.pool.len());
     for i in 0..app.pool.len() {
         let w = WorkerId(i as u16);
@@ -76,7 +77,7 @@ async fn worker_stats(app: &App) -> Vec<WorkerStats> {
             continue;
         }
         match app.pool.call(w, |req| Command::Stats { req }).await {
-            Ok(ReplyBody::Stats(s)) => all.push(s),
+            Ok(ReplyBody::Stats(s)) => all.push(*s),
             _ => tracing::warn!(worker = %w, "no stats from worker"),
         }
     }
@@ -175,108 +176,31 @@ pub async fn metrics(AxumState(app): AxumState<App>, headers: HeaderMap) -> Resp
         let s = app.state();
         (s.rooms.len(), s.participants.len())
     };
-    let mut out = String::new();
-    let up: Vec<bool> = (0..app.pool.len())
-        .map(|i| app.pool.is_alive(WorkerId(i as u16)))
-        .collect();
-    let alive = up.iter().filter(|u| **u).count();
-    out.push_str("# TYPE sfumato_worker_up gauge\n");
-    for (i, u) in up.iter().enumerate() {
-        out.push_str(&format!(
-            "sfumato_worker_up{{worker=\"{i}\"}} {}\n",
-            u8::from(*u)
-        ));
-    }
-    out.push_str("# TYPE sfumato_workers_alive gauge\n");
-    out.push_str(&format!("sfumato_workers_alive {alive}\n"));
-    out.push_str("# TYPE sfumato_workers_dead gauge\n");
-    out.push_str(&format!("sfumato_workers_dead {}\n", up.len() - alive));
-    out.push_str("# TYPE sfumato_event_task_up gauge\n");
-    out.push_str(&format!(
-        "sfumato_event_task_up {}\n",
-        u8::from(app.events.is_running())
-    ));
-    out.push_str("# TYPE sfumato_worker_reports_failed_total counter\n");
-    out.push_str(&format!(
-        "sfumato_worker_reports_failed_total {}\n",
-        app.events.failed()
-    ));
-    out.push_str("# TYPE sfumato_rooms gauge\n");
-    out.push_str(&format!("sfumato_rooms {rooms}\n"));
-    out.push_str("# TYPE sfumato_participants gauge\n");
-    out.push_str(&format!("sfumato_participants {participants}\n"));
-    out.push_str("# TYPE sfumato_auth_rejected_total counter\n");
-    for (reason, n) in app.auth.rejected() {
-        out.push_str(&format!(
-            "sfumato_auth_rejected_total{{reason=\"{reason}\"}} {n}\n"
-        ));
-    }
-    out.push_str("# TYPE sfumato_limit_hits_total counter\n");
-    for (limit, n) in app.limits.hits() {
-        out.push_str(&format!(
-            "sfumato_limit_hits_total{{limit=\"{limit}\"}} {n}\n"
-        ));
-    }
-    type Series = (&'static str, &'static str, fn(&WorkerStats) -> u64);
-    let series: [Series; 18] = [
-        ("sfumato_worker_peers", "gauge", |s| s.peers as u64),
-        ("sfumato_worker_tracks", "gauge", |s| s.tracks as u64),
-        ("sfumato_worker_subscriptions", "gauge", |s| {
-            s.subscriptions as u64
-        }),
-        ("sfumato_worker_sinks", "gauge", |s| s.sinks as u64),
-        ("sfumato_worker_datagrams_in_total", "counter", |s| {
-            s.datagrams_in
-        }),
-        ("sfumato_worker_datagrams_out_total", "counter", |s| {
-            s.datagrams_out
-        }),
-        ("sfumato_worker_datagrams_dropped_total", "counter", |s| {
-            s.datagrams_dropped
-        }),
-        ("sfumato_worker_packets_in_total", "counter", |s| {
-            s.packets_in
-        }),
-        ("sfumato_worker_packets_forwarded_total", "counter", |s| {
-            s.packets_forwarded
-        }),
-        ("sfumato_worker_packets_dropped_total", "counter", |s| {
-            s.packets_dropped
-        }),
-        ("sfumato_worker_pipe_in_total", "counter", |s| s.pipe_in),
-        ("sfumato_worker_pipe_out_total", "counter", |s| s.pipe_out),
-        ("sfumato_worker_pipe_dropped_total", "counter", |s| {
-            s.pipe_dropped
-        }),
-        (
-            "sfumato_worker_keyframe_requests_in_total",
-            "counter",
-            |s| s.keyframe_requests_in,
-        ),
-        (
-            "sfumato_worker_keyframe_requests_sent_total",
-            "counter",
-            |s| s.keyframe_requests_sent,
-        ),
-        ("sfumato_worker_peers_failed_total", "counter", |s| {
-            s.peers_failed
-        }),
-        ("sfumato_worker_plans_total", "counter", |s| s.plans),
-        ("sfumato_worker_repairs_total", "counter", |s| s.repairs),
-    ];
-    for (name, kind, get) in series {
-        out.push_str(&format!("# TYPE {name} {kind}\n"));
-        for s in &stats {
-            out.push_str(&format!("{name}{{worker=\"{}\"}} {}\n", s.worker, get(s)));
-        }
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    let snapshot = metrics::Snapshot {
+        workers_up: (0..app.pool.len())
+            .map(|i| app.pool.is_alive(WorkerId(i as u16)))
+            .collect(),
+        event_task_up: app.events.is_running(),
+        reports_failed: app.events.failed(),
+        rooms,
+        participants,
+        auth_rejected: app.auth.rejected(),
+        limit_hits: app.limits.hits(),
+        stats,
+        cluster_nodes: app.cluster.as_ref().map(|n| n.nodes().len()),
+    };
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics::render(&snapshot),
+    )
+        .into_response()
 }
 
 /// The demo page and the SDK, embedded at build time.
 pub async fn asset(uri: Uri) -> Response {
     let path = match uri.path() {
         "/" => "/index.html",
+        "/dashboard" => "/dashboard.html",
         p => p,
     };
     let Some((_, body)) = assets::ASSETS.iter().find(|(p, _)| *p == path) else {

@@ -6,10 +6,12 @@ mod auth;
 mod cluster;
 mod commands;
 mod config;
+mod dashboard;
 mod events;
 mod http;
 mod ids;
 mod limits;
+mod metrics;
 mod outbound;
 mod placement;
 mod rooms;
@@ -57,6 +59,8 @@ pub struct App {
     pub auth: Arc<Auth>,
     /// What one client may ask of the node, and how often each limit was hit.
     pub limits: Arc<Limits>,
+    /// The dashboard's latest data, refreshed every second (`dashboard`).
+    pub dashboard: Arc<dashboard::Board>,
 }
 
 impl App {
@@ -270,8 +274,10 @@ fn control_plane(
         cluster: node.clone(),
         auth,
         limits: limits.clone(),
+        dashboard: Arc::default(),
     };
     events::spawn(app.clone(), deliveries);
+    dashboard::spawn(app.clone());
     if let (Some(node), Some(changed)) = (node, changed) {
         node.start(app.clone(), changed);
     }
@@ -295,6 +301,7 @@ fn control_plane(
         .route("/api/workers", get(http::workers))
         .route("/api/nodes", get(http::nodes))
         .route("/api/nodes/{id}/drain", post(http::drain))
+        .route("/api/dashboard", get(dashboard::data))
         .route("/ws", get(signaling::upgrade))
         .route("/whip/{room}", post(whip::whip_post))
         .route("/whip/{room}/{session}", delete(whip::whip_delete))

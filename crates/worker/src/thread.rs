@@ -60,6 +60,8 @@ struct Unit {
     engine: Engine,
     pending: HashMap<RequestId, ReplySender>,
     pipe_dropped: u64,
+    /// Time spent in this seat's turns (the event-loop's busy time; waiting is not in it).
+    busy: std::time::Duration,
     // Built on the thread: its preallocated headers hold raw pointers and may not cross threads.
     sender: BatchSender,
     /// Whether the socket may hold datagrams: it said so, or the last read stopped before it
@@ -180,6 +182,7 @@ impl Runtime {
                 engine,
                 pending: HashMap::new(),
                 pipe_dropped: 0,
+                busy: std::time::Duration::ZERO,
                 sender: BatchSender::new(),
                 readable: true,
             });
@@ -216,13 +219,18 @@ impl Runtime {
                 }
             }
             let now = Instant::now();
+            let mut started = now;
             // Read once a turn: the relay stamps and reads packets' times on it.
             let clock = ClusterClock::read();
             more = false;
             let mut stop = false;
             for (i, unit) in units.iter_mut().enumerate() {
                 unit.readable |= events.iter().any(|e| e.token() == Token(i));
-                match unit.turn(i, now, &clock, &mut buf, &mut shared) {
+                let turn = unit.turn(i, now, &clock, &mut buf, &mut shared);
+                let ended = Instant::now();
+                unit.busy += ended.saturating_duration_since(started);
+                started = ended;
+                match turn {
                     Turn::More => more = true,
                     Turn::Idle => {}
                     Turn::Stop => stop = true,
@@ -398,6 +406,8 @@ impl Unit {
                         ReplyBody::Stats(mut s) => {
                             s.pipe_dropped = self.pipe_dropped;
                             s.datagrams_dropped += self.sender.dropped;
+                            s.send_failed = self.sender.dropped;
+                            s.busy_ns = self.busy.as_nanos() as u64;
                             s.link = self
                                 .seat
                                 .relay

@@ -57,6 +57,8 @@ pub(super) struct Sender {
     /// The SSRC of the slot's send stream, once found (the per-packet lookup by it is
     /// O(1), by mid it is O(m-lines)).
     stream: Option<Ssrc>,
+    /// Packets written into the send stream (`meter` tells retransmissions from them).
+    pub(super) written: u64,
 }
 
 /// How one source payload type is sent to one subscriber.
@@ -192,6 +194,7 @@ impl Peer {
             write = write.vp8_patch(patch);
         }
         tx.write_rtp(write);
+        send.written += 1;
         if decision.ask_keyframe {
             Write::ForwardedWantsKeyframe
         } else {

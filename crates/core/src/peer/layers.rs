@@ -168,6 +168,11 @@ impl Peer {
             let layer = given.map(|(l, _)| l);
             self.slots[i].forward.temporal_target = given.map_or(ALL_TEMPORAL, |(_, t)| t);
             if layer != self.slots[i].forward.target {
+                if up {
+                    self.counts.layer_ups += 1;
+                } else {
+                    self.counts.layer_downs += 1;
+                }
                 self.retarget(now, i, layer, out);
             }
         }

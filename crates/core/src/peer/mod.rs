@@ -5,17 +5,20 @@
 //! Around the `Rtc`, one file per job: `negotiate` (offers, answers, slots bound to
 //! tracks), `ingress` (published tracks, received RTP → [`MediaPacket`]), `layers` (which
 //! layer each slot should get: requests, downlink allocation, demand), `egress` (a
-//! forwarded packet → str0m's send stream), `slot` (the state of one outgoing m-line).
+//! forwarded packet → str0m's send stream), `slot` (the state of one outgoing m-line),
+//! `meter` (counters and per-stream measures).
 //! Which packets a slot forwards is decided outside, in [`crate::forward`].
 
 mod egress;
 mod ingress;
 mod layers;
+mod meter;
 mod negotiate;
 mod slot;
 
 pub use egress::Write;
 pub use ingress::Published;
+pub use meter::PeerCounts;
 pub use slot::Slot;
 
 use std::net::SocketAddr;
@@ -24,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpPendingOffer;
-use str0m::media::Mid;
+use str0m::media::{KeyframeRequestKind, Mid};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::Extension;
 use str0m::{Candidate, Event as RtcEvent, IceConnectionState, Input, Output, Rtc, RtcConfig};
@@ -136,6 +139,12 @@ pub struct Peer {
     /// What was last reported in [`PeerOut::Allocated`].
     reported: Option<(Option<u64>, Layers)>,
     next_allocation: Instant,
+    /// Counters for the worker's stats, taken by the engine after each drain.
+    counts: PeerCounts,
+    /// Each str0m stream as last measured (`meter`).
+    meters: Vec<meter::StreamMeter>,
+    /// The peer's latest round-trip time (str0m's peer stats), for streams without their own.
+    rtt: Option<Duration>,
 }
 
 impl Peer {
@@ -151,7 +160,7 @@ impl Peer {
         let mut config = RtcConfig::new()
             .set_ice_lite(true)
             .set_rtp_mode(true)
-            .set_stats_interval(None)
+            .set_stats_interval(Some(meter::STATS_INTERVAL))
             .set_crypto_provider(crate::dtls::provider())
             // Opus with RED, for the peers that offer or accept it (passed through, `red`).
             .enable_opus(true, true)
@@ -194,6 +203,9 @@ impl Peer {
             twcc: false,
             reported: None,
             next_allocation: now,
+            counts: PeerCounts::default(),
+            meters: Vec::new(),
+            rtt: None,
         })
     }
 
@@ -328,7 +340,16 @@ impl Peer {
             RtcEvent::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) if !self.twcc => {
                 self.estimate = Some(estimate.as_u64());
             }
-            RtcEvent::KeyframeRequest(req) => self.on_keyframe_request(req.mid, out),
+            RtcEvent::KeyframeRequest(req) => {
+                match req.kind {
+                    KeyframeRequestKind::Pli => self.counts.plis_in += 1,
+                    KeyframeRequestKind::Fir => self.counts.firs_in += 1,
+                }
+                self.on_keyframe_request(req.mid, out)
+            }
+            RtcEvent::MediaEgressStats(s) => self.on_egress_stats(s),
+            RtcEvent::MediaIngressStats(s) => self.on_ingress_stats(s),
+            RtcEvent::PeerStats(s) => self.on_peer_stats(s),
             _ => {}
         }
     }
