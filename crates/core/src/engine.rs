@@ -16,7 +16,7 @@ use crate::api::{Command, Event, Plan, ReplyBody, RequestId, WorkerStats};
 use crate::demux::{Demux, Lookup};
 use crate::ids::{Kind, NodeId, PeerId, TrackId, WorkerId};
 use crate::packet::{MediaPacket, Need, PipeMsg, ALL_LAYERS, MAX_LAYERS};
-use crate::peer::{Peer, PeerOut, Role, Write};
+use crate::peer::{Peer, PeerCounts, PeerOut, Role, Write};
 use crate::router::{Route, Router};
 use crate::timers::{Timer, Timers};
 use crate::Error;
@@ -794,9 +794,10 @@ impl Engine {
                 p.queued = false;
                 p.timeout(now, &mut outs);
                 p.drain(now, &mut outs);
-                (before, p.next_timeout())
+                (before, p.next_timeout(), p.take_counts())
             });
-            if let Some((before, after)) = ran {
+            if let Some((before, after, counts)) = ran {
+                self.add_counts(counts);
                 self.reschedule(now, id, before, after);
                 self.handle_outs(now, id, &mut outs);
             }
@@ -811,9 +812,10 @@ impl Engine {
         let ran = self.on_peer(now, id, |p| {
             let before = p.next_timeout();
             p.drain(now, &mut outs);
-            (before, p.next_timeout())
+            (before, p.next_timeout(), p.take_counts())
         });
-        if let Some((before, after)) = ran {
+        if let Some((before, after, counts)) = ran {
+            self.add_counts(counts);
             self.reschedule(now, id, before, after);
             self.handle_outs(now, id, &mut outs);
         }
@@ -858,18 +860,20 @@ impl Engine {
         self.remove_peer(now, id, "internal error");
     }
 
+    /// Adds what a peer counted since it was last drained here (taken inside the calls that
+    /// drain it, where the peer is at hand: no extra lookup per drain).
+    fn add_counts(&mut self, c: PeerCounts) {
+        let s = &mut self.stats;
+        s.nacks_in += c.nacks_in;
+        s.nacks_out += c.nacks_out;
+        s.rtx_out += c.rtx_out;
+        s.plis_in += c.plis_in;
+        s.firs_in += c.firs_in;
+        s.layer_ups += c.layer_ups;
+        s.layer_downs += c.layer_downs;
+    }
+
     fn handle_outs(&mut self, now: Instant, from: PeerId, outs: &mut Vec<PeerOut>) {
-        if let Some(p) = self.peers.get_mut(&from) {
-            let c = p.take_counts();
-            let s = &mut self.stats;
-            s.nacks_in += c.nacks_in;
-            s.nacks_out += c.nacks_out;
-            s.rtx_out += c.rtx_out;
-            s.plis_in += c.plis_in;
-            s.firs_in += c.firs_in;
-            s.layer_ups += c.layer_ups;
-            s.layer_downs += c.layer_downs;
-        }
         let mut closed = None;
         for out in outs.drain(..) {
             match out {

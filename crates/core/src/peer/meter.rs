@@ -13,7 +13,8 @@ use crate::api::TrackStats;
 /// How often str0m reports its stats (one pass over the peer's streams, no per-packet cost).
 pub(super) const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Counters the engine takes (and zeroes) after each drain of the peer.
+/// Counters the engine takes (and zeroes) when it drains the peer after a datagram or a
+/// timeout pass (what other calls count waits for the next one).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PeerCounts {
     pub nacks_in: u64,
