@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of Sfumato on a fresh Debian machine: installs what is missing (Debian's
 # chromium, iproute2, curl and redis-server, playwright-core from npm), checks formatting and lints, runs the
-# Rust unit and integration tests, then the browser end-to-end tests in a private network
+# Rust unit and integration tests, runs each fuzz target briefly, then the browser end-to-end tests in a private network
 # namespace. CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,12 +21,15 @@ fi
 
 echo "== cargo fmt"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 echo "== cargo clippy"
 cargo clippy --release --workspace --all-targets -- -D warnings
 echo "== cargo build"
 cargo build --release --workspace --bins
 echo "== cargo test"
 cargo test --release --workspace
+echo "== fuzzing: every target from its seed corpus, 15 s each (scripts/fuzz.sh)"
+bash scripts/fuzz.sh
 echo "== the README's run command"
 bash scripts/check-run-command.sh
 echo "== benchmark smoke test (5 s, 3 participants, against sfumato)"

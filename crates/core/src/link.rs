@@ -286,6 +286,13 @@ impl Links {
         self.scratch = body;
     }
 
+    /// Fuzzing only: seals any `body` (kind byte first) to member `to`, as a member that
+    /// holds the cluster key could, so that a fuzzer reaches what lies behind the AEAD.
+    #[cfg(feature = "fuzzing")]
+    pub fn seal_body(&mut self, to: NodeId, body: &[u8]) {
+        self.seal(to, body);
+    }
+
     /// Encrypts `body` to member `to` and queues it.
     fn seal(&mut self, to: NodeId, body: &[u8]) {
         let Some(addr) = self.members.get(&to).map(|m| m.addr) else {
@@ -400,11 +407,16 @@ impl Links {
     /// Accounts for media `seq` from `node`; returns whether to deliver it (not a
     /// duplicate).
     fn on_media_seq(&mut self, now: Instant, node: NodeId, seq: u64) -> bool {
+        // A sender counts from 0: the last value is never sent, and would overflow below.
+        let Some(after) = seq.checked_add(1) else {
+            self.stats.malformed += 1;
+            return false;
+        };
         let Some(m) = self.members.get_mut(&node) else {
             return false;
         };
         let Some(next) = m.next_recv else {
-            m.next_recv = Some(seq + 1);
+            m.next_recv = Some(after);
             return true;
         };
         if seq >= next {
@@ -425,7 +437,7 @@ impl Links {
                 m.missing.pop_first();
                 self.stats.lost += 1;
             }
-            m.next_recv = Some(seq + 1);
+            m.next_recv = Some(after);
             true
         } else if m.missing.remove(&seq).is_some() {
             true
@@ -689,6 +701,32 @@ mod tests {
             b.handle_datagram(now, addr(1), junk, &c);
         }
         assert_eq!(delivered(&mut b), [1], "only the genuine datagram, once");
+    }
+
+    #[test]
+    fn a_member_sending_the_last_sequence_number_is_dropped_not_a_panic() {
+        // Found by fuzz/ (target `link`): `seq + 1` overflowed.
+        let now = Instant::now();
+        let c = clock(now);
+        let (mut a, mut b) = pair(c.at);
+        let mut body = vec![MEDIA];
+        body.extend_from_slice(&u64::MAX.to_be_bytes());
+        let mut msg = Vec::new();
+        wire::encode(&media(1, now), &c, &mut msg).expect("encodes");
+        body.extend_from_slice(&msg);
+        for _ in 0..2 {
+            a.seal(NodeId(2), &body);
+        }
+        for (_, d) in transmits(&mut a) {
+            b.handle_datagram(now, addr(1), &d, &c);
+        }
+        assert_eq!(b.stats().malformed, 2);
+        assert!(delivered(&mut b).is_empty());
+        a.send(now, NodeId(2), &media(0, now), &c);
+        for (_, d) in transmits(&mut a) {
+            b.handle_datagram(now, addr(1), &d, &c);
+        }
+        assert_eq!(delivered(&mut b), [0], "the link carries on");
     }
 
     #[test]

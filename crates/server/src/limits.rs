@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use sfumato_signal::sdp_shape;
 
 /// A limit that can be hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,7 +197,7 @@ impl Limits {
                 format!("an SDP is limited to {} bytes", s.sdp_bytes),
             ));
         }
-        let shape = SdpShape::of(sdp);
+        let shape = sdp_shape(sdp);
         if shape.mlines > s.sdp_mlines {
             return Err(self.exceeded(
                 Limit::SdpMlines,
@@ -251,41 +252,6 @@ impl Limits {
     }
 }
 
-/// The m-lines of an SDP, and those of audio or video that send (not `inactive` or
-/// `recvonly`, and not port 0).
-#[derive(Debug, Default, PartialEq)]
-struct SdpShape {
-    mlines: usize,
-    sending: usize,
-}
-
-impl SdpShape {
-    fn of(sdp: &str) -> SdpShape {
-        let mut shape = SdpShape::default();
-        // The m-line being read: whether it is audio or video that still may send.
-        let mut current: Option<bool> = None;
-        let close = |shape: &mut SdpShape, current: Option<bool>| {
-            if current == Some(true) {
-                shape.sending += 1;
-            }
-        };
-        for line in sdp.lines().map(str::trim_end) {
-            if let Some(m) = line.strip_prefix("m=") {
-                close(&mut shape, current);
-                shape.mlines += 1;
-                let mut words = m.split(' ');
-                let media = words.next().unwrap_or("");
-                let port = words.next().unwrap_or("");
-                current = Some((media == "audio" || media == "video") && port != "0");
-            } else if matches!(line, "a=inactive" | "a=recvonly") {
-                current = current.map(|_| false);
-            }
-        }
-        close(&mut shape, current);
-        shape
-    }
-}
-
 /// One client's signaling allowance: `rate` messages a second, `burst` at once.
 #[derive(Debug)]
 pub struct Bucket {
@@ -333,25 +299,6 @@ mod tests {
         m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=inactive\r\n\
         m=video 0 UDP/TLS/RTP/SAVPF 96\r\n\
         m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
-
-    #[test]
-    fn an_offer_sends_its_live_audio_and_video_m_lines() {
-        assert_eq!(
-            SdpShape::of(OFFER),
-            SdpShape {
-                mlines: 5,
-                sending: 2
-            }
-        );
-        let recvonly = "m=video 9 X 96\na=recvonly\nm=audio 9 X 111\n";
-        assert_eq!(
-            SdpShape::of(recvonly),
-            SdpShape {
-                mlines: 2,
-                sending: 1
-            }
-        );
-    }
 
     #[test]
     fn sdps_over_a_limit_are_refused_and_counted() {

@@ -787,6 +787,8 @@ pub struct Net {
     /// When set, every pipe message crosses in its wire form (`sfumato_core::wire`), encoded
     /// and decoded as a relay between nodes would: what arrives must serve as well.
     pub wire_pipes: bool,
+    /// With `wire_pipes`: every pipe message's wire form, kept (seeds for fuzz/).
+    pub wire_log: Option<Vec<Vec<u8>>>,
     /// In a cluster ([`Net::cluster`]): the workers per node (the relay worker is one more,
     /// the last of each node's engines); 0 for a single node without a relay.
     pub node_workers: usize,
@@ -835,6 +837,7 @@ impl Net {
             delivered: Vec::new(),
             engine_busy: Duration::ZERO,
             wire_pipes: false,
+            wire_log: None,
             node_workers: 0,
             relays: VecDeque::new(),
             relay_log: Vec::new(),
@@ -1368,6 +1371,9 @@ impl Net {
                     let mut bytes = Vec::new();
                     sfumato_core::wire::encode(&msg, &clock(self.now), &mut bytes)
                         .expect("a pipe message has a wire form");
+                    if let Some(log) = &mut self.wire_log {
+                        log.push(bytes.clone());
+                    }
                     sfumato_core::wire::decode(&bytes, &clock(self.now))
                         .expect("the wire form decodes")
                 } else {
