@@ -297,7 +297,7 @@ impl Engine {
             Command::Reconcile(plan) => self.reconcile(now, plan),
             Command::Stats { req } => {
                 let stats = self.stats();
-                self.reply(req, Ok(ReplyBody::Stats(stats)));
+                self.reply(req, Ok(ReplyBody::Stats(Box::new(stats))));
             }
         }
         self.announce_layers(now);
@@ -712,6 +712,9 @@ impl Engine {
             relayed_in: self.router.relayed_in(),
             relayed_out: self.router.relayed_out(),
             addresses: self.demux.addresses(),
+            ufrags: self.demux.ufrags(),
+            routes: self.router.routes.len(),
+            timers: self.timers.len(),
             ..self.stats.clone()
         }
     }

@@ -76,7 +76,7 @@ async fn worker_stats(app: &App) -> Vec<WorkerStats> {
             continue;
         }
         match app.pool.call(w, |req| Command::Stats { req }).await {
-            Ok(ReplyBody::Stats(s)) => all.push(s),
+            Ok(ReplyBody::Stats(s)) => all.push(*s),
             _ => tracing::warn!(worker = %w, "no stats from worker"),
         }
     }
@@ -171,9 +171,9 @@ pub async fn metrics(AxumState(app): AxumState<App>, headers: HeaderMap) -> Resp
         return denied.response();
     }
     let stats = worker_stats(&app).await;
-    let (rooms, participants) = {
+    let (rooms, participants, (peers, tracks, sessions)) = {
         let s = app.state();
-        (s.rooms.len(), s.participants.len())
+        (s.rooms.len(), s.participants.len(), s.held())
     };
     let mut out = String::new();
     let up: Vec<bool> = (0..app.pool.len())
@@ -205,6 +205,12 @@ pub async fn metrics(AxumState(app): AxumState<App>, headers: HeaderMap) -> Resp
     out.push_str(&format!("sfumato_rooms {rooms}\n"));
     out.push_str("# TYPE sfumato_participants gauge\n");
     out.push_str(&format!("sfumato_participants {participants}\n"));
+    out.push_str("# TYPE sfumato_peers gauge\n");
+    out.push_str(&format!("sfumato_peers {peers}\n"));
+    out.push_str("# TYPE sfumato_tracks gauge\n");
+    out.push_str(&format!("sfumato_tracks {tracks}\n"));
+    out.push_str("# TYPE sfumato_whip_sessions gauge\n");
+    out.push_str(&format!("sfumato_whip_sessions {sessions}\n"));
     out.push_str("# TYPE sfumato_auth_rejected_total counter\n");
     for (reason, n) in app.auth.rejected() {
         out.push_str(&format!(
@@ -218,13 +224,23 @@ pub async fn metrics(AxumState(app): AxumState<App>, headers: HeaderMap) -> Resp
         ));
     }
     type Series = (&'static str, &'static str, fn(&WorkerStats) -> u64);
-    let series: [Series; 18] = [
+    let series: [Series; 24] = [
         ("sfumato_worker_peers", "gauge", |s| s.peers as u64),
         ("sfumato_worker_tracks", "gauge", |s| s.tracks as u64),
         ("sfumato_worker_subscriptions", "gauge", |s| {
             s.subscriptions as u64
         }),
         ("sfumato_worker_sinks", "gauge", |s| s.sinks as u64),
+        ("sfumato_worker_routes", "gauge", |s| s.routes as u64),
+        ("sfumato_worker_pending_keyframe_requests", "gauge", |s| {
+            s.pending_keyframe_requests as u64
+        }),
+        ("sfumato_worker_addresses", "gauge", |s| s.addresses as u64),
+        ("sfumato_worker_ufrags", "gauge", |s| s.ufrags as u64),
+        ("sfumato_worker_timers", "gauge", |s| s.timers as u64),
+        ("sfumato_worker_relayed_in", "gauge", |s| {
+            s.relayed_in as u64
+        }),
         ("sfumato_worker_datagrams_in_total", "counter", |s| {
             s.datagrams_in
         }),

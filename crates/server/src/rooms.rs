@@ -168,6 +168,12 @@ impl State {
         self.cluster = Some((node, changed));
     }
 
+    /// What the control plane holds, for `/metrics` and leak checks: (peers, tracks, WHIP
+    /// and WHEP sessions).
+    pub fn held(&self) -> (usize, usize, usize) {
+        (self.peers.len(), self.tracks.len(), self.sessions.len())
+    }
+
     /// Tells the cluster that this node's part of `room` changed.
     pub(crate) fn touch(&self, room: &str) {
         if let Some((_, changed)) = &self.cluster {
