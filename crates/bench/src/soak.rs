@@ -210,12 +210,14 @@ const WORKER_GAUGES: [(&str, &str); 9] = [
 ];
 
 /// The node gauges of `/metrics` that must read zero.
-const NODE_GAUGES: [(&str, &str); 5] = [
+const NODE_GAUGES: [(&str, &str); 7] = [
     ("sfumato_rooms", "rooms"),
     ("sfumato_participants", "participants"),
     ("sfumato_peers", "control-plane peers"),
     ("sfumato_tracks", "control-plane tracks"),
     ("sfumato_whip_sessions", "WHIP/WHEP sessions"),
+    ("sfumato_topology_peers", "topology peers"),
+    ("sfumato_topology_tracks", "topology tracks"),
 ];
 
 async fn read_gauges(server: &SfumatoServer) -> anyhow::Result<Vec<Gauge>> {

@@ -171,7 +171,7 @@ pub async fn metrics(AxumState(app): AxumState<App>, headers: HeaderMap) -> Resp
         return denied.response();
     }
     let stats = worker_stats(&app).await;
-    let (rooms, participants, (peers, tracks, sessions)) = {
+    let (rooms, participants, held) = {
         let s = app.state();
         (s.rooms.len(), s.participants.len(), s.held())
     };
@@ -205,12 +205,15 @@ pub async fn metrics(AxumState(app): AxumState<App>, headers: HeaderMap) -> Resp
     out.push_str(&format!("sfumato_rooms {rooms}\n"));
     out.push_str("# TYPE sfumato_participants gauge\n");
     out.push_str(&format!("sfumato_participants {participants}\n"));
-    out.push_str("# TYPE sfumato_peers gauge\n");
-    out.push_str(&format!("sfumato_peers {peers}\n"));
-    out.push_str("# TYPE sfumato_tracks gauge\n");
-    out.push_str(&format!("sfumato_tracks {tracks}\n"));
-    out.push_str("# TYPE sfumato_whip_sessions gauge\n");
-    out.push_str(&format!("sfumato_whip_sessions {sessions}\n"));
+    for (name, value) in [
+        ("sfumato_peers", held.peers),
+        ("sfumato_tracks", held.tracks),
+        ("sfumato_whip_sessions", held.sessions),
+        ("sfumato_topology_peers", held.topology_peers),
+        ("sfumato_topology_tracks", held.topology_tracks),
+    ] {
+        out.push_str(&format!("# TYPE {name} gauge\n{name} {value}\n"));
+    }
     out.push_str("# TYPE sfumato_auth_rejected_total counter\n");
     for (reason, n) in app.auth.rejected() {
         out.push_str(&format!(

@@ -418,8 +418,13 @@ pub const IDLE_WORKER_GAUGES: [&str; 8] = [
 
 /// The node gauges of `/metrics` that are 0 once every participant and WHIP/WHEP session
 /// has gone.
-pub const IDLE_NODE_GAUGES: [&str; 3] =
-    ["sfumato_peers", "sfumato_tracks", "sfumato_whip_sessions"];
+pub const IDLE_NODE_GAUGES: [&str; 5] = [
+    "sfumato_peers",
+    "sfumato_tracks",
+    "sfumato_whip_sessions",
+    "sfumato_topology_peers",
+    "sfumato_topology_tracks",
+];
 
 /// `name value` lines of a Prometheus text exposition (no labels, no comments).
 pub fn unlabelled_series(text: &str) -> Vec<(String, f64)> {
