@@ -34,5 +34,7 @@ echo "== the README's run command"
 bash scripts/check-run-command.sh
 echo "== benchmark smoke test (5 s, 3 participants, against sfumato)"
 target/release/sfumato-bench smoke --out target/bench-smoke
+echo "== soak (2 minutes of churn: fails on any leaked gauge or on the steady pair's loss)"
+target/release/sfumato-bench soak --seconds 120 --out target/bench-soak
 echo "== browser end-to-end tests"
 SFUMATO_BIN=target/release/sfumato SFUMATO_CLIENT_BIN=target/release/sfumato-client bash e2e/run.sh

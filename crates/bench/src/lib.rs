@@ -7,7 +7,8 @@
 //! few threads), [`janus`] (running and signaling Janus VideoRoom), [`target`] (Sfumato as a
 //! target), [`procstat`] (the server's CPU and memory from /proc), [`report`] (tables, JSON,
 //! charts), [`compare`] (pairing Sfumato's and Janus' runs by load, the `RESULT` line) and
-//! [`cluster`] (a room over the nodes of a cluster: CPU, relay, joins, recovery, drain).
+//! [`cluster`] (a room over the nodes of a cluster: CPU, relay, joins, recovery, drain) and
+//! [`soak`] (churn for minutes: memory over time, leak gauges, the loss of a steady pair).
 
 pub mod cluster;
 pub mod compare;
@@ -17,5 +18,6 @@ pub mod media;
 pub mod procstat;
 pub mod report;
 pub mod scenario;
+pub mod soak;
 pub mod stats;
 pub mod target;

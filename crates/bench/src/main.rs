@@ -1,7 +1,8 @@
 //! `sfumato-bench`: runs scenarios against Sfumato and Janus VideoRoom and reports them side by
 //! side. `compare --quick` takes under 3 minutes; `run` runs one scenario; `smoke` is the CI
 //! check that media flows and the report is complete; `cluster --quick` (~1 minute) spreads a
-//! room over two nodes of a cluster (docs/benchmarks.md).
+//! room over two nodes of a cluster; `soak --minutes N` churns a room for N minutes and fails
+//! on a leak or on loss (docs/benchmarks.md).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use sfumato_bench::compare::{self, Load, Run, Server};
 use sfumato_bench::janus::{self, JanusOptions};
 use sfumato_bench::report::{self, RunReport, Series};
 use sfumato_bench::scenario::{self, Scenario, Shape, Target};
+use sfumato_bench::soak::{self, SoakOptions};
 use sfumato_bench::target::sfumato::SfumatoOptions;
 
 #[derive(Parser, Debug)]
@@ -99,6 +101,37 @@ enum Cmd {
         /// SDK does by default.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         simulcast: bool,
+    },
+    /// Churn against one server: every second a participant joins and one leaves, every 5 s
+    /// a publisher restarts, subscribers switch simulcast layers, WHIP sessions come and go,
+    /// garbage datagrams and malformed signaling arrive; a steady pair stays throughout.
+    /// Reports resident memory over time, every gauge of what the server holds once everyone
+    /// left (all must be 0) and the steady pair's loss; exits non-zero on a leak or on loss.
+    Soak {
+        /// How long the churn lasts, in minutes.
+        #[arg(long, conflicts_with = "seconds")]
+        minutes: Option<u64>,
+        /// How long the churn lasts, in seconds [default: 120].
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Churning participants in the room at any time (every other one publishes).
+        #[arg(long, default_value_t = 6)]
+        churners: usize,
+        /// Sfumato's worker threads (2: tracks are piped between workers).
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Seconds between two samples of the server's resident memory.
+        #[arg(long, default_value_t = 5)]
+        sample_secs: u64,
+        /// The longest wait, once everyone left, for every gauge to read 0.
+        #[arg(long, default_value_t = 20)]
+        settle_secs: u64,
+        /// The most either steady participant may lose of the other's audio or video (%).
+        #[arg(long, default_value_t = 1.0)]
+        max_loss_pct: f64,
+        /// Also fail if resident memory grows this much (%) or more after warm-up.
+        #[arg(long)]
+        max_rss_growth_pct: Option<f64>,
     },
     /// Vertical scaling: fan-out 1→N with N growing by `step` until loss passes 1%, with
     /// `--workers 1` (on the server CPU) and `--workers 2 --placement spread` (on every CPU,
@@ -210,7 +243,11 @@ fn sfumato(cli: &Cli, workers: usize, port_base: u16) -> Target {
 }
 
 fn sfumato_on(cli: &Cli, workers: usize, port_base: u16, cpus: String) -> Target {
-    Target::Sfumato(SfumatoOptions {
+    Target::Sfumato(sfumato_options(cli, workers, port_base, cpus))
+}
+
+fn sfumato_options(cli: &Cli, workers: usize, port_base: u16, cpus: String) -> SfumatoOptions {
+    SfumatoOptions {
         bin: cli.sfumato_bin.clone(),
         workers,
         placement: "spread",
@@ -220,7 +257,7 @@ fn sfumato_on(cli: &Cli, workers: usize, port_base: u16, cpus: String) -> Target
         log: cli.out.join(format!("sfumato-{workers}w.log")),
         bandwidth_estimation: cli.bandwidth_estimation,
         cluster: None,
-    })
+    }
 }
 
 fn janus(cli: &Cli) -> Target {
@@ -275,6 +312,47 @@ async fn async_main(cli: Cli, cores: usize) -> anyhow::Result<()> {
             println!("smoke: media flowed and the report is complete");
         }
         Cmd::Compare { quick } => compare(&cli, *quick, threads).await?,
+        Cmd::Soak {
+            minutes,
+            seconds,
+            churners,
+            workers,
+            sample_secs,
+            settle_secs,
+            max_loss_pct,
+            max_rss_growth_pct,
+        } => {
+            let duration = match (minutes, seconds) {
+                (Some(m), _) => Duration::from_secs(m * 60),
+                (None, Some(s)) => Duration::from_secs(*s),
+                (None, None) => Duration::from_secs(120),
+            };
+            let o = SoakOptions {
+                server: SfumatoOptions {
+                    log: cli.out.join("sfumato-soak.log"),
+                    // Any CPU: the workers are not measured for cost here.
+                    cpus: None,
+                    ..sfumato_options(&cli, *workers, 28600, String::new())
+                },
+                threads,
+                duration,
+                churners: (*churners).max(1),
+                sample_every: Duration::from_secs((*sample_secs).max(1)),
+                settle: Duration::from_secs(*settle_secs),
+                max_loss_pct: *max_loss_pct,
+                max_rss_growth_pct: *max_rss_growth_pct,
+            };
+            let report = soak::run(&o).await?;
+            println!("{}", report.markdown());
+            let json = cli.out.join("soak.json");
+            std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
+            std::fs::write(cli.out.join("soak.md"), report.markdown())?;
+            println!("wrote {}", json.display());
+            println!("{}", report.result_line());
+            if !report.failures.is_empty() {
+                bail!("soak failed: {}", report.failures.join("; "));
+            }
+        }
         Cmd::Cluster {
             quick,
             receivers,

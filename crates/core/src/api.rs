@@ -204,6 +204,7 @@ pub enum Event {
 pub enum ReplyBody {
     Sdp(String),
     Done,
+    /// Boxed: it is asked for rarely and larger than every other event.
     Stats(Box<WorkerStats>),
 }
 
@@ -216,7 +217,14 @@ pub struct WorkerStats {
     pub subscriptions: usize,
     pub sinks: usize,
     pub pending_keyframe_requests: usize,
+    /// 5-tuples the demux has bound to a peer.
     pub addresses: usize,
+    /// Local ICE ufrags the demux knows (one per peer).
+    pub ufrags: usize,
+    /// Tracks this worker routes: published here, piped in from another worker or relayed.
+    pub routes: usize,
+    /// Entries in the timer heap, current or not yet tidied away.
+    pub timers: usize,
     pub datagrams_in: u64,
     pub datagrams_out: u64,
     /// Every datagram dropped; by reason in the four fields after `bytes_out`.

@@ -54,6 +54,10 @@ impl Demux {
     pub fn addresses(&self) -> usize {
         self.by_addr.len()
     }
+
+    pub fn ufrags(&self) -> usize {
+        self.by_ufrag.len()
+    }
 }
 
 /// The local ufrag of a STUN binding request, or `None` for anything else.

@@ -724,6 +724,9 @@ impl Engine {
             relayed_in: self.router.relayed_in(),
             relayed_out: self.router.relayed_out(),
             addresses: self.demux.addresses(),
+            ufrags: self.demux.ufrags(),
+            routes: self.router.routes.len(),
+            timers: self.timers.len(),
             ..self.stats.clone()
         }
     }

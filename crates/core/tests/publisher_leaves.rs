@@ -188,6 +188,10 @@ fn nothing_leaks_after_unsubscribe_and_the_publisher_leaving() {
     net.run_for(Duration::from_millis(100));
     for (w, e) in net.engines.iter().enumerate() {
         let s = e.stats();
-        assert_eq!((s.peers, s.addresses), (0, 0), "worker {w}: {s:?}");
+        assert_eq!(
+            (s.peers, s.addresses, s.ufrags, s.routes, s.timers),
+            (0, 0, 0, 0, 0),
+            "worker {w}: {s:?}"
+        );
     }
 }

@@ -172,9 +172,9 @@ pub async fn metrics(AxumState(app): AxumState<App>, headers: HeaderMap) -> Resp
         return denied.response();
     }
     let stats = worker_stats(&app).await;
-    let (rooms, participants) = {
+    let (rooms, participants, held) = {
         let s = app.state();
-        (s.rooms.len(), s.participants.len())
+        (s.rooms.len(), s.participants.len(), s.held())
     };
     let snapshot = metrics::Snapshot {
         workers_up: (0..app.pool.len())
@@ -184,6 +184,7 @@ pub async fn metrics(AxumState(app): AxumState<App>, headers: HeaderMap) -> Resp
         reports_failed: app.events.failed(),
         rooms,
         participants,
+        held,
         auth_rejected: app.auth.rejected(),
         limit_hits: app.limits.hits(),
         stats,

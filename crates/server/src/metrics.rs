@@ -21,6 +21,8 @@ pub struct Snapshot {
     pub reports_failed: u64,
     pub rooms: usize,
     pub participants: usize,
+    /// What the control plane holds (0 on an idle node: the leak gauges).
+    pub held: crate::rooms::Held,
     pub auth_rejected: Vec<(&'static str, u64)>,
     pub limit_hits: Vec<(&'static str, u64)>,
     /// The live workers' counters.
@@ -54,6 +56,29 @@ const WORKER_GAUGES: &[Series] = &[
         "sfumato_worker_sinks",
         "Pipes out: (track, other worker) pairs fed from here",
         |s| s.sinks as u64,
+    ),
+    ("sfumato_worker_routes", "Tracks this worker routes", |s| {
+        s.routes as u64
+    }),
+    (
+        "sfumato_worker_pending_keyframe_requests",
+        "Keyframe requests waiting to be merged and sent",
+        |s| s.pending_keyframe_requests as u64,
+    ),
+    (
+        "sfumato_worker_addresses",
+        "Remote addresses bound to a peer by the demux",
+        |s| s.addresses as u64,
+    ),
+    (
+        "sfumato_worker_ufrags",
+        "Local ICE ufrags the demux knows",
+        |s| s.ufrags as u64,
+    ),
+    (
+        "sfumato_worker_timers",
+        "Entries in the worker's timer heap",
+        |s| s.timers as u64,
     ),
 ];
 
@@ -244,6 +269,35 @@ pub fn render(s: &Snapshot) -> String {
         "Participants on this node",
         one(s.participants),
     );
+    for (name, help, v) in [
+        (
+            "sfumato_peers",
+            "Peer connections the control plane knows",
+            s.held.peers,
+        ),
+        (
+            "sfumato_tracks",
+            "Tracks the control plane knows",
+            s.held.tracks,
+        ),
+        (
+            "sfumato_whip_sessions",
+            "WHIP and WHEP sessions",
+            s.held.sessions,
+        ),
+        (
+            "sfumato_topology_peers",
+            "Peers in the media topology",
+            s.held.topology_peers,
+        ),
+        (
+            "sfumato_topology_tracks",
+            "Track entries in the media topology",
+            s.held.topology_tracks,
+        ),
+    ] {
+        gauge(r, name, help, one(v));
+    }
     counter(
         r,
         "sfumato_auth_rejected",

@@ -110,6 +110,16 @@ pub enum JoinError {
     Limit(#[from] Exceeded),
 }
 
+/// Counts of what [`State`] holds ([`State::held`]).
+pub struct Held {
+    pub peers: usize,
+    pub tracks: usize,
+    /// WHIP and WHEP sessions.
+    pub sessions: usize,
+    pub topology_peers: usize,
+    pub topology_tracks: usize,
+}
+
 pub struct State {
     /// The workers, asked only whether each is alive (for placement).
     pool: Arc<Pool>,
@@ -166,6 +176,18 @@ impl State {
     /// Makes this state a node of a cluster: room changes are announced on `changed`.
     pub fn join_cluster(&mut self, node: NodeId, changed: mpsc::UnboundedSender<String>) {
         self.cluster = Some((node, changed));
+    }
+
+    /// What the control plane holds, for `/metrics` and leak checks.
+    pub fn held(&self) -> Held {
+        let (topology_peers, topology_tracks) = self.topology.held();
+        Held {
+            peers: self.peers.len(),
+            tracks: self.tracks.len(),
+            sessions: self.sessions.len(),
+            topology_peers,
+            topology_tracks,
+        }
     }
 
     /// Tells the cluster that this node's part of `room` changed.

@@ -40,6 +40,8 @@ pub trait Topology: Send {
     fn kind(&self, track: TrackId) -> Option<Kind>;
     /// Sends every worker the plan of what it should hold.
     fn reconcile(&self);
+    /// What it holds, for `/metrics` and leak checks: (peers, track entries).
+    fn held(&self) -> (usize, usize);
 
     /// In a cluster: `track`, published on `node`, is relayed here (its origin here is the
     /// relay worker). Alone, there is no other node.
@@ -174,6 +176,10 @@ impl LocalTopology {
 }
 
 impl Topology for LocalTopology {
+    fn held(&self) -> (usize, usize) {
+        (self.peers.len(), self.tracks.len())
+    }
+
     fn add_peer(&mut self, peer: PeerId, worker: WorkerId, create: bool) {
         if self.peers.contains_key(&peer) {
             return;

@@ -346,49 +346,95 @@ impl TestServer {
         }
     }
 
-    /// Waits until every worker reports zero `peers`, `tracks`, `subscriptions`, `sinks`
-    /// and `pending_keyframe_requests` (and `addresses`, if reported), the relay worker of a
-    /// cluster node included; on timeout the error carries the last report.
+    /// `GET /metrics` (with [`TestServer::admin_token`]): the unlabelled series, by name.
+    pub async fn node_gauges(&self) -> anyhow::Result<Vec<(String, f64)>> {
+        let r = http_get_with(&self.url("/metrics"), self.admin_token.as_deref()).await?;
+        if r.status != 200 {
+            bail!("GET /metrics: status {} body {:?}", r.status, r.body);
+        }
+        Ok(unlabelled_series(&r.body))
+    }
+
+    /// Waits until every worker reports zero of each of [`IDLE_WORKER_GAUGES`] (and
+    /// `addresses`, if reported), the relay worker of a cluster node included, and the
+    /// control plane zero of each of [`IDLE_NODE_GAUGES`] in `/metrics`; on timeout the
+    /// error carries the last reports.
     pub async fn wait_workers_idle(&self, timeout: Duration) -> anyhow::Result<Vec<Value>> {
-        const FIELDS: [&str; 5] = [
-            "peers",
-            "tracks",
-            "subscriptions",
-            "sinks",
-            "pending_keyframe_requests",
-        ];
         let deadline = std::time::Instant::now() + timeout;
         let mut last;
         loop {
-            match self.workers_stats().await {
-                Ok(w) => {
+            match (self.workers_stats().await, self.node_gauges().await) {
+                (Ok(w), Ok(node)) => {
                     // `addresses` (5-tuples the demux knows) is checked too when reported.
                     let expected = self.workers + usize::from(self.relay_port.is_some());
-                    let idle = w.len() == expected
+                    let workers_idle = w.len() == expected
                         && w.iter().all(|s| {
-                            FIELDS
+                            IDLE_WORKER_GAUGES
                                 .iter()
                                 .all(|f| s.get(*f).and_then(Value::as_u64) == Some(0))
                                 && s.get("addresses").is_none_or(|a| a.as_u64() == Some(0))
                         });
-                    if idle {
+                    let held: Vec<&(String, f64)> = node
+                        .iter()
+                        .filter(|(n, _)| IDLE_NODE_GAUGES.contains(&n.as_str()))
+                        .collect();
+                    let node_idle =
+                        held.len() == IDLE_NODE_GAUGES.len() && held.iter().all(|(_, v)| *v == 0.0);
+                    if workers_idle && node_idle {
                         return Ok(w);
                     }
-                    last = serde_json::to_string(&w).unwrap_or_default();
+                    last = format!(
+                        "GET /api/workers: {}; /metrics: {held:?}",
+                        serde_json::to_string(&w).unwrap_or_default()
+                    );
                 }
-                Err(e) => last = format!("error: {e:#}"),
+                (Err(e), _) | (_, Err(e)) => last = format!("error: {e:#}"),
             }
             if std::time::Instant::now() >= deadline {
                 bail!(
-                    "workers not idle within {timeout:?} (expected {} workers with {:?} all 0); \
-                     last GET /api/workers: {last}",
+                    "workers not idle within {timeout:?} (expected {} workers with {:?} all 0, \
+                     and {:?} 0 in /metrics); last {last}",
                     self.workers + usize::from(self.relay_port.is_some()),
-                    FIELDS
+                    IDLE_WORKER_GAUGES,
+                    IDLE_NODE_GAUGES,
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// The gauges of `GET /api/workers` that are 0 on an idle worker.
+pub const IDLE_WORKER_GAUGES: [&str; 8] = [
+    "peers",
+    "tracks",
+    "subscriptions",
+    "sinks",
+    "pending_keyframe_requests",
+    "ufrags",
+    "routes",
+    "timers",
+];
+
+/// The node gauges of `/metrics` that are 0 once every participant and WHIP/WHEP session
+/// has gone.
+pub const IDLE_NODE_GAUGES: [&str; 5] = [
+    "sfumato_peers",
+    "sfumato_tracks",
+    "sfumato_whip_sessions",
+    "sfumato_topology_peers",
+    "sfumato_topology_tracks",
+];
+
+/// `name value` lines of a Prometheus text exposition (no labels, no comments).
+pub fn unlabelled_series(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.contains('{'))
+        .filter_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            Some((name.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 fn collect(r: impl std::io::Read, logs: Arc<Mutex<Vec<String>>>) {

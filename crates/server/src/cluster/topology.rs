@@ -34,6 +34,12 @@ impl ClusterTopology {
 }
 
 impl Topology for ClusterTopology {
+    fn held(&self) -> (usize, usize) {
+        // Entries, not distinct tracks: a relayed track is in `remote` and the local map.
+        let (peers, tracks) = self.local.held();
+        (peers, tracks + self.remote.len() + self.outs.len())
+    }
+
     fn add_peer(&mut self, peer: PeerId, worker: WorkerId, create: bool) {
         self.local.add_peer(peer, worker, create);
     }

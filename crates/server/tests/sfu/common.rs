@@ -131,8 +131,9 @@ pub async fn assert_grows(what: &str, by: u64, count: impl Fn() -> u64) {
     );
 }
 
-/// Waits for cleanup: every worker reports zero peers, tracks, subscriptions, sinks and
-/// pending keyframe requests.
+/// Waits for cleanup: every worker reports zero peers, tracks, subscriptions, sinks, routes,
+/// ufrags, timers and pending keyframe requests, and the control plane zero peers, tracks
+/// and WHIP/WHEP sessions (`TestServer::wait_workers_idle`).
 pub async fn assert_idle(server: &TestServer) {
     server.wait_workers_idle(CLEANUP).await.must("cleanup");
     // The periodic plans (every 2 s) never had to repair anything: the commands of a
