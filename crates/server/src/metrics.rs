@@ -426,6 +426,13 @@ mod tests {
             reports_failed: 0,
             rooms: 3,
             participants: 5,
+            held: crate::rooms::Held {
+                peers: 0,
+                tracks: 2,
+                sessions: 0,
+                topology_peers: 0,
+                topology_tracks: 0,
+            },
             auth_rejected: vec![("expired", 4)],
             limit_hits: vec![("rooms", 1)],
             stats: vec![w],
@@ -434,6 +441,7 @@ mod tests {
         for line in [
             "sfumato_rooms 3",
             "sfumato_participants 5",
+            "sfumato_tracks 2",
             "sfumato_worker_up{worker=\"1\"} 1",
             "sfumato_auth_rejected_total{reason=\"expired\"} 4",
             "sfumato_limit_hits_total{limit=\"rooms\"} 1",
