@@ -15,6 +15,8 @@
 //! - [`TestServer`]: spawns the real `sfumato` binary on fresh loopback ports ([`sfumato_bin`]
 //!   finds or builds it for tests outside the server's crate), alone or as a node of a
 //!   cluster ([`ServerOptions::cluster`]) coordinated through a throwaway [`Redis`].
+//! - [`tls`]: HTTPS and WSS to a server whose certificate's fingerprint the test trusts
+//!   ([`ServerOptions::tls`] starts one with `--tls-self-signed`).
 //! - [`garbage`]: malformed STUN/DTLS/RTP/RTCP datagrams for robustness tests.
 
 pub mod check;
@@ -25,6 +27,7 @@ pub mod peer;
 pub mod redis_server;
 pub mod rtc_util;
 pub mod server;
+pub mod tls;
 pub mod wait;
 pub mod ws;
 

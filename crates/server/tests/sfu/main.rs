@@ -8,5 +8,6 @@ mod cluster;
 mod common;
 mod forwarding;
 mod limits;
+mod tls;
 mod tokens;
 mod whip_whep;
