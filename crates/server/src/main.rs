@@ -110,6 +110,16 @@ fn run_server(config: Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let auth = Arc::new(Auth::new(&config.keys)?);
+    // Before any worker starts or the cluster hears of this node: a bad certificate or key
+    // stops the start with its reason alone.
+    let certified = match &config.tls {
+        Some(source) => Some(tls::Certified::load(
+            source,
+            config.listen,
+            config.announce_ip,
+        )?),
+        None => None,
+    };
     // In a cluster: a node id and the cluster key first (they name the ids and key the relay).
     let joined = match &config.cluster {
         Some(c) => Some(cluster::join(&c.redis, c.secret.as_deref()).await?),
@@ -170,14 +180,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Arc::new(Limits::new(config.limits.clone())),
     );
 
-    let certified = match &config.tls {
-        Some(source) => Some(tls::Certified::load(
-            source,
-            config.listen,
-            config.announce_ip,
-        )?),
-        None => None,
-    };
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     // Where to point a browser: the announce address when listening everywhere.
     let open_at = if config.listen.ip().is_unspecified() {

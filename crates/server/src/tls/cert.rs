@@ -19,16 +19,18 @@ use super::Source;
 /// accept for a TLS server certificate.
 const SELF_SIGNED_DAYS: i64 = 365;
 
+/// Why the certificate cannot be served; the underlying error is the `source` (printed
+/// after it with `{:#}`).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("reading the TLS certificate {path}: {source}")]
+    #[error("reading the TLS certificate {path}")]
     ReadCert {
         path: PathBuf,
         source: rustls_pki_types::pem::Error,
     },
     #[error("{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
     NoCert { path: PathBuf },
-    #[error("reading the TLS private key {path}: {source}")]
+    #[error("reading the TLS private key {path}")]
     ReadKey {
         path: PathBuf,
         source: rustls_pki_types::pem::Error,
@@ -38,20 +40,20 @@ pub enum TlsError {
          PRIVATE KEY)"
     )]
     NoKey { path: PathBuf },
-    #[error("the TLS private key {path} cannot be used: {source}")]
+    #[error("the TLS private key {path} cannot be used")]
     BadKey {
         path: PathBuf,
         source: rustls::Error,
     },
-    #[error("the TLS private key {key} does not belong to the certificate {cert}: {source}")]
+    #[error("the TLS private key {key} does not belong to the certificate {cert}")]
     KeyMismatch {
         cert: PathBuf,
         key: PathBuf,
         source: rustls::Error,
     },
-    #[error("making the self-signed TLS certificate: {0}")]
+    #[error("making the self-signed TLS certificate")]
     Generate(#[from] rcgen::Error),
-    #[error("the TLS configuration: {0}")]
+    #[error("the TLS configuration")]
     Config(#[from] rustls::Error),
 }
 
