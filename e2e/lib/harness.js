@@ -3,6 +3,7 @@
 
 import { spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
+import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -70,13 +71,57 @@ export function freePort() {
   });
 }
 
+/** The SHA-256 certificate fingerprint of sfumato's start log line, if printed yet. */
+function fingerprintIn(lines) {
+  for (const line of lines) {
+    const m = /SHA-256 fingerprint ((?:[0-9A-F]{2}:){31}[0-9A-F]{2})/.exec(line);
+    if (m) return m[1];
+  }
+  return null;
+}
+
+/**
+ * fetch() over HTTPS to a server whose certificate is the one with this SHA-256
+ * fingerprint (a self-signed one Node would refuse): the certificate is pinned, not ignored.
+ */
+function pinnedFetch(fingerprint) {
+  return (url, init = {}) =>
+    new Promise((resolve, reject) => {
+      const req = https.request(
+        url,
+        {
+          method: init.method || 'GET',
+          headers: init.headers || {},
+          rejectUnauthorized: false,
+          checkServerIdentity: (_host, cert) =>
+            cert.fingerprint256 === fingerprint ? undefined : new Error(`certificate ${cert.fingerprint256} is not ${fingerprint}`),
+        },
+        (res) => {
+          const chunks = [];
+          res.on('data', (c) => chunks.push(c));
+          res.on('error', reject);
+          res.on('end', () => {
+            const body = Buffer.concat(chunks);
+            const headers = new Headers();
+            for (const [k, v] of Object.entries(res.headers)) for (const one of [].concat(v)) headers.append(k, one);
+            resolve(new Response(body.length ? body : null, { status: res.statusCode, headers }));
+          });
+        },
+      );
+      req.on('error', reject);
+      req.end(init.body);
+    });
+}
+
 /**
  * Starts `sfumato` on `host` (127.0.0.1 by default; any 127/8 address is loopback) and waits
  * for GET /healthz.
- * @param {{name: string, rtcPort: number, workers?: number, placement?: string, args?: string[], host?: string, port?: number}} opts
+ * @param {{name: string, rtcPort: number, workers?: number, placement?: string, args?: string[], host?: string, port?: number, tls?: boolean}} opts
  *   rtcPort: the media UDP port base; give every test file its own range.
+ *   tls: HTTPS and WSS with `--tls-self-signed`; the server's `fetch` and `getJson` pin its
+ *   certificate (from the start log line).
  */
-export async function startServer({ name, rtcPort, workers = 2, placement = 'spread', args = [], host = '127.0.0.1', port: fixedPort }) {
+export async function startServer({ name, rtcPort, workers = 2, placement = 'spread', args = [], host = '127.0.0.1', port: fixedPort, tls = false }) {
   if (!existsSync(SERVER_BIN)) {
     throw new Error(`server binary ${SERVER_BIN} not found: build it first (cargo build --release --workspace --bins) or set SFUMATO_BIN`);
   }
@@ -88,6 +133,7 @@ export async function startServer({ name, rtcPort, workers = 2, placement = 'spr
     '--rtc-port', String(rtcPort),
     '--workers', String(workers),
     '--placement', placement,
+    ...(tls ? ['--tls-self-signed'] : []),
     ...args,
     ...extra,
   ];
@@ -95,6 +141,8 @@ export async function startServer({ name, rtcPort, workers = 2, placement = 'spr
   const log = createWriteStream(logPath);
   log.write(`$ ${SERVER_BIN} ${argv.join(' ')}\n`);
   const tail = [];
+  // The first output, whole (a line may span chunks): where the start line is.
+  let head = '';
   const child = spawn(SERVER_BIN, argv, {
     cwd: REPO_ROOT,
     env: { RUST_LOG: 'info', RUST_BACKTRACE: '1', ...process.env },
@@ -102,6 +150,7 @@ export async function startServer({ name, rtcPort, workers = 2, placement = 'spr
   });
   const onData = (chunk) => {
     log.write(chunk);
+    if (head.length < 65536) head += chunk.toString();
     for (const line of chunk.toString().split('\n')) {
       if (!line) continue;
       tail.push(line);
@@ -119,11 +168,18 @@ export async function startServer({ name, rtcPort, workers = 2, placement = 'spr
     });
   });
 
-  const url = `http://${host}:${port}`;
+  const url = `${tls ? 'https' : 'http'}://${host}:${port}`;
+  // Plain fetch, or (with TLS) one pinned to the certificate once the start line shows it.
+  let get = tls ? null : fetch;
+  const request = (p, init) => {
+    if (!get) throw new Error('the server has not printed its certificate fingerprint yet');
+    return get(url + p, init);
+  };
   const server = {
     name,
     url,
-    wsUrl: `ws://${host}:${port}/ws`,
+    wsUrl: `${tls ? 'wss' : 'ws'}://${host}:${port}/ws`,
+    tls,
     port,
     rtcPort,
     logPath,
@@ -133,13 +189,13 @@ export async function startServer({ name, rtcPort, workers = 2, placement = 'spr
     },
     logTail: () => tail.join('\n'),
     /** fetch() against the server, path relative to its root. */
-    fetch: (p, init) => fetch(url + p, init),
+    fetch: request,
     /** An access token sent with getJson (a server started with API keys). */
     token: null,
     /** GET a JSON document; returns {status, body}. */
     async getJson(p) {
       const headers = server.token ? { authorization: `Bearer ${server.token}` } : {};
-      const res = await fetch(url + p, { headers });
+      const res = await request(p, { headers });
       const text = await res.text();
       let body = null;
       try {
@@ -172,8 +228,13 @@ export async function startServer({ name, rtcPort, workers = 2, placement = 'spr
     await waitFor(
       async () => {
         if (exited) throw new Error(`server exited during startup (${JSON.stringify(exited)}):\n${server.logTail()}`);
+        if (!get) {
+          const fingerprint = fingerprintIn(head.split('\n'));
+          if (!fingerprint) return false;
+          get = pinnedFetch(fingerprint);
+        }
         try {
-          const res = await fetch(`${url}/healthz`);
+          const res = await request('/healthz');
           return res.ok;
         } catch {
           return false;
@@ -249,20 +310,28 @@ export const RECORD_PEER_CONNECTIONS = `(() => {
   if (window.webkitRTCPeerConnection) window.webkitRTCPeerConnection = RecordedPeerConnection;
 })();`;
 
-export function launchBrowser() {
-  return chromium.launch({ executablePath: CHROMIUM_BIN, args: CHROMIUM_ARGS, headless: true });
+/**
+ * @param {{ignoreCertificateErrors?: boolean}} opts ignoreCertificateErrors: accept a
+ *   self-signed certificate (only the TLS test asks for it).
+ */
+export function launchBrowser({ ignoreCertificateErrors = false } = {}) {
+  const args = ignoreCertificateErrors ? [...CHROMIUM_ARGS, '--ignore-certificate-errors'] : CHROMIUM_ARGS;
+  return chromium.launch({ executablePath: CHROMIUM_BIN, args, headless: true });
 }
 
 /**
  * A test session: one server, one browser, a browser context per participant.
  */
 export class Session {
-  /** @param {{name: string, rtcPort: number, workers?: number, placement?: string, args?: string[]}} opts */
+  /**
+   * @param {{name: string, rtcPort: number, workers?: number, placement?: string, args?: string[], tls?: boolean}} opts
+   *   tls: the server serves HTTPS/WSS with a self-signed certificate, which the browser accepts.
+   */
   static async start(opts) {
     const s = new Session(opts.name);
     s.server = await startServer(opts);
     try {
-      s.browser = await launchBrowser();
+      s.browser = await launchBrowser({ ignoreCertificateErrors: Boolean(opts.tls) });
     } catch (err) {
       await s.server.stop();
       throw err;

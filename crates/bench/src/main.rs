@@ -152,6 +152,8 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before any HTTP client is built (reqwest's rustls has no provider of its own).
+    sfumato_testkit::init_crypto();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

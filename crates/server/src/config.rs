@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::auth::{Grant, Source};
 use crate::limits;
 use crate::placement::Policy;
+use crate::tls;
 
 /// Sfumato: a WebRTC SFU whose rooms span every core. Without a subcommand it runs the
 /// server.
@@ -131,8 +132,8 @@ pub struct ServeArgs {
     /// node stands alone
     #[arg(long, env = "SFUMATO_REDIS")]
     pub redis: Option<String>,
-    /// In a cluster: where browsers reach this node's HTTP [default: http:// and the listen
-    /// address, with the announce address if it listens everywhere]
+    /// In a cluster: where browsers reach this node's HTTP [default: http:// (https:// with
+    /// TLS) and the listen address, with the announce address if it listens everywhere]
     #[arg(long, env = "SFUMATO_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// In a cluster: the UDP port of the relay to the other nodes [default: the port after
@@ -197,6 +198,16 @@ pub struct ServeArgs {
     /// disconnected and leaves its room [default: 15s]
     #[arg(long, env = "SFUMATO_WS_IDLE_TIMEOUT", value_parser = parse_duration)]
     pub ws_idle_timeout: Option<u64>,
+    /// Serve HTTPS and WSS with this PEM certificate chain (with --tls-key)
+    #[arg(long, env = "SFUMATO_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, env = "SFUMATO_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS and WSS with a certificate made at start for localhost, this host's
+    /// addresses and the listen address; its SHA-256 fingerprint is in the start log line
+    #[arg(long, env = "SFUMATO_TLS_SELF_SIGNED")]
+    pub tls_self_signed: bool,
     /// TOML file with any of the settings above (snake_case keys) and a `[keys]` table of
     /// API keys (`name = "secret"`)
     #[arg(long, env = "SFUMATO_CONFIG")]
@@ -231,6 +242,9 @@ struct File {
     ws_ping_interval: Option<u64>,
     /// Seconds.
     ws_idle_timeout: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_self_signed: Option<bool>,
     /// API key → secret.
     keys: Option<BTreeMap<String, String>>,
 }
@@ -332,6 +346,27 @@ fn limit_settings(cli: &ServeArgs, file: &File) -> anyhow::Result<limits::Settin
     Ok(s)
 }
 
+/// Where the listener's certificate comes from, if it serves HTTPS: the two ways exclude
+/// each other wherever they are set (flags, environment or file).
+fn tls_source(cli: &ServeArgs, file: &File) -> anyhow::Result<Option<tls::Source>> {
+    let cert = cli.tls_cert.clone().or_else(|| file.tls_cert.clone());
+    let key = cli.tls_key.clone().or_else(|| file.tls_key.clone());
+    let self_signed = cli.tls_self_signed || file.tls_self_signed.unwrap_or(false);
+    match (cert, key, self_signed) {
+        (None, None, false) => Ok(None),
+        (None, None, true) => Ok(Some(tls::Source::SelfSigned)),
+        (Some(_), _, true) | (_, Some(_), true) => anyhow::bail!(
+            "--tls-self-signed and --tls-cert/--tls-key are two ways to get a certificate: \
+             give one of them"
+        ),
+        (Some(cert), Some(key), false) => Ok(Some(tls::Source::Files { cert, key })),
+        (Some(_), None, false) => anyhow::bail!("--tls-cert needs --tls-key (its private key)"),
+        (None, Some(_), false) => {
+            anyhow::bail!("--tls-key needs --tls-cert (the certificate it belongs to)")
+        }
+    }
+}
+
 /// How this node joins a cluster (`--redis`).
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -356,6 +391,8 @@ pub struct Config {
     /// open development mode.
     pub keys: BTreeMap<String, String>,
     pub limits: limits::Settings,
+    /// HTTPS and WSS (`--tls-*`); plain HTTP without.
+    pub tls: Option<tls::Source>,
 }
 
 impl Config {
@@ -382,6 +419,8 @@ impl Config {
         // Keys add up (several are valid at once, for rotation); the command line's secret
         // wins over the file's for the same key.
         let limits = limit_settings(&cli, &file)?;
+        let tls = tls_source(&cli, &file)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut keys = file.keys.unwrap_or_default();
         if let (Some(key), Some(secret)) = (&cli.api_key, &cli.api_secret) {
             keys.insert(key.clone(), secret.clone());
@@ -413,7 +452,7 @@ impl Config {
                     public_url: cli
                         .public_url
                         .or(file.public_url)
-                        .unwrap_or_else(|| format!("http://{host}"))
+                        .unwrap_or_else(|| format!("{scheme}://{host}"))
                         .trim_end_matches('/')
                         .to_string(),
                     relay_port,
@@ -438,6 +477,7 @@ impl Config {
             cluster,
             keys,
             limits,
+            tls,
         })
     }
 
@@ -731,6 +771,58 @@ mod tests {
         };
         assert_eq!(t.grant, [Grant::RoomAdmin, Grant::Admin, Grant::Data]);
         assert_eq!(t.sources, [Source::Audio, Source::Video]);
+    }
+
+    #[test]
+    fn tls_from_files_or_self_signed_never_both() {
+        assert_eq!(Config::load(cli(&[])).unwrap().tls, None);
+        let c = Config::load(cli(&["--tls-self-signed"])).unwrap();
+        assert_eq!(c.tls, Some(tls::Source::SelfSigned));
+        let c = Config::load(cli(&["--tls-cert", "c.pem", "--tls-key", "k.pem"])).unwrap();
+        assert_eq!(
+            c.tls,
+            Some(tls::Source::Files {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        for bad in [
+            &[
+                "--tls-self-signed",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+            ][..],
+            &["--tls-self-signed", "--tls-key", "k.pem"],
+        ] {
+            let err = Config::load(cli(bad)).unwrap_err();
+            assert!(format!("{err}").contains("give one of them"), "{err}");
+        }
+        let err = Config::load(cli(&["--tls-cert", "c.pem"])).unwrap_err();
+        assert!(format!("{err}").contains("needs --tls-key"), "{err}");
+        let err = Config::load(cli(&["--tls-key", "k.pem"])).unwrap_err();
+        assert!(format!("{err}").contains("needs --tls-cert"), "{err}");
+
+        let dir = std::env::temp_dir().join(format!("sfumato-tls-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sfumato.toml");
+        std::fs::write(
+            &path,
+            "tls_cert = \"/etc/c.pem\"\ntls_key = \"/etc/k.pem\"\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = Config::load(cli(&["--config", p])).unwrap();
+        assert!(matches!(c.tls, Some(tls::Source::Files { .. })));
+        // The file's certificate and the command line's self-signed one clash too.
+        assert!(Config::load(cli(&["--config", p, "--tls-self-signed"])).is_err());
+        std::fs::write(&path, "tls_self_signed = true\n").unwrap();
+        let c = Config::load(cli(&["--config", p, "--redis", "redis://r"])).unwrap();
+        assert_eq!(c.tls, Some(tls::Source::SelfSigned));
+        // A cluster node's default URL says https.
+        assert_eq!(c.cluster.unwrap().public_url, "https://127.0.0.1:8080");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod signaling;
 mod speaker;
 #[cfg(test)]
 mod supervision_tests;
+mod tls;
 mod topology;
 mod whip;
 
@@ -113,6 +114,16 @@ fn run_server(config: Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let auth = Arc::new(Auth::new(&config.keys)?);
+    // Before any worker starts or the cluster hears of this node: a bad certificate or key
+    // stops the start with its reason alone.
+    let certified = match &config.tls {
+        Some(source) => Some(tls::Certified::load(
+            source,
+            config.listen,
+            config.announce_ip,
+        )?),
+        None => None,
+    };
     // In a cluster: a node id and the cluster key first (they name the ids and key the relay).
     let joined = match &config.cluster {
         Some(c) => Some(cluster::join(&c.redis, c.secret.as_deref()).await?),
@@ -174,14 +185,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
 
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    // Where to point a browser: the announce address when listening everywhere.
+    let open_at = if config.listen.ip().is_unspecified() {
+        std::net::SocketAddr::new(config.announce_ip, config.listen.port())
+    } else {
+        config.listen
+    };
+    let scheme = if certified.is_some() { "https" } else { "http" };
     tracing::info!(
         listen = %config.listen,
         workers = config.workers,
         rtc_ports = %format!("{}-{}", config.rtc_port, config.rtc_port as usize + config.workers - 1),
         announce_ip = %config.announce_ip,
         placement = ?config.placement,
-        "sfumato is up: open http://{}/?room=demo&name=alice",
-        config.listen
+        tls = %tls_summary(config.tls.as_ref(), certified.as_ref()),
+        "sfumato is up: open {scheme}://{open_at}/?room=demo&name=alice",
     );
     if !auth.is_open() {
         tracing::info!(
@@ -200,7 +218,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let drain_node = node.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let stop = async move {
         match &drain_node {
             // In a cluster, SIGTERM drains first (a second signal stops at once), and a drain
             // asked through the API ends the process too.
@@ -220,8 +238,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         tracing::info!("shutting down");
         let _ = shutdown_tx.send(true);
-    });
-    server.await?;
+    };
+    match certified {
+        Some(c) => tls::serve(listener, c.config, router, stop).await,
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await?
+        }
+    }
     if let Some(node) = &node {
         node.leave().await;
     }
@@ -235,6 +260,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("bye");
     Ok(())
+}
+
+/// What the start log line says of TLS: off, or where the certificate comes from and its
+/// SHA-256 fingerprint (for a self-signed one, what a browser shows to compare with).
+fn tls_summary(source: Option<&tls::Source>, certified: Option<&tls::Certified>) -> String {
+    match (source, certified) {
+        (Some(tls::Source::SelfSigned), Some(c)) => format!(
+            "self-signed for {}, SHA-256 fingerprint {}",
+            c.names.join(" "),
+            c.fingerprint
+        ),
+        (Some(tls::Source::Files { cert, .. }), Some(c)) => format!(
+            "certificate {}, SHA-256 fingerprint {}",
+            cert.display(),
+            c.fingerprint
+        ),
+        _ => "off".to_string(),
+    }
 }
 
 /// The control plane over running workers: its state, the task that applies the workers'

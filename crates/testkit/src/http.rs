@@ -36,11 +36,14 @@ impl HttpResponse {
     }
 }
 
+/// HTTPS trusts the certificates given to [`crate::tls::trust`].
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(HTTP_TIMEOUT)
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+    let builder = reqwest::Client::builder().timeout(HTTP_TIMEOUT);
+    let builder = match crate::tls::client_config() {
+        Ok(tls) => builder.use_preconfigured_tls(tls),
+        Err(_) => builder,
+    };
+    builder.build().unwrap_or_else(|_| reqwest::Client::new())
 }
 
 async fn finish(resp: reqwest::Response) -> anyhow::Result<HttpResponse> {

@@ -15,6 +15,8 @@
 //! - [`TestServer`]: spawns the real `sfumato` binary on fresh loopback ports ([`sfumato_bin`]
 //!   finds or builds it for tests outside the server's crate), alone or as a node of a
 //!   cluster ([`ServerOptions::cluster`]) coordinated through a throwaway [`Redis`].
+//! - [`tls`]: HTTPS and WSS to a server whose certificate's fingerprint the test trusts
+//!   ([`ServerOptions::tls`] starts one with `--tls-self-signed`).
 //! - [`garbage`]: malformed STUN/DTLS/RTP/RTCP datagrams for robustness tests.
 
 pub mod check;
@@ -25,6 +27,7 @@ pub mod peer;
 pub mod redis_server;
 pub mod rtc_util;
 pub mod server;
+pub mod tls;
 pub mod wait;
 pub mod ws;
 
@@ -44,8 +47,14 @@ pub use server::{sfumato_bin, ServerOptions, TestServer};
 pub use wait::{poll_for, poll_until};
 pub use ws::{msg_type, Participant, PublishedTrack, SubscribedTrack};
 
-/// Installs str0m's crypto provider (aws-lc-rs) as the process default, once.
+/// Installs str0m's crypto provider (aws-lc-rs) as the process default, and rustls's
+/// aws-lc-rs provider as its process default (reqwest is built with rustls but no provider
+/// of its own: a `reqwest::Client` built without `use_preconfigured_tls` needs it), once.
 pub fn init_crypto() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+    ONCE.call_once(|| {
+        str0m::crypto::from_feature_flags().install_process_default();
+        // Err: another provider is already installed, which serves as well.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
 }

@@ -30,6 +30,9 @@ pub struct ServerOptions {
     /// An access token with the `admin` grant, sent by the helpers that read the admin API
     /// (for a server started with API keys).
     pub admin_token: Option<String>,
+    /// HTTPS and WSS with `--tls-self-signed`; the testkit's clients trust that certificate
+    /// (its fingerprint, read from the start log line).
+    pub tls: bool,
 }
 
 impl Default for ServerOptions {
@@ -41,6 +44,7 @@ impl Default for ServerOptions {
             extra_args: Vec::new(),
             startup_timeout: Duration::from_secs(30),
             admin_token: None,
+            tls: false,
         }
     }
 }
@@ -158,6 +162,8 @@ pub struct TestServer {
     pub relay_port: Option<u16>,
     /// Sent with the admin API requests of the helpers ([`ServerOptions::admin_token`]).
     pub admin_token: Option<String>,
+    /// Serves HTTPS and WSS ([`ServerOptions::tls`]).
+    pub tls: bool,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -175,8 +181,9 @@ impl std::fmt::Debug for TestServer {
 impl TestServer {
     /// Starts `bin` (`env!("CARGO_BIN_EXE_sfumato")`) on fresh ports with
     /// `--listen 127.0.0.1:HTTP --rtc-port RTC --workers N [--placement P]` (and in a
-    /// cluster `--redis URL --public-url http://127.0.0.1:HTTP --relay-port RTC+N`) and
-    /// waits for `GET /healthz` to answer 200.
+    /// cluster `--redis URL --public-url http://127.0.0.1:HTTP --relay-port RTC+N`; https
+    /// and `--tls-self-signed` with [`ServerOptions::tls`]) and waits for `GET /healthz` to
+    /// answer 200.
     pub async fn start(bin: &str, opts: ServerOptions) -> anyhow::Result<Self> {
         let relay = usize::from(opts.redis.is_some());
         let (http_port, rtc_port) = allocate_ports(opts.workers.max(1) + relay)?;
@@ -194,11 +201,15 @@ impl TestServer {
         if let Some(p) = &opts.placement {
             cmd.arg("--placement").arg(p);
         }
+        let scheme = if opts.tls { "https" } else { "http" };
+        if opts.tls {
+            cmd.arg("--tls-self-signed");
+        }
         if let (Some(redis), Some(relay_port)) = (&opts.redis, relay_port) {
             cmd.arg("--redis")
                 .arg(redis)
                 .arg("--public-url")
-                .arg(format!("http://127.0.0.1:{http_port}"))
+                .arg(format!("{scheme}://127.0.0.1:{http_port}"))
                 .arg("--relay-port")
                 .arg(relay_port.to_string());
         }
@@ -228,8 +239,10 @@ impl TestServer {
             workers: opts.workers,
             relay_port,
             admin_token: opts.admin_token.clone(),
+            tls: opts.tls,
             logs,
         };
+        let mut trusted = !opts.tls;
         let url = server.url("/healthz");
         let deadline = std::time::Instant::now() + opts.startup_timeout;
         loop {
@@ -239,9 +252,17 @@ impl TestServer {
                     server.logs().join("\n")
                 );
             }
-            if let Ok(r) = http_get(&url).await {
-                if r.status == 200 {
-                    return Ok(server);
+            if !trusted {
+                if let Some(fingerprint) = server.logs().iter().find_map(|l| fingerprint_in(l)) {
+                    crate::tls::trust(&fingerprint);
+                    trusted = true;
+                }
+            }
+            if trusted {
+                if let Ok(r) = http_get(&url).await {
+                    if r.status == 200 {
+                        return Ok(server);
+                    }
                 }
             }
             if std::time::Instant::now() >= deadline {
@@ -255,14 +276,16 @@ impl TestServer {
         }
     }
 
-    /// `http://127.0.0.1:PORT{path}`.
+    /// `http://127.0.0.1:PORT{path}` (`https` with TLS).
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{path}", self.http_port)
     }
 
-    /// `ws://127.0.0.1:PORT/ws`.
+    /// `ws://127.0.0.1:PORT/ws` (`wss` with TLS).
     pub fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/ws", self.http_port)
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://127.0.0.1:{}/ws", self.http_port)
     }
 
     /// The UDP address of every worker (`rtc_port + i`).
@@ -435,6 +458,17 @@ pub fn unlabelled_series(text: &str) -> Vec<(String, f64)> {
             Some((name.to_string(), value.trim().parse().ok()?))
         })
         .collect()
+}
+
+/// The certificate fingerprint of the start log line (`… SHA-256 fingerprint AB:CD:…`).
+fn fingerprint_in(line: &str) -> Option<String> {
+    const MARK: &str = "SHA-256 fingerprint ";
+    let rest = &line[line.find(MARK)? + MARK.len()..];
+    let fp: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || *c == ':')
+        .collect();
+    (fp.len() == 32 * 3 - 1).then_some(fp)
 }
 
 fn collect(r: impl std::io::Read, logs: Arc<Mutex<Vec<String>>>) {

@@ -9,9 +9,11 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
 use crate::peer::{Kind, OfferSpec, Peer, PeerOptions, ReceivedPacket};
 use crate::wait::{poll_for, poll_until};
@@ -105,10 +107,23 @@ impl Participant {
         Self::connect_named(ws_url, "anon").await
     }
 
+    /// A `ws://` or `wss://` URL (the latter trusting [`crate::tls::trust`]ed certificates).
     async fn connect_named(ws_url: &str, name: &str) -> anyhow::Result<Self> {
+        if ws_url.starts_with("wss://") {
+            let ws = crate::tls::connect_wss(ws_url).await?;
+            return Ok(Self::over(ws, name));
+        }
         let (ws, _resp) = tokio_tungstenite::connect_async(ws_url)
             .await
             .with_context(|| format!("WebSocket connect to {ws_url}"))?;
+        Ok(Self::over(ws, name))
+    }
+
+    /// Reads and writes `ws` on tasks of their own.
+    fn over<S>(ws: WebSocketStream<S>, name: &str) -> Self
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (mut sink, mut stream) = ws.split();
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
         let inner = Arc::new(Inner {
@@ -157,7 +172,7 @@ impl Participant {
             }
             r_inner.closed.store(true, Ordering::SeqCst);
         });
-        Ok(Self {
+        Self {
             inner,
             out: out_tx,
             joined: None,
@@ -165,7 +180,7 @@ impl Participant {
             published: Vec::new(),
             reader,
             writer,
-        })
+        }
     }
 
     /// Connects and joins `room` as `name`; fails if the server answers `error`.

@@ -9,5 +9,6 @@ mod common;
 mod forwarding;
 mod limits;
 mod observability;
+mod tls;
 mod tokens;
 mod whip_whep;
