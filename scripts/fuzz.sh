@@ -33,7 +33,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 for t in "${targets[@]}"; do
   bin="$CARGO_TARGET_DIR/$triple/release/$t"
-  mkdir -p "artifacts/$t" "$work/$t"
+  mkdir -p "artifacts/$t" "$work/$t" "corpus/$t"
   if [ -d "regressions/$t" ] && [ -n "$(ls -A "regressions/$t")" ]; then
     echo "== fuzz $t: regression inputs"
     "$bin" "regressions/$t"/* >"$work/$t.log" 2>&1 || { tail -n 40 "$work/$t.log"; exit 1; }
