@@ -128,7 +128,11 @@ fn answer_to(offer: &str) -> String {
     let Ok(offer) = str0m::change::SdpOffer::from_sdp_string(offer) else {
         return String::new();
     };
-    let mut rtc = Rtc::builder().build(sfumato_fuzz::clock().at);
+    // The engine's DTLS setup (one certificate for the process): a certificate made per
+    // answer was most of an execution's time.
+    let mut rtc = Rtc::builder()
+        .set_crypto_provider(sfumato_core::dtls::provider())
+        .build(sfumato_fuzz::clock().at);
     rtc.sdp_api()
         .accept_offer(offer)
         .map(|a| a.to_sdp_string())

@@ -9,6 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sfumato_signal::sdp::sections;
 
 /// Clock difference tolerated between whoever made a token and this node, in seconds.
 pub const LEEWAY: u64 = 30;
@@ -326,7 +327,7 @@ impl Rights {
     /// `publish` and its kind among the sources, an `m=application` one (data channels)
     /// needs `data`. Sections with port 0 (stopped) or that send nothing are not counted.
     pub fn check_offer(&self, sdp: &str) -> Result<(), Denied> {
-        for m in sections(sdp) {
+        for m in sections(sdp).filter(|m| m.live) {
             match m.kind {
                 "application" if !self.data => return Err(Denied::Grant(Grant::Data)),
                 "audio" | "video" if m.sends => {
@@ -347,34 +348,6 @@ impl Rights {
         }
         Ok(())
     }
-}
-
-/// One live m-section of an SDP: its kind and whether it sends media (to us).
-struct Section<'a> {
-    kind: &'a str,
-    sends: bool,
-}
-
-/// The m-sections with a non-zero port. A section sends unless it says `recvonly` or
-/// `inactive` (SDP's default direction is `sendrecv`).
-fn sections(sdp: &str) -> Vec<Section<'_>> {
-    let mut out: Vec<Section<'_>> = Vec::new();
-    let mut live = false;
-    for line in sdp.lines().map(str::trim) {
-        if let Some(m) = line.strip_prefix("m=") {
-            let mut parts = m.split_whitespace();
-            let kind = parts.next().unwrap_or("");
-            live = parts.next().is_some_and(|port| port != "0");
-            if live {
-                out.push(Section { kind, sends: true });
-            }
-        } else if live && (line == "a=recvonly" || line == "a=inactive") {
-            if let Some(last) = out.last_mut() {
-                last.sends = false;
-            }
-        }
-    }
-    out
 }
 
 /// The node's API keys and what was refused.

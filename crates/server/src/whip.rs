@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State as AxumState};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use sfumato_signal::sdp::{offer_body, BodyError};
 use sfumato_worker::sfumato_core::{Command, ReplyBody};
 
 use crate::auth::{bearer, Claims, Denied, Grant, Rights};
@@ -36,25 +37,18 @@ fn sdp_body(
 ) -> Result<String, (StatusCode, String)> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = ctype.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case("application/sdp") {
-        return Err((
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("Content-Type must be application/sdp, not `{ctype}`"),
-        ));
-    }
-    let offer = String::from_utf8(body.to_vec()).map_err(|_| {
-        (
-            StatusCode::BAD_REQUEST,
-            "the SDP offer is not UTF-8".to_string(),
-        )
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    let offer = offer_body(ctype, body).map_err(|e| {
+        let status = match e {
+            BodyError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            BodyError::NotUtf8 => StatusCode::BAD_REQUEST,
+        };
+        (status, e.to_string())
     })?;
     app.limits
-        .check_sdp(&offer, publishing)
+        .check_sdp(offer, publishing)
         .map_err(|e| (e.limit.status(), e.message))?;
-    Ok(offer)
+    Ok(offer.to_string())
 }
 
 fn created(location: String, answer: String) -> Response {

@@ -1,7 +1,8 @@
 //! The signaling protocol's messages from clients (docs/protocol.md): a text frame becomes a
 //! [`ClientMessage`], or a [`Bad`] carrying the protocol's error code, before the server acts
-//! on it. Pure (no I/O, no state), so that it is fuzzed as it is (fuzz/). [`sdp_shape`] reads
-//! the outline of an SDP (in signaling or a WHIP/WHEP body) that the server's limits bound.
+//! on it. Pure (no I/O, no state), so that it is fuzzed as it is (fuzz/). [`sdp`] reads the
+//! outline of an SDP (in signaling or a WHIP/WHEP body) that the server's limits and grants
+//! bound.
 //!
 //! Reading is in two steps, as the protocol's errors need: the [`Envelope`] (a JSON object
 //! with a string `type`) first, from which the server decides with its own state whether to
@@ -9,7 +10,7 @@
 
 use serde_json::Value;
 
-mod sdp;
+pub mod sdp;
 pub use sdp::{sdp_shape, SdpShape};
 
 pub const PROTOCOL_VERSION: u64 = 1;
