@@ -504,3 +504,42 @@ fn a_peer_whose_closing_panics_is_dropped_all_the_same() {
         },
     );
 }
+
+/// An offer whose m-lines str0m cannot use (found by the `whip` fuzz target: `m=audix`,
+/// `m=vide o9`) is refused, not answered with an SDP without media; the peer is not kept.
+#[test]
+fn an_offer_without_usable_media_is_refused() {
+    use sfumato_core::ids::{PeerId, WorkerId};
+    use sfumato_core::{Command, Engine, Event, Output};
+    let input = include_bytes!("../../../fuzz/regressions/whip/no-usable-media");
+    // The fuzz input: a flags byte, a content type's length and text, then the body.
+    let n = usize::from(input[1]);
+    let offer = String::from_utf8_lossy(&input[2 + n..]).into_owned();
+    for publisher in [true, false] {
+        let now = std::time::Instant::now();
+        let mut engine = Engine::new(WorkerId(0), "127.0.0.1:4000".parse().unwrap());
+        let (req, peer) = (1, PeerId(1));
+        let offer = offer.clone();
+        engine.handle_command(
+            now,
+            if publisher {
+                Command::Publish { req, peer, offer }
+            } else {
+                Command::CreateViewer { req, peer, offer }
+            },
+        );
+        let mut replies = Vec::new();
+        while let Some(out) = engine.poll_output() {
+            if let Output::Event(Event::Reply { result, .. }) = out {
+                replies.push(result);
+            }
+        }
+        assert_eq!(replies.len(), 1);
+        assert!(
+            matches!(replies[0], Err(sfumato_core::Error::BadSdp(_))),
+            "{:?}",
+            replies[0]
+        );
+        assert_eq!(engine.stats().peers, 0, "the refused peer is not kept");
+    }
+}

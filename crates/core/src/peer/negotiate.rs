@@ -27,6 +27,13 @@ impl Peer {
             .accept_offer(offer)
             .map_err(|e| Error::Negotiation(e.to_string()))?;
         let mut answer = answer.to_sdp_string();
+        // str0m accepts an offer none of whose m-lines it can use (`m=audix`) and answers
+        // with no media at all: nothing to publish or play (found by fuzz target `whip`).
+        if !answer.lines().any(|l| l.starts_with("m=")) {
+            return Err(Error::BadSdp(
+                "the offer has no usable media section".into(),
+            ));
+        }
         if self.role == Role::Publisher {
             answer = crate::answer::for_publisher(sdp, &answer);
         }
