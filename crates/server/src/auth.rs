@@ -327,23 +327,22 @@ impl Rights {
     /// `publish` and its kind among the sources, an `m=application` one (data channels)
     /// needs `data`. Sections with port 0 (stopped) or that send nothing are not counted.
     pub fn check_offer(&self, sdp: &str) -> Result<(), Denied> {
-        for m in sections(sdp).filter(|m| m.live) {
-            match m.kind {
-                "application" if !self.data => return Err(Denied::Grant(Grant::Data)),
-                "audio" | "video" if m.sends => {
-                    if !self.publish {
-                        return Err(Denied::Grant(Grant::Publish));
-                    }
-                    let source = if m.kind == "audio" {
-                        Source::Audio
-                    } else {
-                        Source::Video
-                    };
-                    if self.sources.as_ref().is_some_and(|s| !s.contains(&source)) {
-                        return Err(Denied::Source(source));
-                    }
+        for m in sections(sdp) {
+            if m.live && m.kind == "application" && !self.data {
+                return Err(Denied::Grant(Grant::Data));
+            }
+            if m.publishes() {
+                if !self.publish {
+                    return Err(Denied::Grant(Grant::Publish));
                 }
-                _ => {}
+                let source = if m.kind == "audio" {
+                    Source::Audio
+                } else {
+                    Source::Video
+                };
+                if self.sources.as_ref().is_some_and(|s| !s.contains(&source)) {
+                    return Err(Denied::Source(source));
+                }
             }
         }
         Ok(())
