@@ -194,7 +194,7 @@ pub struct SoakReport {
 
 /// The gauges of `GET /api/workers` that must read zero, summed over the workers, with the
 /// name the report gives them.
-const WORKER_GAUGES: [(&str, &str); 9] = [
+const WORKER_GAUGES: [(&str, &str); 11] = [
     ("peers", "worker peers"),
     ("tracks", "worker tracks"),
     ("subscriptions", "worker subscriptions"),
@@ -203,6 +203,8 @@ const WORKER_GAUGES: [(&str, &str); 9] = [
     ("ufrags", "worker ufrags"),
     ("addresses", "worker addresses"),
     ("timers", "worker timers"),
+    ("data_members", "worker data members"),
+    ("data_rooms", "worker data rooms"),
     (
         "pending_keyframe_requests",
         "worker pending keyframe requests",
@@ -210,7 +212,7 @@ const WORKER_GAUGES: [(&str, &str); 9] = [
 ];
 
 /// The node gauges of `/metrics` that must read zero.
-const NODE_GAUGES: [(&str, &str); 7] = [
+const NODE_GAUGES: [(&str, &str); 8] = [
     ("sfumato_rooms", "rooms"),
     ("sfumato_participants", "participants"),
     ("sfumato_peers", "control-plane peers"),
@@ -218,6 +220,7 @@ const NODE_GAUGES: [(&str, &str); 7] = [
     ("sfumato_whip_sessions", "WHIP/WHEP sessions"),
     ("sfumato_topology_peers", "topology peers"),
     ("sfumato_topology_tracks", "topology tracks"),
+    ("sfumato_topology_data_members", "topology data members"),
 ];
 
 async fn read_gauges(server: &SfumatoServer) -> anyhow::Result<Vec<Gauge>> {

@@ -4,7 +4,9 @@
 
 use serde::Serialize;
 
-use crate::ids::{Kind, NodeId, PeerId, TrackId, WorkerId};
+use std::sync::Arc;
+
+use crate::ids::{Kind, MemberId, NodeId, PeerId, TrackId, WorkerId};
 
 pub type RequestId = u64;
 
@@ -99,6 +101,23 @@ pub enum Command {
         track: TrackId,
         node: NodeId,
     },
+    /// A participant placed on this worker takes part in its room's data messages, or
+    /// (joined already) its grant or peer changed.
+    DataJoin(DataMember),
+    DataLeave {
+        member: MemberId,
+    },
+    /// The other workers of the node that hold members of `room`: a message sent here is
+    /// piped to each of them.
+    DataRoute {
+        room: Arc<str>,
+        workers: Vec<WorkerId>,
+    },
+    /// A send frame ([`crate::data`]) from `member`, which came over the signaling WebSocket.
+    DataIn {
+        member: MemberId,
+        frame: Vec<u8>,
+    },
     /// What the control plane wants this worker to hold. The commands above are
     /// fire-and-forget and one can be lost (a full queue); this one, sent periodically,
     /// repairs every difference and counts each repair in [`WorkerStats::repairs`].
@@ -127,6 +146,24 @@ pub struct Plan {
     /// On the relay worker: the tracks sent to other nodes ([`Command::RelayOut`]), as
     /// (track, kind, origin worker, node).
     pub relay_out: Vec<(TrackId, Kind, WorkerId, NodeId)>,
+    /// The data members on this worker ([`Command::DataJoin`]).
+    pub members: Vec<DataMember>,
+    /// For each room with members here: the other workers holding members of it
+    /// ([`Command::DataRoute`]).
+    pub data_routes: Vec<(Arc<str>, Vec<WorkerId>)>,
+}
+
+/// A participant taking part in its room's data messages: it receives them (over its
+/// peer's data channels once they are open, else as [`Event::Data`] for its WebSocket) and,
+/// with `send` (its token's `data` grant), may send ([`Command::DataIn`], or on those
+/// channels).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataMember {
+    pub member: MemberId,
+    pub room: Arc<str>,
+    pub send: bool,
+    /// Its publishing peer, whose data channels carry its messages once open.
+    pub peer: Option<PeerId>,
 }
 
 /// One subscription as the control plane wants it.
@@ -194,6 +231,18 @@ pub enum Event {
         mask: u8,
     },
     /// The peer is gone (ICE timed out, DTLS closed, or [`Command::ClosePeer`]).
+    /// A data message for `member` (a deliver frame, [`crate::data`]), to go out on its
+    /// signaling WebSocket.
+    Data {
+        member: MemberId,
+        frame: Arc<[u8]>,
+        reliable: bool,
+    },
+    /// A reliable data message for `member` found its data channel's send buffer full: it
+    /// does not keep up, and the message is lost to it.
+    DataOverflow {
+        member: MemberId,
+    },
     PeerClosed {
         peer: PeerId,
         reason: &'static str,
@@ -278,6 +327,15 @@ pub struct WorkerStats {
     /// On the relay worker: tracks received from other nodes, and (track, node) pairs sent.
     pub relayed_in: usize,
     pub relayed_out: usize,
+    /// Data messages read here from members (sent), deliveries to members here (each
+    /// recipient once), and messages refused: malformed, from a member whose token does not
+    /// grant `data`, or from one that is not a member here.
+    pub data_in: u64,
+    pub data_out: u64,
+    pub data_dropped: u64,
+    /// Data members placed here, and rooms they belong to.
+    pub data_members: usize,
+    pub data_rooms: usize,
     /// Relay messages for a track this worker does not relay (late, or from a node that is
     /// not the track's origin or receiver).
     pub relay_dropped: u64,

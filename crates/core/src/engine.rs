@@ -1,7 +1,7 @@
-//! The sans-IO state of one media worker: its peers, its share of every room's routing, and
-//! the driving loop that joins them. Inputs are datagrams, pipe messages from other workers,
-//! commands from the control plane and the passing of time; outputs are datagrams to send,
-//! pipe messages and events. See the crate docs for the loop.
+//! The sans-IO state of one media worker: its peers, its share of every room's routing (media
+//! and data messages), and the driving loop that joins them. Inputs are datagrams, pipe
+//! messages from other workers, commands from the control plane and the passing of time;
+//! outputs are datagrams to send, pipe messages and events. See the crate docs for the loop.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -13,10 +13,12 @@ use str0m::net::Transmit;
 
 use crate::alloc::Rates;
 use crate::api::{Command, Event, Plan, ReplyBody, RequestId, WorkerStats};
+use crate::bus::{Bus, Transport};
+use crate::data::DataPacket;
 use crate::demux::{Demux, Lookup};
-use crate::ids::{Kind, NodeId, PeerId, TrackId, WorkerId};
+use crate::ids::{Kind, MemberId, NodeId, PeerId, TrackId, WorkerId};
 use crate::packet::{MediaPacket, Need, PipeMsg, ALL_LAYERS, MAX_LAYERS};
-use crate::peer::{Peer, PeerCounts, PeerOut, Role, Write};
+use crate::peer::{Peer, PeerCounts, PeerOut, Role, Sent, Write};
 use crate::router::{Route, Router};
 use crate::timers::{Timer, Timers};
 use crate::Error;
@@ -54,6 +56,10 @@ pub struct Engine {
     peers: HashMap<PeerId, Peer>,
     demux: Demux,
     router: Router,
+    /// Data members and routes ([`crate::bus`]).
+    bus: Bus,
+    /// Scratch: the recipients of the data message being delivered.
+    recipients: Vec<MemberId>,
     /// Peers with queued work, each once, for the next flush.
     touched: Vec<PeerId>,
     /// Peers whose call panicked inside a loop over a route, to drop once it is done.
@@ -86,6 +92,8 @@ impl Engine {
             peers: HashMap::new(),
             demux: Demux::default(),
             router: Router::default(),
+            bus: Bus::default(),
+            recipients: Vec::new(),
             touched: Vec::new(),
             failed: Vec::new(),
             scratch: Vec::new(),
@@ -183,6 +191,7 @@ impl Engine {
             }
             PipeMsg::TrackEnded(track) => self.remove_track(now, track),
             PipeMsg::Rates(track, rates) => self.spread_rates(now, track, Some(&rates)),
+            PipeMsg::Data(pkt) => self.deliver(now, &pkt),
         }
         self.tidy_timers();
     }
@@ -193,6 +202,11 @@ impl Engine {
     pub fn handle_relay(&mut self, now: Instant, from: NodeId, msg: PipeMsg) {
         let track = match &msg {
             PipeMsg::Media(p) => p.track,
+            // Data does not cross nodes yet.
+            PipeMsg::Data(_) => {
+                self.stats.relay_dropped += 1;
+                return;
+            }
             PipeMsg::KeyframeRequest(t, _)
             | PipeMsg::Layers { track: t, .. }
             | PipeMsg::TrackEnded(t)
@@ -300,6 +314,18 @@ impl Engine {
             Command::RelayStop { track, node } => {
                 self.relay_stop(now, track, node);
             }
+            Command::DataJoin(member) => {
+                self.bus.join(member);
+            }
+            Command::DataLeave { member } => {
+                self.bus.leave(member);
+            }
+            Command::DataRoute { room, workers } => {
+                let me = self.worker;
+                self.bus
+                    .set_route(room, workers.into_iter().filter(|w| *w != me).collect());
+            }
+            Command::DataIn { member, frame } => self.data_in(now, member, &frame),
             Command::Reconcile(plan) => self.reconcile(now, plan),
             Command::Stats { req } => {
                 let stats = self.stats();
@@ -545,6 +571,13 @@ impl Engine {
         for track in tracks {
             self.router.prune(&track);
         }
+        let me = self.worker;
+        let routes = plan
+            .data_routes
+            .into_iter()
+            .map(|(room, w)| (room, w.into_iter().filter(|w| *w != me).collect()))
+            .collect();
+        self.bus.reconcile(plan.members, routes, &mut fixed);
         let repairs = fixed.len() as u64;
         if repairs > 0 {
             tracing::warn!(worker = %self.worker, repairs, what = ?fixed, "reconciled with the control plane");
@@ -727,6 +760,8 @@ impl Engine {
             ufrags: self.demux.ufrags(),
             routes: self.router.routes.len(),
             timers: self.timers.len(),
+            data_members: self.bus.members(),
+            data_rooms: self.bus.rooms(),
             ..self.stats.clone()
         }
     }
@@ -928,11 +963,74 @@ impl Engine {
                     layers,
                 }),
                 PeerOut::Closed(reason) => closed = Some(reason),
+                PeerOut::Data(frame) => match self.bus.member_of(from) {
+                    Some(member) => self.data_in(now, member, &frame),
+                    None => self.stats.data_dropped += 1,
+                },
+                PeerOut::DataChannel(open) => self.bus.channels(from, open),
+                PeerOut::DataIgnored => self.stats.data_dropped += 1,
             }
         }
         if let Some(reason) = closed {
             self.remove_peer(now, from, reason);
         }
+    }
+
+    /// A send frame from a member placed here: read and stamped once, delivered to the
+    /// local members it is for and piped to the room's other workers.
+    fn data_in(&mut self, now: Instant, member: MemberId, frame: &[u8]) {
+        let pkt = match self.bus.read(member, frame) {
+            Ok(pkt) => Arc::new(pkt),
+            Err(why) => {
+                tracing::debug!(%member, ?why, "data message refused");
+                self.stats.data_dropped += 1;
+                return;
+            }
+        };
+        self.stats.data_in += 1;
+        self.deliver(now, &pkt);
+        for &to in self.bus.workers(&pkt.room) {
+            self.stats.pipe_out += 1;
+            self.outputs.push_back(Output::Pipe {
+                to,
+                msg: PipeMsg::Data(pkt.clone()),
+            });
+        }
+    }
+
+    /// A data message to the members here that it is for: on its data channels where they
+    /// are open, else to its WebSocket.
+    fn deliver(&mut self, now: Instant, pkt: &Arc<DataPacket>) {
+        let mut recipients = std::mem::take(&mut self.recipients);
+        self.bus.recipients(pkt, &mut recipients);
+        for member in recipients.drain(..) {
+            if let Transport::Channel(peer) = self.bus.transport(member) {
+                let sent = self.on_peer(now, peer, |p| p.write_data(pkt.reliable, &pkt.frame));
+                match sent {
+                    Some(Sent::Yes) => {
+                        self.stats.data_out += 1;
+                        self.mark(peer);
+                        continue;
+                    }
+                    Some(Sent::Full) => {
+                        self.stats.data_dropped += 1;
+                        if pkt.reliable {
+                            self.event(Event::DataOverflow { member });
+                        }
+                        continue;
+                    }
+                    // Closed under us (its close is on its way): the WebSocket.
+                    Some(Sent::Closed) | None => {}
+                }
+            }
+            self.stats.data_out += 1;
+            self.outputs.push_back(Output::Event(Event::Data {
+                member,
+                frame: pkt.frame.clone(),
+                reliable: pkt.reliable,
+            }));
+        }
+        self.recipients = recipients;
     }
 
     fn event(&mut self, e: Event) {
@@ -1236,6 +1334,7 @@ impl Engine {
             return;
         };
         self.closed.insert(id, now);
+        self.bus.channels(id, false);
         self.demux.remove_peer(id);
         self.touched.retain(|p| *p != id);
         for p in &peer.published {

@@ -14,6 +14,28 @@ pub struct WorkerId(pub u16);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub u32);
 
+/// A participant of a room, as the data plane knows it: the control plane's participant id
+/// (unique across the cluster). Clients see it as `p` and the number in decimal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MemberId(pub u64);
+
+impl MemberId {
+    /// Reads the form clients see (`p42`).
+    pub fn parse(s: &str) -> Option<Self> {
+        let digits = s.strip_prefix('p')?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok().map(MemberId)
+    }
+}
+
+impl fmt::Display for MemberId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "p{}", self.0)
+    }
+}
+
 /// A published track: the publishing peer and the order in which its m-line appeared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrackId {

@@ -34,6 +34,8 @@
 pub mod alloc;
 pub mod answer;
 pub mod api;
+pub mod bus;
+pub mod data;
 pub mod dd;
 pub mod demux;
 pub mod dtls;
@@ -55,9 +57,11 @@ pub mod vp8;
 pub mod vp9;
 pub mod wire;
 
-pub use api::{Command, Event, Plan, ReplyBody, RequestId, Subscription, TrackStats, WorkerStats};
+pub use api::{
+    Command, DataMember, Event, Plan, ReplyBody, RequestId, Subscription, TrackStats, WorkerStats,
+};
 pub use engine::{Engine, Output};
-pub use ids::{Kind, NodeId, PeerId, TrackId, WorkerId};
+pub use ids::{Kind, MemberId, NodeId, PeerId, TrackId, WorkerId};
 pub use packet::{MediaPacket, PipeMsg};
 
 /// Why a command failed. Every variant is an answer to the caller, never a panic.

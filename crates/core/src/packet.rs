@@ -8,6 +8,7 @@ use str0m::format::PayloadParams;
 use str0m::rtp::Vp8Descriptor;
 
 use crate::alloc::Rates;
+use crate::data::DataPacket;
 use crate::dd::DdBytes;
 use crate::forward::PacketView;
 use crate::ids::{Kind, TrackId, WorkerId};
@@ -95,6 +96,8 @@ pub enum PipeMsg {
     /// A track whose origin is the sending worker ended: its subscribers on the receiving
     /// worker let go of it now, before the control plane hears of it.
     TrackEnded(TrackId),
+    /// A data message read on the sending worker, for its members of the room here.
+    Data(Arc<DataPacket>),
 }
 
 /// A layer mask that lets every layer through.

@@ -16,6 +16,8 @@
 //! layers:    track · worker u16 · flow mask u8 · keep mask u8
 //! ended:     track
 //! rates:     track · bits per second u32 per (layer, temporal layer), layer-major
+//! data:      room (u8 len, UTF-8) · sender u64 · reliable u8 · recipients (u8 count, u64
+//!            each) · the deliver frame (crate::data)
 //! ```
 
 use std::sync::Arc;
@@ -26,8 +28,9 @@ use str0m::media::{Frequency, Pt};
 use str0m::rtp::Vp8Descriptor;
 
 use crate::alloc::Rates;
+use crate::data::DataPacket;
 use crate::dd::DdBytes;
-use crate::ids::{Kind, PeerId, TrackId, WorkerId};
+use crate::ids::{Kind, MemberId, PeerId, TrackId, WorkerId};
 use crate::packet::{MediaPacket, Need, PipeMsg, MAX_LAYERS};
 use crate::red;
 use crate::svc::SvcLayer;
@@ -41,6 +44,7 @@ const KEYFRAME: u8 = 2;
 const LAYERS: u8 = 3;
 const ENDED: u8 = 4;
 const RATES: u8 = 5;
+const DATA: u8 = 6;
 
 // Media flags.
 const VIDEO: u16 = 1;
@@ -75,6 +79,8 @@ pub enum WireError {
     TooLong(usize),
     #[error("a layer out of range")]
     Range,
+    #[error("a room name that is not UTF-8 or longer than 255 bytes")]
+    Room,
 }
 
 /// The most spatial and temporal layers a scalable stream's descriptors can name (3 bits).
@@ -154,6 +160,20 @@ pub fn encode(msg: &PipeMsg, clock: &ClusterClock, out: &mut Vec<u8>) -> Result<
                 out.extend_from_slice(&u32::try_from(*bps).unwrap_or(u32::MAX).to_be_bytes());
             }
         }
+        PipeMsg::Data(p) => {
+            out.push(DATA);
+            let room = u8::try_from(p.room.len()).map_err(|_| WireError::Room)?;
+            let count = u8::try_from(p.to.len()).map_err(|_| WireError::Range)?;
+            out.push(room);
+            out.extend_from_slice(p.room.as_bytes());
+            out.extend_from_slice(&p.from.0.to_be_bytes());
+            out.push(u8::from(p.reliable));
+            out.push(count);
+            for m in p.to.iter() {
+                out.extend_from_slice(&m.0.to_be_bytes());
+            }
+            out.extend_from_slice(&p.frame);
+        }
     }
     Ok(())
 }
@@ -184,6 +204,23 @@ pub fn decode(bytes: &[u8], clock: &ClusterClock) -> Result<PipeMsg, WireError> 
                 *bps = u64::from(r.u32()?);
             }
             Ok(PipeMsg::Rates(track, Box::new(rates)))
+        }
+        DATA => {
+            let n = r.u8()?;
+            let room = std::str::from_utf8(r.take(usize::from(n))?).map_err(|_| WireError::Room)?;
+            let from = MemberId(r.u64()?);
+            let reliable = r.u8()? != 0;
+            let count = r.u8()?;
+            let to = (0..count)
+                .map(|_| r.u64().map(MemberId))
+                .collect::<Result<Box<[_]>, _>>()?;
+            Ok(PipeMsg::Data(Arc::new(DataPacket {
+                room: room.into(),
+                from,
+                to,
+                reliable,
+                frame: r.rest().into(),
+            })))
         }
         t => Err(WireError::Type(t)),
     }
@@ -648,6 +685,13 @@ mod tests {
                 track,
                 Box::new([[1, 2, 3], [40_000, 0, 7], [0; 3], [u64::from(u32::MAX); 3]]),
             ),
+            PipeMsg::Data(Arc::new(DataPacket {
+                room: "réunion".into(),
+                from: MemberId(u64::MAX),
+                to: vec![MemberId(1), MemberId(2)].into(),
+                reliable: true,
+                frame: vec![2, 0, 1, 2, 3].into(),
+            })),
         ] {
             assert_eq!(format!("{:?}", round_trip(&msg)), format!("{msg:?}"));
         }

@@ -509,15 +509,31 @@ fn a_peer_whose_closing_panics_is_dropped_all_the_same() {
 /// `m=vide o9`) is refused, not answered with an SDP without media; the peer is not kept.
 #[test]
 fn an_offer_without_usable_media_is_refused() {
+    offer_is_refused(include_bytes!(
+        "../../../fuzz/regressions/whip/no-usable-media"
+    ));
+}
+
+/// A recvonly offer mapping payload type 97 to both RTX and VP9 made str0m panic (it may
+/// not remap what a receiving remote dictates); refused before str0m sees it.
+#[test]
+fn an_offer_with_a_payload_type_mapped_twice_is_refused() {
+    offer_is_refused(include_bytes!(
+        "../../../fuzz/regressions/whip/payload-type-twice"
+    ));
+}
+
+/// The offer in a `whip` fuzz input is refused as bad SDP by a publishing and a viewing
+/// peer, neither of which is kept or fails.
+fn offer_is_refused(input: &[u8]) {
     use sfumato_core::ids::{PeerId, WorkerId};
     use sfumato_core::{Command, Engine, Event, Output};
-    let input = include_bytes!("../../../fuzz/regressions/whip/no-usable-media");
     // The fuzz input: a flags byte, a content type's length and text, then the body.
     let n = usize::from(input[1]);
     let offer = String::from_utf8_lossy(&input[2 + n..]).into_owned();
     for publisher in [true, false] {
         let now = std::time::Instant::now();
-        let mut engine = Engine::new(WorkerId(0), "127.0.0.1:4000".parse().unwrap());
+        let mut engine = Engine::new(WorkerId(0), "127.0.0.1:4000".parse().expect("an address"));
         let (req, peer) = (1, PeerId(1));
         let offer = offer.clone();
         engine.handle_command(
@@ -541,5 +557,6 @@ fn an_offer_without_usable_media_is_refused() {
             replies[0]
         );
         assert_eq!(engine.stats().peers, 0, "the refused peer is not kept");
+        assert_eq!(engine.stats().peers_failed, 0, "refused, not failed");
     }
 }

@@ -22,10 +22,12 @@ pub enum Limit {
     IdleTimeout,
     /// A WebSocket client that does not read what it is sent: closed when its queue is full.
     SlowReader,
+    /// A lossy data message dropped for a client whose queue is full.
+    DataQueue,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 9] = [
+    pub const ALL: [Limit; 10] = [
         Limit::Rooms,
         Limit::ParticipantsPerRoom,
         Limit::TracksPerParticipant,
@@ -35,6 +37,7 @@ impl Limit {
         Limit::MessageBytes,
         Limit::IdleTimeout,
         Limit::SlowReader,
+        Limit::DataQueue,
     ];
 
     /// The metric's label.
@@ -49,6 +52,7 @@ impl Limit {
             Limit::MessageBytes => "message_bytes",
             Limit::IdleTimeout => "idle_timeout",
             Limit::SlowReader => "slow_reader",
+            Limit::DataQueue => "data_queue",
         }
     }
 
@@ -63,6 +67,7 @@ impl Limit {
             Limit::MessageBytes => "too_large",
             Limit::IdleTimeout => "idle_timeout",
             Limit::SlowReader => "slow_reader",
+            Limit::DataQueue => "data_dropped",
         }
     }
 

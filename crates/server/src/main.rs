@@ -11,6 +11,7 @@ mod events;
 mod http;
 mod ids;
 mod limits;
+mod members;
 mod metrics;
 mod outbound;
 mod placement;

@@ -61,6 +61,11 @@ const WORKER_GAUGES: &[Series] = &[
         s.routes as u64
     }),
     (
+        "sfumato_worker_data_members",
+        "Participants taking part in data messages here",
+        |s| s.data_members as u64,
+    ),
+    (
         "sfumato_worker_pending_keyframe_requests",
         "Keyframe requests waiting to be merged and sent",
         |s| s.pending_keyframe_requests as u64,
@@ -116,6 +121,21 @@ const WORKER_COUNTERS: &[Series] = &[
         "sfumato_worker_packets_dropped",
         "RTP packets dropped before routing",
         |s| s.packets_dropped,
+    ),
+    (
+        "sfumato_worker_data_in",
+        "Data messages read from members here",
+        |s| s.data_in,
+    ),
+    (
+        "sfumato_worker_data_out",
+        "Data messages delivered to members here",
+        |s| s.data_out,
+    ),
+    (
+        "sfumato_worker_data_dropped",
+        "Data messages refused: malformed, not granted, or from no member",
+        |s| s.data_dropped,
     ),
     (
         "sfumato_worker_pipe_in",
@@ -295,6 +315,11 @@ pub fn render(s: &Snapshot) -> String {
             "Track entries in the media topology",
             s.held.topology_tracks,
         ),
+        (
+            "sfumato_topology_data_members",
+            "Participants taking part in data messages",
+            s.held.topology_members,
+        ),
     ] {
         gauge(r, name, help, one(v));
     }
@@ -432,6 +457,7 @@ mod tests {
                 sessions: 0,
                 topology_peers: 0,
                 topology_tracks: 0,
+                topology_members: 0,
             },
             auth_rejected: vec![("expired", 4)],
             limit_hits: vec![("rooms", 1)],

@@ -1,15 +1,24 @@
-//! The queue of messages to one WebSocket client. It is bounded: a client that does not read
-//! what it is sent fills it, and is then a slow reader, to be disconnected (its session
-//! waits on [`Overflow`]), never a growing buffer.
+//! The queue of messages to one WebSocket client: signaling (text) and data messages
+//! (binary). It is bounded: a client that does not read what it is sent fills it, and is
+//! then a slow reader, to be disconnected (its session waits on [`Overflow`]), never a
+//! growing buffer. A lossy data message that finds the queue full is dropped instead.
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, Notify};
 
+/// One message to a client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    Text(String),
+    /// A data message (a deliver frame, `sfumato_core::data`).
+    Binary(Arc<[u8]>),
+}
+
 /// Whoever sends to a client holds one (the control plane's participant, the session).
 #[derive(Debug, Clone)]
 pub struct Outbound {
-    tx: mpsc::Sender<String>,
+    tx: mpsc::Sender<Frame>,
     overflow: Arc<Notify>,
 }
 
@@ -26,7 +35,7 @@ impl Overflow {
 /// Holds no queue open (for a session whose participant owns the queue).
 #[derive(Debug)]
 pub struct WeakOutbound {
-    tx: mpsc::WeakSender<String>,
+    tx: mpsc::WeakSender<Frame>,
     overflow: Arc<Notify>,
 }
 
@@ -40,7 +49,7 @@ impl WeakOutbound {
 }
 
 /// A queue of `capacity` messages: its sending end, its overflow signal and its receiving end.
-pub fn channel(capacity: usize) -> (Outbound, Overflow, mpsc::Receiver<String>) {
+pub fn channel(capacity: usize) -> (Outbound, Overflow, mpsc::Receiver<Frame>) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let overflow = Arc::new(Notify::new());
     (
@@ -57,8 +66,22 @@ impl Outbound {
     /// Queues `text`; a full queue drops it and signals the overflow (the client is about to
     /// be disconnected). A closed queue (the client left) drops it.
     pub fn send(&self, text: String) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(text) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(Frame::Text(text)) {
             self.overflow.notify_one();
+        }
+    }
+
+    /// Queues a data message. A full queue drops it; a reliable one then signals the
+    /// overflow like any other message, a lossy one does not. Returns false if a lossy
+    /// message was dropped for a full queue.
+    pub fn send_data(&self, frame: Arc<[u8]>, reliable: bool) -> bool {
+        match self.tx.try_send(Frame::Binary(frame)) {
+            Err(mpsc::error::TrySendError::Full(_)) if reliable => {
+                self.overflow.notify_one();
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => false,
+            _ => true,
         }
     }
 
@@ -88,9 +111,27 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), overflow.wait())
             .await
             .expect("the third message overflows");
-        assert_eq!(rx.recv().await.as_deref(), Some("a"));
-        assert_eq!(rx.recv().await.as_deref(), Some("b"));
+        assert_eq!(rx.recv().await, Some(Frame::Text("a".into())));
+        assert_eq!(rx.recv().await, Some(Frame::Text("b".into())));
         assert!(rx.try_recv().is_err(), "the third was dropped");
+    }
+
+    #[tokio::test]
+    async fn a_lossy_data_message_is_dropped_on_a_full_queue_a_reliable_one_overflows() {
+        let (out, overflow, mut rx) = channel(1);
+        assert!(out.send_data(Arc::from(&b"a"[..]), false));
+        assert!(
+            !out.send_data(Arc::from(&b"b"[..]), false),
+            "lossy: dropped"
+        );
+        let early = tokio::time::timeout(Duration::ZERO, overflow.wait()).await;
+        assert!(early.is_err(), "a lossy drop is no overflow");
+        assert!(out.send_data(Arc::from(&b"c"[..]), true));
+        tokio::time::timeout(Duration::from_secs(5), overflow.wait())
+            .await
+            .expect("a reliable message on a full queue overflows");
+        assert_eq!(rx.recv().await, Some(Frame::Binary(Arc::from(&b"a"[..]))));
+        assert!(rx.try_recv().is_err());
     }
 
     #[tokio::test]
@@ -100,7 +141,7 @@ mod tests {
         weak.upgrade().expect("open").send("x".into());
         drop(out);
         assert!(weak.upgrade().is_none());
-        assert_eq!(rx.recv().await.as_deref(), Some("x"));
+        assert_eq!(rx.recv().await, Some(Frame::Text("x".into())));
         assert_eq!(rx.recv().await, None, "closed once the last sender went");
     }
 }

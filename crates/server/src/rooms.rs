@@ -11,13 +11,13 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use sfumato_worker::sfumato_core::api::Layers;
 use sfumato_worker::sfumato_core::temporal::ALL_TEMPORAL;
-use sfumato_worker::sfumato_core::{Event, Kind, NodeId, PeerId, TrackId, WorkerId};
+use sfumato_worker::sfumato_core::{Event, Kind, MemberId, NodeId, PeerId, TrackId, WorkerId};
 use sfumato_worker::Pool;
 use tokio::sync::mpsc;
 
 use crate::auth::Rights;
 use crate::ids::{self, Ids};
-use crate::limits::{Exceeded, Limits};
+use crate::limits::{Exceeded, Limit, Limits};
 use crate::outbound::Outbound;
 use crate::placement::{NoLiveWorker, Placement};
 use crate::speaker::Speaker;
@@ -118,6 +118,8 @@ pub struct Held {
     pub sessions: usize,
     pub topology_peers: usize,
     pub topology_tracks: usize,
+    /// Participants taking part in data messages.
+    pub topology_members: usize,
 }
 
 pub struct State {
@@ -140,12 +142,13 @@ pub struct State {
     pub nodes: Value,
 }
 
+/// A participant's id as clients see it (the data plane's [`MemberId`] owns the form).
 pub fn participant_key(id: ParticipantId) -> String {
-    format!("p{id}")
+    MemberId(id).to_string()
 }
 
 pub fn parse_participant_key(s: &str) -> Option<ParticipantId> {
-    s.strip_prefix('p')?.parse().ok()
+    MemberId::parse(s).map(|m| m.0)
 }
 
 impl State {
@@ -180,13 +183,14 @@ impl State {
 
     /// What the control plane holds, for `/metrics` and leak checks.
     pub fn held(&self) -> Held {
-        let (topology_peers, topology_tracks) = self.topology.held();
+        let (topology_peers, topology_tracks, topology_members) = self.topology.held();
         Held {
             peers: self.peers.len(),
             tracks: self.tracks.len(),
             sessions: self.sessions.len(),
             topology_peers,
             topology_tracks,
+            topology_members,
         }
     }
 
@@ -260,6 +264,11 @@ impl State {
             self.peers.insert(peer, id);
             self.topology.add_peer(peer, worker, true);
         }
+        if socket {
+            // A socket client takes part in the room's data messages (docs/protocol.md).
+            self.topology
+                .add_member(MemberId(id), room, worker, p.rights.data);
+        }
         let announce = self.participant_json(&p);
         self.participants.insert(id, p);
         let room_entry = self.rooms.entry(room.to_string()).or_default();
@@ -296,6 +305,8 @@ impl State {
         p.publisher = Some(peer);
         self.peers.insert(peer, id);
         self.topology.add_peer(peer, worker, false);
+        // Its data channels (if the offer has any) carry its data messages.
+        self.topology.bind_member(MemberId(id), peer);
         Some((worker, peer))
     }
 
@@ -316,6 +327,7 @@ impl State {
             self.peers.remove(&peer);
             self.topology.remove_peer(peer);
         }
+        self.topology.remove_member(MemberId(id));
         if let Some(token) = &p.session {
             self.sessions.remove(token);
         }
@@ -500,6 +512,35 @@ impl State {
                     .is_some_and(|p| !matches!(p.client, Client::Socket(_)))
                 {
                     self.leave(id);
+                }
+            }
+            Event::Data {
+                member,
+                frame,
+                reliable,
+            } => {
+                if let Some(Client::Socket(tx)) =
+                    self.participants.get(&member.0).map(|p| &p.client)
+                {
+                    if !tx.send_data(frame, reliable) {
+                        self.limits.count(Limit::DataQueue);
+                    }
+                }
+            }
+            Event::DataOverflow { member } => {
+                // Like a WebSocket client that does not read: it goes, rather than lose
+                // reliable messages or grow the server's memory.
+                if self.participants.contains_key(&member.0) {
+                    self.limits.count(Limit::SlowReader);
+                    tracing::info!(
+                        participant = member.0,
+                        "data channel does not keep up: leaves"
+                    );
+                    self.send(
+                        member.0,
+                        json!({"type": "error", "code": "slow_reader", "message": "the data channel does not keep up with the room's reliable messages"}),
+                    );
+                    self.leave(member.0);
                 }
             }
             Event::Reply { .. } => {}

@@ -11,14 +11,15 @@ use axum::extract::State as AxumState;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use sfumato_worker::sfumato_core::{Command, ReplyBody};
+use sfumato_worker::sfumato_core::data;
+use sfumato_worker::sfumato_core::{Command, MemberId, ReplyBody};
 use std::time::{Duration, Instant};
 
 use sfumato_signal::{self as signal, envelope, Bad, ClientMessage};
 
 use crate::auth::{Denied, Grant, Rights};
 use crate::limits::{Exceeded, Limit};
-use crate::outbound::{self, Outbound, WeakOutbound};
+use crate::outbound::{self, Frame, Outbound, WeakOutbound};
 use crate::rooms::{parse_participant_key, participant_key, Client, JoinError, ParticipantId};
 use crate::App;
 
@@ -92,8 +93,9 @@ async fn session(app: App, socket: WebSocket) {
             tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         loop {
             let msg = tokio::select! {
-                text = rx.recv() => match text {
-                    Some(t) => Message::Text(t.into()),
+                frame = rx.recv() => match frame {
+                    Some(Frame::Text(t)) => Message::Text(t.into()),
+                    Some(Frame::Binary(b)) => Message::Binary(b.to_vec().into()),
                     None => break,
                 },
                 _ = ping.tick() => Message::Ping(Default::default()),
@@ -145,11 +147,10 @@ async fn session(app: App, socket: WebSocket) {
             }
             Message::Ping(_) => continue, // answered by the WebSocket layer
             Message::Text(t) => t,
-            Message::Binary(_) => {
-                tx.send(error_json(
-                    "bad_message",
-                    "binary frames are not part of the protocol",
-                ));
+            Message::Binary(frame) => {
+                if let Err(Reject(code, message)) = data_in(&app, me, frame.into()) {
+                    tx.send(error_json(code, &message));
+                }
                 continue;
             }
         };
@@ -191,6 +192,35 @@ async fn session(app: App, socket: WebSocket) {
     {
         writer.abort();
     }
+}
+
+/// A data message (a binary frame, docs/protocol.md "Data messages") from participant `me`:
+/// read here only to tell its client what is wrong with it; its worker reads it again,
+/// stamps its sender and routes it.
+fn data_in(app: &App, me: Option<ParticipantId>, frame: Vec<u8>) -> Result<(), Reject> {
+    let id = me.ok_or_else(|| Reject("not_joined", "a data message before `join`".into()))?;
+    if let Err(e) = data::parse_send(&frame) {
+        return Err(Reject(e.code(), format!("data message refused: {e}")));
+    }
+    let worker = {
+        let state = app.state();
+        let p = state
+            .participants
+            .get(&id)
+            .ok_or_else(|| Reject("internal", "participant is gone".into()))?;
+        if !p.rights.data {
+            return Err(app.auth.deny(Denied::Grant(Grant::Data)).into());
+        }
+        p.worker
+    };
+    app.pool.send(
+        worker,
+        Command::DataIn {
+            member: MemberId(id),
+            frame,
+        },
+    );
+    Ok(())
 }
 
 enum Flow {

@@ -12,9 +12,11 @@ use std::sync::Arc;
 
 use sfumato_worker::sfumato_core::api::DEFAULT_LAYER;
 use sfumato_worker::sfumato_core::{
-    Command, Kind, NodeId, PeerId, Plan, Subscription, TrackId, WorkerId,
+    Command, Kind, MemberId, NodeId, PeerId, Plan, Subscription, TrackId, WorkerId,
 };
 use sfumato_worker::Pool;
+
+use crate::members::Members;
 
 /// What the control plane asks of the media topology. Every method is idempotent.
 pub trait Topology: Send {
@@ -40,8 +42,15 @@ pub trait Topology: Send {
     fn kind(&self, track: TrackId) -> Option<Kind>;
     /// Sends every worker the plan of what it should hold.
     fn reconcile(&self);
-    /// What it holds, for `/metrics` and leak checks: (peers, track entries).
-    fn held(&self) -> (usize, usize);
+    /// What it holds, for `/metrics` and leak checks: (peers, track entries, data members).
+    fn held(&self) -> (usize, usize, usize);
+    /// A participant placed on `worker` takes part in `room`'s data messages (`send`: its
+    /// token grants `data`).
+    fn add_member(&mut self, member: MemberId, room: &str, worker: WorkerId, send: bool);
+    fn remove_member(&mut self, member: MemberId);
+    /// `member` publishes through `peer`, whose data channels carry its data messages once
+    /// they are open.
+    fn bind_member(&mut self, member: MemberId, peer: PeerId);
 
     /// In a cluster: `track`, published on `node`, is relayed here (its origin here is the
     /// relay worker). Alone, there is no other node.
@@ -83,6 +92,7 @@ pub struct LocalTopology {
     pool: Arc<Pool>,
     tracks: HashMap<TrackId, TrackRoute>,
     peers: HashMap<PeerId, PeerEntry>,
+    members: Members,
 }
 
 impl LocalTopology {
@@ -91,6 +101,7 @@ impl LocalTopology {
             pool,
             tracks: HashMap::new(),
             peers: HashMap::new(),
+            members: Members::default(),
         }
     }
 
@@ -171,13 +182,26 @@ impl LocalTopology {
                 plan.sinks.extend(route.sinks.keys().map(|&w| (track, w)));
             }
         }
+        self.members.plan(&mut plans);
         plans
     }
 }
 
 impl Topology for LocalTopology {
-    fn held(&self) -> (usize, usize) {
-        (self.peers.len(), self.tracks.len())
+    fn held(&self) -> (usize, usize, usize) {
+        (self.peers.len(), self.tracks.len(), self.members.len())
+    }
+
+    fn add_member(&mut self, member: MemberId, room: &str, worker: WorkerId, send: bool) {
+        self.members.add(&self.pool, member, room, worker, send);
+    }
+
+    fn remove_member(&mut self, member: MemberId) {
+        self.members.remove(&self.pool, member);
+    }
+
+    fn bind_member(&mut self, member: MemberId, peer: PeerId) {
+        self.members.bind(&self.pool, member, peer);
     }
 
     fn add_peer(&mut self, peer: PeerId, worker: WorkerId, create: bool) {

@@ -428,7 +428,7 @@ impl TestServer {
 }
 
 /// The gauges of `GET /api/workers` that are 0 on an idle worker.
-pub const IDLE_WORKER_GAUGES: [&str; 8] = [
+pub const IDLE_WORKER_GAUGES: [&str; 10] = [
     "peers",
     "tracks",
     "subscriptions",
@@ -437,16 +437,19 @@ pub const IDLE_WORKER_GAUGES: [&str; 8] = [
     "ufrags",
     "routes",
     "timers",
+    "data_members",
+    "data_rooms",
 ];
 
 /// The node gauges of `/metrics` that are 0 once every participant and WHIP/WHEP session
 /// has gone.
-pub const IDLE_NODE_GAUGES: [&str; 5] = [
+pub const IDLE_NODE_GAUGES: [&str; 6] = [
     "sfumato_peers",
     "sfumato_tracks",
     "sfumato_whip_sessions",
     "sfumato_topology_peers",
     "sfumato_topology_tracks",
+    "sfumato_topology_data_members",
 ];
 
 /// `name value` lines of a Prometheus text exposition (no labels, no comments).

@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use sfumato_core::data;
+use sfumato_core::MemberId;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -154,10 +156,20 @@ impl Participant {
                         r_inner.lock().events.push(v);
                     }
                     Ok(Message::Binary(b)) => {
-                        r_inner
-                            .lock()
-                            .events
-                            .push(json!({"type": "<binary>", "len": b.len()}));
+                        let event = match data::parse_deliver(&b) {
+                            Ok(d) => json!({
+                                "type": "data",
+                                "from": d.from,
+                                "topic": d.topic,
+                                "seq": d.seq,
+                                "reliable": d.flags & data::RELIABLE != 0,
+                                "payload": d.payload,
+                            }),
+                            Err(e) => {
+                                json!({"type": "<binary>", "len": b.len(), "error": e.to_string()})
+                            }
+                        };
+                        r_inner.lock().events.push(event);
                     }
                     Ok(Message::Close(frame)) => {
                         r_inner.lock().close_reason = Some(format!("{frame:?}"));
@@ -290,6 +302,24 @@ impl Participant {
     }
 
     /// Sends a JSON message.
+    /// Sends a data message (docs/protocol.md "Data messages") to `to` (participant ids;
+    /// empty: everyone). It arrives at the others as a `data` event (see the reader).
+    pub fn send_data(
+        &self,
+        seq: u32,
+        reliable: bool,
+        topic: &str,
+        to: &[&str],
+        payload: &[u8],
+    ) -> anyhow::Result<()> {
+        let to = to
+            .iter()
+            .map(|id| MemberId::parse(id).ok_or_else(|| anyhow!("{id} is not a participant id")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let flags = if reliable { data::RELIABLE } else { 0 };
+        self.send_binary(data::encode_send(flags, seq, topic, &to, payload))
+    }
+
     pub fn send_json(&self, v: &Value) -> anyhow::Result<()> {
         self.send_raw(v.to_string())
     }

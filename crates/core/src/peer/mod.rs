@@ -6,9 +6,11 @@
 //! tracks), `ingress` (published tracks, received RTP → [`MediaPacket`]), `layers` (which
 //! layer each slot should get: requests, downlink allocation, demand), `egress` (a
 //! forwarded packet → str0m's send stream), `slot` (the state of one outgoing m-line),
-//! `meter` (counters and per-stream measures).
+//! `meter` (counters and per-stream measures), `channels` (the data channels of a
+//! publishing peer).
 //! Which packets a slot forwards is decided outside, in [`crate::forward`].
 
+mod channels;
 mod egress;
 mod ingress;
 mod layers;
@@ -16,6 +18,7 @@ mod meter;
 mod negotiate;
 mod slot;
 
+pub use channels::Sent;
 pub use egress::Write;
 pub use ingress::Published;
 pub use meter::PeerCounts;
@@ -88,6 +91,12 @@ pub enum PeerOut {
         layers: Layers,
     },
     Closed(&'static str),
+    /// A data message (a send frame, unread) arrived on one of its data channels.
+    Data(Vec<u8>),
+    /// Its reliable data channel opened (true) or closed (false).
+    DataChannel(bool),
+    /// A message on a channel that is not one of ours.
+    DataIgnored,
 }
 
 /// Tests only: the calls into a peer that a test can make panic, as a bug in str0m would.
@@ -145,6 +154,8 @@ pub struct Peer {
     meters: Vec<meter::StreamMeter>,
     /// The peer's latest round-trip time (str0m's peer stats), for streams without their own.
     rtt: Option<Duration>,
+    /// A publishing peer's data channels.
+    channels: Option<channels::Channels>,
 }
 
 impl Peer {
@@ -174,7 +185,8 @@ impl Peer {
             // Estimate what we can send to this peer (TWCC feedback, GoogCC).
             config = config.enable_bwe(Some(INITIAL_ESTIMATE));
         }
-        let mut rtc = config.build(now);
+        let mut rtc = channels::configure(config).build(now);
+        let channels = (role == Role::Publisher).then(|| channels::Channels::create(&mut rtc));
         let candidate = Candidate::host(local_addr, Protocol::Udp)
             .map_err(|e| Error::Internal(format!("candidate {local_addr}: {e}")))?;
         rtc.add_local_candidate(candidate);
@@ -206,6 +218,7 @@ impl Peer {
             counts: PeerCounts::default(),
             meters: Vec::new(),
             rtt: None,
+            channels,
         })
     }
 
@@ -262,6 +275,16 @@ impl Peer {
     fn inject(&self, at: Fault) {
         if self.fail_at == Some(at) {
             panic!("injected failure in {at:?}");
+        }
+    }
+
+    /// Writes a deliver frame on its data channel ([`Sent::Closed`] without one open).
+    pub fn write_data(&mut self, reliable: bool, frame: &[u8]) -> Sent {
+        #[cfg(feature = "fault-injection")]
+        self.inject(Fault::Write);
+        match &self.channels {
+            Some(c) if c.is_open() => c.write(&mut self.rtc, reliable, frame),
+            _ => Sent::Closed,
         }
     }
 
@@ -350,6 +373,21 @@ impl Peer {
             RtcEvent::MediaEgressStats(s) => self.on_egress_stats(s),
             RtcEvent::MediaIngressStats(s) => self.on_ingress_stats(s),
             RtcEvent::PeerStats(s) => self.on_peer_stats(s),
+            RtcEvent::ChannelOpen(id, _)
+                if self.channels.as_mut().is_some_and(|c| c.opened(id)) =>
+            {
+                out.push(PeerOut::DataChannel(true));
+            }
+            RtcEvent::ChannelClose(id) if self.channels.as_mut().is_some_and(|c| c.closed(id)) => {
+                out.push(PeerOut::DataChannel(false));
+            }
+            RtcEvent::ChannelData(d) => {
+                if self.channels.as_ref().is_some_and(|c| c.owns(d.id)) {
+                    out.push(PeerOut::Data(d.data));
+                } else {
+                    out.push(PeerOut::DataIgnored);
+                }
+            }
             _ => {}
         }
     }

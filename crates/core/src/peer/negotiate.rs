@@ -2,6 +2,7 @@
 //! m-lines they add (published tracks, slots), tracks bound to slots and the renegotiation
 //! a subscribing peer makes when they change (one offer in flight at a time).
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer};
@@ -20,6 +21,7 @@ impl Peer {
                 "a subscribing peer takes answers, not offers",
             ));
         }
+        check_payload_types(sdp)?;
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| Error::BadSdp(e.to_string()))?;
         let answer = self
             .rtc
@@ -59,11 +61,13 @@ impl Peer {
         let Some((pending, offered)) = self.pending_offer.take() else {
             return Err(Error::Negotiation("no offer is pending".into()));
         };
-        let answer = match SdpAnswer::from_sdp_string(sdp) {
+        let answer = match check_payload_types(sdp).and_then(|()| {
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| Error::BadSdp(e.to_string()))
+        }) {
             Ok(a) => a,
             Err(e) => {
                 self.pending_offer = Some((pending, offered));
-                return Err(Error::BadSdp(e.to_string()));
+                return Err(e);
             }
         };
         // str0m consumes the pending offer even on failure: a failed answer leaves the
@@ -235,5 +239,89 @@ impl Peer {
             Role::Viewer if dir.is_sending() => self.slots.push(Slot::new(Some(mid), kind, true)),
             _ => {}
         }
+    }
+}
+
+/// Refuses an SDP in which one payload type number means two things: two `a=rtpmap` lines
+/// in one m-section, or different formats (an RTX format with a different `apt`) in two
+/// m-sections, which share their numbers in one BUNDLE (RFC 8843, section 9.1). str0m keeps
+/// payload types per session and asserts that it never locks one twice: where the remote
+/// dictates them (it receives), such an SDP made it panic (found by fuzz target `whip`).
+pub(crate) fn check_payload_types(sdp: &str) -> Result<(), Error> {
+    fn close(
+        section: &mut Vec<(u8, String)>,
+        apts: &mut HashMap<u8, String>,
+        seen: &mut HashMap<u8, String>,
+    ) -> Result<(), Error> {
+        for (pt, encoding) in section.drain(..) {
+            let apt = apts.get(&pt).map(String::as_str).unwrap_or("");
+            let meaning = format!("{encoding};apt={apt}");
+            match seen.get(&pt) {
+                Some(before) if *before != meaning => {
+                    return Err(Error::BadSdp(format!(
+                        "payload type {pt} means both {before} and {meaning}"
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(pt, meaning);
+                }
+            }
+        }
+        apts.clear();
+        Ok(())
+    }
+    let mut seen: HashMap<u8, String> = HashMap::new();
+    let mut section: Vec<(u8, String)> = Vec::new();
+    let mut apts: HashMap<u8, String> = HashMap::new();
+    for line in sdp.lines() {
+        let line = line.trim();
+        if line.starts_with("m=") {
+            close(&mut section, &mut apts, &mut seen)?;
+        } else if let Some(rest) = line.strip_prefix("a=rtpmap:") {
+            let (pt, encoding) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            let Ok(pt) = pt.trim().parse::<u8>() else {
+                continue;
+            };
+            if section.iter().any(|(p, _)| *p == pt) {
+                return Err(Error::BadSdp(format!(
+                    "payload type {pt} is mapped twice in one m-section"
+                )));
+            }
+            section.push((pt, encoding.trim().to_ascii_lowercase()));
+        } else if let Some(rest) = line.strip_prefix("a=fmtp:") {
+            let (pt, params) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            let Ok(pt) = pt.trim().parse::<u8>() else {
+                continue;
+            };
+            if let Some(apt) = params
+                .split(';')
+                .find_map(|p| p.trim().strip_prefix("apt="))
+            {
+                apts.insert(pt, apt.trim().to_string());
+            }
+        }
+    }
+    close(&mut section, &mut apts, &mut seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_payload_types;
+
+    #[test]
+    fn a_payload_type_means_one_format_in_the_whole_sdp() {
+        let ok = "m=audio 9 X 111\na=rtpmap:111 opus/48000/2\n\
+                  m=video 9 X 96 97\na=rtpmap:96 VP8/90000\na=rtpmap:97 rtx/90000\na=fmtp:97 apt=96\n\
+                  m=video 9 X 96 97\na=rtpmap:96 vp8/90000\na=rtpmap:97 rtx/90000\na=fmtp:97 apt=96\n";
+        assert!(check_payload_types(ok).is_ok());
+        let twice = "m=video 9 X 97\na=rtpmap:97 rtx/90000\na=rtpmap:97 VP9/90000\n";
+        assert!(check_payload_types(twice).is_err());
+        let across =
+            "m=audio 9 X 96\na=rtpmap:96 opus/48000/2\nm=video 9 X 96\na=rtpmap:96 VP8/90000\n";
+        assert!(check_payload_types(across).is_err());
+        let rtx = "m=video 9 X 97\na=rtpmap:97 rtx/90000\na=fmtp:97 apt=96\n\
+                   m=video 9 X 97\na=rtpmap:97 rtx/90000\na=fmtp:97 apt=98\n";
+        assert!(check_payload_types(rtx).is_err());
     }
 }

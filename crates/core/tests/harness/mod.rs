@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 
 use sfumato_core::dd::{self, DdBytes, DdExtension};
 use sfumato_core::{
-    Command, Engine, Event, Kind, NodeId, Output, PeerId, PipeMsg, ReplyBody, RequestId, TrackId,
-    WorkerId,
+    Command, Engine, Event, Kind, MemberId, NodeId, Output, PeerId, PipeMsg, ReplyBody, RequestId,
+    TrackId, WorkerId,
 };
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
@@ -79,6 +80,7 @@ pub enum PipeRecord {
     Layers { track: TrackId, flow: u8 },
     TrackEnded(TrackId),
     Rates(TrackId),
+    Data { from: MemberId },
 }
 
 impl PipeRecord {
@@ -96,6 +98,7 @@ impl PipeRecord {
                 flow: need.flow,
             },
             PipeMsg::Rates(t, _) => PipeRecord::Rates(*t),
+            PipeMsg::Data(p) => PipeRecord::Data { from: p.from },
         }
     }
 }
@@ -160,6 +163,12 @@ pub struct Client {
     pub errors: Vec<String>,
     /// Every SDP the engine sent this client (answers and offers), in order.
     pub remote_sdp: Vec<String>,
+    /// Its data channels ([`Net::open_data`]): reliable, lossy.
+    pub channels: Option<(ChannelId, ChannelId)>,
+    /// Data channels announced open.
+    pub channels_open: Vec<ChannelId>,
+    /// Every message received on a data channel.
+    pub data: Vec<Vec<u8>>,
 }
 
 impl Client {
@@ -227,7 +236,21 @@ impl Client {
             counter: 0,
             errors: Vec::new(),
             remote_sdp: Vec::new(),
+            channels: None,
+            channels_open: Vec::new(),
+            data: Vec::new(),
         }
+    }
+
+    /// Writes `frame` on its reliable (or lossy) data channel. Returns whether it was taken.
+    pub fn write_data(&mut self, reliable: bool, frame: &[u8]) -> bool {
+        let Some((r, l)) = self.channels else {
+            return false;
+        };
+        let id = if reliable { r } else { l };
+        self.rtc
+            .channel(id)
+            .is_some_and(|mut ch| ch.write(true, frame).unwrap_or(false))
     }
 
     /// Drains str0m's output until it asks for a timeout.
@@ -252,6 +275,8 @@ impl Client {
     fn on_event(&mut self, now: Instant, e: RtcEvent) {
         match e {
             RtcEvent::Connected => self.connected = true,
+            RtcEvent::ChannelOpen(id, _) => self.channels_open.push(id),
+            RtcEvent::ChannelData(d) => self.data.push(d.data),
             RtcEvent::KeyframeRequest(req) => {
                 self.keyframe_requests.push((now, req.mid));
                 if let Some(layer) = req.rid.and_then(|r| RIDS.iter().position(|x| *x == &*r)) {
@@ -1068,6 +1093,44 @@ impl Net {
             video: video.expect("video track published"),
             worker,
         }
+    }
+
+    /// Client `c` offers the two pre-negotiated data channels (streams 0 reliable, 1 lossy),
+    /// alone on its publishing peer, and applies the engine's answer.
+    pub fn open_data(&mut self, c: usize) {
+        let (offer, pending, channels) = {
+            let mut api = self.clients[c].rtc.sdp_api();
+            let reliable = api.add_channel_with_config(ChannelConfig {
+                label: "reliable".into(),
+                negotiated: Some(0),
+                ..Default::default()
+            });
+            let lossy = api.add_channel_with_config(ChannelConfig {
+                label: "lossy".into(),
+                ordered: false,
+                reliability: Reliability::MaxRetransmits { retransmits: 0 },
+                negotiated: Some(1),
+                ..Default::default()
+            });
+            let (offer, pending) = api.apply().expect("an offer");
+            (offer.to_sdp_string(), pending, (reliable, lossy))
+        };
+        self.clients[c].channels = Some(channels);
+        let (worker, peer) = (self.clients[c].worker, self.clients[c].peer);
+        let reply = self.request(worker, |req| Command::Publish { req, peer, offer });
+        let Ok(ReplyBody::Sdp(answer)) = reply else {
+            panic!("offering data channels failed: {reply:?}");
+        };
+        let client = &mut self.clients[c];
+        let answer = SdpAnswer::from_sdp_string(&answer).expect("a parsable answer");
+        client
+            .rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .expect("answer accepted");
+        let now = self.now;
+        client.drain(now, &mut self.queue);
+        self.pump();
     }
 
     /// Creates the subscribing peer of client `c` (`Command::CreateSubscriber`).

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use sfumato_worker::sfumato_core::{Command, Kind, NodeId, PeerId, TrackId, WorkerId};
+use sfumato_worker::sfumato_core::{Command, Kind, MemberId, NodeId, PeerId, TrackId, WorkerId};
 
 use crate::topology::{LocalTopology, Topology};
 
@@ -34,10 +34,22 @@ impl ClusterTopology {
 }
 
 impl Topology for ClusterTopology {
-    fn held(&self) -> (usize, usize) {
+    fn held(&self) -> (usize, usize, usize) {
         // Entries, not distinct tracks: a relayed track is in `remote` and the local map.
-        let (peers, tracks) = self.local.held();
-        (peers, tracks + self.remote.len() + self.outs.len())
+        let (peers, tracks, members) = self.local.held();
+        (peers, tracks + self.remote.len() + self.outs.len(), members)
+    }
+
+    fn add_member(&mut self, member: MemberId, room: &str, worker: WorkerId, send: bool) {
+        self.local.add_member(member, room, worker, send);
+    }
+
+    fn remove_member(&mut self, member: MemberId) {
+        self.local.remove_member(member);
+    }
+
+    fn bind_member(&mut self, member: MemberId, peer: PeerId) {
+        self.local.bind_member(member, peer);
     }
 
     fn add_peer(&mut self, peer: PeerId, worker: WorkerId, create: bool) {

@@ -132,14 +132,14 @@ async fn websocket_bad_messages_get_errors() {
     for (label, text, codes) in cases {
         expect_error(&mallory, label, text, codes).await;
     }
-    // A binary frame.
+    // A binary frame that is not a data message.
     let mark = mallory.event_count();
     mallory.send_binary(vec![1, 2, 3]).expect("send");
     let e = mallory
         .wait_error_since(mark, SIGNAL)
         .await
         .must("binary frame: expected an error");
-    assert_eq!(e["code"], "bad_message", "binary frame: got {e}");
+    assert_eq!(e["code"], "bad_data", "binary frame: got {e}");
     expect_pong(&mallory, "binary frame").await;
     // A subscribe_answer with garbage (mallory's client already answered the real offer).
     let mark = mallory.event_count();

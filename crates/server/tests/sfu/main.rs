@@ -6,6 +6,7 @@ mod bad_input;
 mod cleanup;
 mod cluster;
 mod common;
+mod data;
 mod forwarding;
 mod limits;
 mod observability;

@@ -1,0 +1,297 @@
+//! Story: data messages in a room spread over two workers. Alice and Bob are on worker 0,
+//! Carol on worker 1, Dave (another room) on worker 1. What each sends reaches the members of
+//! its room it is for, stamped with its sender, in order, each message crossing the pipe
+//! once; bad frames and members without the grant are refused and counted; a plan repairs a
+//! lost join.
+
+mod harness;
+
+use std::sync::Arc;
+
+use harness::{Net, PipeRecord};
+use sfumato_core::data::{self, encode_send, parse_deliver, RELIABLE, TEXT};
+use sfumato_core::{Command, DataMember, Event, MemberId, Plan, WorkerId};
+
+const ALICE: MemberId = MemberId(1);
+const BOB: MemberId = MemberId(2);
+const CAROL: MemberId = MemberId(3);
+const DAVE: MemberId = MemberId(4);
+
+/// (recipient, sender, seq, payload) of every data event so far.
+fn received(net: &Net) -> Vec<(MemberId, String, u32, Vec<u8>)> {
+    net.events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Data { member, frame, .. } => {
+                let d = parse_deliver(frame).expect("a deliver frame");
+                Some((*member, d.from.to_string(), d.seq, d.payload.to_vec()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn join(net: &mut Net, worker: usize, member: MemberId, room: &str, send: bool) {
+    net.command(
+        worker,
+        Command::DataJoin(DataMember {
+            member,
+            room: room.into(),
+            send,
+            peer: None,
+        }),
+    );
+}
+
+fn send(net: &mut Net, worker: usize, member: MemberId, seq: u32, to: &[MemberId], body: &[u8]) {
+    net.command(
+        worker,
+        Command::DataIn {
+            member,
+            frame: encode_send(RELIABLE, seq, "t", to, body),
+        },
+    );
+}
+
+fn room_over_two_workers() -> Net {
+    let mut net = Net::new(2);
+    net.wire_pipes = true; // what crosses must survive the relay's wire form too
+    join(&mut net, 0, ALICE, "a", true);
+    join(&mut net, 0, BOB, "a", true);
+    join(&mut net, 1, CAROL, "a", true);
+    join(&mut net, 1, DAVE, "b", true);
+    for (w, other) in [(0, 1), (1, 0)] {
+        net.command(
+            w,
+            Command::DataRoute {
+                room: "a".into(),
+                workers: vec![WorkerId(other), WorkerId(w as u16)],
+            },
+        );
+    }
+    net
+}
+
+#[test]
+fn broadcast_and_targeted_messages_reach_their_members_across_workers_in_order() {
+    let mut net = room_over_two_workers();
+    for seq in 0..20 {
+        send(&mut net, 0, ALICE, seq, &[], &[seq as u8]);
+    }
+    send(&mut net, 1, CAROL, 100, &[BOB, DAVE], b"to bob");
+
+    let got = received(&net);
+    let from_alice = |to: MemberId| -> Vec<u32> {
+        got.iter()
+            .filter(|(m, from, ..)| *m == to && from == "p1")
+            .map(|(_, _, seq, _)| *seq)
+            .collect()
+    };
+    let all: Vec<u32> = (0..20).collect();
+    assert_eq!(
+        from_alice(BOB),
+        all,
+        "bob, same worker: every message, in order"
+    );
+    assert_eq!(
+        from_alice(CAROL),
+        all,
+        "carol, across the pipe: every message, in order"
+    );
+    assert!(
+        from_alice(ALICE).is_empty(),
+        "a sender does not hear itself"
+    );
+    assert!(
+        got.iter().all(|(m, ..)| *m != DAVE),
+        "nothing reaches another room, even when named"
+    );
+    assert_eq!(
+        got.iter()
+            .filter(|(_, from, ..)| from == "p3")
+            .map(|(m, _, _, body)| (*m, body.as_slice()))
+            .collect::<Vec<_>>(),
+        [(BOB, &b"to bob"[..])],
+        "a targeted message reaches only its recipient"
+    );
+    let piped = |from| {
+        net.pipe_log
+            .iter()
+            .filter(|(.., r)| *r == PipeRecord::Data { from })
+            .count()
+    };
+    assert_eq!(piped(ALICE), 20, "one pipe copy per message");
+    assert_eq!(piped(CAROL), 1);
+    let s0 = net.engines[0].stats();
+    assert_eq!((s0.data_in, s0.data_out, s0.data_dropped), (20, 21, 0));
+    assert_eq!((s0.data_members, s0.data_rooms), (2, 1));
+}
+
+#[test]
+fn bad_frames_and_members_without_the_grant_are_refused_and_counted() {
+    let mut net = room_over_two_workers();
+    join(&mut net, 0, BOB, "a", false); // bob's grant is taken away
+    let bad: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![data::SEND],
+        vec![data::DELIVER, 0, 0, 0, 0, 0, 1, b'p', 0],
+        encode_send(TEXT, 1, "t", &[], &[0xc3]),
+        encode_send(0x40, 1, "t", &[], b"x"),
+        encode_send(0, 1, "t", &[], &vec![0; data::MAX_PAYLOAD + 1]),
+    ];
+    for frame in bad {
+        net.command(
+            0,
+            Command::DataIn {
+                member: ALICE,
+                frame,
+            },
+        );
+    }
+    send(&mut net, 0, BOB, 1, &[], b"forbidden");
+    send(&mut net, 0, MemberId(77), 1, &[], b"stranger");
+    // Then a good one: the room carries on.
+    send(&mut net, 0, ALICE, 9, &[], b"fine");
+    let got = received(&net);
+    assert_eq!(
+        got.iter()
+            .map(|(m, from, seq, _)| (*m, from.as_str(), *seq))
+            .collect::<Vec<_>>(),
+        [(BOB, "p1", 9), (CAROL, "p1", 9)]
+    );
+    let s0 = net.engines[0].stats();
+    assert_eq!((s0.data_in, s0.data_dropped), (1, 8));
+}
+
+#[test]
+fn a_plan_brings_back_a_lost_join_and_route_and_drops_a_stale_member() {
+    let mut net = Net::new(2);
+    join(&mut net, 1, MemberId(50), "a", true); // unknown to the control plane
+                                                // The joins and routes were lost; the plans say what should be.
+    for (w, members, other) in [(0, vec![ALICE], 1u16), (1, vec![CAROL], 0)] {
+        net.command(
+            w,
+            Command::Reconcile(Plan {
+                members: members
+                    .into_iter()
+                    .map(|member| DataMember {
+                        member,
+                        room: Arc::from("a"),
+                        send: true,
+                        peer: None,
+                    })
+                    .collect(),
+                data_routes: vec![("a".into(), vec![WorkerId(other)])],
+                ..Plan::default()
+            }),
+        );
+    }
+    assert_eq!(net.engines[0].stats().repairs, 2);
+    assert_eq!(net.engines[1].stats().repairs, 3);
+    send(&mut net, 0, ALICE, 1, &[], b"hello");
+    assert_eq!(
+        received(&net)
+            .iter()
+            .map(|(m, from, ..)| (*m, from.as_str()))
+            .collect::<Vec<_>>(),
+        [(CAROL, "p1")]
+    );
+}
+
+/// Alice (worker 0) and Carol (worker 1) have data channels on their publishing peers; Bob
+/// (worker 1) has only his WebSocket. Each hears the others over its own transport.
+#[test]
+fn data_channels_and_websockets_exchange_messages_both_ways() {
+    let mut net = Net::new(2);
+    let alice = net.add_client("alice", 0);
+    let carol = net.add_client("carol", 1);
+    let members = [(alice, ALICE, 0), (carol, CAROL, 1)];
+    for &(c, member, worker) in &members {
+        let peer = net.client(c).peer;
+        net.command(
+            worker,
+            Command::DataJoin(DataMember {
+                member,
+                room: "a".into(),
+                send: true,
+                peer: Some(peer),
+            }),
+        );
+    }
+    join(&mut net, 1, BOB, "a", true);
+    for (w, other) in [(0, 1), (1, 0)] {
+        net.command(
+            w,
+            Command::DataRoute {
+                room: "a".into(),
+                workers: vec![WorkerId(other)],
+            },
+        );
+    }
+    net.open_data(alice);
+    net.open_data(carol);
+    net.connect(&[alice, carol]);
+    net.run_until(
+        std::time::Duration::from_secs(10),
+        "both data channels open",
+        |net| {
+            [alice, carol]
+                .iter()
+                .all(|&c| net.client(c).channels_open.len() == 2)
+        },
+    );
+    // The engine hears its channels open a little after the client: a message written
+    // before then reaches its members over their WebSocket instead, never nowhere.
+    net.run_for(std::time::Duration::from_millis(100));
+
+    for seq in 0..10 {
+        let frame = encode_send(RELIABLE, seq, "t", &[], &[seq as u8]);
+        assert!(
+            net.client_mut(alice).write_data(true, &frame),
+            "alice writes {seq}"
+        );
+    }
+    send(&mut net, 1, BOB, 100, &[ALICE], b"to alice");
+    let lossy = encode_send(0, 7, "fast", &[BOB], b"lossy");
+    assert!(net.client_mut(carol).write_data(false, &lossy));
+    net.run_for(std::time::Duration::from_millis(500));
+
+    let over_channel = |net: &Net, c: usize| -> Vec<(String, u32, Vec<u8>)> {
+        net.client(c)
+            .data
+            .iter()
+            .map(|f| {
+                let d = parse_deliver(f).expect("a deliver frame");
+                (d.from.to_string(), d.seq, d.payload.to_vec())
+            })
+            .collect()
+    };
+    let from_alice: Vec<(String, u32, Vec<u8>)> = (0..10)
+        .map(|s| ("p1".to_string(), s, vec![s as u8]))
+        .collect();
+    assert_eq!(
+        over_channel(&net, carol),
+        from_alice,
+        "carol: alice's, in order, by channel"
+    );
+    assert_eq!(
+        over_channel(&net, alice),
+        [("p2".to_string(), 100, b"to alice".to_vec())],
+        "alice: bob's message to her, by channel"
+    );
+    let bob_got: Vec<(String, u32)> = received(&net)
+        .into_iter()
+        .filter(|(m, ..)| *m == BOB)
+        .map(|(_, from, seq, _)| (from, seq))
+        .collect();
+    let mut want: Vec<(String, u32)> = (0..10).map(|s| ("p1".to_string(), s)).collect();
+    want.push(("p3".to_string(), 7));
+    assert_eq!(
+        bob_got, want,
+        "bob: alice's and carol's lossy one, by WebSocket"
+    );
+    assert!(
+        received(&net).iter().all(|(m, ..)| *m == BOB),
+        "members with open channels get nothing by WebSocket"
+    );
+}
