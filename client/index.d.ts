@@ -121,6 +121,50 @@ export interface ErrorEvent {
   message: string;
 }
 
+/** A received data message (docs/protocol.md, "Data messages"). */
+export interface DataMessage {
+  /** The sender's participant id (stamped by the server). */
+  from: string;
+  topic: string;
+  /** A string for a text message, a Uint8Array (its own copy) for a binary one. */
+  payload: string | Uint8Array;
+  /** The sender's numbering: 0, 1, 2, … per sender session (starts again after it reconnects). */
+  seq: number;
+  reliable: boolean;
+}
+
+export interface DataSendOptions {
+  /** Reliable (default): it arrives, in order, or the recipient that cannot take it is
+   * disconnected. Lossy: dropped for a recipient whose queue is full. */
+  reliable?: boolean;
+  /** Participant ids (or participants) to send to, at most 64; empty (default): everyone else. */
+  to?: Array<string | { id: string }>;
+  /** At most 255 bytes of UTF-8 (default ''). */
+  topic?: string;
+}
+
+/** What data messages travel over: the signaling WebSocket for now. */
+export type DataTransportKind = 'ws';
+
+/** `room.data`: data messages to the room or to chosen participants, by topic. */
+export interface RoomData {
+  /** The transport in use, null while there is none (before join, reconnecting, left). */
+  readonly transport: DataTransportKind | null;
+  /**
+   * Sends a string (a text message, UTF-8) or bytes (a binary one). Resolves once the frame
+   * is handed to the transport (when over 1 MiB is buffered there, once it drained below
+   * 256 KiB; sends keep their order). Rejects for a payload over 65536 bytes, more than 64
+   * recipients, a topic over 255 bytes, or when not connected. What the server refuses
+   * (`bad_data`, `too_large`, `forbidden` without the token's `data` grant) arrives later
+   * as the room's `error` event.
+   */
+  send(payload: string | ArrayBuffer | ArrayBufferView, opts?: DataSendOptions): Promise<void>;
+  /** Calls `handler` for each message of `topic`; `'*'` for every topic. Returns a function
+   * that removes it. */
+  on(topic: string, handler: (msg: DataMessage) => void): () => void;
+  off(topic: string, handler: (msg: DataMessage) => void): void;
+}
+
 export interface RoomEvents {
   participantJoined: ParticipantEvent;
   participantLeft: ParticipantEvent;
@@ -138,6 +182,13 @@ export interface RoomEvents {
    * subscriptions were reported before the old ones went. */
   moved: { url: string };
   disconnected: { reason: string };
+  /** Every data message received, whatever its topic (as `room.data.on('*', …)`). */
+  data: DataMessage;
+  /** Data messages can be sent: after `connect` (right after it resolves), after each
+   * reconnect, after a move to another node. */
+  dataTransport: { transport: DataTransportKind };
+  /** A server `error` message that answered no request (e.g. `bad_data`, `too_large`,
+   * `forbidden` for a data message, `rate_limited`). */
   error: ErrorEvent;
 }
 
@@ -162,6 +213,8 @@ export declare class Room {
   readonly participants: Participant[];
   readonly localStream: MediaStream | null;
   readonly subscriptions: TrackSubscribedEvent[];
+  /** Data messages: `room.data.send(payload, opts)`, `room.data.on(topic, handler)`. */
+  readonly data: RoomData;
 
   /**
    * Registers a listener; returns a function that removes it. `participantJoined` is also
@@ -200,11 +253,17 @@ export declare class SignalingError extends Error {
 export declare class Signaling {
   static open(url: string, opts?: { openTimeoutMs?: number; pingIntervalMs?: number }): Promise<Signaling>;
   readonly open: boolean;
+  /** Bytes queued on the socket, not sent yet. */
+  readonly bufferedAmount: number;
   send(msg: { type: string; [field: string]: unknown }): boolean;
+  /** Sends a binary frame (a data message). */
+  sendBinary(frame: ArrayBuffer | ArrayBufferView): boolean;
   next(type: string, opts?: { failOn?: string[] | '*'; timeoutMs?: number }): Promise<any>;
   close(reason?: string): void;
   drop(reason?: string): void;
   on(event: 'message', cb: (msg: { type: string; [field: string]: unknown }) => void): () => void;
+  /** A binary frame (a data message's deliver frame), as it came. */
+  on(event: 'binary', cb: (frame: ArrayBuffer) => void): () => void;
   on(event: 'close', cb: (ev: { code: number; reason: string; clean: boolean }) => void): () => void;
 }
 

@@ -2,9 +2,11 @@
 //
 // Two peer connections per participant (docs/protocol.md): the publish PC, offered by us, and
 // the subscribe PC, offered by the server and created at its first offer. Remote tracks are
-// mapped to participants by the `tracks` list of each subscribe_offer, by mid.
+// mapped to participants by the `tracks` list of each subscribe_offer, by mid. Data messages
+// are `room.data` (data.js); the room gives it each session's transport and received frames.
 
 import { Emitter } from './emitter.js';
+import { RoomData, wsTransport } from './data.js';
 import { Signaling, SignalingError, UnreachableError, PROTOCOL_VERSION } from './signaling.js';
 import {
   DEFAULT_RTC_CONFIG,
@@ -122,9 +124,11 @@ export class Room extends Emitter {
     const others = await room._openAndJoin();
     room.state = 'connected';
     for (const p of others) room._participants.set(p.id, p);
-    // Listeners are attached after `connect` resolves; report the people already here then.
+    // Listeners are attached after `connect` resolves; report the people already here then,
+    // and that data messages can be sent.
     setTimeout(() => {
       for (const p of others) if (room._participants.get(p.id) === p) room.emit('participantJoined', { participant: p });
+      room._dataReady();
     }, 0);
     return room;
   }
@@ -170,6 +174,8 @@ export class Room extends Emitter {
     this._layerWishes = new Map();
     /** remote video track id -> quality asked for with setVideoQuality */
     this._qualities = new Map();
+    /** Data messages: `room.data.send(...)`, `room.data.on(topic, handler)`. */
+    this.data = new RoomData((event, msg) => this.emit(event, msg));
     if (opts.videoQuality != null && !QUALITIES.has(opts.videoQuality)) {
       throw new TypeError(`connect: videoQuality is one of ${[...QUALITIES].join(', ')}`);
     }
@@ -377,7 +383,11 @@ export class Room extends Emitter {
     const session = ++this._session;
     this._sig = sig;
     sig.on('message', (msg) => this._onMessage(msg, session));
+    sig.on('binary', (frame) => {
+      if (session === this._session) this.data._receive(frame);
+    });
     sig.on('close', (ev) => this._onSocketClose(ev, session));
+    this.data._attach(wsTransport(sig));
     this.localParticipant = { id: String(joined.participant?.id), name: String(joined.participant?.name ?? this.name) };
     this.activeSpeaker = joined.active_speaker != null ? String(joined.active_speaker) : null;
     this._setNodes(joined.nodes);
@@ -758,7 +768,14 @@ export class Room extends Emitter {
       this._reconnectLoop();
       return;
     }
+    this._dataReady();
     this.emit('moved', { url });
+  }
+
+  /** Data messages can be sent on this session: `dataTransport`. */
+  _dataReady() {
+    const transport = this.data.transport;
+    if (transport) this.emit('dataTransport', { transport });
   }
 
   /** Whether at least `count` subscriptions are up and every video one decoded a frame. */
@@ -834,6 +851,7 @@ export class Room extends Emitter {
         }
         this._reconnecting = false;
         this.state = 'connected';
+        this._dataReady();
         this.emit('reconnected', { attempts: attempt });
         return;
       } catch (err) {

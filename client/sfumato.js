@@ -4,6 +4,8 @@
 //   const room = await Sfumato.connect('wss://host/ws', { room: 'demo', name: 'ada' });
 //   room.on('trackSubscribed', ({ participant, kind, stream }) => { ... });
 //   await room.publish({ audio: true, video: true });
+//   room.data.on('chat', ({ from, payload }) => { ... });
+//   await room.data.send('hello', { topic: 'chat' });
 
 import { Room } from './room.js';
 import { Signaling, SignalingError, PROTOCOL_VERSION } from './signaling.js';

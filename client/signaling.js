@@ -1,5 +1,7 @@
 // The signaling socket: one WebSocket, JSON messages, keepalive, and "wait for the next
 // message of type X". Knows the wire format of docs/protocol.md, nothing about rooms.
+// Binary frames (data messages) are passed on as they came, as 'binary' events: reading
+// them is data.js's business.
 
 import { Emitter } from './emitter.js';
 
@@ -25,7 +27,8 @@ export class SignalingError extends Error {
 }
 
 /**
- * Events: 'message' (msg), 'close' ({code, reason, clean}).
+ * Events: 'message' (msg: a JSON message), 'binary' (ArrayBuffer: a binary frame),
+ * 'close' ({code, reason, clean}).
  */
 export class Signaling extends Emitter {
   /**
@@ -39,6 +42,7 @@ export class Signaling extends Emitter {
       let ws;
       try {
         ws = new WebSocket(url);
+        ws.binaryType = 'arraybuffer';
       } catch (err) {
         reject(err);
         return;
@@ -72,6 +76,9 @@ export class Signaling extends Emitter {
   constructor(ws, opts = {}) {
     super();
     this._ws = ws;
+    // Binary frames as ArrayBuffers, handed on synchronously (a Blob would need an await and
+    // could let a later frame overtake it).
+    ws.binaryType = 'arraybuffer';
     this._closed = false;
     /** @type {Set<{type: string, failOn: Set<string>, resolve: Function, reject: Function, timer: any}>} */
     this._waiters = new Set();
@@ -98,10 +105,22 @@ export class Signaling extends Emitter {
     return !this._closed && this._ws.readyState === WebSocket.OPEN;
   }
 
+  /** Bytes queued on the socket and not yet sent. */
+  get bufferedAmount() {
+    return this._ws.bufferedAmount;
+  }
+
   /** Sends one message; returns false if the socket is not open. */
   send(msg) {
     if (!this.open) return false;
     this._ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  /** Sends one binary frame (a Uint8Array or ArrayBuffer); returns false if the socket is not open. */
+  sendBinary(bytes) {
+    if (!this.open) return false;
+    this._ws.send(bytes);
     return true;
   }
 
@@ -154,6 +173,10 @@ export class Signaling extends Emitter {
 
   _onMessage(ev) {
     this._lastRx = Date.now();
+    if (ev.data instanceof ArrayBuffer) {
+      this.emit('binary', ev.data);
+      return;
+    }
     if (typeof ev.data !== 'string') return;
     let msg;
     try {

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds="${FUZZ_SECONDS:-15}"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(datagram payload dd signal answer wire link whip engine)
+  targets=(datagram payload dd signal answer wire link whip data engine)
 fi
 
 export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \

@@ -2,7 +2,7 @@
 // (&publish=0 joins as a viewer; &quality=low|medium|high fixes the simulcast layer received
 // of every video, else each video's size and visibility choose it; &token=T is the access
 // token of a server started with API keys, whose name is then the token's); without room and
-// name (or token) it shows a form.
+// name (or token) it shows a form. The chat panel sends and shows data messages of topic `chat`.
 
 import { Sfumato } from '/sdk/sfumato.js';
 
@@ -140,6 +140,47 @@ function showMuted(tile, kind, muted) {
   if (kind === 'video') tile.classList.toggle('has-video', !muted && !!tile.querySelector('video').srcObject);
 }
 
+// ------------------------------------------------------------------ chat
+
+const CHAT_TOPIC = 'chat';
+
+/** The name of participant `id` (the sender of a message), from the room's participant list. */
+function nameOf(id) {
+  return room?.participants.find((p) => p.id === id)?.name ?? id;
+}
+
+function addChatLine(who, text, { self = false, failed = false } = {}) {
+  const log = $('chat-log');
+  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 8;
+  const li = document.createElement('li');
+  if (self) li.className = 'self';
+  const name = document.createElement('span');
+  name.className = 'who';
+  name.textContent = who;
+  const body = document.createElement('span');
+  body.className = failed ? 'text failed' : 'text';
+  body.textContent = text;
+  li.append(name, body);
+  log.append(li);
+  if (atBottom) log.scrollTop = log.scrollHeight;
+}
+
+async function sendChat(ev) {
+  ev.preventDefault();
+  const input = $('chat-input');
+  const text = input.value.trim();
+  if (!text || !room) return;
+  input.value = '';
+  // Nobody receives their own messages: show ours here.
+  const me = room.localParticipant?.name ?? userName;
+  try {
+    await room.data.send(text, { topic: CHAT_TOPIC, reliable: true });
+    addChatLine(me, text, { self: true });
+  } catch (err) {
+    addChatLine(me, `${text} (not sent: ${err?.message ?? err})`, { self: true, failed: true });
+  }
+}
+
 // ------------------------------------------------------------------ room
 
 /**
@@ -185,6 +226,9 @@ function wire(r) {
   r.on('activeSpeaker', ({ participant: p, local }) => {
     for (const [id, tile] of tiles) tile.classList.toggle('speaking', id === (local ? 'local' : p.id));
   });
+  r.data.on(CHAT_TOPIC, ({ from, payload }) => {
+    if (typeof payload === 'string') addChatLine(nameOf(from), payload);
+  });
   r.on('reconnecting', ({ attempt }) => setStatus(`Connection lost, reconnecting (attempt ${attempt})…`, 'warn'));
   r.on('reconnected', () => setStatus('Connected'));
   r.on('error', ({ code, message }) => console.warn(`server error ${code}: ${message}`));
@@ -206,6 +250,8 @@ async function join() {
     wire(room);
     for (const p of room.participants) ensureTile(p.id, p.name);
     $('controls').hidden = false;
+    $('chat-log').replaceChildren();
+    $('chat').hidden = false;
     $('mute-audio').hidden = !publishing;
     $('mute-video').hidden = !publishing;
     if (publishing) {
@@ -233,6 +279,7 @@ async function join() {
     room = null;
     clearTiles();
     $('controls').hidden = true;
+    $('chat').hidden = true;
     showLeft('Joining failed.', 'Try again');
   }
 }
@@ -242,6 +289,7 @@ function leave() {
   room = null;
   clearTiles();
   $('controls').hidden = true;
+  $('chat').hidden = true;
   setStatus('Left');
   showLeft('You left the room.');
 }
@@ -277,6 +325,7 @@ function toggleMute(kind) {
 $('mute-audio').addEventListener('click', () => toggleMute('audio'));
 $('mute-video').addEventListener('click', () => toggleMute('video'));
 $('leave').addEventListener('click', leave);
+$('chat-form').addEventListener('submit', sendChat);
 $('rejoin').addEventListener('click', join);
 $('unblock-audio').addEventListener('click', () => {
   $('unblock-audio').hidden = true;

@@ -106,7 +106,7 @@ test('bad input gets errors, the socket and the room carry on', () =>
     expectError(await raw('{"type":"publish_offer"}'), 'bad_message', 'publish_offer without sdp');
     expectError(await raw('{"type":"publish_offer","sdp":"v=0 garbage"}'), 'bad_sdp', 'garbage SDP');
     expectError(await raw(JSON.stringify({ type: 'ping', pad: 'x'.repeat(2100 * 1024) })), 'too_large', '2.1 MiB message (over --max-message-bytes)');
-    expectError(await raw({ binary: 16 }), 'bad_message', 'binary frame');
+    expectError(await raw({ binary: 16 }), 'bad_data', 'binary frame that is not a data message');
     assert.equal((await raw('{"type":"ping"}')).type, 'pong', 'the socket still answers after all that');
 
     // A join with an unsupported version fails (fatal for that socket).

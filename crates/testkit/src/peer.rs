@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::format::Codec;
 use str0m::media::{
     Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
@@ -174,6 +175,10 @@ struct Shared {
     received: Vec<ReceivedPacket>,
     counts: PeerCounts,
     status: PeerStatus,
+    /// Data channels announced open.
+    channels_open: usize,
+    /// Messages received on data channels.
+    data: Vec<Vec<u8>>,
 }
 
 /// What media a created offer has.
@@ -186,6 +191,9 @@ pub struct OfferSpec {
     /// A sending video m-line sends three simulcast layers ([`SIMULCAST_RIDS`], lowest
     /// first in `a=simulcast:send`), each looping its own fixture.
     pub simulcast: bool,
+    /// An `m=application` section with the two data channels of docs/protocol.md
+    /// ("Data messages"): streams 0 (reliable) and 1 (lossy), negotiated out of band.
+    pub data: bool,
 }
 
 impl OfferSpec {
@@ -195,6 +203,7 @@ impl OfferSpec {
             audio: Some(Direction::SendOnly),
             video: Some(Direction::SendOnly),
             simulcast: false,
+            data: false,
         }
     }
 
@@ -212,6 +221,17 @@ impl OfferSpec {
             audio: Some(Direction::RecvOnly),
             video: Some(Direction::RecvOnly),
             simulcast: false,
+            data: false,
+        }
+    }
+
+    /// The data channels alone (a participant that sends no media).
+    pub fn data() -> Self {
+        Self {
+            audio: None,
+            video: None,
+            simulcast: false,
+            data: true,
         }
     }
 }
@@ -262,6 +282,11 @@ enum Cmd {
     Inject {
         datagrams: Vec<Vec<u8>>,
         reply: oneshot::Sender<anyhow::Result<usize>>,
+    },
+    WriteData {
+        reliable: bool,
+        frame: Vec<u8>,
+        reply: oneshot::Sender<anyhow::Result<()>>,
     },
     Close,
 }
@@ -318,6 +343,7 @@ impl Peer {
             shared: shared.clone(),
             next_timeout: now,
             pending: None,
+            channels: None,
             added: Vec::new(),
             senders: Vec::new(),
             rx_map: HashMap::new(),
@@ -404,6 +430,27 @@ impl Peer {
 
     /// Sends raw datagrams from this peer's own socket to the remote address ICE selected
     /// (for robustness tests: garbage from a known 5-tuple). Returns how many were sent.
+    /// Writes `frame` on the reliable or the lossy data channel (an error if it is not
+    /// open, or its send buffer is full).
+    pub async fn write_data(&self, reliable: bool, frame: Vec<u8>) -> anyhow::Result<()> {
+        self.call(|reply| Cmd::WriteData {
+            reliable,
+            frame,
+            reply,
+        })
+        .await
+    }
+
+    /// How many of its data channels are open.
+    pub fn channels_open(&self) -> usize {
+        lock(&self.shared).channels_open
+    }
+
+    /// Every message received on its data channels.
+    pub fn data_received(&self) -> Vec<Vec<u8>> {
+        lock(&self.shared).data.clone()
+    }
+
     pub async fn inject(&self, datagrams: Vec<Vec<u8>>) -> anyhow::Result<usize> {
         self.call(|reply| Cmd::Inject { datagrams, reply }).await
     }
@@ -537,6 +584,8 @@ struct Driver {
     shared: Arc<Mutex<Shared>>,
     next_timeout: Instant,
     pending: Option<SdpPendingOffer>,
+    /// The data channels (reliable, lossy), once offered.
+    channels: Option<(ChannelId, ChannelId)>,
     /// Media added by our offers.
     added: Vec<AddedMedia>,
     senders: Vec<SendTrack>,
@@ -708,6 +757,8 @@ impl Driver {
                     }
                 }
             }
+            Event::ChannelOpen(..) => lock(&self.shared).channels_open += 1,
+            Event::ChannelData(d) => lock(&self.shared).data.push(d.data),
             Event::RtpPacket(p) => {
                 let ssrc = p.header.ssrc;
                 let (mid, kind) = match self.rx_map.get(&ssrc) {
@@ -792,6 +843,28 @@ impl Driver {
                 };
                 let _ = reply.send(r);
             }
+            Cmd::WriteData {
+                reliable,
+                frame,
+                reply,
+            } => {
+                let r = match self.channels {
+                    Some((r, l)) => {
+                        let id = if reliable { r } else { l };
+                        match self.rtc.channel(id) {
+                            Some(mut ch) => match ch.write(true, &frame) {
+                                Ok(true) => Ok(()),
+                                Ok(false) => Err(anyhow!("the data channel's buffer is full")),
+                                Err(e) => Err(anyhow!("data channel write: {e}")),
+                            },
+                            None => Err(anyhow!("the data channel is not open")),
+                        }
+                    }
+                    None => Err(anyhow!("no data channels offered")),
+                };
+                self.drain();
+                let _ = reply.send(r);
+            }
             Cmd::Close => {}
         }
     }
@@ -825,6 +898,21 @@ impl Driver {
                 dir,
                 simulcast,
             });
+        }
+        if spec.data && self.channels.is_none() {
+            let reliable = api.add_channel_with_config(ChannelConfig {
+                label: "reliable".into(),
+                negotiated: Some(0),
+                ..Default::default()
+            });
+            let lossy = api.add_channel_with_config(ChannelConfig {
+                label: "lossy".into(),
+                ordered: false,
+                reliability: Reliability::MaxRetransmits { retransmits: 0 },
+                negotiated: Some(1),
+                ..Default::default()
+            });
+            self.channels = Some((reliable, lossy));
         }
         let (offer, pending) = api.apply().context("the offer has no changes")?;
         self.added.extend(added);

@@ -98,6 +98,21 @@ fn str_field(v: &Value, k: &str) -> String {
         .to_string()
 }
 
+/// A deliver frame as a `data` event (`<binary>` with the error if it is not one).
+fn data_event(frame: &[u8]) -> Value {
+    match data::parse_deliver(frame) {
+        Ok(d) => json!({
+            "type": "data",
+            "from": d.from,
+            "topic": d.topic,
+            "seq": d.seq,
+            "reliable": d.flags & data::RELIABLE != 0,
+            "payload": d.payload,
+        }),
+        Err(e) => json!({"type": "<binary>", "len": frame.len(), "error": e.to_string()}),
+    }
+}
+
 /// The `type` of a server message (`""` if none).
 pub fn msg_type(v: &Value) -> &str {
     v.get("type").and_then(Value::as_str).unwrap_or_default()
@@ -155,22 +170,7 @@ impl Participant {
                         }
                         r_inner.lock().events.push(v);
                     }
-                    Ok(Message::Binary(b)) => {
-                        let event = match data::parse_deliver(&b) {
-                            Ok(d) => json!({
-                                "type": "data",
-                                "from": d.from,
-                                "topic": d.topic,
-                                "seq": d.seq,
-                                "reliable": d.flags & data::RELIABLE != 0,
-                                "payload": d.payload,
-                            }),
-                            Err(e) => {
-                                json!({"type": "<binary>", "len": b.len(), "error": e.to_string()})
-                            }
-                        };
-                        r_inner.lock().events.push(event);
-                    }
+                    Ok(Message::Binary(b)) => r_inner.lock().events.push(data_event(&b)),
                     Ok(Message::Close(frame)) => {
                         r_inner.lock().close_reason = Some(format!("{frame:?}"));
                         break;
@@ -408,6 +408,47 @@ impl Participant {
     /// `f`; see [`OfferSpec::publish_simulcast`]).
     pub async fn publish_simulcast(&mut self) -> anyhow::Result<Vec<PublishedTrack>> {
         self.publish_spec(OfferSpec::publish_simulcast()).await
+    }
+
+    /// Opens the data channels alone on a publish PC (docs/protocol.md "Data messages"):
+    /// offers them and waits until both are open at this end.
+    pub async fn open_data(&mut self) -> anyhow::Result<()> {
+        self.publish_spec(OfferSpec::data()).await?;
+        let peer = self.publisher.as_ref().context("the publish PC")?;
+        poll_until(SIGNAL_TIMEOUT, || peer.channels_open() == 2)
+            .await
+            .context("waiting for both data channels to open")
+    }
+
+    /// Writes a data message on the publish PC's data channel of its reliability.
+    pub async fn send_data_channel(
+        &self,
+        seq: u32,
+        reliable: bool,
+        topic: &str,
+        to: &[&str],
+        payload: &[u8],
+    ) -> anyhow::Result<()> {
+        let to = to
+            .iter()
+            .map(|id| MemberId::parse(id).ok_or_else(|| anyhow!("{id} is not a participant id")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let flags = if reliable { data::RELIABLE } else { 0 };
+        let peer = self
+            .publisher
+            .as_ref()
+            .context("no data channels (open_data)")?;
+        peer.write_data(reliable, data::encode_send(flags, seq, topic, &to, payload))
+            .await
+    }
+
+    /// The data messages received on the data channels, as `data` events like those of the
+    /// socket.
+    pub fn data_over_channel(&self) -> Vec<Value> {
+        self.publisher
+            .as_ref()
+            .map(|p| p.data_received().iter().map(|f| data_event(f)).collect())
+            .unwrap_or_default()
     }
 
     async fn publish_spec(&mut self, spec: OfferSpec) -> anyhow::Result<Vec<PublishedTrack>> {

@@ -161,3 +161,132 @@ async fn data_messages_reach_the_room_across_workers_stamped_and_in_order() {
         "{workers:?}"
     );
 }
+
+/// (from, topic, payload) of `data` events.
+fn messages(events: &[Value]) -> Vec<(String, String, Vec<u8>)> {
+    events
+        .iter()
+        .filter(|e| msg_type(e) == "data")
+        .map(|e| {
+            let payload = e["payload"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_u64)
+                        .map(|b| b as u8)
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                e["from"].as_str().unwrap_or_default().to_string(),
+                e["topic"].as_str().unwrap_or_default().to_string(),
+                payload,
+            )
+        })
+        .collect()
+}
+
+/// Alice has data channels (a publish PC with `m=application` alone), Bob only his socket,
+/// on another worker: each hears the other, in order, over his own transport.
+#[tokio::test]
+async fn data_channels_and_a_websocket_exchange_messages_both_ways() {
+    let _serial = serial().await;
+    let server = start(2).await;
+    let url = server.ws_url();
+    let mut alice = Participant::join(&url, "d", "alice")
+        .await
+        .must("alice joins");
+    let bob = Participant::join(&url, "d", "bob").await.must("bob joins");
+    let (a, b) = (alice.id(), bob.id());
+    assert_ne!(
+        worker_of(&server, "d", &a).await,
+        worker_of(&server, "d", &b).await
+    );
+    alice
+        .open_data()
+        .await
+        .must("alice opens her data channels");
+
+    // The server delivers to alice over her channels once it has seen them open: until
+    // the first of bob's messages arrives there, his messages may still come by socket.
+    let mut probe = 0;
+    sfumato_testkit::poll_until(SIGNAL, || {
+        probe += 1;
+        let _ = bob.send_data(probe, true, "probe", &[], b"?");
+        !alice.data_over_channel().is_empty()
+    })
+    .await
+    .must("bob's messages reach alice's data channel");
+    let mark = alice.event_count();
+
+    let n = 30;
+    for seq in 0..n {
+        alice
+            .send_data_channel(seq, true, "a2b", &[], format!("a{seq}").as_bytes())
+            .await
+            .must("alice writes");
+        bob.send_data(seq, true, "b2a", &[&a], format!("b{seq}").as_bytes())
+            .must("bob sends");
+    }
+    wait_data(&bob, 0, &a, n as usize, "bob").await;
+    let want_a: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|s| ("a2b".into(), format!("a{s}").into_bytes()))
+        .collect();
+    assert_eq!(
+        data_from(&bob, 0, &a),
+        want_a,
+        "bob: alice's messages, in order (loopback loses none)"
+    );
+    let r = sfumato_testkit::poll_until(SIGNAL, || {
+        messages(&alice.data_over_channel())
+            .iter()
+            .filter(|(_, topic, _)| topic == "b2a")
+            .count()
+            >= n as usize
+    })
+    .await;
+    assert!(
+        r.is_ok(),
+        "alice: {:?}",
+        messages(&alice.data_over_channel())
+    );
+    let got: Vec<(String, String, Vec<u8>)> = messages(&alice.data_over_channel())
+        .into_iter()
+        .filter(|(_, topic, _)| topic == "b2a")
+        .collect();
+    let want_b: Vec<(String, String, Vec<u8>)> = (0..n)
+        .map(|s| (b.clone(), "b2a".into(), format!("b{s}").into_bytes()))
+        .collect();
+    assert_eq!(got, want_b, "alice: bob's messages, in order, by channel");
+    assert!(
+        data_from(&alice, mark, &b).is_empty(),
+        "nothing comes by socket once the channels carry it"
+    );
+    // The lossy channel: unordered, so only arrival is checked (loopback loses nothing).
+    let mark = bob.event_count();
+    for seq in 0..5 {
+        alice
+            .send_data_channel(100 + seq, false, "lossy", &[&b], &[seq as u8])
+            .await
+            .must("alice writes lossy");
+    }
+    wait_data(&bob, mark, &a, 5, "bob, lossy").await;
+    let mut lossy: Vec<Vec<u8>> = data_from(&bob, mark, &a)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    lossy.sort();
+    assert_eq!(lossy, (0..5u8).map(|s| vec![s]).collect::<Vec<_>>());
+    assert!(
+        bob.events_of("data")
+            .iter()
+            .skip(n as usize)
+            .all(|e| e["reliable"] == false),
+        "marked lossy as sent"
+    );
+
+    for p in [alice, bob] {
+        p.leave().await.must("leave");
+    }
+    assert_idle(&server).await;
+}

@@ -1,0 +1,260 @@
+// Data messages (docs/protocol.md, "Data messages"): text or binary payloads sent to the
+// whole room or to chosen participants, under a topic. This module owns `room.data`: the
+// frame format (send frames out, deliver frames in), the limits checked before sending,
+// each session's `seq` numbering, backpressure, and handing received messages to the
+// handlers of their topic.
+//
+// The bytes travel over a *transport*, an object the room attaches once joined:
+//
+//   { kind: 'ws', open: boolean, bufferedAmount: number, send(frame: Uint8Array): void }
+//
+// Today that is the signaling WebSocket (`wsTransport`); an SCTP data channel can later be
+// another transport carrying the same frames, without changing anything above it.
+
+import { Emitter } from './emitter.js';
+import { sleep } from './peer.js';
+
+const SEND = 0x01;
+const DELIVER = 0x02;
+const FLAG_RELIABLE = 1;
+const FLAG_TEXT = 1 << 1;
+
+/** The largest payload of one message, in bytes (after UTF-8 encoding for text). */
+export const MAX_PAYLOAD = 65536;
+/** The most recipients one message can name. */
+export const MAX_RECIPIENTS = 64;
+/** The longest topic, in UTF-8 bytes. */
+export const MAX_TOPIC = 255;
+/** Above this many bytes queued on the transport, `send` waits... */
+export const HIGH_WATER = 1024 * 1024;
+/** ...until it drains below this many. */
+export const LOW_WATER = 256 * 1024;
+/** How often a waiting `send` looks at the transport again (a WebSocket has no drain event). */
+const DRAIN_POLL_MS = 20;
+
+/** The topic whose handlers receive the messages of every topic. */
+export const ANY_TOPIC = '*';
+
+const utf8 = new TextEncoder();
+const utf8Decoder = new TextDecoder('utf-8');
+
+// ------------------------------------------------------------------ frames
+
+/** The payload's bytes and whether it is text; throws on anything else. */
+function payloadBytes(payload) {
+  if (typeof payload === 'string') return { bytes: utf8.encode(payload), text: true };
+  if (payload instanceof ArrayBuffer) return { bytes: new Uint8Array(payload), text: false };
+  if (ArrayBuffer.isView(payload)) {
+    return { bytes: new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength), text: false };
+  }
+  throw new TypeError('data.send: the payload is a string, an ArrayBuffer or a typed array');
+}
+
+/** A participant id from an id or a participant object. */
+function recipientId(r) {
+  return r && typeof r === 'object' ? String(r.id) : String(r);
+}
+
+/**
+ * Checks `send`'s arguments against the protocol's limits; returns the frame's parts (all
+ * but `seq`, given when it leaves). Throws a clear Error for anything the server would refuse.
+ */
+function prepare(payload, { reliable = true, to = [], topic = '' } = {}) {
+  const { bytes, text } = payloadBytes(payload);
+  if (bytes.byteLength > MAX_PAYLOAD) {
+    throw new RangeError(`data.send: the payload is ${bytes.byteLength} bytes, more than ${MAX_PAYLOAD}`);
+  }
+  if (typeof topic !== 'string') throw new TypeError('data.send: `topic` is a string');
+  const topicBytes = utf8.encode(topic);
+  if (topicBytes.byteLength > MAX_TOPIC) {
+    throw new RangeError(`data.send: the topic is ${topicBytes.byteLength} bytes, more than ${MAX_TOPIC}`);
+  }
+  if (!Array.isArray(to)) throw new TypeError('data.send: `to` is a list of participant ids');
+  if (to.length > MAX_RECIPIENTS) {
+    throw new RangeError(`data.send: ${to.length} recipients, more than ${MAX_RECIPIENTS}`);
+  }
+  const recipients = to.map((r) => {
+    const id = utf8.encode(recipientId(r));
+    if (id.byteLength === 0 || id.byteLength > 255) throw new TypeError(`data.send: '${recipientId(r)}' is not a participant id`);
+    return id;
+  });
+  const flags = (reliable ? FLAG_RELIABLE : 0) | (text ? FLAG_TEXT : 0);
+  return { flags, topicBytes, recipients, bytes };
+}
+
+/** The send frame of a prepared message. */
+export function encodeSend({ flags, topicBytes, recipients, bytes }, seq) {
+  let len = 1 + 1 + 4 + 1 + topicBytes.byteLength + 1 + bytes.byteLength;
+  for (const r of recipients) len += 1 + r.byteLength;
+  const out = new Uint8Array(len);
+  const view = new DataView(out.buffer);
+  let at = 0;
+  out[at++] = SEND;
+  out[at++] = flags;
+  view.setUint32(at, seq >>> 0); // big-endian
+  at += 4;
+  out[at++] = topicBytes.byteLength;
+  out.set(topicBytes, at);
+  at += topicBytes.byteLength;
+  out[at++] = recipients.length;
+  for (const r of recipients) {
+    out[at++] = r.byteLength;
+    out.set(r, at);
+    at += r.byteLength;
+  }
+  out.set(bytes, at);
+  return out;
+}
+
+/**
+ * Reads a deliver frame: `{from, topic, payload, seq, reliable}`, the payload a string for a
+ * text message and a Uint8Array (its own copy) for a binary one. Throws on a malformed frame.
+ * @param {ArrayBuffer | Uint8Array} frame
+ */
+export function decodeDeliver(frame) {
+  const b = frame instanceof Uint8Array ? frame : new Uint8Array(frame);
+  let at = 0;
+  const take = (n) => {
+    if (at + n > b.byteLength) throw new Error('data: a deliver frame ends early');
+    const out = b.subarray(at, at + n);
+    at += n;
+    return out;
+  };
+  const short = () => take(take(1)[0]);
+  const head = take(6);
+  if (head[0] !== DELIVER) throw new Error(`data: frame type ${head[0]} is not a deliver frame`);
+  const flags = head[1];
+  const seq = new DataView(head.buffer, head.byteOffset, 6).getUint32(2);
+  const from = utf8Decoder.decode(short());
+  const topic = utf8Decoder.decode(short());
+  const rest = b.subarray(at);
+  const payload = flags & FLAG_TEXT ? utf8Decoder.decode(rest) : rest.slice();
+  return { from, topic, payload, seq, reliable: (flags & FLAG_RELIABLE) !== 0 };
+}
+
+// ------------------------------------------------------------------ transports
+
+/**
+ * The signaling WebSocket as a data transport (`sig`: an open `Signaling`). Its received
+ * binary frames reach the room through the socket's 'binary' event.
+ */
+export function wsTransport(sig) {
+  return {
+    kind: 'ws',
+    get open() {
+      return sig.open;
+    },
+    get bufferedAmount() {
+      return sig.bufferedAmount;
+    },
+    send(frame) {
+      if (!sig.sendBinary(frame)) throw new Error('data: the signaling socket is closed');
+    },
+  };
+}
+
+// ------------------------------------------------------------------ room.data
+
+/**
+ * `room.data`. `emitRoom(event, payload)` reports each received message to the room as well
+ * (its `data` event).
+ */
+export class RoomData {
+  constructor(emitRoom = () => {}) {
+    this._emitRoom = emitRoom;
+    this._topics = new Emitter();
+    this._transport = null;
+    this._seq = 0;
+    /** Sends waiting behind a full transport, in call order. */
+    this._waiting = 0;
+    this._tail = Promise.resolve();
+  }
+
+  /** The transport data messages go over (`'ws'`), null while there is none (not joined,
+   * reconnecting, left). */
+  get transport() {
+    return this._transport?.open ? this._transport.kind : null;
+  }
+
+  /**
+   * Sends `payload` (a string: a text message; an ArrayBuffer or typed array: binary) to
+   * everyone else in the room, or to the participants of `to` (ids, or participant objects).
+   * Resolves once the frame is handed to the transport; while more than 1 MiB waits in the
+   * transport's buffer, that is when it has drained below 256 KiB (sends keep their order).
+   * Rejects for a payload over 64 KiB, more than 64 recipients, a topic over 255 bytes, or
+   * when not connected (also when the connection drops while the message waits).
+   * @param {string | ArrayBuffer | ArrayBufferView} payload
+   * @param {{reliable?: boolean, to?: Array<string | {id: string}>, topic?: string}} [opts]
+   */
+  async send(payload, opts = {}) {
+    const msg = prepare(payload, opts ?? {});
+    const t = this._transport;
+    if (!t || !t.open) throw new Error('data.send: not connected');
+    if (this._waiting === 0 && t.bufferedAmount <= HIGH_WATER) {
+      this._write(t, msg);
+      return;
+    }
+    this._waiting++;
+    const turn = this._tail.then(async () => {
+      await this._drained(t);
+      this._write(t, msg);
+    });
+    this._tail = turn.catch(() => {});
+    try {
+      await turn;
+    } finally {
+      this._waiting--;
+    }
+  }
+
+  /**
+   * Calls `handler({from, topic, payload, seq, reliable})` for each message of `topic`;
+   * `'*'` for every topic. Returns a function that removes it.
+   * @param {string} topic
+   * @param {(msg: {from: string, topic: string, payload: string | Uint8Array, seq: number, reliable: boolean}) => void} handler
+   */
+  on(topic, handler) {
+    return this._topics.on(String(topic), handler);
+  }
+
+  off(topic, handler) {
+    this._topics.off(String(topic), handler);
+  }
+
+  // -------------------------------------------------------------- for the room
+
+  /** A new session's transport (after join, rejoin or a move): numbering starts again. */
+  _attach(transport) {
+    this._transport = transport;
+    this._seq = 0;
+  }
+
+  /** A frame received on the current session's transport. */
+  _receive(frame) {
+    let msg;
+    try {
+      msg = decodeDeliver(frame);
+    } catch (err) {
+      console.warn('sfumato: ignoring a malformed data frame:', err.message);
+      return;
+    }
+    if (msg.topic !== ANY_TOPIC) this._topics.emit(msg.topic, msg);
+    this._topics.emit(ANY_TOPIC, msg);
+    this._emitRoom('data', msg);
+  }
+
+  _write(t, msg) {
+    const frame = encodeSend(msg, this._seq);
+    t.send(frame);
+    this._seq = (this._seq + 1) >>> 0;
+  }
+
+  /** Waits, if the transport holds more than HIGH_WATER bytes, until it holds LOW_WATER. */
+  async _drained(t) {
+    const current = () => t.open && this._transport === t;
+    if (current() && t.bufferedAmount > HIGH_WATER) {
+      while (current() && t.bufferedAmount > LOW_WATER) await sleep(DRAIN_POLL_MS);
+    }
+    if (!current()) throw new Error('data.send: the connection closed before the message was sent');
+  }
+}
