@@ -238,6 +238,13 @@ pub enum Event {
         frame: Arc<[u8]>,
         reliable: bool,
     },
+    /// A data message from `member` was refused (at most one of these a second per member):
+    /// `code` and `message` for its client (docs/protocol.md, error codes).
+    DataRefused {
+        member: MemberId,
+        code: &'static str,
+        message: String,
+    },
     /// A reliable data message for `member` found its data channel's send buffer full: it
     /// does not keep up, and the message is lost to it.
     DataOverflow {
@@ -333,6 +340,8 @@ pub struct WorkerStats {
     pub data_in: u64,
     pub data_out: u64,
     pub data_dropped: u64,
+    /// Of `data_dropped`: over the sender's rate.
+    pub data_rate_limited: u64,
     /// Data members placed here, and rooms they belong to.
     pub data_members: usize,
     pub data_rooms: usize,

@@ -4,10 +4,13 @@
 //! workers, which deliver it to their own members and pass it no further. A member receives
 //! over its peer's data channels while they are open, else over its WebSocket. The control
 //! plane owns membership and routes ([`crate::Command::DataJoin`],
-//! [`crate::Command::DataRoute`], repaired by the plan); this is the worker's copy.
+//! [`crate::Command::DataRoute`], repaired by the plan); this is the worker's copy. Each
+//! member sends at most [`Bus::set_rate`] messages a second (a second's worth at once),
+//! whatever its transport: the rest is refused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::api::DataMember;
 use crate::data::{DataError, DataPacket};
@@ -19,7 +22,13 @@ struct Member {
     /// May send (the token's `data` grant).
     send: bool,
     peer: Option<PeerId>,
+    /// Messages it may send now (a token bucket), as of `filled`.
+    tokens: f64,
+    filled: Option<Instant>,
 }
+
+/// Messages a second one member may send unless told otherwise ([`Bus::set_rate`]).
+pub const DEFAULT_RATE: u32 = 500;
 
 #[derive(Debug, Default)]
 struct Room {
@@ -36,7 +45,21 @@ pub enum Refused {
     Unknown,
     /// Its token does not grant `data`.
     NotAllowed,
+    /// Over its rate.
+    RateLimited,
     Malformed(DataError),
+}
+
+impl Refused {
+    /// The error code its client is told (docs/protocol.md).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refused::Unknown => "not_joined",
+            Refused::NotAllowed => "forbidden",
+            Refused::RateLimited => "rate_limited",
+            Refused::Malformed(e) => e.code(),
+        }
+    }
 }
 
 /// Where a member receives.
@@ -47,15 +70,37 @@ pub enum Transport {
     WebSocket,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Bus {
     members: HashMap<MemberId, Member>,
     rooms: HashMap<Arc<str>, Room>,
     /// Peers whose data channels are open, and whose member they are (if known).
     open: HashMap<PeerId, Option<MemberId>>,
+    /// Messages a second per member.
+    rate: f64,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus {
+            members: HashMap::new(),
+            rooms: HashMap::new(),
+            open: HashMap::new(),
+            rate: f64::from(DEFAULT_RATE),
+        }
+    }
 }
 
 impl Bus {
+    /// Messages a second each member may send (at least 1).
+    pub fn set_rate(&mut self, per_second: u32) {
+        self.rate = f64::from(per_second.max(1));
+    }
+
+    pub fn rate(&self) -> u32 {
+        self.rate as u32
+    }
+
     /// Adds a member, or updates its grant and peer. Returns whether anything changed.
     pub fn join(&mut self, m: DataMember) -> bool {
         if let Some(old) = self.members.get_mut(&m.member) {
@@ -81,6 +126,8 @@ impl Bus {
                 room: m.room,
                 send: m.send,
                 peer: m.peer,
+                tokens: self.rate,
+                filled: None,
             },
         );
         self.bind(m.member, None, m.peer);
@@ -158,12 +205,27 @@ impl Bus {
         }
     }
 
-    /// Reads a send frame from a local member.
-    pub fn read(&self, member: MemberId, frame: &[u8]) -> Result<DataPacket, Refused> {
-        let m = self.members.get(&member).ok_or(Refused::Unknown)?;
+    /// Reads a send frame from a local member, at `now`.
+    pub fn read(
+        &mut self,
+        now: Instant,
+        member: MemberId,
+        frame: &[u8],
+    ) -> Result<DataPacket, Refused> {
+        let rate = self.rate;
+        let m = self.members.get_mut(&member).ok_or(Refused::Unknown)?;
         if !m.send {
             return Err(Refused::NotAllowed);
         }
+        let elapsed = m
+            .filled
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        m.tokens = (m.tokens + elapsed * rate).min(rate);
+        m.filled = Some(now);
+        if m.tokens < 1.0 {
+            return Err(Refused::RateLimited);
+        }
+        m.tokens -= 1.0;
         DataPacket::read(m.room.clone(), member, frame).map_err(Refused::Malformed)
     }
 
@@ -258,33 +320,59 @@ mod tests {
 
     #[test]
     fn a_message_reaches_the_members_of_its_room_it_is_for() {
+        let t0 = Instant::now();
         let mut bus = Bus::default();
         bus.join(member(1, "a", true));
         bus.join(member(2, "a", true));
         bus.join(member(3, "a", false));
         bus.join(member(4, "b", true));
         bus.set_route("a".into(), vec![WorkerId(2), WorkerId(1), WorkerId(2)]);
-        let pkt = bus.read(MemberId(1), &send(&[])).unwrap();
+        let pkt = bus.read(t0, MemberId(1), &send(&[])).unwrap();
         assert_eq!(recipients(&bus, &pkt), [MemberId(2), MemberId(3)]);
         assert_eq!(bus.workers("a"), [WorkerId(1), WorkerId(2)]);
         assert_eq!(bus.workers("b"), []);
         // Named recipients only, and never one of another room.
         let pkt = bus
-            .read(MemberId(1), &send(&[MemberId(3), MemberId(4)]))
+            .read(t0, MemberId(1), &send(&[MemberId(3), MemberId(4)]))
             .unwrap();
         assert_eq!(recipients(&bus, &pkt), [MemberId(3)]);
         assert_eq!(
-            bus.read(MemberId(3), &send(&[])).unwrap_err(),
+            bus.read(t0, MemberId(3), &send(&[])).unwrap_err(),
             Refused::NotAllowed
         );
         assert_eq!(
-            bus.read(MemberId(9), &send(&[])).unwrap_err(),
+            bus.read(t0, MemberId(9), &send(&[])).unwrap_err(),
             Refused::Unknown
         );
         assert!(matches!(
-            bus.read(MemberId(1), b"\x01"),
+            bus.read(t0, MemberId(1), b"\x01"),
             Err(Refused::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_member_sends_at_its_rate_a_seconds_worth_at_once() {
+        let t0 = Instant::now();
+        let mut bus = Bus::default();
+        bus.set_rate(10);
+        bus.join(member(1, "a", true));
+        let burst = (0..100)
+            .take_while(|_| bus.read(t0, MemberId(1), &send(&[])).is_ok())
+            .count();
+        assert_eq!(burst, 10);
+        assert_eq!(
+            bus.read(t0, MemberId(1), &send(&[])).unwrap_err(),
+            Refused::RateLimited
+        );
+        // One more every 100 ms, never more than a second's worth.
+        let t = t0 + std::time::Duration::from_millis(100);
+        assert!(bus.read(t, MemberId(1), &send(&[])).is_ok());
+        assert!(bus.read(t, MemberId(1), &send(&[])).is_err());
+        let later = t0 + std::time::Duration::from_secs(3600);
+        let n = (0..100)
+            .take_while(|_| bus.read(later, MemberId(1), &send(&[])).is_ok())
+            .count();
+        assert_eq!(n, 10);
     }
 
     #[test]

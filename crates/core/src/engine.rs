@@ -13,7 +13,7 @@ use str0m::net::Transmit;
 
 use crate::alloc::Rates;
 use crate::api::{Command, Event, Plan, ReplyBody, RequestId, WorkerStats};
-use crate::bus::{Bus, Transport};
+use crate::bus::{Bus, Refused, Transport};
 use crate::data::DataPacket;
 use crate::demux::{Demux, Lookup};
 use crate::ids::{Kind, MemberId, NodeId, PeerId, TrackId, WorkerId};
@@ -46,6 +46,8 @@ pub const LEVEL_INTERVAL: Duration = Duration::from_millis(200);
 pub const RATES_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a relayed track's demand is asked of its node again, in case one was lost.
 const RELAY_DEMAND_REFRESH: Duration = Duration::from_secs(1);
+/// A member whose data messages are refused hears of it at most this often.
+const TELL_EVERY: Duration = Duration::from_secs(1);
 /// How long a closed peer's id is remembered, so that a [`Plan`] built before the control
 /// plane heard of the closing does not create it again.
 const TOMBSTONE: Duration = Duration::from_secs(60);
@@ -60,6 +62,8 @@ pub struct Engine {
     bus: Bus,
     /// Scratch: the recipients of the data message being delivered.
     recipients: Vec<MemberId>,
+    /// When each member was last told that a data message of its was refused.
+    data_told: HashMap<MemberId, Instant>,
     /// Peers with queued work, each once, for the next flush.
     touched: Vec<PeerId>,
     /// Peers whose call panicked inside a loop over a route, to drop once it is done.
@@ -94,6 +98,7 @@ impl Engine {
             router: Router::default(),
             bus: Bus::default(),
             recipients: Vec::new(),
+            data_told: HashMap::new(),
             touched: Vec::new(),
             failed: Vec::new(),
             scratch: Vec::new(),
@@ -109,6 +114,12 @@ impl Engine {
             closed: HashMap::new(),
             ended: HashMap::new(),
         }
+    }
+
+    /// Data messages a second each member may send (a second's worth at once; default
+    /// [`crate::bus::DEFAULT_RATE`]).
+    pub fn set_data_rate(&mut self, per_second: u32) {
+        self.bus.set_rate(per_second);
     }
 
     /// Whether peers created from now on estimate their downlink and fit their layers to it
@@ -427,6 +438,7 @@ impl Engine {
         let mut fixed: Vec<String> = Vec::new();
         self.stats.plans += 1;
         self.closed.retain(|_, at| now < *at + TOMBSTONE);
+        self.data_told.retain(|_, at| now < *at + TELL_EVERY);
         self.ended.retain(|_, at| now < *at + TOMBSTONE);
         let known: HashSet<PeerId> = plan.peers.iter().copied().collect();
         let strays: Vec<PeerId> = self
@@ -979,11 +991,33 @@ impl Engine {
     /// A send frame from a member placed here: read and stamped once, delivered to the
     /// local members it is for and piped to the room's other workers.
     fn data_in(&mut self, now: Instant, member: MemberId, frame: &[u8]) {
-        let pkt = match self.bus.read(member, frame) {
+        let pkt = match self.bus.read(now, member, frame) {
             Ok(pkt) => Arc::new(pkt),
             Err(why) => {
-                tracing::debug!(%member, ?why, "data message refused");
                 self.stats.data_dropped += 1;
+                if why == Refused::RateLimited {
+                    self.stats.data_rate_limited += 1;
+                }
+                let due = self
+                    .data_told
+                    .get(&member)
+                    .is_none_or(|t| now >= *t + TELL_EVERY);
+                if due && why != Refused::Unknown {
+                    self.data_told.insert(member, now);
+                    let message = match &why {
+                        Refused::RateLimited => {
+                            format!("over {} data messages a second: dropped", self.bus.rate())
+                        }
+                        Refused::NotAllowed => "the token does not grant `data`".to_string(),
+                        Refused::Malformed(e) => format!("data message refused: {e}"),
+                        Refused::Unknown => String::new(),
+                    };
+                    self.event(Event::DataRefused {
+                        member,
+                        code: why.code(),
+                        message,
+                    });
+                }
                 return;
             }
         };

@@ -295,3 +295,49 @@ fn data_channels_and_websockets_exchange_messages_both_ways() {
         "members with open channels get nothing by WebSocket"
     );
 }
+
+/// A member over its rate: the rest of its burst is refused and counted, it hears so once
+/// (not once per message), and a second later it sends again; the others' messages flow.
+#[test]
+fn a_member_over_its_rate_is_refused_and_told_once_a_second() {
+    let mut net = room_over_two_workers();
+    net.engines[0].set_data_rate(20);
+    for seq in 0..50 {
+        send(&mut net, 0, ALICE, seq, &[], b"flood");
+    }
+    send(&mut net, 0, BOB, 1, &[], b"calm");
+    let refusals = |net: &Net| -> Vec<(MemberId, &'static str)> {
+        net.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::DataRefused { member, code, .. } => Some((*member, *code)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(refusals(&net), [(ALICE, "rate_limited")]);
+    let delivered = |net: &Net, from: &str| {
+        received(net)
+            .iter()
+            .filter(|(m, f, ..)| *m == CAROL && f == from)
+            .count()
+    };
+    assert_eq!(delivered(&net, "p1"), 20, "a second's worth passes");
+    assert_eq!(delivered(&net, "p2"), 1, "bob is not held back by alice");
+    let s = net.engines[0].stats();
+    assert_eq!((s.data_rate_limited, s.data_dropped), (30, 30));
+
+    net.run_for(std::time::Duration::from_secs(1));
+    for seq in 50..60 {
+        send(&mut net, 0, ALICE, seq, &[], b"later");
+    }
+    assert_eq!(delivered(&net, "p1"), 30, "a second later, it sends again");
+    for seq in 60..100 {
+        send(&mut net, 0, ALICE, seq, &[], b"flood again");
+    }
+    assert_eq!(
+        refusals(&net).len(),
+        2,
+        "told again, a second after the first"
+    );
+}

@@ -184,6 +184,11 @@ pub struct ServeArgs {
     /// more are dropped with a `rate_limited` error [default: 50]
     #[arg(long, env = "SFUMATO_MAX_SIGNALING_RATE")]
     pub max_signaling_rate: Option<u32>,
+    /// Data messages per second from one participant, over its socket and its data
+    /// channels together, in bursts of up to a second's worth; more are dropped with a
+    /// `rate_limited` error [default: 500]
+    #[arg(long, env = "SFUMATO_MAX_DATA_RATE")]
+    pub max_data_rate: Option<u32>,
     /// Bytes of one signaling message [default: 2097152]
     #[arg(long, env = "SFUMATO_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
@@ -236,6 +241,7 @@ struct File {
     max_sdp_bytes: Option<usize>,
     max_sdp_mlines: Option<usize>,
     max_signaling_rate: Option<u32>,
+    max_data_rate: Option<u32>,
     max_message_bytes: Option<usize>,
     max_queued_messages: Option<usize>,
     /// Seconds.
@@ -307,6 +313,10 @@ fn limit_settings(cli: &ServeArgs, file: &File) -> anyhow::Result<limits::Settin
             .max_signaling_rate
             .or(file.max_signaling_rate)
             .unwrap_or(d.signaling_rate),
+        data_rate: cli
+            .max_data_rate
+            .or(file.max_data_rate)
+            .unwrap_or(d.data_rate),
         message_bytes: cli
             .max_message_bytes
             .or(file.max_message_bytes)
@@ -330,6 +340,7 @@ fn limit_settings(cli: &ServeArgs, file: &File) -> anyhow::Result<limits::Settin
             && s.tracks_per_participant > 0
             && s.sdp_mlines > 0
             && s.signaling_rate > 0
+            && s.data_rate > 0
             && s.queued_messages > 0,
         "the --max-* limits are at least 1"
     );

@@ -24,10 +24,12 @@ pub enum Limit {
     SlowReader,
     /// A lossy data message dropped for a client whose queue is full.
     DataQueue,
+    /// A data message over its sender's rate (`--max-data-rate`).
+    DataRate,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 10] = [
+    pub const ALL: [Limit; 11] = [
         Limit::Rooms,
         Limit::ParticipantsPerRoom,
         Limit::TracksPerParticipant,
@@ -38,6 +40,7 @@ impl Limit {
         Limit::IdleTimeout,
         Limit::SlowReader,
         Limit::DataQueue,
+        Limit::DataRate,
     ];
 
     /// The metric's label.
@@ -53,6 +56,7 @@ impl Limit {
             Limit::IdleTimeout => "idle_timeout",
             Limit::SlowReader => "slow_reader",
             Limit::DataQueue => "data_queue",
+            Limit::DataRate => "data_rate",
         }
     }
 
@@ -68,6 +72,7 @@ impl Limit {
             Limit::IdleTimeout => "idle_timeout",
             Limit::SlowReader => "slow_reader",
             Limit::DataQueue => "data_dropped",
+            Limit::DataRate => "rate_limited",
         }
     }
 
@@ -92,6 +97,9 @@ pub struct Settings {
     pub sdp_mlines: usize,
     /// Signaling messages per second per client; bursts of up to [`BURST_SECONDS`] of them.
     pub signaling_rate: u32,
+    /// Data messages per second per participant (enforced by its worker, whatever the
+    /// transport); bursts of up to a second of them.
+    pub data_rate: u32,
     pub message_bytes: usize,
     pub ws_ping_interval: Duration,
     pub ws_idle_timeout: Duration,
@@ -114,6 +122,7 @@ impl Default for Settings {
             sdp_bytes: 1024 * 1024,
             sdp_mlines: 1024,
             signaling_rate: 50,
+            data_rate: sfumato_worker::sfumato_core::bus::DEFAULT_RATE,
             // An SDP in JSON, escaped.
             message_bytes: 2 * 1024 * 1024,
             ws_ping_interval: Duration::from_secs(5),

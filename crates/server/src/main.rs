@@ -150,6 +150,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         announce_ip: config.announce_ip,
         base_port: config.rtc_port,
         bandwidth_estimation: config.bandwidth_estimation,
+        data_rate: config.limits.data_rate,
         relay,
     })?;
     let pool = Arc::new(pool);

@@ -527,6 +527,19 @@ impl State {
                     }
                 }
             }
+            Event::DataRefused {
+                member,
+                code,
+                message,
+            } => {
+                if code == "rate_limited" {
+                    self.limits.count(Limit::DataRate);
+                }
+                self.send(
+                    member.0,
+                    json!({"type": "error", "code": code, "message": message}),
+                );
+            }
             Event::DataOverflow { member } => {
                 // Like a WebSocket client that does not read: it goes, rather than lose
                 // reliable messages or grow the server's memory.

@@ -3,7 +3,7 @@
 //! the session carries on. Once joined, a session lasts as long as its participant: when the
 //! control plane lets the participant go (its worker died), the socket closes. Each session
 //! enforces the per-client limits (crate::limits): its messages pass a token bucket before
-//! they are read, it pings its client and closes when it hears nothing for the idle timeout,
+//! they are read (a joined participant's data messages excepted: its worker paces them), it pings its client and closes when it hears nothing for the idle timeout,
 //! and its outgoing queue is bounded (a client that does not read is disconnected).
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -136,6 +136,14 @@ async fn session(app: App, socket: WebSocket) {
             Message::Close(_) => break,
             // A sign of life, which the timeout above has taken.
             Message::Pong(_) => continue,
+            // A participant's data messages are paced by its worker (`--max-data-rate`),
+            // whichever way they come, not by the signaling rate.
+            Message::Binary(frame) if me.is_some() => {
+                if let Err(Reject(code, message)) = data_in(&app, me, frame.into()) {
+                    tx.send(error_json(code, &message));
+                }
+                continue;
+            }
             _ if !bucket.take(Instant::now()) => {
                 let e = app.limits.rate_exceeded();
                 let now = Instant::now();

@@ -33,6 +33,7 @@ impl Node {
             announce_ip: loopback,
             base_port: 0,
             bandwidth_estimation: false,
+            data_rate: sfumato_worker::sfumato_core::bus::DEFAULT_RATE,
             relay: None,
         })
         .expect("workers start");

@@ -44,6 +44,8 @@ pub struct PoolConfig {
     pub base_port: u16,
     /// Subscribers' downlink estimation and layer allocation (`Engine::set_bandwidth_estimation`).
     pub bandwidth_estimation: bool,
+    /// Data messages a second one participant may send (`Engine::set_data_rate`).
+    pub data_rate: u32,
     /// In a cluster: the relay worker, one more after the others ([`Pool::relay`]).
     pub relay: Option<RelayConfig>,
 }
@@ -224,6 +226,7 @@ impl Pool {
                 wakers: wakers.clone(),
                 events: event_tx.clone(),
                 bandwidth_estimation: config.bandwidth_estimation,
+                data_rate: config.data_rate,
             };
             let events = event_tx.clone();
             let join = std::thread::Builder::new()

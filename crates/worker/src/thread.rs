@@ -41,6 +41,8 @@ pub(crate) struct Runtime {
     pub wakers: Vec<Arc<Waker>>,
     pub events: mpsc::Sender<Delivery>,
     pub bandwidth_estimation: bool,
+    /// Data messages a second per member (`Engine::set_data_rate`).
+    pub data_rate: u32,
 }
 
 /// One worker as the pool hands it to a thread.
@@ -162,6 +164,7 @@ impl Runtime {
             wakers,
             events: to_control,
             bandwidth_estimation,
+            data_rate,
         } = self;
         let mut units = Vec::with_capacity(seats.len());
         for (i, mut seat) in seats.into_iter().enumerate() {
@@ -176,6 +179,7 @@ impl Runtime {
             }
             let mut engine = Engine::new(seat.id, seat.addr);
             engine.set_bandwidth_estimation(bandwidth_estimation);
+            engine.set_data_rate(data_rate);
             tracing::info!(worker = %seat.id, addr = %seat.addr, "worker started");
             units.push(Unit {
                 seat,

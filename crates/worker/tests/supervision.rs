@@ -27,6 +27,7 @@ fn start_with(
         announce_ip: loopback,
         base_port: 0,
         bandwidth_estimation: false,
+        data_rate: sfumato_worker::sfumato_core::bus::DEFAULT_RATE,
         relay,
     })
     .expect("workers start");

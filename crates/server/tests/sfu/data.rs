@@ -290,3 +290,51 @@ async fn data_channels_and_a_websocket_exchange_messages_both_ways() {
     }
     assert_idle(&server).await;
 }
+
+/// One participant floods data messages: it is held to its rate and told so; the room's
+/// other messages keep flowing; the refusals are counted.
+#[tokio::test]
+async fn a_data_flood_is_paced_and_the_room_carries_on() {
+    let _serial = serial().await;
+    let server = start(2).await;
+    let url = server.ws_url();
+    let mallory = Participant::join(&url, "f", "mallory")
+        .await
+        .must("mallory joins");
+    let alice = Participant::join(&url, "f", "alice")
+        .await
+        .must("alice joins");
+    let bob = Participant::join(&url, "f", "bob").await.must("bob joins");
+    let (m, a) = (mallory.id(), alice.id());
+    // Far over a second's worth (500) at once.
+    for seq in 0..2000 {
+        mallory
+            .send_data(seq, false, "flood", &[], b"x")
+            .must("send");
+    }
+    mallory
+        .wait_event_since(0, SIGNAL, |e| {
+            msg_type(e) == "error" && e["code"] == "rate_limited"
+        })
+        .await
+        .must("mallory hears rate_limited");
+    alice
+        .send_data(1, true, "t", &[], b"still here")
+        .must("send");
+    wait_data(&bob, 0, &a, 1, "bob, after the flood").await;
+    let from_mallory = data_from(&bob, 0, &m).len();
+    assert!(
+        (1..2000).contains(&from_mallory),
+        "bob got {from_mallory} of mallory's 2000: some, not all"
+    );
+    let workers = server.workers_stats().await.must("GET /api/workers");
+    let limited: u64 = workers
+        .iter()
+        .filter_map(|w| w["data_rate_limited"].as_u64())
+        .sum();
+    assert!(limited > 0, "refusals counted: {workers:?}");
+    for p in [mallory, alice, bob] {
+        p.leave().await.must("leave");
+    }
+    assert_idle(&server).await;
+}
