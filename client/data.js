@@ -1,15 +1,19 @@
 // Data messages (docs/protocol.md, "Data messages"): text or binary payloads sent to the
 // whole room or to chosen participants, under a topic. This module owns `room.data`: the
 // frame format (send frames out, deliver frames in), the limits checked before sending,
-// each session's `seq` numbering, backpressure, and handing received messages to the
-// handlers of their topic.
+// each session's `seq` numbering, backpressure, choosing the transport each message leaves
+// on, and handing received messages to the handlers of their topic.
 //
-// The bytes travel over a *transport*, an object the room attaches once joined:
+// The bytes travel over a *transport*, an object with this seam:
 //
-//   { kind: 'ws', open: boolean, bufferedAmount: number, send(frame: Uint8Array): void }
+//   { kind: 'ws' | 'sctp', open: boolean, buffered(reliable): number,
+//     fits(frame): boolean, send(frame: Uint8Array, reliable: boolean): void,
+//     drained?(lowWater, reliable): Promise<void> }
 //
-// Today that is the signaling WebSocket (`wsTransport`); an SCTP data channel can later be
-// another transport carrying the same frames, without changing anything above it.
+// Each session has the signaling WebSocket (`wsTransport`, attached at join) and, once its
+// publish PC's data channels are open, the SCTP one (channels.js), which new messages then
+// take (reliable ones on the reliable channel, lossy ones on the lossy channel). Frames
+// received on either are handled alike.
 
 import { Emitter } from './emitter.js';
 import { sleep } from './peer.js';
@@ -29,7 +33,7 @@ export const MAX_TOPIC = 255;
 export const HIGH_WATER = 1024 * 1024;
 /** ...until it drains below this many. */
 export const LOW_WATER = 256 * 1024;
-/** How often a waiting `send` looks at the transport again (a WebSocket has no drain event). */
+/** How often a `send` waiting on the WebSocket looks at it again (it has no drain event). */
 const DRAIN_POLL_MS = 20;
 
 /** The topic whose handlers receive the messages of every topic. */
@@ -144,8 +148,11 @@ export function wsTransport(sig) {
     get open() {
       return sig.open;
     },
-    get bufferedAmount() {
+    buffered() {
       return sig.bufferedAmount;
+    },
+    fits() {
+      return true;
     },
     send(frame) {
       if (!sig.sendBinary(frame)) throw new Error('data: the signaling socket is closed');
@@ -157,23 +164,29 @@ export function wsTransport(sig) {
 
 /**
  * `room.data`. `emitRoom(event, payload)` reports each received message to the room as well
- * (its `data` event).
+ * (its `data` event), and the transport in use (its `dataTransport` event).
  */
 export class RoomData {
   constructor(emitRoom = () => {}) {
     this._emitRoom = emitRoom;
     this._topics = new Emitter();
-    this._transport = null;
+    /** The session's WebSocket transport, and its SCTP one while the channels are open. */
+    this._ws = null;
+    this._sctp = null;
+    /** Counts sessions: a send waiting for a drain is not carried over to the next one. */
+    this._generation = 0;
     this._seq = 0;
+    /** The transport last reported (`dataTransport`) in this session, null before `_announce`. */
+    this._reported = null;
     /** Sends waiting behind a full transport, in call order. */
     this._waiting = 0;
     this._tail = Promise.resolve();
   }
 
-  /** The transport data messages go over (`'ws'`), null while there is none (not joined,
-   * reconnecting, left). */
+  /** The transport new data messages go over: `'sctp'` once the data channels are open,
+   * else `'ws'`; null while there is none (not joined, reconnecting, left). */
   get transport() {
-    return this._transport?.open ? this._transport.kind : null;
+    return this._current()?.kind ?? null;
   }
 
   /**
@@ -188,16 +201,18 @@ export class RoomData {
    */
   async send(payload, opts = {}) {
     const msg = prepare(payload, opts ?? {});
-    const t = this._transport;
-    if (!t || !t.open) throw new Error('data.send: not connected');
-    if (this._waiting === 0 && t.bufferedAmount <= HIGH_WATER) {
-      this._write(t, msg);
+    const reliable = (msg.flags & FLAG_RELIABLE) !== 0;
+    const t = this._current();
+    if (!t) throw new Error('data.send: not connected');
+    if (this._waiting === 0 && t.buffered(reliable) <= HIGH_WATER) {
+      this._write(msg, reliable);
       return;
     }
+    const generation = this._generation;
     this._waiting++;
     const turn = this._tail.then(async () => {
-      await this._drained(t);
-      this._write(t, msg);
+      await this._drained(reliable, generation);
+      this._write(msg, reliable);
     });
     this._tail = turn.catch(() => {});
     try {
@@ -223,13 +238,38 @@ export class RoomData {
 
   // -------------------------------------------------------------- for the room
 
-  /** A new session's transport (after join, rejoin or a move): numbering starts again. */
-  _attach(transport) {
-    this._transport = transport;
+  /** A new session's WebSocket transport (after join, rejoin or a move): numbering starts
+   * again, and the data channels of the session before are no longer used. */
+  _attach(wsTransport) {
+    this._ws = wsTransport;
+    this._sctp = null;
+    this._generation++;
     this._seq = 0;
+    this._reported = null;
   }
 
-  /** A frame received on the current session's transport. */
+  /** This session's data channels opened: new messages take them. */
+  _useChannels(sctpTransport) {
+    this._sctp = sctpTransport;
+    this._reportChange();
+  }
+
+  /** This session's data channels closed or failed (or never opened): back to the socket. */
+  _dropChannels(sctpTransport) {
+    if (sctpTransport && this._sctp !== sctpTransport) return;
+    this._sctp = null;
+    this._reportChange();
+  }
+
+  /** The session is usable: reports its transport (`dataTransport`), whatever was before. */
+  _announce() {
+    const kind = this.transport;
+    if (!kind) return;
+    this._reported = kind;
+    this._emitRoom('dataTransport', { transport: kind });
+  }
+
+  /** A frame received on one of the current session's transports. */
   _receive(frame) {
     let msg;
     try {
@@ -243,18 +283,51 @@ export class RoomData {
     this._emitRoom('data', msg);
   }
 
-  _write(t, msg) {
+  /** Reports the transport once it differs from the one last reported in this session. */
+  _reportChange() {
+    const kind = this.transport;
+    if (!kind || this._reported === null || kind === this._reported) return;
+    this._reported = kind;
+    this._emitRoom('dataTransport', { transport: kind });
+  }
+
+  /** The transport new messages take: the data channels when open, else the socket. */
+  _current() {
+    if (this._sctp?.open) return this._sctp;
+    if (this._ws?.open) return this._ws;
+    return null;
+  }
+
+  _write(msg, reliable) {
     const frame = encodeSend(msg, this._seq);
-    t.send(frame);
+    let t = this._current();
+    // A frame larger than the SCTP association takes would fail the channel: the socket
+    // carries that one.
+    if (t && !t.fits(frame)) t = this._ws?.open ? this._ws : null;
+    if (!t) throw new Error('data.send: not connected');
+    t.send(frame, reliable);
     this._seq = (this._seq + 1) >>> 0;
   }
 
-  /** Waits, if the transport holds more than HIGH_WATER bytes, until it holds LOW_WATER. */
-  async _drained(t) {
-    const current = () => t.open && this._transport === t;
-    if (current() && t.bufferedAmount > HIGH_WATER) {
-      while (current() && t.bufferedAmount > LOW_WATER) await sleep(DRAIN_POLL_MS);
+  /**
+   * Waits, if the transport holds more than HIGH_WATER bytes, until it holds LOW_WATER; a
+   * transport that changes meanwhile (the data channels opened or closed) is looked at anew.
+   * Throws once the session that the message was sent in is over.
+   */
+  async _drained(reliable, generation) {
+    for (;;) {
+      const t = this._current();
+      if (!t || generation !== this._generation) {
+        throw new Error('data.send: the connection closed before the message was sent');
+      }
+      if (t.buffered(reliable) <= HIGH_WATER) return;
+      const same = () => t.open && this._current() === t && generation === this._generation;
+      if (t.drained) {
+        await t.drained(LOW_WATER, reliable);
+      } else {
+        while (same() && t.buffered(reliable) > LOW_WATER) await sleep(DRAIN_POLL_MS);
+      }
+      if (same() && t.buffered(reliable) <= LOW_WATER) return;
     }
-    if (!current()) throw new Error('data.send: the connection closed before the message was sent');
   }
 }

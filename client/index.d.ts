@@ -57,6 +57,14 @@ export interface ConnectOptions {
   rtcConfig?: RTCConfiguration;
   /** Simulcast layer received of every remote video track unless `setVideoQuality` says otherwise (default `high`). */
   videoQuality?: VideoQuality;
+  /**
+   * What data messages travel over. `sctp` (default): after each join the SDK opens the two
+   * data channels of docs/protocol.md on its publish PC (the one `publish` adds its tracks
+   * to), and once they are open new messages take them; the signaling socket until then,
+   * and again if they close or fail. Not with a token that lacks the `data` grant. `ws`: the
+   * signaling socket only (no publish PC until `publish`).
+   */
+  transport?: DataTransportKind;
 }
 
 /** `low` ≈ 320×180, `medium` ≈ 640×360, `high` the publisher's best, `off` nothing at all. */
@@ -143,17 +151,21 @@ export interface DataSendOptions {
   topic?: string;
 }
 
-/** What data messages travel over: the signaling WebSocket for now. */
-export type DataTransportKind = 'ws';
+/** What data messages travel over: the publish PC's SCTP data channels, or the signaling
+ * WebSocket. */
+export type DataTransportKind = 'sctp' | 'ws';
 
 /** `room.data`: data messages to the room or to chosen participants, by topic. */
 export interface RoomData {
-  /** The transport in use, null while there is none (before join, reconnecting, left). */
+  /** The transport new messages take (`sctp` once the data channels are open, else `ws`),
+   * null while there is none (before join, reconnecting, left). Messages are received from
+   * both. */
   readonly transport: DataTransportKind | null;
   /**
    * Sends a string (a text message, UTF-8) or bytes (a binary one). Resolves once the frame
    * is handed to the transport (when over 1 MiB is buffered there, once it drained below
-   * 256 KiB; sends keep their order). Rejects for a payload over 65536 bytes, more than 64
+   * 256 KiB; sends keep their order). Over SCTP a reliable message takes the reliable
+   * channel, a lossy one the lossy (unordered) channel. Rejects for a payload over 65536 bytes, more than 64
    * recipients, a topic over 255 bytes, or when not connected. What the server refuses
    * (`bad_data`, `too_large`, `forbidden` without the token's `data` grant) arrives later
    * as the room's `error` event.
@@ -185,7 +197,8 @@ export interface RoomEvents {
   /** Every data message received, whatever its topic (as `room.data.on('*', …)`). */
   data: DataMessage;
   /** Data messages can be sent: after `connect` (right after it resolves), after each
-   * reconnect, after a move to another node. */
+   * reconnect, after a move to another node; and each time the transport changes within a
+   * session (`sctp` when the data channels open, `ws` when they close or fail). */
   dataTransport: { transport: DataTransportKind };
   /** A server `error` message that answered no request (e.g. `bad_data`, `too_large`,
    * `forbidden` for a data message, `rate_limited`). */

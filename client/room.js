@@ -3,10 +3,16 @@
 // Two peer connections per participant (docs/protocol.md): the publish PC, offered by us, and
 // the subscribe PC, offered by the server and created at its first offer. Remote tracks are
 // mapped to participants by the `tracks` list of each subscribe_offer, by mid. Data messages
-// are `room.data` (data.js); the room gives it each session's transport and received frames.
+// are `room.data` (data.js); the room gives it each session's transports and received frames.
+//
+// The publish PC carries the data channels (channels.js) as well as the published tracks:
+// unless `transport: 'ws'` was asked for, it is created right after each join with the two
+// channels and offered with only them (`m=application`); `publish` adds its transceivers to
+// that same PC and offers again. Every offer of the PC (re)states the channels and the tracks.
 
 import { Emitter } from './emitter.js';
 import { RoomData, wsTransport } from './data.js';
+import { DataChannels } from './channels.js';
 import { Signaling, SignalingError, UnreachableError, PROTOCOL_VERSION } from './signaling.js';
 import {
   DEFAULT_RTC_CONFIG,
@@ -61,6 +67,26 @@ function preferCodec(transceiver, codec) {
   };
   const sorted = [...caps.codecs].sort((a, b) => rank(a) - rank(b));
   transceiver.setCodecPreferences(sorted);
+}
+
+/** What `connect`'s `transport` option accepts: data messages over the publish PC's data
+ * channels once they are open (default), or over the signaling socket only. */
+const DATA_TRANSPORTS = new Set(['sctp', 'ws']);
+
+/**
+ * Whether an access token lets us open data channels (its `grants` hold `data`), so that a
+ * token without that grant does not get the publish offer refused (`forbidden`). A token
+ * whose claims cannot be read is left to the server to judge.
+ */
+function tokenAllowsData(token) {
+  if (!token) return true;
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const claims = JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), '=')));
+    return !Array.isArray(claims?.grants) || claims.grants.includes('data');
+  } catch {
+    return true;
+  }
 }
 
 /** What `setVideoQuality` accepts. */
@@ -124,6 +150,7 @@ export class Room extends Emitter {
     const others = await room._openAndJoin();
     room.state = 'connected';
     for (const p of others) room._participants.set(p.id, p);
+    room._openChannels(room._session);
     // Listeners are attached after `connect` resolves; report the people already here then,
     // and that data messages can be sent.
     setTimeout(() => {
@@ -161,6 +188,11 @@ export class Room extends Emitter {
     this._subPc = null;
     this._pubQueue = new SerialQueue();
     this._subQueue = new SerialQueue();
+    /** The data channels of the current publish PC (channels.js), if it has them. */
+    this._channels = null;
+    /** The server refused our data channels (or they could not be negotiated): this room
+     * keeps its data messages on the socket. */
+    this._channelsRefused = false;
     /** local published tracks: {kind, mediaStreamTrack, transceiver, serverId, muted} */
     this._local = { stream: null, tracks: [] };
     this._mutePrefs = { audio: false, video: false };
@@ -178,6 +210,9 @@ export class Room extends Emitter {
     this.data = new RoomData((event, msg) => this.emit(event, msg));
     if (opts.videoQuality != null && !QUALITIES.has(opts.videoQuality)) {
       throw new TypeError(`connect: videoQuality is one of ${[...QUALITIES].join(', ')}`);
+    }
+    if (opts.transport != null && !DATA_TRANSPORTS.has(opts.transport)) {
+      throw new TypeError(`connect: transport is one of ${[...DATA_TRANSPORTS].join(', ')}`);
     }
   }
 
@@ -301,11 +336,13 @@ export class Room extends Emitter {
     } catch (err) {
       // A signaling drop in the middle: the reconnect will republish.
       if (this._reconnecting || session !== this._session) return stream;
-      // Refused (bad_sdp, internal, timeout): undo, so that publish() can be tried again.
-      closePc(this._pubPc);
-      this._pubPc = null;
+      // Refused (bad_sdp, internal, timeout): undo, so that publish() can be tried again. The
+      // publish PC goes with its data channels: data messages take the socket until a new
+      // PC's channels open.
+      this._closePubPc();
       if (!opts.stream) for (const t of stream.getTracks()) t.stop();
       this._local = { stream: null, tracks: [] };
+      this._openChannels(session);
       throw err;
     }
     return stream;
@@ -524,19 +561,93 @@ export class Room extends Emitter {
   _newPc(session) {
     const pc = new RTCPeerConnection(this._opts.rtcConfig);
     pc.addEventListener('connectionstatechange', () => {
-      if (pc.connectionState === 'failed' && session === this._session && !this._reconnecting && this._sig) {
-        console.warn('sfumato: a peer connection failed; reconnecting');
-        this._sig.drop('peer connection failed');
+      if (pc.connectionState !== 'failed' || session !== this._session || this._reconnecting || !this._sig) return;
+      if (pc === this._pubPc && !pc.getSenders().some((s) => s.track)) {
+        // Only the data channels ride it: data messages go back to the socket for this room,
+        // and the session carries on (nothing else needs this connection).
+        console.warn('sfumato: the data channels\' connection failed; data messages use the signaling socket');
+        this._channelsRefused = true;
+        this._closePubPc();
+        return;
       }
+      console.warn('sfumato: a peer connection failed; reconnecting');
+      this._sig.drop('peer connection failed');
     });
     return pc;
+  }
+
+  /** Whether this session's publish PC should carry the data channels. */
+  _wantChannels() {
+    return (
+      this._opts.transport !== 'ws' &&
+      !this._channelsRefused &&
+      tokenAllowsData(this._token) &&
+      typeof globalThis.RTCPeerConnection?.prototype?.createDataChannel === 'function'
+    );
+  }
+
+  /** The session's publish PC, created with the data channels when they are wanted (they
+   * must be there before its first offer, so that it has an `m=application` section). */
+  _ensurePubPc(session) {
+    if (this._pubPc) return this._pubPc;
+    const pc = this._newPc(session);
+    this._pubPc = pc;
+    if (this._wantChannels()) {
+      const channels = new DataChannels(pc, {
+        onOpen: () => {
+          if (session === this._session && this._channels === channels) this.data._useChannels(channels.transport);
+        },
+        onClose: () => {
+          if (this._channels === channels) this.data._dropChannels(channels.transport);
+        },
+        onFrame: (frame) => {
+          if (session === this._session) this.data._receive(frame);
+        },
+      });
+      this._channels = channels;
+    }
+    return pc;
+  }
+
+  /** Closes the publish PC and its data channels (data messages fall back to the socket). */
+  _closePubPc() {
+    const channels = this._channels;
+    this._channels = null;
+    if (channels) {
+      channels.close();
+      this.data._dropChannels(channels.transport);
+    }
+    closePc(this._pubPc);
+    this._pubPc = null;
+  }
+
+  /**
+   * After a join without tracks to publish: a publish PC with only the data channels, in the
+   * background (data messages use the socket meanwhile, and for good if it fails). Nothing
+   * to do when the PC exists already (`publish` made it) or channels are not wanted.
+   */
+  _openChannels(session) {
+    if (!this._wantChannels()) return;
+    this._pubQueue.run(async () => {
+      if (session !== this._session || this._pubPc) return;
+      try {
+        await this._negotiatePublish(session);
+      } catch (err) {
+        if (session !== this._session) return;
+        // Not tried again in this room: a `publish` queued behind makes a PC without them.
+        console.warn('sfumato: no data channels; data messages use the signaling socket:', err?.message ?? err);
+        this._channelsRefused = true;
+        this._closePubPc();
+      }
+    });
   }
 
   async _negotiatePublish(session) {
     if (session !== this._session || !this._sig) throw new Error('signaling session changed');
     const sig = this._sig;
-    if (!this._pubPc) this._pubPc = this._newPc(session);
-    const pc = this._pubPc;
+    const pc = this._ensurePubPc(session);
+    const channels = this._channels;
+    if (!channels && !this._local.tracks.length) return; // nothing to offer
     for (const lt of this._local.tracks) {
       if (!lt.transceiver) {
         const init = { direction: 'sendonly', streams: [this._local.stream] };
@@ -551,9 +662,23 @@ export class Room extends Emitter {
     }
     const sdp = await createOfferSdp(pc, this._opts.gatherTimeoutMs);
     if (session !== this._session) throw new Error('signaling session changed');
-    const reply = sig.next('publish_answer', { failOn: ['bad_sdp', 'internal'], timeoutMs: this._opts.requestTimeoutMs });
+    // An offer with data channels is refused `forbidden` by a server whose token lacks the
+    // `data` grant.
+    const failOn = channels ? ['bad_sdp', 'internal', 'forbidden'] : ['bad_sdp', 'internal'];
+    const reply = sig.next('publish_answer', { failOn, timeoutMs: this._opts.requestTimeoutMs });
     sig.send({ type: 'publish_offer', sdp });
-    const answer = await reply;
+    let answer;
+    try {
+      answer = await reply;
+    } catch (err) {
+      if (!channels || err?.code !== 'forbidden' || session !== this._session) throw err;
+      // Our data channels are not allowed: a new publish PC without them, for the tracks.
+      console.warn('sfumato: data channels refused; data messages use the signaling socket');
+      this._channelsRefused = true;
+      this._closePubPc();
+      for (const lt of this._local.tracks) lt.transceiver = null;
+      return this._negotiatePublish(session);
+    }
     await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
     const byMid = new Map((Array.isArray(answer.tracks) ? answer.tracks : []).map((t) => [String(t.mid), t]));
     for (const lt of this._local.tracks) {
@@ -562,6 +687,7 @@ export class Room extends Emitter {
       if (lt.serverId && lt.muted) sig.send({ type: 'mute', track: lt.serverId, muted: true });
     }
     this._applyLayers();
+    if (!this._local.tracks.length) return; // the data channels alone
     this.emit('published', {
       tracks: this._local.tracks.map((lt) => ({ id: lt.serverId, kind: lt.kind, muted: lt.muted, mediaStreamTrack: lt.mediaStreamTrack })),
     });
@@ -714,6 +840,7 @@ export class Room extends Emitter {
     this._moving = true;
     const old = {
       sig: this._sig,
+      channels: this._channels,
       pubPc: this._pubPc,
       subPc: this._subPc,
       subs: [...this._subs.values()],
@@ -723,6 +850,7 @@ export class Room extends Emitter {
     this._sig = null;
     this._session++;
     this._pubPc = null;
+    this._channels = null;
     this._subPc = null;
     this._subs = new Map();
     this._held = [];
@@ -740,6 +868,8 @@ export class Room extends Emitter {
       if (this._local.stream) {
         const session = this._session;
         await this._pubQueue.run(() => this._negotiatePublish(session));
+      } else {
+        this._openChannels(this._session);
       }
       // Ready: as many subscriptions as before, each video one with a decoded frame.
       const until = Date.now() + this._opts.requestTimeoutMs;
@@ -758,6 +888,7 @@ export class Room extends Emitter {
       if (this._sig && !this._left) await sleep(MOVE_OVERLAP_MS);
       old.sig.send({ type: 'leave' });
       old.sig.close('moved to another node');
+      old.channels?.close();
       closePc(old.pubPc);
       closePc(old.subPc);
       for (const s of old.subs) this.emit('trackUnsubscribed', this._subEvent(s));
@@ -774,8 +905,7 @@ export class Room extends Emitter {
 
   /** Data messages can be sent on this session: `dataTransport`. */
   _dataReady() {
-    const transport = this.data.transport;
-    if (transport) this.emit('dataTransport', { transport });
+    this.data._announce();
   }
 
   /** Whether at least `count` subscriptions are up and every video one decoded a frame. */
@@ -802,9 +932,8 @@ export class Room extends Emitter {
     for (const s of this._subs.values()) this.emit('trackUnsubscribed', this._subEvent(s));
     this._subs.clear();
     this._lastOfferTracks = [];
-    closePc(this._pubPc);
+    this._closePubPc();
     closePc(this._subPc);
-    this._pubPc = null;
     this._subPc = null;
     this._subQueue = new SerialQueue();
     this._pubQueue = new SerialQueue();
@@ -848,6 +977,8 @@ export class Room extends Emitter {
         if (this._local.stream) {
           const session = this._session;
           await this._pubQueue.run(() => this._negotiatePublish(session));
+        } else {
+          this._openChannels(this._session);
         }
         this._reconnecting = false;
         this.state = 'connected';

@@ -1,8 +1,11 @@
 // The room demo: /?room=R&name=N joins at once and publishes camera and microphone
 // (&publish=0 joins as a viewer; &quality=low|medium|high fixes the simulcast layer received
 // of every video, else each video's size and visibility choose it; &token=T is the access
-// token of a server started with API keys, whose name is then the token's); without room and
-// name (or token) it shows a form. The chat panel sends and shows data messages of topic `chat`.
+// token of a server started with API keys, whose name is then the token's; &transport=ws keeps
+// data messages on the signaling socket instead of the data channels); without room and name
+// (or token) it shows a form. The chat panel (opened by its button, so that the videos keep
+// the whole width meanwhile) sends and shows data messages of topic `chat`,
+// and which transport they take.
 
 import { Sfumato } from '/sdk/sfumato.js';
 
@@ -15,6 +18,7 @@ const token = params.get('token') || undefined;
 const publishing = params.get('publish') !== '0';
 const quality = ['low', 'medium', 'high'].includes(params.get('quality')) ? params.get('quality') : undefined;
 const videoCodec = ['vp8', 'vp9', 'av1', 'h264'].includes(params.get('codec')) ? params.get('codec') : undefined;
+const dataTransport = params.get('transport') === 'ws' ? 'ws' : undefined;
 
 /** @type {import('/sdk/index.d.ts').Room | null} */
 let room = null;
@@ -165,6 +169,34 @@ function addChatLine(who, text, { self = false, failed = false } = {}) {
   if (atBottom) log.scrollTop = log.scrollHeight;
 }
 
+/** Messages received while the chat panel was closed. */
+let unread = 0;
+
+/** Opens or closes the chat panel (closed, the videos have the whole width). */
+function toggleChat(open = $('chat').hidden) {
+  $('chat').hidden = !open;
+  $('chat-toggle').setAttribute('aria-pressed', String(open));
+  if (open) {
+    unread = 0;
+    $('chat-input').focus();
+  }
+  $('chat-toggle').textContent = unread ? `Chat (${unread})` : 'Chat';
+}
+
+/** A message arrived: counted on the button while the panel is closed. */
+function noteUnread() {
+  if (!$('chat').hidden) return;
+  unread += 1;
+  $('chat-toggle').textContent = `Chat (${unread})`;
+}
+
+/** Shows which transport data messages take (`sctp`, `ws`, or none while reconnecting). */
+function showTransport(kind) {
+  const el = $('chat-transport');
+  el.textContent = kind ? `via ${kind === 'sctp' ? 'data channel' : 'WebSocket'}` : '';
+  el.dataset.transport = kind ?? '';
+}
+
 async function sendChat(ev) {
   ev.preventDefault();
   const input = $('chat-input');
@@ -227,9 +259,15 @@ function wire(r) {
     for (const [id, tile] of tiles) tile.classList.toggle('speaking', id === (local ? 'local' : p.id));
   });
   r.data.on(CHAT_TOPIC, ({ from, payload }) => {
-    if (typeof payload === 'string') addChatLine(nameOf(from), payload);
+    if (typeof payload !== 'string') return;
+    addChatLine(nameOf(from), payload);
+    noteUnread();
   });
-  r.on('reconnecting', ({ attempt }) => setStatus(`Connection lost, reconnecting (attempt ${attempt})…`, 'warn'));
+  r.on('dataTransport', ({ transport }) => showTransport(transport));
+  r.on('reconnecting', ({ attempt }) => {
+    showTransport(null);
+    setStatus(`Connection lost, reconnecting (attempt ${attempt})…`, 'warn');
+  });
   r.on('reconnected', () => setStatus('Connected'));
   r.on('error', ({ code, message }) => console.warn(`server error ${code}: ${message}`));
   r.on('disconnected', ({ reason }) => {
@@ -245,13 +283,21 @@ async function join() {
   $('room-label').textContent = roomName;
   setStatus('Connecting…');
   try {
-    room = await Sfumato.connect(Sfumato.defaultUrl(), { room: roomName, name: userName || undefined, token, videoQuality: quality });
+    room = await Sfumato.connect(Sfumato.defaultUrl(), {
+      room: roomName,
+      name: userName || undefined,
+      token,
+      videoQuality: quality,
+      transport: dataTransport,
+    });
     window.sfumatoRoom = room; // for the console
     wire(room);
     for (const p of room.participants) ensureTile(p.id, p.name);
     $('controls').hidden = false;
     $('chat-log').replaceChildren();
-    $('chat').hidden = false;
+    showTransport(room.data.transport);
+    unread = 0;
+    toggleChat(false);
     $('mute-audio').hidden = !publishing;
     $('mute-video').hidden = !publishing;
     if (publishing) {
@@ -326,6 +372,7 @@ $('mute-audio').addEventListener('click', () => toggleMute('audio'));
 $('mute-video').addEventListener('click', () => toggleMute('video'));
 $('leave').addEventListener('click', leave);
 $('chat-form').addEventListener('submit', sendChat);
+$('chat-toggle').addEventListener('click', () => toggleChat());
 $('rejoin').addEventListener('click', join);
 $('unblock-audio').addEventListener('click', () => {
   $('unblock-audio').hidden = true;
@@ -338,6 +385,7 @@ $('join-form').addEventListener('submit', (ev) => {
   const data = new FormData(ev.target);
   const q = new URLSearchParams({ room: String(data.get('room')).trim(), name: String(data.get('name')).trim() });
   if (!data.get('publish')) q.set('publish', '0');
+  if (dataTransport) q.set('transport', dataTransport);
   if (token) q.set('token', token);
   location.search = q.toString();
 });

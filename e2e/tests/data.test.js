@@ -1,12 +1,16 @@
 // Data messages (room.data, docs/protocol.md "Data messages") between three browsers that
-// join through the SDK without publishing, on two workers: broadcast text and binary reach
-// the others in order and stamped with their sender, a message for one participant reaches
-// it alone, `send` refuses what the server would, a reconnect starts a new numbering; and
-// the demo page's chat panel between two tabs.
+// join through the SDK without publishing, on two workers: a and b on the SCTP data channels
+// of their publish PC (the default), c on the signaling socket (`transport: 'ws'`). Broadcast
+// text and binary reach the others in order and stamped with their sender, whichever
+// transport each end uses; a lossy message over SCTP arrives; a message for one participant
+// reaches it alone; `send` refuses what the server would; a reconnect starts a new numbering;
+// a participant that publishes camera and microphone on the PC that carries its data
+// channels is seen and heard; and the demo page's chat between a tab on SCTP (publishing)
+// and one on `transport=ws`.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Session, waitFor } from '../lib/harness.js';
+import { Session, waitFor, waitForMedia } from '../lib/harness.js';
 
 let s;
 /** SDK pages by name; their participant ids. */
@@ -21,16 +25,28 @@ before(async () => {
 after(() => s?.close());
 
 /**
- * Loads the SDK into `page` and joins room `room` as `name` (no publishing). Every message
+ * Loads the SDK into `page` and joins room `room` as `name` (no publishing), its data
+ * messages over `transport` ('ws', or undefined: the default, SCTP). Every message
  * received is recorded in window.got (through room.data.on('*')) and window.gotRoom (the
  * room's `data` event), payloads as plain values: text as is, binary as {bytes: [...]} (or
- * {len, fnv} when long).
+ * {len, fnv} when long); every `dataTransport` event in window.transports; the messages
+ * that arrived on its data channels, by label, in window.channelFrames.
  */
-function joinWithSdk(page, name, room) {
+function joinWithSdk(page, name, room, transport) {
   return page.evaluate(
-    async ({ name, room }) => {
+    async ({ name, room, transport }) => {
+      // Counts what arrives on each data channel the page makes (the SDK's own handlers run
+      // as well).
+      window.channelFrames = {};
+      const create = RTCPeerConnection.prototype.createDataChannel;
+      RTCPeerConnection.prototype.createDataChannel = function (label, init) {
+        const ch = create.call(this, label, init);
+        window.channelFrames[label] = 0;
+        ch.addEventListener('message', () => window.channelFrames[label]++);
+        return ch;
+      };
       const { Sfumato } = await import('/sdk/sfumato.js');
-      const r = await Sfumato.connect(Sfumato.defaultUrl(), { room, name });
+      const r = await Sfumato.connect(Sfumato.defaultUrl(), { room, name, transport });
       const fnv = (b) => b.reduce((h, x) => Math.imul(h ^ x, 16777619) >>> 0, 2166136261);
       const plain = (m) => ({
         from: m.from,
@@ -53,8 +69,18 @@ function joinWithSdk(page, name, room) {
       r.on('error', (e) => window.errors.push(e));
       return r.localParticipant.id;
     },
-    { name, room },
+    { name, room, transport },
   );
+}
+
+/** Waits until `page`'s data messages take `kind`, as its last `dataTransport` event says. */
+async function expectTransport(page, kind) {
+  await waitFor(async () => (await page.evaluate(() => window.transports.at(-1))) === kind, {
+    timeout: 15000,
+    message: `${page.label}'s dataTransport event saying '${kind}'`,
+    describe: () => '(see window.transports)',
+  });
+  assert.equal(await page.evaluate(() => window.sdkRoom.data.transport), kind, `${page.label}: room.data.transport`);
 }
 
 /** Messages `page` received from `from`. */
@@ -87,7 +113,7 @@ const bigFnv = () => {
   return h;
 };
 
-test('three participants join through the SDK, without publishing', () =>
+test('three participants join through the SDK, without publishing: two on SCTP, one on the socket', () =>
   s.run(async () => {
     pages.a = await s.open('/', 'a');
     pages.b = await s.open('/', 'b');
@@ -99,16 +125,31 @@ test('three participants join through the SDK, without publishing', () =>
           cSockets.push({ page: ws, server });
         }),
     });
-    for (const name of ['a', 'b', 'c']) ids[name] = await joinWithSdk(pages[name], name, 'd');
+    for (const name of ['a', 'b']) ids[name] = await joinWithSdk(pages[name], name, 'd');
+    ids.c = await joinWithSdk(pages.c, 'c', 'd', 'ws');
     assert.equal(new Set(Object.values(ids)).size, 3, `three participant ids: ${JSON.stringify(ids)}`);
     for (const [name, page] of Object.entries(pages)) {
       await waitFor(() => page.evaluate(() => window.sdkRoom.participants.length === 2), {
         message: `${name} to see the two others`,
       });
-      assert.equal(await page.evaluate(() => window.sdkRoom.data.transport), 'ws');
-      await waitFor(async () => (await page.evaluate(() => window.transports)).length === 1, { message: `${name}'s dataTransport event` });
-      assert.deepEqual(await page.evaluate(() => window.transports), ['ws']);
     }
+    // a and b: the socket until their data channels open, then SCTP.
+    for (const name of ['a', 'b']) {
+      await expectTransport(pages[name], 'sctp');
+      const events = await pages[name].evaluate(() => window.transports);
+      assert.ok(['ws,sctp', 'sctp'].includes(events.join()), `${name}'s dataTransport events: ${events}`);
+      // One PC, the publish PC with only the data channels (nobody publishes media yet).
+      const pc = await pages[name].evaluate(() =>
+        window.__sfumatoPCs
+          .filter((pc) => pc.connectionState !== 'closed')
+          .map((pc) => ({ sctp: pc.sctp?.state, mids: pc.getTransceivers().length, app: /m=application/.test(pc.localDescription?.sdp) })),
+      );
+      assert.deepEqual(pc, [{ sctp: 'connected', mids: 0, app: true }], `${name}'s peer connections`);
+    }
+    // c: the socket only, and no peer connection at all.
+    await expectTransport(pages.c, 'ws');
+    assert.deepEqual(await pages.c.evaluate(() => window.transports), ['ws']);
+    assert.equal(await pages.c.evaluate(() => window.__sfumatoPCs.length), 0, 'c made no peer connection');
     const { body } = await s.server.getJson('/api/rooms/d');
     assert.equal(new Set(body.participants.map((p) => p.worker)).size, 2, 'the participants are on both workers');
   }));
@@ -135,10 +176,27 @@ test('broadcast text and binary reach the others in order, stamped with the send
       { topic: 'ünï', payload: { bytes: [] }, reliable: true },
       ...numbered.map(([p]) => ({ topic: 'seq', payload: p, reliable: true })),
     ].map((m, seq) => ({ from: ids.a, seq, ...m }));
+    // b receives over SCTP, c over the socket; a sent over SCTP. The lossy message rides the
+    // unordered channel: it arrives (loopback loses nothing) but not necessarily in its place.
+    const reliableOnly = (list) => list.filter((m) => m.reliable);
     for (const name of ['b', 'c']) {
       await waitForCount(pages[name], ids.a, expected.length, 'the broadcast');
       const got = await received(pages[name], ids.a);
-      assert.deepEqual(got, expected, `what ${name} received from a`);
+      assert.deepEqual(reliableOnly(got), reliableOnly(expected), `the reliable messages ${name} received from a, in order`);
+      assert.deepEqual(
+        got.filter((m) => !m.reliable),
+        expected.filter((m) => !m.reliable),
+        `the lossy message ${name} received from a`,
+      );
+      assert.equal(got.length, expected.length, `${name} received each message once`);
+      // a's messages reach b on its data channels (lossy one on the lossy channel), c on its socket.
+      const frames = await pages[name].evaluate(() => window.channelFrames);
+      if (name === 'b') {
+        assert.ok(frames['sfumato-reliable'] >= expected.length - 1, `b's reliable channel: ${JSON.stringify(frames)}`);
+        assert.ok(frames['sfumato-lossy'] >= 1, `b's lossy channel: ${JSON.stringify(frames)}`);
+      } else {
+        assert.deepEqual(frames, {}, 'c has no data channels');
+      }
       const viaRoom = (await pages[name].evaluate(() => window.gotRoom)).filter((m) => m.from === ids.a);
       assert.deepEqual(viaRoom, got, `${name}'s room 'data' event saw the same messages`);
     }
@@ -215,6 +273,80 @@ test('send rejects what the server would refuse, and sends nothing for it', () =
     assert.deepEqual(await pages.a.evaluate(() => window.errors), [], 'the server refused nothing of a');
   }));
 
+test('between the socket (c) and SCTP (a): broadcast and targeted messages in both directions, in order', () =>
+  s.run(async () => {
+    const before = { a: (await received(pages.a, ids.c)).length, c: (await received(pages.c, ids.a)).length };
+    const aChannelFrames = () => pages.a.evaluate(() => window.channelFrames['sfumato-reliable']);
+    const aFramesBefore = await aChannelFrames();
+    // c (socket) to everyone, then to a alone; a (SCTP) to c alone, then to everyone.
+    const fromC = [
+      ['c to all 1', { topic: 'mix' }],
+      [{ bytes: [4, 5, 6] }, { topic: 'mix' }],
+      ['c to a', { topic: 'mix', to: [ids.a] }],
+      ['c to all 2', { topic: 'mix' }],
+    ];
+    const fromA = [
+      ['a to c', { topic: 'mix', to: [ids.c] }],
+      [{ bytes: [7, 8] }, { topic: 'mix', to: [ids.c] }],
+      ['a to all', { topic: 'mix' }],
+    ];
+    await Promise.all([send(pages.c, fromC), send(pages.a, fromA)]);
+    assert.equal(await pages.a.evaluate(() => window.sdkRoom.data.transport), 'sctp', 'a still sends over SCTP');
+    assert.equal(await pages.c.evaluate(() => window.sdkRoom.data.transport), 'ws', 'c still sends over the socket');
+
+    await waitForCount(pages.a, ids.c, before.a + 4, "c's messages");
+    await waitForCount(pages.c, ids.a, before.c + 3, "a's messages");
+    await waitForCount(pages.b, ids.c, 3, "c's broadcasts");
+    const payloads = (list) => list.map((m) => [m.topic, m.payload, m.reliable]);
+    assert.deepEqual(
+      payloads((await received(pages.a, ids.c)).slice(before.a)),
+      [
+        ['mix', 'c to all 1', true],
+        ['mix', { bytes: [4, 5, 6] }, true],
+        ['mix', 'c to a', true],
+        ['mix', 'c to all 2', true],
+      ],
+      'a (SCTP) received all of c (socket), in order',
+    );
+    assert.ok((await aChannelFrames()) >= aFramesBefore + 4, "c's messages reached a on its reliable data channel");
+    const seqs = (await received(pages.a, ids.c)).slice(before.a).map((m) => m.seq);
+    assert.deepEqual(seqs, [0, 1, 2, 3].map((i) => seqs[0] + i), "c's numbering, one by one");
+    assert.deepEqual(
+      payloads((await received(pages.c, ids.a)).slice(before.c)),
+      [
+        ['mix', 'a to c', true],
+        ['mix', { bytes: [7, 8] }, true],
+        ['mix', 'a to all', true],
+      ],
+      'c (socket) received all of a (SCTP), in order',
+    );
+    await waitForCount(pages.b, ids.a, 1, "a's broadcast");
+    await waitFor(async () => (await received(pages.b, ids.a)).some((m) => m.payload === 'a to all'), {
+      message: "b to receive a's 'a to all'",
+    });
+    assert.deepEqual(
+      payloads(await received(pages.b, ids.c)),
+      [
+        ['mix', 'c to all 1', true],
+        ['mix', { bytes: [4, 5, 6] }, true],
+        ['mix', 'c to all 2', true],
+      ],
+      'b (SCTP) got only the broadcasts of c',
+    );
+    assert.ok(!(await received(pages.b, ids.a)).some((m) => m.topic === 'mix' && m.payload !== 'a to all'), "b got none of a's messages for c");
+
+    // A lossy message each way.
+    await send(pages.a, [['lossy a', { topic: 'lossy', reliable: false, to: [ids.c] }]]);
+    await send(pages.c, [['lossy c', { topic: 'lossy', reliable: false, to: [ids.b] }]]);
+    await waitFor(async () => (await received(pages.c, ids.a)).some((m) => m.payload === 'lossy a' && !m.reliable), {
+      message: "c to receive a's lossy message",
+    });
+    await waitFor(async () => (await received(pages.b, ids.c)).some((m) => m.payload === 'lossy c' && !m.reliable), {
+      message: "b to receive c's lossy message over SCTP",
+    });
+    for (const name of ['a', 'b', 'c']) assert.deepEqual(await pages[name].evaluate(() => window.errors), [], `no server error for ${name}`);
+  }));
+
 test('after a signaling drop: dataTransport again, a new id, numbering from 0', () =>
   s.run(async () => {
     const live = cSockets.at(-1);
@@ -248,15 +380,55 @@ test('after a signaling drop: dataTransport again, a new id, numbering from 0', 
     });
   }));
 
-test("the demo page's chat: type in one tab, see it in the other with the sender's name", () =>
+test('publishing camera and microphone on the PC of the data channels: seen, heard, and data still flows', () =>
   s.run(async () => {
-    const alice = await s.open('/?room=chat&name=alice&publish=0', 'alice');
-    const bob = await s.open('/?room=chat&name=bob&publish=0', 'bob');
-    await alice.waitForSelector('#chat:not([hidden])', { timeout: 15000 });
-    await bob.waitForSelector('#chat:not([hidden])', { timeout: 15000 });
+    pages.m = await s.open('/', 'm');
+    ids.m = await joinWithSdk(pages.m, 'm', 'd');
+    await expectTransport(pages.m, 'sctp');
+    // The channels are open: publishing now adds the tracks to the same PC and offers again.
+    await pages.m.evaluate(() => window.sdkRoom.publish({ audio: true, video: true }));
+    await Promise.all([waitForMedia(pages.b, { video: 1, audio: 1, timeout: 30000 }), waitForMedia(pages.c, { video: 1, audio: 1, timeout: 30000 })]);
+    const pcs = await pages.m.evaluate(() =>
+      window.__sfumatoPCs
+        .filter((pc) => pc.connectionState !== 'closed')
+        .map((pc) => ({ sctp: pc.sctp?.state, sending: pc.getSenders().filter((x) => x.track).map((x) => x.track.kind).sort() })),
+    );
+    assert.deepEqual(pcs, [{ sctp: 'connected', sending: ['audio', 'video'] }], "m's one PC carries the channels and both tracks");
+    assert.equal(await pages.m.evaluate(() => window.sdkRoom.data.transport), 'sctp');
+    await send(pages.m, [['after publishing', { topic: 'pub', to: [ids.b, ids.c] }]]);
+    await send(pages.b, [['to the publisher', { topic: 'pub', to: [ids.m] }]]);
+    for (const name of ['b', 'c']) {
+      await waitFor(async () => (await received(pages[name], ids.m)).some((m) => m.payload === 'after publishing'), {
+        message: `${name} to receive m's message sent after publishing`,
+      });
+    }
+    await waitFor(async () => (await received(pages.m, ids.b)).some((m) => m.payload === 'to the publisher'), {
+      message: "m to receive b's message over its channels",
+    });
+  }));
+
+test("the demo page's chat between a tab on SCTP and one on transport=ws, with the transport shown", () =>
+  s.run(async () => {
+    // alice publishes camera and microphone (the demo publishes right after joining: the
+    // tracks join the data channels' PC); bob is a viewer on the socket.
+    const alice = await s.open('/?room=chat&name=alice', 'alice');
+    const bob = await s.open('/?room=chat&name=bob&publish=0&transport=ws', 'bob');
+    // The panel is closed until its button opens it (the videos keep the whole width).
+    for (const page of [alice, bob]) {
+      await page.waitForSelector('#chat-toggle', { state: 'visible', timeout: 15000 });
+      assert.equal(await page.$('#chat:not([hidden])'), null, 'the chat starts closed');
+      await page.click('#chat-toggle');
+      await page.waitForSelector('#chat:not([hidden])', { timeout: 15000 });
+    }
     // Each knows the other (their names come from the participant list).
     await alice.waitForSelector('.tile[data-name="bob"]', { timeout: 15000 });
     await bob.waitForSelector('.tile[data-name="alice"]', { timeout: 15000 });
+    await alice.waitForSelector('#chat-transport[data-transport="sctp"]', { timeout: 15000 });
+    await bob.waitForSelector('#chat-transport[data-transport="ws"]', { timeout: 15000 });
+    assert.equal(await alice.textContent('#chat-transport'), 'via data channel');
+    assert.equal(await bob.textContent('#chat-transport'), 'via WebSocket');
+    await waitForMedia(bob, { video: 1, audio: 1, timeout: 30000 });
+    assert.equal(await alice.evaluate(() => window.sfumatoRoom.data.transport), 'sctp', 'alice still on SCTP after publishing');
 
     const lines = (page) =>
       page.$$eval('#chat-log li', (lis) => lis.map((li) => [li.querySelector('.who').textContent, li.querySelector('.text').textContent, li.className]));
@@ -273,4 +445,14 @@ test("the demo page's chat: type in one tab, see it in the other with the sender
     await bob.click('#chat-form button[type="submit"]');
     await waitFor(async () => (await lines(alice)).length === 2, { message: "bob's line on alice's page", describe: () => '' });
     assert.deepEqual((await lines(alice))[1], ['bob', 'hello alice', '']);
+
+    // Closed, the panel counts on its button what arrives meanwhile.
+    await bob.click('#chat-toggle');
+    await bob.waitForSelector('#chat', { state: 'hidden', timeout: 5000 });
+    await alice.fill('#chat-input', 'are you there?');
+    await alice.press('#chat-input', 'Enter');
+    await waitFor(async () => (await bob.textContent('#chat-toggle')) === 'Chat (1)', {
+      message: "the unread count on bob's chat button",
+      describe: () => '',
+    });
   }));

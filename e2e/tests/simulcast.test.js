@@ -57,13 +57,15 @@ test('a viewer switched from low to high reaches 1280 within 3 s and never freez
     assert.ok(frozenMs < 500, `${frozenMs} ms without a new frame: ${shown}`);
   }));
 
-/** The local UDP port of the page's selected ICE candidate pairs. */
+/** The local UDP port of the selected ICE candidate pairs of the page's peer connections that
+ * receive media (not the publish PC that a viewer opens for its data channels). */
 function localPorts(page) {
   return page.evaluate(async () => {
     const ports = [];
     for (const pc of window.__sfumatoPCs || []) {
       if (pc.connectionState !== 'connected') continue;
       const report = await pc.getStats();
+      if (![...report.values()].some((st) => st.type === 'inbound-rtp')) continue;
       report.forEach((st) => {
         if (st.type === 'candidate-pair' && st.nominated && st.state === 'succeeded') {
           const local = report.get(st.localCandidateId);
@@ -96,7 +98,7 @@ function capPort(port, rate) {
 test('a viewer whose downlink is capped gets a lower layer instead of losing packets', { skip: process.env.SFUMATO_E2E_NO_NETNS ? 'tc would shape the host loopback' : false }, () =>
   s.run(async () => {
     const ports = await localPorts(pages.high);
-    assert.equal(ports.length, 1, `the viewer has one connected peer connection: ${ports}`);
+    assert.equal(ports.length, 1, `the viewer has one connected peer connection receiving media: ${ports}`);
     // 600 kbit/s towards the viewer's port: room for the middle layer and audio, not the top.
     // htb: the viewer's port in a 600 kbit/s class with a 30-packet queue (~0.4 s), the rest
     // unshaped. (This kernel has htb, tbf, pfifo and u32; not prio or netem.)
@@ -182,7 +184,7 @@ test('a viewer capped below the lowest layer gets it at a lower frame rate witho
     console.log(`publisher encodings: ${JSON.stringify(modes)}`);
     assert.equal(modes.q, 'L1T3', 'the low layer has temporal layers');
     const ports = await localPorts(pages.high);
-    assert.equal(ports.length, 1, `the viewer has one connected peer connection: ${ports}`);
+    assert.equal(ports.length, 1, `the viewer has one connected peer connection receiving media: ${ports}`);
     // Where the estimate lands under a cap varies from run to run: lower the cap step by step
     // until the viewer gets fewer frames of the low layer (its base and middle temporal
     // layers take ~45 and ~80 kbit/s, the whole layer ~145, audio ~50 more).

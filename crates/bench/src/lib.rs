@@ -12,6 +12,7 @@
 
 pub mod cluster;
 pub mod compare;
+pub mod data;
 pub mod fleet;
 pub mod janus;
 pub mod media;

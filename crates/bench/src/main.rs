@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use sfumato_bench::cluster::{self, ClusterOptions};
 use sfumato_bench::compare::{self, Load, Run, Server};
+use sfumato_bench::data::{self, DataOptions};
 use sfumato_bench::janus::{self, JanusOptions};
 use sfumato_bench::report::{self, RunReport, Series};
 use sfumato_bench::scenario::{self, Scenario, Shape, Target};
@@ -43,6 +44,22 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Data messages through one node over the signaling WebSocket: one sender, N
+    /// receivers, broadcast then targeted; deliveries per second and latency.
+    Data {
+        #[arg(long, default_value_t = 10)]
+        receivers: usize,
+        /// Messages sent per phase.
+        #[arg(long, default_value_t = 5000)]
+        messages: usize,
+        /// Messages per second sent (the server's --max-data-rate is raised above it).
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        #[arg(long, default_value_t = 256)]
+        payload: usize,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
     /// One scenario against one target.
     Run {
         #[arg(long, value_parser = ["sfumato", "janus"], default_value = "sfumato")]
@@ -259,6 +276,7 @@ fn sfumato_options(cli: &Cli, workers: usize, port_base: u16, cpus: String) -> S
         log: cli.out.join(format!("sfumato-{workers}w.log")),
         bandwidth_estimation: cli.bandwidth_estimation,
         cluster: None,
+        extra_args: Vec::new(),
     }
 }
 
@@ -314,6 +332,45 @@ async fn async_main(cli: Cli, cores: usize) -> anyhow::Result<()> {
             println!("smoke: media flowed and the report is complete");
         }
         Cmd::Compare { quick } => compare(&cli, *quick, threads).await?,
+        Cmd::Data {
+            receivers,
+            messages,
+            rate,
+            payload,
+            workers,
+        } => {
+            let o = DataOptions {
+                server: SfumatoOptions {
+                    log: cli.out.join("sfumato-data.log"),
+                    cpus: None,
+                    extra_args: vec![
+                        "--max-data-rate".into(),
+                        (rate.saturating_mul(2)).to_string(),
+                    ],
+                    ..sfumato_options(&cli, *workers, 28700, String::new())
+                },
+                receivers: (*receivers).max(1),
+                messages: *messages,
+                rate: *rate,
+                payload: *payload,
+            };
+            let report = data::run(&o).await?;
+            println!("{}", report.markdown());
+            std::fs::write(
+                cli.out.join("data.json"),
+                serde_json::to_string_pretty(&report)?,
+            )?;
+            for p in &report.phases {
+                if p.delivered < p.expected {
+                    bail!(
+                        "data: {} of {} {} deliveries arrived",
+                        p.delivered,
+                        p.expected,
+                        p.phase
+                    );
+                }
+            }
+        }
         Cmd::Soak {
             minutes,
             seconds,

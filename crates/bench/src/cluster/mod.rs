@@ -244,6 +244,7 @@ impl Cluster {
                 rtc_port: base + 100,
                 log: opts.out.join(format!("{label}-node{}.log", i + 1)),
                 bandwidth_estimation: opts.bandwidth_estimation,
+                extra_args: Vec::new(),
                 cluster: Some(ClusterNode {
                     redis: redis.url(),
                     relay_port: base + 101,

@@ -31,6 +31,8 @@ pub struct SfumatoOptions {
     pub bandwidth_estimation: bool,
     /// A node of a cluster (`--redis`, `--public-url`, `--relay-port`), or a lone server.
     pub cluster: Option<ClusterNode>,
+    /// More flags for the server.
+    pub extra_args: Vec<String>,
 }
 
 /// How a node joins a cluster.
@@ -82,6 +84,7 @@ impl SfumatoServer {
                 .arg("--worker-capacity")
                 .arg("1000");
         }
+        cmd.args(&opts.extra_args);
         cmd.env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log);

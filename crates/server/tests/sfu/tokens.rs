@@ -273,6 +273,17 @@ async fn websocket_join_publish_and_subscribe_need_their_grants() {
             .contains("`subscribe`"),
         "{e}"
     );
+    // Nor send data messages (no `data` grant), though she receives them.
+    let mark = carol.event_count();
+    carol
+        .send_data(1, true, "t", &[], b"hi")
+        .must("sending data");
+    let e = carol.wait_error_since(mark, SIGNAL).await.must("an error");
+    assert_eq!(e["code"], "forbidden", "{e}");
+    assert!(
+        e["message"].as_str().unwrap_or_default().contains("`data`"),
+        "{e}"
+    );
     // Nor publish; the socket stays open.
     let err = carol.publish().await.expect_err("carol may not publish");
     assert!(format!("{err:#}").contains("forbidden"), "{err:#}");

@@ -1,0 +1,215 @@
+//! `data`: data messages through one Sfumato node over the signaling WebSocket. One sender
+//! and N receivers join a room (no media); the sender sends messages at a paced rate, first
+//! to everyone (broadcast), then each to one receiver in turn (targeted). Each payload
+//! starts with its send time, so every receiver measures the latency from the sender's
+//! `send` to its own read; the report gives deliveries per second and latency p50/p99/max
+//! per phase, and what did not arrive.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sfumato_core::data::{self, encode_send, parse_deliver};
+use sfumato_core::MemberId;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::stats::{LatencyHistogram, LatencySummary};
+use crate::target::sfumato::{SfumatoOptions, SfumatoServer};
+
+const ROOM: &str = "bench-data";
+
+#[derive(Debug, Clone)]
+pub struct DataOptions {
+    pub server: SfumatoOptions,
+    pub receivers: usize,
+    /// Messages the sender sends per phase.
+    pub messages: usize,
+    /// Messages per second the sender sends.
+    pub rate: u32,
+    /// Payload bytes (at least 8: the send time).
+    pub payload: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PhaseReport {
+    pub phase: &'static str,
+    pub sent: usize,
+    pub expected: u64,
+    pub delivered: u64,
+    /// Deliveries per second, from the first send to the last delivery.
+    pub deliveries_per_sec: f64,
+    pub latency: LatencySummary,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DataReport {
+    pub receivers: usize,
+    pub rate: u32,
+    pub payload: usize,
+    pub workers: usize,
+    pub phases: Vec<PhaseReport>,
+}
+
+impl DataReport {
+    pub fn markdown(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |us| format!("{:.2}", us / 1000.0));
+        let mut out = format!(
+            "data messages: 1 sender, {} receivers, {} msg/s sent, {} B payloads, {} workers\n\n\
+             | phase | sent | delivered / expected | deliveries/s | p50 ms | p99 ms | max ms |\n\
+             |---|---|---|---|---|---|---|\n",
+            self.receivers, self.rate, self.payload, self.workers
+        );
+        for p in &self.phases {
+            out.push_str(&format!(
+                "| {} | {} | {} / {} | {:.0} | {} | {} | {} |\n",
+                p.phase,
+                p.sent,
+                p.delivered,
+                p.expected,
+                p.deliveries_per_sec,
+                ms(p.latency.p50_us),
+                ms(p.latency.p99_us),
+                ms(p.latency.max_us)
+            ));
+        }
+        out
+    }
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Joins the bench room; returns the socket and the participant id.
+async fn join(url: &str, name: &str) -> anyhow::Result<(Socket, String)> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let join = json!({"type": "join", "v": 1, "room": ROOM, "name": name});
+    ws.send(Message::text(join.to_string())).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let Some(msg) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await? else {
+            bail!("{name}: the socket closed before `joined`");
+        };
+        if let Message::Text(t) = msg? {
+            let v: Value = serde_json::from_str(t.as_str())?;
+            match v["type"].as_str() {
+                Some("joined") => {
+                    let id = v["participant"]["id"]
+                        .as_str()
+                        .context("joined without id")?;
+                    return Ok((ws, id.to_string()));
+                }
+                Some("error") => bail!("{name}: join refused: {v}"),
+                _ => {}
+            }
+        }
+    }
+    bail!("{name}: no `joined` within 10 s")
+}
+
+/// What the receivers measured in one phase.
+#[derive(Default)]
+struct Tally {
+    hist: LatencyHistogram,
+    last: Option<Instant>,
+}
+
+pub async fn run(opts: &DataOptions) -> anyhow::Result<DataReport> {
+    let payload = opts.payload.clamp(8, data::MAX_PAYLOAD);
+    let server = SfumatoServer::start(&opts.server).await?;
+    let url = server.ws_url();
+    let (mut sender, _) = join(&url, "sender").await?;
+    let base = Instant::now();
+    let tallies: Arc<Mutex<[Tally; 2]>> = Arc::default();
+    let delivered = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let mut ids = Vec::new();
+    let mut readers = Vec::new();
+    for i in 0..opts.receivers {
+        let (mut ws, id) = join(&url, &format!("r{i}")).await?;
+        ids.push(MemberId::parse(&id).context("a participant id")?);
+        let (tallies, delivered) = (tallies.clone(), delivered.clone());
+        readers.push(tokio::spawn(async move {
+            while let Some(Ok(msg)) = ws.next().await {
+                let Message::Binary(frame) = msg else {
+                    continue;
+                };
+                let now = Instant::now();
+                let Ok(d) = parse_deliver(&frame) else {
+                    continue;
+                };
+                let Some(sent) = d.payload.get(..8) else {
+                    continue;
+                };
+                let sent_ns = u64::from_be_bytes(sent.try_into().unwrap_or_default());
+                let p = usize::from(d.topic == "targeted");
+                delivered[p].fetch_add(1, Ordering::Relaxed);
+                let mut t = tallies.lock().unwrap_or_else(PoisonError::into_inner);
+                let sent = base + Duration::from_nanos(sent_ns);
+                t[p].hist.record(now.saturating_duration_since(sent));
+                t[p].last = Some(now);
+            }
+        }));
+    }
+    // Everyone is in the room before the first message.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut phases = Vec::new();
+    for (p, name) in [(0usize, "broadcast"), (1, "targeted")] {
+        let start = Instant::now();
+        let every = Duration::from_secs_f64(1.0 / f64::from(opts.rate.max(1)));
+        let mut body = vec![0u8; payload];
+        for n in 0..opts.messages {
+            let due = start + every.mul_f64(n as f64);
+            tokio::time::sleep_until(due.into()).await;
+            let to: &[MemberId] = if p == 0 {
+                &[]
+            } else {
+                &ids[n % ids.len()..][..1]
+            };
+            let at = Instant::now().duration_since(base).as_nanos() as u64;
+            body[..8].copy_from_slice(&at.to_be_bytes());
+            let frame = encode_send(data::RELIABLE, n as u32, name, to, &body);
+            sender.send(Message::binary(frame)).await?;
+        }
+        let expected = if p == 0 {
+            (opts.messages * opts.receivers) as u64
+        } else {
+            opts.messages as u64
+        };
+        // Wait for the deliveries, up to 10 s after the last send.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while delivered[p].load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let got = delivered[p].load(Ordering::Relaxed);
+        let t = tallies.lock().unwrap_or_else(PoisonError::into_inner);
+        let span = t[p]
+            .last
+            .map_or(Duration::ZERO, |l| l.saturating_duration_since(start));
+        phases.push(PhaseReport {
+            phase: name,
+            sent: opts.messages,
+            expected,
+            delivered: got,
+            deliveries_per_sec: got as f64 / span.as_secs_f64().max(1e-9),
+            latency: t[p].hist.summary(),
+        });
+    }
+    for r in readers {
+        r.abort();
+    }
+    drop(server);
+    Ok(DataReport {
+        receivers: opts.receivers,
+        rate: opts.rate,
+        payload,
+        workers: opts.server.workers,
+        phases,
+    })
+}
