@@ -86,7 +86,8 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Joins the bench room; returns the socket and the participant id.
 async fn join(url: &str, name: &str) -> anyhow::Result<(Socket, String)> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    // Without Nagle's algorithm, as a browser's WebSocket: each message leaves at once.
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
         .with_context(|| format!("connecting to {url}"))?;
     let join = json!({"type": "join", "v": 1, "room": ROOM, "name": name});

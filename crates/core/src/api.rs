@@ -342,6 +342,9 @@ pub struct WorkerStats {
     pub data_dropped: u64,
     /// Of `data_dropped`: over the sender's rate.
     pub data_rate_limited: u64,
+    /// Of `data_out`: deliveries to WebSocket members lost on the way, because the queue to
+    /// the control plane was full (filled in by the worker thread).
+    pub data_lost: u64,
     /// Data members placed here, and rooms they belong to.
     pub data_members: usize,
     pub data_rooms: usize,

@@ -6,7 +6,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use sfumato_worker::{Delivery, Report};
+use sfumato_worker::{DataOut, Delivery, Report};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -43,6 +43,24 @@ impl Drop for Running {
         }
     }
 }
+
+/// Hands the workers' data messages for WebSocket members to their sockets' queues, in
+/// batches (one lock of the state per batch). A task of its own, on a queue of its own, so
+/// that data never delays or pushes out the workers' other reports.
+pub fn spawn_data(app: App, mut data: mpsc::Receiver<DataOut>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(DATA_BATCH);
+        while data.recv_many(&mut batch, DATA_BATCH).await > 0 {
+            let state = app.state();
+            for d in batch.drain(..) {
+                state.deliver_data(d.member, d.frame, d.reliable);
+            }
+        }
+    })
+}
+
+/// Data messages handed on per lock of the state.
+const DATA_BATCH: usize = 256;
 
 /// Applies every report to the control plane's state; replies are resolved on the way, after
 /// the events that preceded them.

@@ -244,6 +244,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     match certified {
         Some(c) => tls::serve(listener, c.config, router, stop).await,
         None => {
+            use axum::serve::ListenerExt;
+            // Signaling and data messages are small writes that should leave at once:
+            // without TCP_NODELAY, Nagle's algorithm holds one behind an unacknowledged
+            // segment until the peer's delayed ACK (tens of ms; docs/benchmarks.md "Data
+            // messages"). The TLS listener sets it too.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, router)
                 .with_graceful_shutdown(stop)
                 .await?
@@ -322,6 +330,9 @@ fn control_plane(
         dashboard: Arc::default(),
     };
     events::spawn(app.clone(), deliveries);
+    if let Some(data) = app.pool.take_data() {
+        events::spawn_data(app.clone(), data);
+    }
     dashboard::spawn(app.clone());
     if let (Some(node), Some(changed)) = (node, changed) {
         node.start(app.clone(), changed);

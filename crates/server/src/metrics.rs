@@ -138,6 +138,11 @@ const WORKER_COUNTERS: &[Series] = &[
         |s| s.data_dropped,
     ),
     (
+        "sfumato_worker_data_lost",
+        "Data messages for WebSocket members lost on a full queue to the control plane",
+        |s| s.data_lost,
+    ),
+    (
         "sfumato_worker_pipe_in",
         "Messages from other workers' pipes",
         |s| s.pipe_in,

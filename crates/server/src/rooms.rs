@@ -514,19 +514,13 @@ impl State {
                     self.leave(id);
                 }
             }
+            // Workers send these on the data queue (`deliver_data`); one here came the
+            // general way and is delivered all the same.
             Event::Data {
                 member,
                 frame,
                 reliable,
-            } => {
-                if let Some(Client::Socket(tx)) =
-                    self.participants.get(&member.0).map(|p| &p.client)
-                {
-                    if !tx.send_data(frame, reliable) {
-                        self.limits.count(Limit::DataQueue);
-                    }
-                }
-            }
+            } => self.deliver_data(member, frame, reliable),
             Event::DataRefused {
                 member,
                 code,
@@ -557,6 +551,16 @@ impl State {
                 }
             }
             Event::Reply { .. } => {}
+        }
+    }
+
+    /// A data message for a WebSocket member: into its socket's queue (a lossy one that finds
+    /// it full is dropped and counted; a reliable one makes the client a slow reader).
+    pub fn deliver_data(&self, member: MemberId, frame: Arc<[u8]>, reliable: bool) {
+        if let Some(Client::Socket(tx)) = self.participants.get(&member.0).map(|p| &p.client) {
+            if !tx.send_data(frame, reliable) {
+                self.limits.count(Limit::DataQueue);
+            }
         }
     }
 

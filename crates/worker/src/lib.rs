@@ -12,7 +12,7 @@ mod thread;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -32,6 +32,19 @@ const PIPE_CAPACITY: usize = 16 * 1024;
 const COMMAND_CAPACITY: usize = 4096;
 /// Capacity of the event queue from all workers to the control plane.
 const EVENT_CAPACITY: usize = 64 * 1024;
+/// Data messages for WebSocket members, from every worker to the control plane. A queue of
+/// their own, so that a flood of data never pushes out an event or a reply: when it is full,
+/// deliveries are dropped and counted (`WorkerStats::data_lost`).
+const DATA_CAPACITY: usize = 64 * 1024;
+
+/// A data message for a member's signaling WebSocket ([`Event::Data`], which a worker sends
+/// on [`Pool::take_data`]'s queue rather than with its other events).
+#[derive(Debug)]
+pub struct DataOut {
+    pub member: sfumato_core::MemberId,
+    pub frame: Arc<[u8]>,
+    pub reliable: bool,
+}
 
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -152,6 +165,8 @@ pub struct Pool {
     relay: Option<WorkerId>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     next_req: AtomicU64,
+    /// The receiving end of the data queue, until the control plane takes it.
+    data: Mutex<Option<mpsc::Receiver<DataOut>>>,
 }
 
 impl Pool {
@@ -164,6 +179,7 @@ impl Pool {
         let n = workers + usize::from(config.relay.is_some());
         let thread_of = |i: usize| if i < workers { i } else { 0 };
         let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
+        let (data_tx, data_rx) = mpsc::channel(DATA_CAPACITY);
         let mut polls = Vec::with_capacity(workers);
         let mut thread_wakers = Vec::with_capacity(workers);
         for _ in 0..workers {
@@ -225,6 +241,7 @@ impl Pool {
                 pipe_out: pipe_senders.clone(),
                 wakers: wakers.clone(),
                 events: event_tx.clone(),
+                data: data_tx.clone(),
                 bandwidth_estimation: config.bandwidth_estimation,
                 data_rate: config.data_rate,
             };
@@ -240,6 +257,7 @@ impl Pool {
                 relay: config.relay.as_ref().map(|_| WorkerId(workers as u16)),
                 threads: Mutex::new(threads),
                 next_req: AtomicU64::new(1),
+                data: Mutex::new(Some(data_rx)),
             },
             event_rx,
         ))
@@ -247,6 +265,14 @@ impl Pool {
 
     pub fn len(&self) -> usize {
         self.handles.len()
+    }
+
+    /// The queue of data messages for WebSocket members (once; `None` after).
+    pub fn take_data(&self) -> Option<mpsc::Receiver<DataOut>> {
+        self.data
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     pub fn is_empty(&self) -> bool {

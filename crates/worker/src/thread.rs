@@ -24,7 +24,7 @@ use str0m::net::{Protocol, Transmit};
 use tokio::sync::mpsc;
 
 use crate::send::BatchSender;
-use crate::{Ctl, Delivery, Member, RelayConfig, ReplySender, Report, RELAY_SILENCE};
+use crate::{Ctl, DataOut, Delivery, Member, RelayConfig, ReplySender, Report, RELAY_SILENCE};
 
 /// The poll token of the thread's waker; a seat's socket has its index as token.
 pub(crate) const WAKER: Token = Token(usize::MAX);
@@ -40,6 +40,7 @@ pub(crate) struct Runtime {
     pub pipe_out: Vec<Sender<PipeMsg>>,
     pub wakers: Vec<Arc<Waker>>,
     pub events: mpsc::Sender<Delivery>,
+    pub data: mpsc::Sender<DataOut>,
     pub bandwidth_estimation: bool,
     /// Data messages a second per member (`Engine::set_data_rate`).
     pub data_rate: u32,
@@ -62,6 +63,8 @@ struct Unit {
     engine: Engine,
     pending: HashMap<RequestId, ReplySender>,
     pipe_dropped: u64,
+    /// Data messages for WebSocket members dropped: the data queue was full.
+    data_lost: u64,
     /// Time spent in this seat's turns (the event-loop's busy time; waiting is not in it).
     busy: std::time::Duration,
     // Built on the thread: its preallocated headers hold raw pointers and may not cross threads.
@@ -163,6 +166,7 @@ impl Runtime {
             pipe_out,
             wakers,
             events: to_control,
+            data,
             bandwidth_estimation,
             data_rate,
         } = self;
@@ -186,6 +190,7 @@ impl Runtime {
                 engine,
                 pending: HashMap::new(),
                 pipe_dropped: 0,
+                data_lost: 0,
                 busy: std::time::Duration::ZERO,
                 sender: BatchSender::new(),
                 readable: true,
@@ -199,6 +204,7 @@ impl Runtime {
             pipe_out,
             wakers,
             events: to_control,
+            data,
         };
         let mut events = Events::with_capacity(16);
         let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -267,6 +273,7 @@ struct Shared {
     /// By worker index: piped to this turn, to be woken at its end.
     woken: Vec<bool>,
     events: mpsc::Sender<Delivery>,
+    data: mpsc::Sender<DataOut>,
 }
 
 impl Unit {
@@ -409,6 +416,7 @@ impl Unit {
                     let result = result.map(|body| match body {
                         ReplyBody::Stats(mut s) => {
                             s.pipe_dropped = self.pipe_dropped;
+                            s.data_lost = self.data_lost;
                             s.datagrams_dropped += self.sender.dropped;
                             s.send_failed = self.sender.dropped;
                             s.busy_ns = self.busy.as_nanos() as u64;
@@ -429,6 +437,20 @@ impl Unit {
                         {
                             tracing::error!(worker = %self.seat.id, "control plane queue full: reply lost");
                         }
+                    }
+                }
+                Output::Event(Event::Data {
+                    member,
+                    frame,
+                    reliable,
+                }) => {
+                    let out = DataOut {
+                        member,
+                        frame,
+                        reliable,
+                    };
+                    if shared.data.try_send(out).is_err() {
+                        self.data_lost += 1;
                     }
                 }
                 Output::Event(e) => {
