@@ -28,5 +28,9 @@ fuzz_target!(|bytes: &[u8]| {
     let mut out = Vec::new();
     wire::encode(&piped, &clock, &mut out).expect("a data message encodes");
     let back = wire::decode(&out, &clock).expect("and decodes");
-    assert_eq!(format!("{back:?}"), format!("{piped:?}"), "it crosses whole");
+    assert_eq!(
+        format!("{back:?}"),
+        format!("{piped:?}"),
+        "it crosses whole"
+    );
 });
