@@ -246,7 +246,8 @@ pub enum Event {
         message: String,
     },
     /// A reliable data message for `member` found its data channel's send buffer full: it
-    /// does not keep up, and the message is lost to it.
+    /// does not keep up, and the message is lost to it (said at most once a second per
+    /// member).
     DataOverflow {
         member: MemberId,
     },

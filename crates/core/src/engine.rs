@@ -1048,7 +1048,12 @@ impl Engine {
                     }
                     Some(Sent::Full) => {
                         self.stats.data_dropped += 1;
-                        if pkt.reliable {
+                        let due = self
+                            .data_told
+                            .get(&member)
+                            .is_none_or(|t| now >= *t + TELL_EVERY);
+                        if pkt.reliable && due {
+                            self.data_told.insert(member, now);
                             self.event(Event::DataOverflow { member });
                         }
                         continue;

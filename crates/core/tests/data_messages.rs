@@ -341,3 +341,52 @@ fn a_member_over_its_rate_is_refused_and_told_once_a_second() {
         "told again, a second after the first"
     );
 }
+
+/// Alice's data channel stops taking anything (every datagram to her is lost): once her
+/// association's send buffer is full, the next reliable message for her is dropped and the
+/// control plane hears it once, not once per message.
+#[test]
+fn a_data_channel_that_does_not_keep_up_is_reported_once() {
+    let mut net = Net::new(1);
+    let alice = net.add_client("alice", 0);
+    let peer = net.client(alice).peer;
+    net.command(
+        0,
+        Command::DataJoin(DataMember {
+            member: ALICE,
+            room: "a".into(),
+            send: true,
+            peer: Some(peer),
+        }),
+    );
+    join(&mut net, 0, BOB, "a", true);
+    net.open_data(alice);
+    net.connect(&[alice]);
+    net.run_until(
+        std::time::Duration::from_secs(10),
+        "alice's data channels open",
+        |net| net.client(alice).channels_open.len() == 2,
+    );
+    net.run_for(std::time::Duration::from_millis(100));
+    let addr = net.client(alice).addr;
+    net.loss = Some(Box::new(move |d| d.destination == addr));
+    let overflows = |net: &Net| {
+        net.events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::DataOverflow { member } if *member == ALICE))
+            .count()
+    };
+    let mut seq = 0;
+    while overflows(&net) == 0 {
+        assert!(seq < 100, "no overflow after {seq} messages of 60 KB");
+        send(&mut net, 0, BOB, seq, &[], &[0; 60_000]);
+        seq += 1;
+    }
+    // More than 512 KiB went in before it filled.
+    assert!(seq > 8, "full after {seq} messages");
+    for more in 0..20 {
+        send(&mut net, 0, BOB, seq + more, &[], &[0; 60_000]);
+    }
+    assert_eq!(overflows(&net), 1, "told once");
+    assert!(net.engines[0].stats().data_dropped >= 20);
+}

@@ -73,13 +73,14 @@ impl Members {
         }
     }
 
-    pub fn remove(&mut self, pool: &Pool, member: MemberId) {
+    /// Returns whether it was a member.
+    pub fn remove(&mut self, pool: &Pool, member: MemberId) -> bool {
         let Some(m) = self.members.remove(&member) else {
-            return;
+            return false;
         };
         pool.send(m.worker, Command::DataLeave { member });
         let Some(workers) = self.rooms.get_mut(&m.room) else {
-            return;
+            return true;
         };
         let last = workers.get_mut(&m.worker).is_some_and(|n| {
             *n -= 1;
@@ -92,6 +93,7 @@ impl Members {
                 self.rooms.remove(&m.room);
             }
         }
+        true
     }
 
     /// The workers of `room` changed: each hears the new list (and `gone`, which left it,

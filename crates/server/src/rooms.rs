@@ -535,19 +535,19 @@ impl State {
                 );
             }
             Event::DataOverflow { member } => {
-                // Like a WebSocket client that does not read: it goes, rather than lose
-                // reliable messages or grow the server's memory.
-                if self.participants.contains_key(&member.0) {
-                    self.limits.count(Limit::SlowReader);
+                // It does not keep up with the room's reliable messages: rather than lose
+                // some silently or grow the server's memory, it is taken out of the room's
+                // data messages, and told; its media carries on.
+                if self.topology.remove_member(member) {
+                    self.limits.count(Limit::DataQueue);
                     tracing::info!(
                         participant = member.0,
-                        "data channel does not keep up: leaves"
+                        "data channel does not keep up: out of the room's data messages"
                     );
                     self.send(
                         member.0,
-                        json!({"type": "error", "code": "slow_reader", "message": "the data channel does not keep up with the room's reliable messages"}),
+                        json!({"type": "error", "code": "data_overflow", "message": "the data channel does not keep up with the room's reliable messages: no more data messages in this session"}),
                     );
-                    self.leave(member.0);
                 }
             }
             Event::Reply { .. } => {}

@@ -47,7 +47,8 @@ pub trait Topology: Send {
     /// A participant placed on `worker` takes part in `room`'s data messages (`send`: its
     /// token grants `data`).
     fn add_member(&mut self, member: MemberId, room: &str, worker: WorkerId, send: bool);
-    fn remove_member(&mut self, member: MemberId);
+    /// Returns whether it was a member.
+    fn remove_member(&mut self, member: MemberId) -> bool;
     /// `member` publishes through `peer`, whose data channels carry its data messages once
     /// they are open.
     fn bind_member(&mut self, member: MemberId, peer: PeerId);
@@ -196,8 +197,8 @@ impl Topology for LocalTopology {
         self.members.add(&self.pool, member, room, worker, send);
     }
 
-    fn remove_member(&mut self, member: MemberId) {
-        self.members.remove(&self.pool, member);
+    fn remove_member(&mut self, member: MemberId) -> bool {
+        self.members.remove(&self.pool, member)
     }
 
     fn bind_member(&mut self, member: MemberId, peer: PeerId) {

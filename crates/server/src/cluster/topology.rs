@@ -44,8 +44,8 @@ impl Topology for ClusterTopology {
         self.local.add_member(member, room, worker, send);
     }
 
-    fn remove_member(&mut self, member: MemberId) {
-        self.local.remove_member(member);
+    fn remove_member(&mut self, member: MemberId) -> bool {
+        self.local.remove_member(member)
     }
 
     fn bind_member(&mut self, member: MemberId, peer: PeerId) {
