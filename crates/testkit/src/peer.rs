@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
+use sfumato_core::peer::channel_configs;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{
     Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
@@ -900,18 +901,7 @@ impl Driver {
             });
         }
         if spec.data && self.channels.is_none() {
-            let reliable = api.add_channel_with_config(ChannelConfig {
-                label: "reliable".into(),
-                negotiated: Some(0),
-                ..Default::default()
-            });
-            let lossy = api.add_channel_with_config(ChannelConfig {
-                label: "lossy".into(),
-                ordered: false,
-                reliability: Reliability::MaxRetransmits { retransmits: 0 },
-                negotiated: Some(1),
-                ..Default::default()
-            });
+            let [reliable, lossy] = channel_configs().map(|c| api.add_channel_with_config(c));
             self.channels = Some((reliable, lossy));
         }
         let (offer, pending) = api.apply().context("the offer has no changes")?;

@@ -98,6 +98,22 @@ fn str_field(v: &Value, k: &str) -> String {
         .to_string()
 }
 
+/// A data message's send frame; `to` holds participant ids as the server gives them.
+fn send_frame(
+    seq: u32,
+    reliable: bool,
+    topic: &str,
+    to: &[&str],
+    payload: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    let to = to
+        .iter()
+        .map(|id| MemberId::parse(id).ok_or_else(|| anyhow!("{id} is not a participant id")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let flags = if reliable { data::RELIABLE } else { 0 };
+    Ok(data::encode_send(flags, seq, topic, &to, payload))
+}
+
 /// A deliver frame as a `data` event (`<binary>` with the error if it is not one).
 fn data_event(frame: &[u8]) -> Value {
     match data::parse_deliver(frame) {
@@ -301,7 +317,6 @@ impl Participant {
             .map_err(|_| anyhow!("WebSocket writer has stopped"))
     }
 
-    /// Sends a JSON message.
     /// Sends a data message (docs/protocol.md "Data messages") to `to` (participant ids;
     /// empty: everyone). It arrives at the others as a `data` event (see the reader).
     pub fn send_data(
@@ -312,14 +327,10 @@ impl Participant {
         to: &[&str],
         payload: &[u8],
     ) -> anyhow::Result<()> {
-        let to = to
-            .iter()
-            .map(|id| MemberId::parse(id).ok_or_else(|| anyhow!("{id} is not a participant id")))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let flags = if reliable { data::RELIABLE } else { 0 };
-        self.send_binary(data::encode_send(flags, seq, topic, &to, payload))
+        self.send_binary(send_frame(seq, reliable, topic, to, payload)?)
     }
 
+    /// Sends a JSON message.
     pub fn send_json(&self, v: &Value) -> anyhow::Result<()> {
         self.send_raw(v.to_string())
     }
@@ -429,17 +440,12 @@ impl Participant {
         to: &[&str],
         payload: &[u8],
     ) -> anyhow::Result<()> {
-        let to = to
-            .iter()
-            .map(|id| MemberId::parse(id).ok_or_else(|| anyhow!("{id} is not a participant id")))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let flags = if reliable { data::RELIABLE } else { 0 };
+        let frame = send_frame(seq, reliable, topic, to, payload)?;
         let peer = self
             .publisher
             .as_ref()
             .context("no data channels (open_data)")?;
-        peer.write_data(reliable, data::encode_send(flags, seq, topic, &to, payload))
-            .await
+        peer.write_data(reliable, frame).await
     }
 
     /// The data messages received on the data channels, as `data` events like those of the

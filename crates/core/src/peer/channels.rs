@@ -25,6 +25,27 @@ const MAX_MESSAGE: u32 = (data::MAX_SEND_FRAME as u32).next_power_of_two();
 /// receiver does not keep up; a lossy one is dropped.
 pub const SEND_BUFFER: usize = 512 * 1024;
 
+/// The two channels as both ends declare them (the in-tree clients too): reliable and
+/// ordered on [`RELIABLE_STREAM`], unordered without retransmission on [`LOSSY_STREAM`].
+pub fn configs() -> [ChannelConfig; 2] {
+    [
+        ChannelConfig {
+            label: "sfumato-reliable".into(),
+            ordered: true,
+            reliability: Reliability::Reliable,
+            negotiated: Some(RELIABLE_STREAM),
+            protocol: String::new(),
+        },
+        ChannelConfig {
+            label: "sfumato-lossy".into(),
+            ordered: false,
+            reliability: Reliability::MaxRetransmits { retransmits: 0 },
+            negotiated: Some(LOSSY_STREAM),
+            protocol: String::new(),
+        },
+    ]
+}
+
 /// The SCTP settings of every peer.
 pub fn configure(config: RtcConfig) -> RtcConfig {
     config
@@ -56,20 +77,7 @@ impl Channels {
     /// `m=application`), and never otherwise.
     pub fn create(rtc: &mut Rtc) -> Self {
         let mut api = rtc.direct_api();
-        let reliable = api.create_data_channel(ChannelConfig {
-            label: "sfumato-reliable".into(),
-            ordered: true,
-            reliability: Reliability::Reliable,
-            negotiated: Some(RELIABLE_STREAM),
-            protocol: String::new(),
-        });
-        let lossy = api.create_data_channel(ChannelConfig {
-            label: "sfumato-lossy".into(),
-            ordered: false,
-            reliability: Reliability::MaxRetransmits { retransmits: 0 },
-            negotiated: Some(LOSSY_STREAM),
-            protocol: String::new(),
-        });
+        let [reliable, lossy] = configs().map(|c| api.create_data_channel(c));
         Channels {
             reliable,
             lossy,

@@ -18,7 +18,7 @@ mod meter;
 mod negotiate;
 mod slot;
 
-pub use channels::Sent;
+pub use channels::{configs as channel_configs, Sent};
 pub use egress::Write;
 pub use ingress::Published;
 pub use meter::PeerCounts;

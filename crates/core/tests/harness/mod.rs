@@ -16,12 +16,13 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use sfumato_core::dd::{self, DdBytes, DdExtension};
+use sfumato_core::peer::channel_configs;
 use sfumato_core::{
     Command, Engine, Event, Kind, MemberId, NodeId, Output, PeerId, PipeMsg, ReplyBody, RequestId,
     TrackId, WorkerId,
 };
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use str0m::channel::ChannelId;
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
@@ -1054,22 +1055,7 @@ impl Net {
         }
         let (worker, peer) = (self.clients[c].worker, self.clients[c].peer);
         let first_event = self.events.len();
-        let reply = self.request(worker, |req| Command::Publish { req, peer, offer });
-        let Ok(ReplyBody::Sdp(answer)) = reply else {
-            panic!("publish failed: {reply:?}");
-        };
-        let client = &mut self.clients[c];
-        client.remote_sdp.push(answer.clone());
-        let answer = SdpAnswer::from_sdp_string(&answer).expect("a parsable answer");
-        let pending = client.pending.take().expect("pending offer");
-        client
-            .rtc
-            .sdp_api()
-            .accept_answer(pending, answer)
-            .expect("answer accepted");
-        let now = self.now;
-        client.drain(now, &mut self.queue);
-        self.pump();
+        self.offer_publish(c, offer);
         let mut audio = None;
         let mut video = None;
         for (_, e) in &self.events[first_event..] {
@@ -1095,34 +1081,18 @@ impl Net {
         }
     }
 
-    /// Client `c` offers the two pre-negotiated data channels (streams 0 reliable, 1 lossy),
-    /// alone on its publishing peer, and applies the engine's answer.
-    pub fn open_data(&mut self, c: usize) {
-        let (offer, pending, channels) = {
-            let mut api = self.clients[c].rtc.sdp_api();
-            let reliable = api.add_channel_with_config(ChannelConfig {
-                label: "reliable".into(),
-                negotiated: Some(0),
-                ..Default::default()
-            });
-            let lossy = api.add_channel_with_config(ChannelConfig {
-                label: "lossy".into(),
-                ordered: false,
-                reliability: Reliability::MaxRetransmits { retransmits: 0 },
-                negotiated: Some(1),
-                ..Default::default()
-            });
-            let (offer, pending) = api.apply().expect("an offer");
-            (offer.to_sdp_string(), pending, (reliable, lossy))
-        };
-        self.clients[c].channels = Some(channels);
+    /// Sends client `c`'s pending `offer` as its publishing peer's (`Command::Publish`) and
+    /// applies the engine's answer.
+    fn offer_publish(&mut self, c: usize, offer: String) {
         let (worker, peer) = (self.clients[c].worker, self.clients[c].peer);
         let reply = self.request(worker, |req| Command::Publish { req, peer, offer });
         let Ok(ReplyBody::Sdp(answer)) = reply else {
-            panic!("offering data channels failed: {reply:?}");
+            panic!("publish failed: {reply:?}");
         };
         let client = &mut self.clients[c];
+        client.remote_sdp.push(answer.clone());
         let answer = SdpAnswer::from_sdp_string(&answer).expect("a parsable answer");
+        let pending = client.pending.take().expect("pending offer");
         client
             .rtc
             .sdp_api()
@@ -1131,6 +1101,20 @@ impl Net {
         let now = self.now;
         client.drain(now, &mut self.queue);
         self.pump();
+    }
+
+    /// Client `c` offers the two pre-negotiated data channels (streams 0 reliable, 1 lossy),
+    /// alone on its publishing peer, and applies the engine's answer.
+    pub fn open_data(&mut self, c: usize) {
+        let (offer, pending, channels) = {
+            let mut api = self.clients[c].rtc.sdp_api();
+            let [reliable, lossy] = channel_configs().map(|cfg| api.add_channel_with_config(cfg));
+            let (offer, pending) = api.apply().expect("an offer");
+            (offer.to_sdp_string(), pending, (reliable, lossy))
+        };
+        self.clients[c].channels = Some(channels);
+        self.clients[c].pending = Some(pending);
+        self.offer_publish(c, offer);
     }
 
     /// Creates the subscribing peer of client `c` (`Command::CreateSubscriber`).

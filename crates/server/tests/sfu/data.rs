@@ -11,22 +11,11 @@ use crate::common::*;
 
 /// The `data` messages `p` received since `mark` from `from`, as (topic, payload).
 fn data_from(p: &Participant, mark: usize, from: &str) -> Vec<(String, Vec<u8>)> {
-    p.events()
+    let events: Vec<Value> = p.events().into_iter().skip(mark).collect();
+    messages(&events)
         .into_iter()
-        .skip(mark)
-        .filter(|e| msg_type(e) == "data" && e["from"] == from)
-        .map(|e| {
-            let payload = e["payload"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_u64)
-                        .map(|b| b as u8)
-                        .collect()
-                })
-                .unwrap_or_default();
-            (e["topic"].as_str().unwrap_or_default().to_string(), payload)
-        })
+        .filter(|(f, ..)| f == from)
+        .map(|(_, topic, payload)| (topic, payload))
         .collect()
 }
 
