@@ -107,12 +107,8 @@ pub enum Command {
     DataLeave {
         member: MemberId,
     },
-    /// The other workers of the node that hold members of `room`: a message sent here is
-    /// piped to each of them.
-    DataRoute {
-        room: Arc<str>,
-        workers: Vec<WorkerId>,
-    },
+    /// Where the room's data messages go from this worker.
+    DataRoute(DataRoute),
     /// A send frame ([`crate::data`]) from `member`, which came over the signaling WebSocket.
     DataIn {
         member: MemberId,
@@ -148,9 +144,20 @@ pub struct Plan {
     pub relay_out: Vec<(TrackId, Kind, WorkerId, NodeId)>,
     /// The data members on this worker ([`Command::DataJoin`]).
     pub members: Vec<DataMember>,
-    /// For each room with members here: the other workers holding members of it
+    /// For each room with members here: where its data messages go
     /// ([`Command::DataRoute`]).
-    pub data_routes: Vec<(Arc<str>, Vec<WorkerId>)>,
+    pub data_routes: Vec<DataRoute>,
+}
+
+/// Where a room's data messages go from one worker: a message read here is piped to each
+/// of `workers` (the workers of the node holding members of the room, this one ignored)
+/// and, on the relay worker, sent to each of `nodes` (the other nodes holding members of
+/// it), which pass it on to their own workers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataRoute {
+    pub room: Arc<str>,
+    pub workers: Vec<WorkerId>,
+    pub nodes: Vec<NodeId>,
 }
 
 /// A participant taking part in its room's data messages: it receives them (over its

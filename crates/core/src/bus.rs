@@ -1,7 +1,9 @@
 //! Per worker, where data messages go: the members placed on this worker, by room, and for
-//! each room the other workers of the node that hold members of it. A message read here
-//! (its origin) reaches the local members it is for and one copy goes to each of those
-//! workers, which deliver it to their own members and pass it no further. A member receives
+//! each room the other workers of the node that hold members of it and (on the relay
+//! worker) the other nodes that do. A message read here (its origin) reaches the local
+//! members it is for and one copy goes to each of those workers, which deliver it to their
+//! own members; the relay worker also sends one copy to each of those nodes, whose relay
+//! worker delivers it and pipes it to its node's workers. No copy is passed further. A member receives
 //! over its peer's data channels while they are open, else over its WebSocket. The control
 //! plane owns membership and routes ([`crate::Command::DataJoin`],
 //! [`crate::Command::DataRoute`], repaired by the plan); this is the worker's copy. Each
@@ -12,9 +14,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::api::DataMember;
+use crate::api::{DataMember, DataRoute};
 use crate::data::{DataError, DataPacket};
-use crate::ids::{MemberId, PeerId, WorkerId};
+use crate::ids::{MemberId, NodeId, PeerId, WorkerId};
 
 #[derive(Debug)]
 struct Member {
@@ -36,6 +38,8 @@ struct Room {
     members: Vec<MemberId>,
     /// The other workers with members of this room.
     workers: Vec<WorkerId>,
+    /// The other nodes with members of this room (on the relay worker).
+    nodes: Vec<NodeId>,
 }
 
 /// Why a frame from a member is not routed.
@@ -184,13 +188,22 @@ impl Bus {
         }
     }
 
-    /// The other workers that hold members of `room`. Returns whether that changed.
-    pub fn set_route(&mut self, room: Arc<str>, mut workers: Vec<WorkerId>) -> bool {
+    /// Where messages of the route's room go from here (this worker is not among its
+    /// workers). Returns whether that changed.
+    pub fn set_route(&mut self, route: DataRoute) -> bool {
+        let DataRoute {
+            room,
+            mut workers,
+            mut nodes,
+        } = route;
         workers.sort_unstable();
         workers.dedup();
+        nodes.sort_unstable();
+        nodes.dedup();
         let entry = self.rooms.entry(room.clone()).or_default();
-        let changed = entry.workers != workers;
+        let changed = entry.workers != workers || entry.nodes != nodes;
         entry.workers = workers;
+        entry.nodes = nodes;
         self.prune(&room);
         changed
     }
@@ -199,7 +212,7 @@ impl Bus {
         if self
             .rooms
             .get(room)
-            .is_some_and(|r| r.members.is_empty() && r.workers.is_empty())
+            .is_some_and(|r| r.members.is_empty() && r.workers.is_empty() && r.nodes.is_empty())
         {
             self.rooms.remove(room);
         }
@@ -241,6 +254,16 @@ impl Bus {
         self.rooms.get(room).map_or(&[], |r| &r.workers)
     }
 
+    /// The other nodes a message of `room` read on this node is sent to.
+    pub fn nodes(&self, room: &str) -> &[NodeId] {
+        self.rooms.get(room).map_or(&[], |r| &r.nodes)
+    }
+
+    /// Whether this worker has members of `room` or passes its messages on.
+    pub fn has_room(&self, room: &str) -> bool {
+        self.rooms.contains_key(room)
+    }
+
     pub fn members(&self) -> usize {
         self.members.len()
     }
@@ -249,12 +272,12 @@ impl Bus {
         self.rooms.len()
     }
 
-    /// Brings the bus to the plan: these members and these routes, nothing else. Returns
-    /// what it repaired.
+    /// Brings the bus to the plan: these members and these routes (this worker not among
+    /// their workers), nothing else. Returns what it repaired.
     pub fn reconcile(
         &mut self,
         members: Vec<DataMember>,
-        routes: Vec<(Arc<str>, Vec<WorkerId>)>,
+        routes: Vec<DataRoute>,
         fixed: &mut Vec<String>,
     ) {
         let planned: HashMap<MemberId, DataMember> =
@@ -275,19 +298,25 @@ impl Bus {
                 fixed.push(format!("data member {id} in {room}"));
             }
         }
-        let routes: HashMap<Arc<str>, Vec<WorkerId>> = routes.into_iter().collect();
+        let routed: HashMap<Arc<str>, DataRoute> =
+            routes.into_iter().map(|r| (r.room.clone(), r)).collect();
         let unrouted: Vec<Arc<str>> = self
             .rooms
             .iter()
-            .filter(|(room, r)| !r.workers.is_empty() && !routes.contains_key(*room))
+            .filter(|(room, r)| {
+                (!r.workers.is_empty() || !r.nodes.is_empty()) && !routed.contains_key(*room)
+            })
             .map(|(room, _)| room.clone())
             .collect();
         for room in unrouted {
-            self.set_route(room.clone(), Vec::new());
+            self.set_route(DataRoute {
+                room: room.clone(),
+                ..DataRoute::default()
+            });
             fixed.push(format!("dropped the data route of {room}"));
         }
-        for (room, workers) in routes {
-            if self.set_route(room.clone(), workers) {
+        for (room, route) in routed {
+            if self.set_route(route) {
                 fixed.push(format!("data route of {room}"));
             }
         }
@@ -312,6 +341,14 @@ mod tests {
         }
     }
 
+    fn route(room: &str, workers: &[u16], nodes: &[u32]) -> DataRoute {
+        DataRoute {
+            room: room.into(),
+            workers: workers.iter().map(|w| WorkerId(*w)).collect(),
+            nodes: nodes.iter().map(|n| NodeId(*n)).collect(),
+        }
+    }
+
     fn recipients(bus: &Bus, pkt: &DataPacket) -> Vec<MemberId> {
         let mut out = Vec::new();
         bus.recipients(pkt, &mut out);
@@ -326,7 +363,7 @@ mod tests {
         bus.join(member(2, "a", true));
         bus.join(member(3, "a", false));
         bus.join(member(4, "b", true));
-        bus.set_route("a".into(), vec![WorkerId(2), WorkerId(1), WorkerId(2)]);
+        bus.set_route(route("a", &[2, 1, 2], &[]));
         let pkt = bus.read(t0, MemberId(1), &send(&[])).unwrap();
         assert_eq!(recipients(&bus, &pkt), [MemberId(2), MemberId(3)]);
         assert_eq!(bus.workers("a"), [WorkerId(1), WorkerId(2)]);
@@ -385,8 +422,9 @@ mod tests {
         assert!(bus.leave(MemberId(1)));
         assert!(!bus.leave(MemberId(1)));
         assert_eq!((bus.members(), bus.rooms()), (0, 0));
-        bus.set_route("a".into(), vec![WorkerId(1)]);
-        bus.set_route("a".into(), vec![]);
+        bus.set_route(route("a", &[1], &[3]));
+        assert_eq!(bus.nodes("a"), [NodeId(3)]);
+        bus.set_route(route("a", &[], &[]));
         assert_eq!(bus.rooms(), 0);
     }
 
@@ -418,14 +456,22 @@ mod tests {
     fn a_plan_repairs_members_and_routes() {
         let mut bus = Bus::default();
         bus.join(member(1, "a", true));
-        bus.set_route("a".into(), vec![WorkerId(1)]);
+        bus.set_route(route("a", &[1], &[]));
         let mut fixed = Vec::new();
         bus.reconcile(
             vec![member(2, "a", true), member(1, "a", true)],
-            vec![("a".into(), vec![WorkerId(1)])],
+            vec![route("a", &[1], &[])],
             &mut fixed,
         );
         assert_eq!(fixed, ["data member p2 in a"]);
+        fixed.clear();
+        bus.reconcile(
+            vec![member(2, "a", true), member(1, "a", true)],
+            vec![route("a", &[1], &[4])],
+            &mut fixed,
+        );
+        assert_eq!(fixed, ["data route of a"], "a node the route lacked");
+        assert_eq!(bus.nodes("a"), [NodeId(4)]);
         fixed.clear();
         bus.reconcile(vec![member(2, "a", true)], vec![], &mut fixed);
         assert_eq!(

@@ -23,6 +23,17 @@ use crate::router::{Route, Router};
 use crate::timers::{Timer, Timers};
 use crate::Error;
 
+/// Where a data message came from, which decides where it goes on ([`Engine::spread`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataSource {
+    /// A member placed here: its origin.
+    Member,
+    /// Another worker of this node.
+    Worker,
+    /// Another node, over the relay.
+    Node,
+}
+
 /// What the engine asks its runtime to do.
 #[derive(Debug)]
 pub enum Output {
@@ -202,7 +213,7 @@ impl Engine {
             }
             PipeMsg::TrackEnded(track) => self.remove_track(now, track),
             PipeMsg::Rates(track, rates) => self.spread_rates(now, track, Some(&rates)),
-            PipeMsg::Data(pkt) => self.deliver(now, &pkt),
+            PipeMsg::Data(pkt) => self.spread(now, &pkt, DataSource::Worker),
         }
         self.tidy_timers();
     }
@@ -213,9 +224,15 @@ impl Engine {
     pub fn handle_relay(&mut self, now: Instant, from: NodeId, msg: PipeMsg) {
         let track = match &msg {
             PipeMsg::Media(p) => p.track,
-            // Data does not cross nodes yet.
-            PipeMsg::Data(_) => {
-                self.stats.relay_dropped += 1;
+            PipeMsg::Data(pkt) => {
+                // Any node of the cluster may send to a room with members here: the one
+                // that learnt of them first need not wait for this one to learn of it.
+                if self.bus.has_room(&pkt.room) {
+                    self.spread(now, pkt, DataSource::Node);
+                } else {
+                    self.stats.relay_dropped += 1;
+                }
+                self.tidy_timers();
                 return;
             }
             PipeMsg::KeyframeRequest(t, _)
@@ -331,10 +348,10 @@ impl Engine {
             Command::DataLeave { member } => {
                 self.bus.leave(member);
             }
-            Command::DataRoute { room, workers } => {
+            Command::DataRoute(mut route) => {
                 let me = self.worker;
-                self.bus
-                    .set_route(room, workers.into_iter().filter(|w| *w != me).collect());
+                route.workers.retain(|w| *w != me);
+                self.bus.set_route(route);
             }
             Command::DataIn { member, frame } => self.data_in(now, member, &frame),
             Command::Reconcile(plan) => self.reconcile(now, plan),
@@ -587,7 +604,10 @@ impl Engine {
         let routes = plan
             .data_routes
             .into_iter()
-            .map(|(room, w)| (room, w.into_iter().filter(|w| *w != me).collect()))
+            .map(|mut r| {
+                r.workers.retain(|w| *w != me);
+                r
+            })
             .collect();
         self.bus.reconcile(plan.members, routes, &mut fixed);
         let repairs = fixed.len() as u64;
@@ -1022,13 +1042,30 @@ impl Engine {
             }
         };
         self.stats.data_in += 1;
-        self.deliver(now, &pkt);
-        for &to in self.bus.workers(&pkt.room) {
-            self.stats.pipe_out += 1;
-            self.outputs.push_back(Output::Pipe {
-                to,
-                msg: PipeMsg::Data(pkt.clone()),
-            });
+        self.spread(now, &pkt, DataSource::Member);
+    }
+
+    /// A data message to the members here it is for, and on: from a member here to the
+    /// room's other workers and nodes, from another worker of this node to the room's
+    /// nodes (on the relay worker), from another node to this node's other workers.
+    fn spread(&mut self, now: Instant, pkt: &Arc<DataPacket>, from: DataSource) {
+        self.deliver(now, pkt);
+        if from != DataSource::Worker {
+            for &to in self.bus.workers(&pkt.room) {
+                self.stats.pipe_out += 1;
+                self.outputs.push_back(Output::Pipe {
+                    to,
+                    msg: PipeMsg::Data(pkt.clone()),
+                });
+            }
+        }
+        if from != DataSource::Node {
+            for &to in self.bus.nodes(&pkt.room) {
+                self.outputs.push_back(Output::Relay {
+                    to,
+                    msg: PipeMsg::Data(pkt.clone()),
+                });
+            }
         }
     }
 

@@ -58,7 +58,8 @@ pub mod vp9;
 pub mod wire;
 
 pub use api::{
-    Command, DataMember, Event, Plan, ReplyBody, RequestId, Subscription, TrackStats, WorkerStats,
+    Command, DataMember, DataRoute, Event, Plan, ReplyBody, RequestId, Subscription, TrackStats,
+    WorkerStats,
 };
 pub use engine::{Engine, Output};
 pub use ids::{Kind, MemberId, NodeId, PeerId, TrackId, WorkerId};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use harness::{Net, PipeRecord};
 use sfumato_core::data::{self, encode_send, parse_deliver, RELIABLE, TEXT};
-use sfumato_core::{Command, DataMember, Event, MemberId, Plan, WorkerId};
+use sfumato_core::{Command, DataMember, DataRoute, Event, MemberId, NodeId, Plan, WorkerId};
 
 const ALICE: MemberId = MemberId(1);
 const BOB: MemberId = MemberId(2);
@@ -63,10 +63,11 @@ fn room_over_two_workers() -> Net {
     for (w, other) in [(0, 1), (1, 0)] {
         net.command(
             w,
-            Command::DataRoute {
+            Command::DataRoute(DataRoute {
                 room: "a".into(),
                 workers: vec![WorkerId(other), WorkerId(w as u16)],
-            },
+                nodes: vec![],
+            }),
         );
     }
     net
@@ -181,7 +182,11 @@ fn a_plan_brings_back_a_lost_join_and_route_and_drops_a_stale_member() {
                         peer: None,
                     })
                     .collect(),
-                data_routes: vec![("a".into(), vec![WorkerId(other)])],
+                data_routes: vec![DataRoute {
+                    room: "a".into(),
+                    workers: vec![WorkerId(other)],
+                    nodes: vec![],
+                }],
                 ..Plan::default()
             }),
         );
@@ -222,10 +227,11 @@ fn data_channels_and_websockets_exchange_messages_both_ways() {
     for (w, other) in [(0, 1), (1, 0)] {
         net.command(
             w,
-            Command::DataRoute {
+            Command::DataRoute(DataRoute {
                 room: "a".into(),
                 workers: vec![WorkerId(other)],
-            },
+                nodes: vec![],
+            }),
         );
     }
     net.open_data(alice);
@@ -389,4 +395,107 @@ fn a_data_channel_that_does_not_keep_up_is_reported_once() {
     }
     assert_eq!(overflows(&net), 1, "told once");
     assert!(net.engines[0].stats().data_dropped >= 20);
+}
+
+/// Two nodes of two workers each (and a relay worker each). Alice (node 1, worker 0), Bob
+/// (node 1, worker 1), Carol (node 2, worker 0) and Erin (node 2, worker 1) are in room a;
+/// Dave (node 2, worker 1) is in room b. A message crosses to the other node once, whatever
+/// the number of its members there, and reaches them in order; targeted messages reach
+/// their recipients only; a node's message for a room with no members here is dropped and
+/// counted.
+#[test]
+fn messages_cross_nodes_once_and_reach_the_members_there_in_order() {
+    const ERIN: MemberId = MemberId(5);
+    let mut net = Net::cluster(2, 2);
+    let (relay0, relay1) = (net.relay(0), net.relay(1));
+    for (node, worker, member, room) in [
+        (0, 0, ALICE, "a"),
+        (0, 1, BOB, "a"),
+        (1, 0, CAROL, "a"),
+        (1, 1, ERIN, "a"),
+        (1, 1, DAVE, "b"),
+    ] {
+        let e = net.engine(node, worker);
+        join(&mut net, e, member, room, true);
+    }
+    // What the control planes tell each worker: the room's workers and, on the relay
+    // worker, the other node.
+    for node in 0..2 {
+        let other = NodeId(2 - node as u32);
+        for w in 0..3 {
+            let e = net.engine(node, w);
+            let nodes = if e == net.relay(node) {
+                vec![other]
+            } else {
+                vec![]
+            };
+            net.command(
+                e,
+                Command::DataRoute(DataRoute {
+                    room: "a".into(),
+                    workers: (0..3).map(WorkerId).collect(),
+                    nodes,
+                }),
+            );
+        }
+    }
+    let (alice, carol, erin) = (net.engine(0, 0), net.engine(1, 0), net.engine(1, 1));
+    for seq in 0..20 {
+        send(&mut net, alice, ALICE, seq, &[], &[seq as u8]);
+    }
+    send(&mut net, carol, CAROL, 100, &[ALICE, DAVE], b"to alice");
+    send(&mut net, erin, ERIN, 200, &[], b"from erin");
+
+    let got = received(&net);
+    let heard = |to: MemberId, from: &str| -> Vec<u32> {
+        got.iter()
+            .filter(|(m, f, ..)| *m == to && f == from)
+            .map(|(_, _, seq, _)| *seq)
+            .collect()
+    };
+    let all: Vec<u32> = (0..20).collect();
+    for m in [BOB, CAROL, ERIN] {
+        assert_eq!(heard(m, "p1"), all, "{m}: every message of alice, in order");
+    }
+    assert_eq!(heard(ALICE, "p3"), [100], "carol's targeted message");
+    assert_eq!(heard(BOB, "p3"), Vec::<u32>::new());
+    for m in [ALICE, BOB, CAROL] {
+        assert_eq!(heard(m, "p5"), [200], "{m} hears erin");
+    }
+    assert!(got.iter().all(|(m, ..)| *m != DAVE), "never another room");
+    let crossed = |net: &Net, from| {
+        net.relay_log
+            .iter()
+            .filter(|(.., r)| *r == PipeRecord::Data { from })
+            .count()
+    };
+    assert_eq!(
+        crossed(&net, ALICE),
+        20,
+        "one copy per message to the other node"
+    );
+    assert_eq!((crossed(&net, CAROL), crossed(&net, ERIN)), (1, 1));
+    assert_eq!(net.engines[relay1].stats().relay_dropped, 0);
+
+    // Node 2's relay hears of a room it has no members of: dropped and counted.
+    net.command(
+        relay0,
+        Command::DataRoute(DataRoute {
+            room: "c".into(),
+            workers: vec![],
+            nodes: vec![NodeId(2)],
+        }),
+    );
+    join(&mut net, alice, MemberId(9), "c", true);
+    net.command(
+        alice,
+        Command::DataRoute(DataRoute {
+            room: "c".into(),
+            workers: vec![WorkerId(2)],
+            nodes: vec![],
+        }),
+    );
+    send(&mut net, alice, MemberId(9), 1, &[], b"nobody there");
+    assert_eq!(crossed(&net, MemberId(9)), 1);
+    assert_eq!(net.engines[relay1].stats().relay_dropped, 1);
 }

@@ -1,13 +1,18 @@
 //! Who takes part in each room's data messages, on which worker and with which publishing
-//! peer (whose data channels carry its messages once open): the control plane's one owner
-//! of data membership (part of [`crate::topology::LocalTopology`]). It tells each worker its
-//! members ([`Command::DataJoin`]) and, for each room, the other workers holding members of
-//! it ([`Command::DataRoute`]), and fills in that part of every worker's plan.
+//! peer (whose data channels carry its messages once open), and in a cluster which other
+//! nodes hold members of each room: the control plane's one owner of data membership (part
+//! of [`crate::topology::LocalTopology`]). It tells each worker its members
+//! ([`Command::DataJoin`]) and, for each room, where its messages go from there
+//! ([`Command::DataRoute`]): the other workers holding members of it and, when other nodes
+//! do, the relay worker, which alone is told those nodes. It fills in that part of every
+//! worker's plan.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use sfumato_worker::sfumato_core::{Command, DataMember, MemberId, PeerId, Plan, WorkerId};
+use sfumato_worker::sfumato_core::{
+    Command, DataMember, DataRoute, MemberId, NodeId, PeerId, Plan, WorkerId,
+};
 use sfumato_worker::Pool;
 
 struct Member {
@@ -29,10 +34,51 @@ impl Member {
 }
 
 #[derive(Default)]
+struct Room {
+    /// Members per worker.
+    workers: BTreeMap<WorkerId, usize>,
+    /// The other nodes with members, and the relay worker that reaches them.
+    nodes: Vec<NodeId>,
+    relay: Option<WorkerId>,
+}
+
+impl Room {
+    /// The workers its messages go to: those with members, and the relay worker if other
+    /// nodes have some.
+    fn workers(&self) -> Vec<WorkerId> {
+        let mut w: Vec<WorkerId> = self.workers.keys().copied().collect();
+        if let Some(relay) = self.relay.filter(|_| !self.nodes.is_empty()) {
+            if !w.contains(&relay) {
+                w.push(relay);
+                w.sort_unstable();
+            }
+        }
+        w
+    }
+
+    /// The route worker `w` holds.
+    fn route(&self, room: &Arc<str>, workers: &[WorkerId], w: WorkerId) -> DataRoute {
+        let relay = self.relay == Some(w);
+        DataRoute {
+            room: room.clone(),
+            workers: workers.to_vec(),
+            nodes: if relay {
+                self.nodes.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.workers.is_empty() && self.nodes.is_empty()
+    }
+}
+
+#[derive(Default)]
 pub struct Members {
     members: HashMap<MemberId, Member>,
-    /// Per room: members per worker.
-    rooms: HashMap<Arc<str>, BTreeMap<WorkerId, usize>>,
+    rooms: HashMap<Arc<str>, Room>,
 }
 
 impl Members {
@@ -53,14 +99,8 @@ impl Members {
             peer: None,
         };
         pool.send(worker, Command::DataJoin(m.command(member)));
-        let workers = self.rooms.entry(room.clone()).or_default();
-        let n = workers.entry(worker).or_insert(0);
-        *n += 1;
-        let first = *n == 1;
         self.members.insert(member, m);
-        if first {
-            self.announce(pool, &room, None);
-        }
+        self.change(pool, &room, |r| *r.workers.entry(worker).or_insert(0) += 1);
     }
 
     /// `member` publishes through `peer`, whose data channels carry its messages once open.
@@ -79,48 +119,51 @@ impl Members {
             return false;
         };
         pool.send(m.worker, Command::DataLeave { member });
-        let Some(workers) = self.rooms.get_mut(&m.room) else {
-            return true;
-        };
-        let last = workers.get_mut(&m.worker).is_some_and(|n| {
-            *n -= 1;
-            *n == 0
-        });
-        if last {
-            workers.remove(&m.worker);
-            self.announce(pool, &m.room, Some(m.worker));
-            if self.rooms.get(&m.room).is_some_and(|w| w.is_empty()) {
-                self.rooms.remove(&m.room);
+        self.change(pool, &m.room, |r| {
+            if let Some(n) = r.workers.get_mut(&m.worker) {
+                *n -= 1;
+                if *n == 0 {
+                    r.workers.remove(&m.worker);
+                }
             }
-        }
+        });
         true
     }
 
-    /// The workers of `room` changed: each hears the new list (and `gone`, which left it,
-    /// an empty one).
-    fn announce(&self, pool: &Pool, room: &Arc<str>, gone: Option<WorkerId>) {
-        let workers: Vec<WorkerId> = self
-            .rooms
-            .get(room)
-            .map(|w| w.keys().copied().collect())
-            .unwrap_or_default();
-        for &w in &workers {
-            pool.send(
-                w,
-                Command::DataRoute {
-                    room: room.clone(),
-                    workers: workers.clone(),
-                },
-            );
+    /// The other nodes holding members of `room` are `nodes`, reached through worker `relay`.
+    pub fn set_nodes(&mut self, pool: &Pool, room: &str, relay: WorkerId, mut nodes: Vec<NodeId>) {
+        nodes.sort_unstable();
+        nodes.dedup();
+        let room: Arc<str> = room.into();
+        self.change(pool, &room, |r| {
+            r.nodes = nodes;
+            r.relay = Some(relay);
+        });
+    }
+
+    /// Applies `f` to `room`'s entry; when where its messages go changed, every worker
+    /// concerned hears its new route (one that left it, an empty one).
+    fn change(&mut self, pool: &Pool, room: &Arc<str>, f: impl FnOnce(&mut Room)) {
+        let r = self.rooms.entry(room.clone()).or_default();
+        let before = (r.workers(), r.nodes.clone());
+        f(r);
+        let after = r.workers();
+        if (&after, &r.nodes) != (&before.0, &before.1) {
+            for &w in &after {
+                pool.send(w, Command::DataRoute(r.route(room, &after, w)));
+            }
+            for &w in before.0.iter().filter(|w| !after.contains(w)) {
+                pool.send(
+                    w,
+                    Command::DataRoute(DataRoute {
+                        room: room.clone(),
+                        ..DataRoute::default()
+                    }),
+                );
+            }
         }
-        if let Some(w) = gone {
-            pool.send(
-                w,
-                Command::DataRoute {
-                    room: room.clone(),
-                    workers: Vec::new(),
-                },
-            );
+        if r.is_empty() {
+            self.rooms.remove(room);
         }
     }
 
@@ -131,11 +174,11 @@ impl Members {
                 plan.members.push(m.command(member));
             }
         }
-        for (room, workers) in &self.rooms {
-            let list: Vec<WorkerId> = workers.keys().copied().collect();
-            for &w in &list {
+        for (room, r) in &self.rooms {
+            let workers = r.workers();
+            for &w in &workers {
                 if let Some(plan) = plans.get_mut(usize::from(w.0)) {
-                    plan.data_routes.push((room.clone(), list.clone()));
+                    plan.data_routes.push(r.route(room, &workers, w));
                 }
             }
         }

@@ -341,6 +341,9 @@ impl State {
                 self.rooms.remove(&p.room);
             }
         }
+        if p.client.node().is_some() && p.client.kind() == "websocket" {
+            self.sync_data_nodes(&p.room);
+        }
         if p.client.node().is_none() {
             self.placement.release(p.worker);
             self.touch(&p.room);

@@ -60,6 +60,9 @@ pub trait Topology: Send {
     fn send_to_node(&mut self, _track: TrackId, _node: NodeId) {}
     /// In a cluster: `node` no longer has subscribers of local `track`.
     fn stop_sending(&mut self, _track: TrackId, _node: NodeId) {}
+    /// In a cluster: the other nodes with data members in `room` (its messages are sent to
+    /// each of them once).
+    fn set_data_nodes(&mut self, _room: &str, _nodes: Vec<NodeId>) {}
     /// In a cluster: the nodes each local track is sent to.
     fn sent_to(&self, _track: TrackId) -> Vec<NodeId> {
         Vec::new()
@@ -115,6 +118,11 @@ impl LocalTopology {
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The other nodes with data members in `room`, reached through worker `relay`.
+    pub fn set_data_nodes(&mut self, room: &str, relay: WorkerId, nodes: Vec<NodeId>) {
+        self.members.set_nodes(&self.pool, room, relay, nodes);
     }
 
     /// The origin worker of a known track.

@@ -92,6 +92,28 @@ impl State {
         for remote in remotes {
             self.apply_node(room, remote);
         }
+        self.sync_data_nodes(room);
+    }
+
+    /// Tells the topology which other nodes hold data members of `room`: those with a
+    /// participant on a WebSocket there (every one takes part in data messages). Called
+    /// when remote participants join ([`State::apply_remote`]) or leave ([`State::leave`]).
+    pub(crate) fn sync_data_nodes(&mut self, room: &str) {
+        let mut nodes: Vec<NodeId> = self
+            .rooms
+            .get(room)
+            .map(|r| {
+                r.participants
+                    .iter()
+                    .filter_map(|id| self.participants.get(id))
+                    .filter(|p| p.client.kind() == "websocket")
+                    .filter_map(|p| p.client.node())
+                    .collect()
+            })
+            .unwrap_or_default();
+        nodes.sort_unstable();
+        nodes.dedup();
+        self.topology.set_data_nodes(room, nodes);
     }
 
     /// One other node's record of `room`.

@@ -126,6 +126,10 @@ impl Topology for ClusterTopology {
         }
     }
 
+    fn set_data_nodes(&mut self, room: &str, nodes: Vec<NodeId>) {
+        self.local.set_data_nodes(room, self.relay, nodes);
+    }
+
     fn add_remote_track(&mut self, track: TrackId, kind: Kind, node: NodeId) {
         if self.remote.insert(track, (kind, node)).is_some() {
             return;

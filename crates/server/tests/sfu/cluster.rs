@@ -840,3 +840,127 @@ async fn a_full_or_draining_node_sends_joins_elsewhere() {
     drop(bob);
     cam.close().await.must("closing the WHIP session");
 }
+
+/// Data messages cross nodes over the relay: alice is on node A over her WebSocket; bob
+/// (data channels) and carol (WebSocket) are on node B. Messages larger than a datagram
+/// arrive whole, in order, once, over each one's own transport; a targeted message reaches
+/// its recipient only; nothing is left behind.
+#[tokio::test]
+async fn data_messages_cross_nodes_whole_and_in_order() {
+    let _g = serial().await;
+    let c = Cluster::start(2).await;
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    let room = "cl-data";
+    let alice = Participant::join(&a.ws_url(), room, "alice")
+        .await
+        .must("alice joins node A");
+    let mut bob = Participant::join(&b.ws_url(), room, "bob")
+        .await
+        .must("bob joins node B");
+    let carol = Participant::join(&b.ws_url(), room, "carol")
+        .await
+        .must("carol joins node B");
+    bob.open_data().await.must("bob's data channels open");
+    let (aid, bid, cid) = (alice.id(), bob.id(), carol.id());
+    let ids = [node_id(a).await, node_id(b).await];
+    let everyone = vec![
+        (aid.clone(), ids[0].clone()),
+        (bid.clone(), ids[1].clone()),
+        (cid.clone(), ids[1].clone()),
+    ];
+    for node in &c.nodes {
+        wait_room(node, room, &everyone, SIGNAL).await;
+    }
+
+    let body = |seq: u32| -> Vec<u8> {
+        (0..16_000u32)
+            .map(|i| (i.wrapping_mul(31) ^ seq) as u8)
+            .collect()
+    };
+    // 320 kB at once: within the data channel's send buffer (512 KiB), which a burst
+    // larger than it would overflow (the receiver would be told `data_overflow`).
+    let n = 20;
+    for seq in 0..n {
+        alice
+            .send_data(seq, true, "big", &[], &body(seq))
+            .must("alice sends");
+    }
+    let want: Vec<(String, String, Vec<u8>)> = (0..n)
+        .map(|s| (aid.clone(), "big".to_string(), body(s)))
+        .collect();
+    let from_alice = |events: Vec<Value>| -> Vec<(String, String, Vec<u8>)> {
+        crate::data::messages(&events)
+            .into_iter()
+            .filter(|(f, ..)| *f == aid)
+            .collect()
+    };
+    // Bob's node hears his channels open a little after he does: what it delivers before
+    // then goes to his WebSocket, never nowhere.
+    let bobs = || {
+        let mut got = from_alice(bob.events());
+        got.extend(from_alice(bob.data_over_channel()));
+        got
+    };
+    let r = poll_until(SIGNAL, || {
+        bobs().len() >= n as usize && from_alice(carol.events()).len() >= n as usize
+    })
+    .await;
+    assert!(
+        r.is_ok(),
+        "bob has {} and carol {} of alice's {n} messages",
+        bobs().len(),
+        from_alice(carol.events()).len()
+    );
+    assert!(
+        bobs() == want,
+        "bob (node B): every message of alice whole, in order, once"
+    );
+    assert!(
+        !from_alice(bob.data_over_channel()).is_empty(),
+        "bob hears over his data channel"
+    );
+    assert!(
+        from_alice(carol.events()) == want,
+        "carol (WebSocket, node B): every message of alice whole, in order, once"
+    );
+
+    // Bob, over his channel, to alice alone; then to everyone: alice hears both in order,
+    // carol only the second.
+    bob.send_data_channel(1, true, "dm", &[aid.as_str()], b"for alice")
+        .await
+        .must("bob sends to alice");
+    bob.send_data_channel(2, true, "all", &[], b"for all")
+        .await
+        .must("bob sends to all");
+    let from_bob = |events: Vec<Value>| -> Vec<(String, Vec<u8>)> {
+        crate::data::messages(&events)
+            .into_iter()
+            .filter(|(f, ..)| *f == bid)
+            .map(|(_, t, p)| (t, p))
+            .collect()
+    };
+    let r = poll_until(SIGNAL, || {
+        from_bob(alice.events()).len() >= 2 && !from_bob(carol.events()).is_empty()
+    })
+    .await;
+    assert!(r.is_ok(), "alice {:?}", from_bob(alice.events()));
+    assert_eq!(
+        from_bob(alice.events()),
+        [
+            ("dm".to_string(), b"for alice".to_vec()),
+            ("all".to_string(), b"for all".to_vec())
+        ]
+    );
+    assert_eq!(
+        from_bob(carol.events()),
+        [("all".to_string(), b"for all".to_vec())],
+        "carol, on bob's node, never hears what was for alice"
+    );
+    let link = &relay_stats(a).await["link"];
+    assert_eq!(link["data_refused"], 0, "{link}");
+
+    for p in [alice, bob, carol] {
+        p.leave().await.must("leaves");
+    }
+    all_idle(&c.nodes).await;
+}

@@ -152,7 +152,7 @@ async fn data_messages_reach_the_room_across_workers_stamped_and_in_order() {
 }
 
 /// (from, topic, payload) of `data` events.
-fn messages(events: &[Value]) -> Vec<(String, String, Vec<u8>)> {
+pub(crate) fn messages(events: &[Value]) -> Vec<(String, String, Vec<u8>)> {
     events
         .iter()
         .filter(|e| msg_type(e) == "data")

@@ -8,7 +8,8 @@
 //! A datagram is `version u8 · sender node u32 · counter u64 · sealed(kind u8 · body) · tag`,
 //! the header authenticated as associated data and (sender, counter) the nonce. Kinds: a
 //! pipe message that needs no repair (control); media (`seq u64` then the message, in its
-//! [`wire`](crate::wire) form); a NACK (the `seq`s missing).
+//! [`wire`](crate::wire) form); a NACK (the `seq`s missing); and data messages, cut into
+//! fragments, reliable ones acknowledged and sent again until they are in ([`data`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -21,6 +22,8 @@ use serde::Serialize;
 use crate::ids::NodeId;
 use crate::packet::PipeMsg;
 use crate::wire::{self, ClusterClock};
+
+pub mod data;
 
 /// Length of the cluster key and of a node's start salt.
 pub const KEY_LEN: usize = 32;
@@ -46,6 +49,12 @@ const MEDIA: u8 = 2;
 const NACK: u8 = 3;
 /// Nothing but a sign of life (sent every [`PING_INTERVAL`]).
 const PING: u8 = 4;
+/// A fragment of a reliable data message.
+const DATA: u8 = 5;
+/// What arrived of the reliable data messages.
+const DATA_ACK: u8 = 6;
+/// A fragment of a lossy data message.
+const LOSSY: u8 = 7;
 
 /// How often each member is sent a sign of life, so that a silent link means a dead node.
 pub const PING_INTERVAL: Duration = Duration::from_secs(1);
@@ -57,7 +66,7 @@ pub struct LinkStats {
     pub received: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
-    /// Media sent again after a NACK.
+    /// Media sent again after a NACK, and data fragments sent again.
     pub resent: u64,
     pub nacks_sent: u64,
     /// Media given up on after every NACK (or too far behind to ask for).
@@ -72,6 +81,8 @@ pub struct LinkStats {
     pub replayed: u64,
     /// Authentic datagrams whose content could not be read.
     pub malformed: u64,
+    /// Reliable data messages not sent: the link's window was full ([`data::WINDOW`]).
+    pub data_refused: u64,
 }
 
 /// What the links ask their runtime to do.
@@ -148,6 +159,8 @@ struct Member {
     heard: Option<Instant>,
     /// When it became a member here.
     since: Instant,
+    data_out: data::Outbound,
+    data_in: data::Inbound,
 }
 
 /// This node's relay links to every other member of the cluster.
@@ -217,6 +230,8 @@ impl Links {
                 missing: BTreeMap::new(),
                 heard: None,
                 since: now,
+                data_out: data::Outbound::default(),
+                data_in: data::Inbound::default(),
             },
         );
     }
@@ -253,6 +268,24 @@ impl Links {
         };
         let mut body = std::mem::take(&mut self.scratch);
         body.clear();
+        if let PipeMsg::Data(p) = msg {
+            let mut bodies = Vec::new();
+            if wire::encode(msg, clock, &mut body).is_ok() {
+                let (kind, sent) = if p.reliable {
+                    (DATA, m.data_out.reliable(now, &body, &mut bodies))
+                } else {
+                    (LOSSY, m.data_out.lossy(&body, &mut bodies))
+                };
+                if !sent {
+                    self.stats.data_refused += 1;
+                }
+                self.scratch = body;
+                self.seal_all(to, kind, bodies);
+            } else {
+                self.scratch = body;
+            }
+            return;
+        }
         if matches!(msg, PipeMsg::Media(_)) {
             let seq = m.next_send;
             m.next_send += 1;
@@ -291,6 +324,14 @@ impl Links {
     #[cfg(feature = "fuzzing")]
     pub fn seal_body(&mut self, to: NodeId, body: &[u8]) {
         self.seal(to, body);
+    }
+
+    /// Seals each of `bodies` to member `to`, with `kind` before it.
+    fn seal_all(&mut self, to: NodeId, kind: u8, bodies: Vec<Vec<u8>>) {
+        for mut b in bodies {
+            b.insert(0, kind);
+            self.seal(to, &b);
+        }
     }
 
     /// Encrypts `body` to member `to` and queues it.
@@ -390,6 +431,44 @@ impl Links {
                 self.resend(node, &seqs);
             }
             Some((&PING, [])) => {}
+            Some((&DATA, rest)) => {
+                let mut done = Vec::new();
+                let read = match self.members.get_mut(&node) {
+                    Some(m) => m.data_in.on_data(now, rest, &mut done),
+                    None => Ok(()),
+                };
+                if read.is_err() {
+                    self.stats.malformed += 1;
+                }
+                for msg in done {
+                    self.deliver(node, &msg, clock);
+                }
+            }
+            Some((&LOSSY, rest)) => {
+                let mut done = Vec::new();
+                let read = match self.members.get_mut(&node) {
+                    Some(m) => m.data_in.on_lossy(now, rest, &mut done),
+                    None => Ok(()),
+                };
+                if read.is_err() {
+                    self.stats.malformed += 1;
+                }
+                for msg in done {
+                    self.deliver(node, &msg, clock);
+                }
+            }
+            Some((&DATA_ACK, rest)) => {
+                let mut again = Vec::new();
+                let read = match self.members.get_mut(&node) {
+                    Some(m) => m.data_out.on_ack(now, rest, &mut again),
+                    None => Ok(()),
+                };
+                if read.is_err() {
+                    self.stats.malformed += 1;
+                }
+                self.stats.resent += again.len() as u64;
+                self.seal_all(node, DATA, again);
+            }
             _ => self.stats.malformed += 1,
         }
     }
@@ -478,7 +557,17 @@ impl Links {
             }
         }
         let mut nacks: Vec<(NodeId, Vec<u64>)> = Vec::new();
+        let mut data: Vec<(NodeId, u8, Vec<Vec<u8>>)> = Vec::new();
         for (&node, m) in &mut self.members {
+            let mut again = Vec::new();
+            m.data_out.on_timeout(now, &mut again);
+            if !again.is_empty() {
+                self.stats.resent += again.len() as u64;
+                data.push((node, DATA, again));
+            }
+            if let Some(ack) = m.data_in.ack(now) {
+                data.push((node, DATA_ACK, vec![ack]));
+            }
             while m
                 .history
                 .front()
@@ -500,6 +589,9 @@ impl Links {
                 nacks.push((node, due));
             }
         }
+        for (node, kind, bodies) in data {
+            self.seal_all(node, kind, bodies);
+        }
         for (node, due) in nacks {
             for chunk in due.chunks(NACK_BATCH) {
                 let mut body = Vec::with_capacity(1 + 8 * chunk.len());
@@ -515,9 +607,15 @@ impl Links {
 
     /// When [`Links::handle_timeout`] is next needed.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let data = self.members.values().flat_map(|m| {
+            [m.data_out.next_timeout(), m.data_in.next_timeout()]
+                .into_iter()
+                .flatten()
+        });
         self.next_nack()
             .into_iter()
             .chain(self.next_ping.filter(|_| !self.members.is_empty()))
+            .chain(data)
             .min()
     }
 
@@ -836,5 +934,101 @@ mod tests {
             b.handle_datagram(now, addr(1), &d, &c);
         }
         assert_eq!(delivered(&mut b), [5]);
+    }
+
+    fn data_msg(seq: u32, reliable: bool, len: usize) -> PipeMsg {
+        let frame = crate::data::encode_send(
+            if reliable { crate::data::RELIABLE } else { 0 },
+            seq,
+            "t",
+            &[],
+            &vec![seq as u8; len],
+        );
+        let pkt = crate::data::DataPacket::read("room".into(), crate::ids::MemberId(1), &frame)
+            .expect("a good frame");
+        PipeMsg::Data(Arc::new(pkt))
+    }
+
+    /// The data seqs `to` delivered, in order.
+    fn data_delivered(to: &mut Links) -> Vec<u32> {
+        std::iter::from_fn(|| to.poll_output())
+            .filter_map(|o| match o {
+                LinkOutput::Message {
+                    msg: PipeMsg::Data(p),
+                    ..
+                } => crate::data::parse_deliver(&p.frame).ok().map(|d| d.seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reliable_data_crosses_whole_and_in_order_through_loss() {
+        let t0 = Instant::now();
+        let c = clock(t0);
+        let (mut a, mut b) = pair(t0);
+        let big = crate::data::MAX_PAYLOAD;
+        for seq in 0..3 {
+            a.send(t0, NodeId(2), &data_msg(seq, true, big), &c);
+        }
+        a.send(t0, NodeId(2), &data_msg(9, false, 3000), &c);
+        let out = transmits(&mut a);
+        assert!(out.len() > 3 * (big / data::FRAGMENT));
+        assert!(
+            out.iter().all(|(_, d)| d.len() <= 1250),
+            "each fits a datagram"
+        );
+        // The tenth datagram (of the first message) is lost, and so the lossy one.
+        let n = out.len();
+        for (i, (_, d)) in out.iter().enumerate() {
+            if i != 10 && i != n - 1 {
+                b.handle_datagram(t0, addr(1), d, &c);
+            }
+        }
+        assert!(
+            data_delivered(&mut b).is_empty(),
+            "held until the gap fills"
+        );
+        // b acknowledges with the gap; a sends it again; everything is delivered.
+        let mut now = t0;
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            now = [a.poll_timeout(), b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(now);
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+            for (_, d) in transmits(&mut b) {
+                a.handle_datagram(now, addr(2), &d, &c);
+            }
+            for (_, d) in transmits(&mut a) {
+                b.handle_datagram(now, addr(1), &d, &c);
+            }
+            got.extend(data_delivered(&mut b));
+            if b.members[&NodeId(1)].data_in.next_timeout().is_none()
+                && a.members[&NodeId(2)].data_out.unacked() == 0
+            {
+                break;
+            }
+        }
+        assert!(
+            now < t0 + data::RTO_MIN,
+            "repaired by the gap report, not a timeout"
+        );
+        assert_eq!(got, [0, 1, 2]);
+        assert_eq!(
+            a.members[&NodeId(2)].data_out.unacked(),
+            0,
+            "all acknowledged"
+        );
+        assert_eq!(a.stats().resent, 1);
+        // A lossy message that arrives whole is delivered.
+        a.send(now, NodeId(2), &data_msg(10, false, 3000), &c);
+        for (_, d) in transmits(&mut a) {
+            b.handle_datagram(now, addr(1), &d, &c);
+        }
+        assert_eq!(data_delivered(&mut b), [10]);
     }
 }
