@@ -301,3 +301,39 @@ test('with autoSubscribe false nothing is received until asked for', () =>
     await waitEvent(pages.picky, (e) => e.type === 'trackUnsubscribed' && e.track === camera, 'the camera unsubscribed');
     assert.deepEqual(await pages.picky.evaluate(() => window.room.subscriptions.map((x) => x.track)), [audio]);
   }));
+
+test('the demo page: device choosers, the camera button releases the camera, screen sharing in a tile of its own', () =>
+  s.run(async () => {
+    // The SDK pages have said what they had to; fewer encoders for the machine.
+    for (const name of ['picky', 'viewer', 'pub']) await pages[name].context().close();
+    pages.demo = await s.open('/?room=sdk&name=demo', 'demo');
+    pages.watch = await s.open('/?room=sdk&name=watch&publish=0', 'watch');
+    await pages.watch.waitForSelector('.tile[data-name="demo"].has-video', { timeout: 30000 });
+    await waitFor(async () => (await pages.demo.$$eval('#camera-select option', (o) => o.length)) >= 1 && (await pages.demo.$$eval('#mic-select option', (o) => o.length)) >= 1, {
+      message: 'the device choosers to list a camera and a microphone',
+    });
+    assert.equal(await pages.demo.isVisible('#share-screen'), true);
+
+    // Camera off: its track ends, the others see the avatar; on: a live track again.
+    await pages.demo.click('#mute-video');
+    await waitFor(() => pages.demo.evaluate(() => window.sfumatoRoom.localStream.getVideoTracks()[0]?.readyState === 'ended'), { message: 'the camera track to end' });
+    await pages.watch.waitForSelector('.tile[data-name="demo"]:not(.has-video)', { timeout: 15000 });
+    assert.equal(await pages.demo.textContent('#mute-video'), 'Start camera');
+    await pages.demo.click('#mute-video');
+    await waitFor(() => pages.demo.evaluate(() => window.sfumatoRoom.localStream.getVideoTracks()[0]?.readyState === 'live'), { message: 'a live camera track' });
+    await pages.watch.waitForSelector('.tile[data-name="demo"].has-video', { timeout: 15000 });
+
+    // Screen share: a tile of its own on both sides, showing frames on the other.
+    await pages.demo.click('#share-screen');
+    await pages.demo.waitForSelector('.tile.local.screen', { timeout: 15000 });
+    await pages.watch.waitForSelector('.tile.screen[data-name="demo (screen)"]', { timeout: 30000 });
+    await waitFor(
+      () => pages.watch.$eval('.tile.screen[data-name="demo (screen)"] video', (v) => v.videoWidth > 0 && v.getVideoPlaybackQuality().totalVideoFrames > 5),
+      { timeout: 30000, message: 'the shared screen to play in the viewer\'s tile' },
+    );
+    assert.equal(await pages.demo.textContent('#share-screen'), 'Stop sharing');
+    await pages.demo.click('#share-screen');
+    await pages.watch.waitForSelector('.tile.screen', { state: 'detached', timeout: 15000 });
+    await pages.demo.waitForSelector('.tile.local.screen', { state: 'detached', timeout: 15000 });
+    assert.equal(await pages.demo.textContent('#share-screen'), 'Share screen');
+  }));
