@@ -348,7 +348,6 @@ export type RoomState = 'connecting' | 'connected' | 'reconnecting' | 'disconnec
 
 export declare class Room {
   static connect(url: string, opts: ConnectOptions): Promise<Room>;
-  readonly url: string;
   readonly roomName: string;
   readonly name: string;
   readonly state: RoomState;
@@ -358,7 +357,7 @@ export declare class Room {
    * reach this node tries the other serving ones. Empty on a single node. */
   nodes: Array<{ id: string; url: string; state: 'serving' | 'draining' | string }>;
   /** The signaling URL in use (another node's after a reconnect through it). */
-  url: string;
+  readonly url: string;
   /** Our own identity; changes after a reconnect (the server gives a new id). */
   readonly localParticipant: LocalParticipant | null;
   /** The other participants. */
