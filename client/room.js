@@ -214,6 +214,9 @@ export class Room extends Emitter {
     if (opts.videoQuality != null && !QUALITIES.has(opts.videoQuality)) {
       throw new TypeError(`connect: videoQuality is one of ${[...QUALITIES].join(', ')}`);
     }
+    if (opts.autoSubscribe != null && typeof opts.autoSubscribe !== 'boolean') {
+      throw new TypeError('connect: autoSubscribe is a boolean');
+    }
     if (opts.transport != null && !DATA_TRANSPORTS.has(opts.transport)) {
       throw new TypeError(`connect: transport is one of ${[...DATA_TRANSPORTS].join(', ')}`);
     }

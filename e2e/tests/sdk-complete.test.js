@@ -314,6 +314,19 @@ test('the demo page: device choosers, the camera button releases the camera, scr
     });
     assert.equal(await pages.demo.isVisible('#share-screen'), true);
 
+    // Choosing a camera in its chooser captures it anew (the fake camera is the only one:
+    // chosen again) and the viewer keeps decoding.
+    const cam = await pages.demo.evaluate(() => {
+      window.firstCamera = window.sfumatoRoom.localStream.getVideoTracks()[0];
+      const select = document.getElementById('camera-select');
+      select.dispatchEvent(new Event('change'));
+      return select.value;
+    });
+    await waitFor(() => pages.demo.evaluate(() => window.firstCamera.readyState === 'ended' && window.sfumatoRoom.localStream.getVideoTracks()[0]?.readyState === 'live'), {
+      message: 'the chosen camera captured in place of the first',
+    });
+    assert.equal(await pages.demo.evaluate(() => window.sfumatoRoom.activeDevice('video')), cam);
+
     // Camera off: its track ends, the others see the avatar; on: a live track again.
     await pages.demo.click('#mute-video');
     await waitFor(() => pages.demo.evaluate(() => window.sfumatoRoom.localStream.getVideoTracks()[0]?.readyState === 'ended'), { message: 'the camera track to end' });
