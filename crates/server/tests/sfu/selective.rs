@@ -1,6 +1,7 @@
 //! Selective subscription: a participant that joins with `auto_subscribe: false` receives
 //! nothing until it `subscribe`s to a track, and stops receiving it on `unsubscribe`; track
-//! objects name their `source`.
+//! objects name their `source`; a subscriber hears which layer of each video it gets
+//! (`received_layers`).
 
 use serde_json::json;
 use sfumato_testkit::{msg_type, poll_until, Kind, Participant};
@@ -68,6 +69,15 @@ async fn a_manual_subscriber_receives_only_what_it_asks_for() {
     poll_until(MEDIA, || picky.received_count(Kind::Video) > 20)
         .await
         .must("video packets reach picky");
+    // The server tells picky which layer of the video it forwards.
+    let layers = picky
+        .wait_event_since(0, SIGNAL, |e| {
+            msg_type(e) == "received_layers" && e["tracks"][video.as_str()].is_object()
+        })
+        .await
+        .must("received_layers names the video");
+    let layer = &layers["tracks"][video.as_str()]["layer"];
+    assert!(layer.is_null() || layer.is_u64(), "{layers}");
     assert!(
         picky.subscribed_tracks().iter().all(|t| t.kind == "video"),
         "only the video it asked for: {:?}",
