@@ -4,10 +4,15 @@ export declare const PROTOCOL_VERSION: 1;
 
 export type TrackKind = 'audio' | 'video';
 
+/** What a published track carries, as its publisher said (a track that said nothing: its
+ * kind's `camera` or `microphone`). */
+export type TrackSource = 'camera' | 'microphone' | 'screen' | 'screen_audio';
+
 /** A published track as the server describes it. */
 export interface TrackInfo {
   id: string;
   kind: TrackKind;
+  source: TrackSource;
   muted: boolean;
 }
 
@@ -65,6 +70,11 @@ export interface ConnectOptions {
    * signaling socket only (no publish PC until `publish`).
    */
   transport?: DataTransportKind;
+  /**
+   * Receive every track of the room (default true). False: nothing is received until asked
+   * for, with `subscribe(track)` or `subscribeParticipant(participant)`.
+   */
+  autoSubscribe?: boolean;
 }
 
 /** `low` ≈ 320×180, `medium` ≈ 640×360, `high` the publisher's best, `off` nothing at all. */
@@ -87,6 +97,127 @@ export interface PublishOptions {
   scalabilityMode?: string;
 }
 
+/** How one published video is encoded (publishTrack, shareScreen). */
+export interface VideoEncodingOptions {
+  /** Three simulcast layers (default: true for a camera, false for a screen share, which
+   * is sent as one encoding at full resolution). */
+  simulcast?: boolean;
+  /** Codec to prefer; `vp9` and `av1` are sent as one scalable stream (SVC). */
+  videoCodec?: 'vp8' | 'vp9' | 'av1' | 'h264';
+  /** The SVC mode with `vp9` or `av1` (default `L3T3_KEY` for a camera, `L1T3` for a screen). */
+  scalabilityMode?: string;
+  /** Cap of a single encoding (default 2.5 Mbps for a screen share). */
+  maxBitrate?: number;
+}
+
+export interface PublishTrackOptions extends VideoEncodingOptions {
+  /** What the track is to the others (default: its kind's `camera` or `microphone`). One
+   * publication per source. */
+  source?: TrackSource;
+  /** The MediaStream it is announced in (default: the camera and microphone's stream for
+   * those sources, a stream of its own for the others). */
+  stream?: MediaStream;
+}
+
+export interface ScreenShareOptions extends VideoEncodingOptions {
+  /** Share the tab's or system's sound too, as a `screen_audio` track (default false). */
+  audio?: boolean;
+  /** getDisplayMedia's video constraints (default true). */
+  video?: boolean | MediaTrackConstraints;
+  /** Share this stream instead of asking getDisplayMedia. */
+  stream?: MediaStream;
+  /** The video track's contentHint (default `detail`: sharp text rather than smooth motion). */
+  contentHint?: string;
+}
+
+/** One of our publications. */
+export interface LocalTrackInfo {
+  source: TrackSource;
+  kind: TrackKind;
+  /** The server's id, once the publish answer came. */
+  track: string | null;
+  /** The track sent (a stopped one while the camera or microphone is off). */
+  mediaStreamTrack: MediaStreamTrack | null;
+  muted: boolean;
+  /** False while the device is released (setCameraEnabled(false)). */
+  enabled: boolean;
+}
+
+/** A camera, microphone or speaker of this browser (enumerateDevices). */
+export interface DeviceInfo {
+  deviceId: string;
+  groupId: string;
+  kind: MediaDeviceKind;
+  /** Empty until the page was allowed a capture. */
+  label: string;
+}
+
+/** One encoding (simulcast layer, or the single one) of a published video. */
+export interface EncodingStats {
+  /** The simulcast rid (`q`, `h`, `f`), null for a single encoding. */
+  rid: string | null;
+  /** Whether it is sent (the server's `layers` turn off what nobody receives). */
+  active: boolean;
+  /** Bits per second over the interval (null: not measured yet). */
+  bitrate: number | null;
+  frameWidth: number | null;
+  frameHeight: number | null;
+  framesPerSecond: number | null;
+  scalabilityMode: string | null;
+  qualityLimitationReason: string | null;
+}
+
+export interface PublishedTrackStats {
+  track: string | null;
+  kind: TrackKind;
+  source: TrackSource;
+  muted: boolean;
+  enabled: boolean;
+  /** Bits per second of all encodings over the interval. */
+  bitrate: number | null;
+  packetsSent: number;
+  /** As the server's receiver reports tell it. */
+  packetsLost: number;
+  fractionLost: number | null;
+  /** Round-trip time in ms (the receiver reports, else the ICE checks). */
+  rtt: number | null;
+  layers: EncodingStats[];
+}
+
+export interface SubscribedTrackStats {
+  track: string;
+  participant: string;
+  kind: TrackKind;
+  source: TrackSource;
+  muted: boolean;
+  bitrate: number | null;
+  packetsReceived: number;
+  packetsLost: number;
+  /** Packets lost over the interval, as a fraction of those expected. */
+  fractionLost: number | null;
+  /** Jitter in ms. */
+  jitter: number | null;
+  rtt: number | null;
+  framesDecoded: number;
+  frameWidth: number | null;
+  frameHeight: number | null;
+  framesPerSecond: number | null;
+  /** Video: the simulcast or spatial layer the server forwards (0 lowest; null: none or not
+   * told yet). */
+  layer: number | null;
+  /** Video: the highest temporal layer forwarded when at a lower frame rate, else null. */
+  temporalLayer: number | null;
+  /** Video: the quality asked for (setVideoQuality, observeVideo). */
+  quality: VideoQuality | null;
+}
+
+export interface RoomStats {
+  /** Date.now() of the sample. */
+  timestamp: number;
+  published: PublishedTrackStats[];
+  subscribed: SubscribedTrackStats[];
+}
+
 export interface ParticipantEvent {
   participant: Participant;
 }
@@ -96,6 +227,8 @@ export interface TrackSubscribedEvent {
   /** The server's track id. */
   track: string;
   kind: TrackKind;
+  /** What the track carries (a screen share is `screen`). */
+  source: TrackSource;
   /** The mid of the subscribe PC's transceiver that carries it. */
   mid: string;
   muted: boolean;
@@ -121,7 +254,7 @@ export interface TrackMutedEvent {
 }
 
 export interface PublishedEvent {
-  tracks: { id: string | null; kind: TrackKind; muted: boolean; mediaStreamTrack: MediaStreamTrack }[];
+  tracks: { id: string | null; kind: TrackKind; source: TrackSource; muted: boolean; mediaStreamTrack: MediaStreamTrack | null }[];
 }
 
 export interface ErrorEvent {
@@ -188,6 +321,12 @@ export interface RoomEvents {
   /** The room's dominant speaker changed (from audio levels, with hysteresis). */
   activeSpeaker: { participant: Participant | LocalParticipant; local: boolean };
   published: PublishedEvent;
+  /** One of our tracks was unpublished (unpublishTrack, stopScreenShare, or the browser's
+   * "stop sharing"). */
+  unpublished: { track: string | null; source: TrackSource; kind: TrackKind; mediaStreamTrack: MediaStreamTrack | null };
+  /** One of our publications sends another track (replaceTrack, switchDevice, a camera
+   * turned on again). */
+  localTrackChanged: { source: TrackSource; kind: TrackKind; mediaStreamTrack: MediaStreamTrack; previous: MediaStreamTrack | null };
   reconnecting: { attempt: number; delayMs: number };
   reconnected: { attempts: number };
   /** Moved to another node of a cluster (its node drains), make-before-break: the new
@@ -209,7 +348,6 @@ export type RoomState = 'connecting' | 'connected' | 'reconnecting' | 'disconnec
 
 export declare class Room {
   static connect(url: string, opts: ConnectOptions): Promise<Room>;
-  readonly url: string;
   readonly roomName: string;
   readonly name: string;
   readonly state: RoomState;
@@ -219,7 +357,7 @@ export declare class Room {
    * reach this node tries the other serving ones. Empty on a single node. */
   nodes: Array<{ id: string; url: string; state: 'serving' | 'draining' | string }>;
   /** The signaling URL in use (another node's after a reconnect through it). */
-  url: string;
+  readonly url: string;
   /** Our own identity; changes after a reconnect (the server gives a new id). */
   readonly localParticipant: LocalParticipant | null;
   /** The other participants. */
@@ -237,11 +375,49 @@ export declare class Room {
   once<E extends keyof RoomEvents>(event: E, cb: (ev: RoomEvents[E]) => void): () => void;
   off<E extends keyof RoomEvents>(event: E, cb: (ev: RoomEvents[E]) => void): void;
 
-  /** Captures (or takes) a stream and publishes it; resolves once the server answered. */
+  /** Our publications. */
+  readonly localTracks: LocalTrackInfo[];
+  /** The screen share's stream, while sharing. */
+  readonly screenStream: MediaStream | null;
+
+  /** Captures (or takes) camera and microphone and publishes them; resolves once the server
+   * answered. A kind already published is refused. */
   publish(opts?: PublishOptions): Promise<MediaStream>;
-  /** Mutes or unmutes our tracks of one kind (track.enabled and a `mute` message). */
+  /** Publishes one more track (a source not published yet). */
+  publishTrack(track: MediaStreamTrack, opts?: PublishTrackOptions): Promise<{ source: TrackSource; kind: TrackKind; mediaStreamTrack: MediaStreamTrack; track: string | null }>;
+  /** Unpublishes a track (by source, MediaStreamTrack or server id); the others see
+   * `trackUnpublished`. `stop` (default true) stops the local track. */
+  unpublishTrack(target: TrackSource | string | MediaStreamTrack, opts?: { stop?: boolean }): Promise<void>;
+  /** Sends another track in place of a published one, without renegotiation. */
+  replaceTrack(target: TrackSource | string | MediaStreamTrack, track: MediaStreamTrack, opts?: { stopOld?: boolean }): Promise<void>;
+  /** Shares the screen as its own track (`screen`), alongside the camera. */
+  shareScreen(opts?: ScreenShareOptions): Promise<MediaStream>;
+  stopScreenShare(): Promise<void>;
+  /** Off: releases the camera (its track stops) and mutes it for the others; on: captures
+   * the same device again and unmutes. */
+  setCameraEnabled(enabled: boolean): Promise<void>;
+  setMicrophoneEnabled(enabled: boolean): Promise<void>;
+  /** Whether the source is published, captured and not muted. */
+  isEnabled(source: TrackSource): boolean;
+  /** Switches the published camera (`video`) or microphone (`audio`) to another device. */
+  switchDevice(kind: TrackKind, deviceId: string): Promise<void>;
+  /** The deviceId of the published camera or microphone, or null. */
+  activeDevice(kind: TrackKind): string | null;
+  /** The cameras, microphones or speakers of this browser (all without `kind`). */
+  listDevices(kind?: 'video' | 'audio' | 'output'): Promise<DeviceInfo[]>;
+  /** Mutes or unmutes the camera (`video`) or microphone (`audio`): track.enabled and a
+   * `mute` message; the device stays captured. */
   setMuted(kind: TrackKind, muted: boolean): void;
   isMuted(kind: TrackKind): boolean;
+  /** Receive a remote track (with `autoSubscribe: false`, or after `unsubscribe`). */
+  subscribe(track: string | { id: string } | { track: string }): void;
+  /** Stop receiving a remote track. */
+  unsubscribe(track: string | { id: string } | { track: string }): void;
+  /** Receive every track of a participant, now and later. */
+  subscribeParticipant(participant: string | { id: string }): void;
+  unsubscribeParticipant(participant: string | { id: string }): void;
+  /** Per-track statistics over the interval since the previous call. */
+  getStats(): Promise<RoomStats>;
   /**
    * Which layer of another participant's video track we receive. The switch happens at the
    * publisher's next keyframe of that layer, without freezing the picture meanwhile.
@@ -283,11 +459,15 @@ export declare class Signaling {
 export declare function connect(url: string, opts: ConnectOptions): Promise<Room>;
 /** ws(s)://<host of the current page>/ws */
 export declare function defaultUrl(loc?: Location): string;
+/** The cameras (`video`), microphones (`audio`) or speakers (`output`) of this browser, or
+ * all of them; labels are empty until the page was allowed a capture. */
+export declare function listDevices(kind?: 'video' | 'audio' | 'output'): Promise<DeviceInfo[]>;
 export declare function waitForIceGathering(pc: RTCPeerConnection, timeoutMs?: number): Promise<void>;
 
 export declare const Sfumato: {
   readonly connect: typeof connect;
   readonly defaultUrl: typeof defaultUrl;
+  readonly listDevices: typeof listDevices;
   readonly Room: typeof Room;
   readonly Signaling: typeof Signaling;
   readonly SignalingError: typeof SignalingError;

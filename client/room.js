@@ -1,4 +1,6 @@
-// A room session: join, publish, subscribe, mute, leave, reconnect.
+// A room session: join, publish (camera, microphone, screen: each a publication that can be
+// replaced, released, unpublished), subscribe (all, or chosen tracks), mute, stats, leave,
+// reconnect.
 //
 // Two peer connections per participant (docs/protocol.md): the publish PC, offered by us, and
 // the subscribe PC, offered by the server and created at its first offer. Remote tracks are
@@ -11,6 +13,19 @@
 // that same PC and offers again. Every offer of the PC (re)states the channels and the tracks.
 
 import { Emitter } from './emitter.js';
+import {
+  CAMERA_CONSTRAINTS,
+  SIMULCAST_ENCODINGS,
+  SOURCES,
+  captureDevice,
+  defaultSource,
+  kindOfSource,
+  listDevices,
+  preferCodec,
+  sendEncodings,
+  videoSettings,
+} from './media.js';
+import { StatsSampler } from './stats.js';
 import { RoomData, wsTransport } from './data.js';
 import { DataChannels } from './channels.js';
 import { Signaling, SignalingError, UnreachableError, PROTOCOL_VERSION } from './signaling.js';
@@ -34,40 +49,6 @@ const DEFAULTS = {
   pingIntervalMs: 10000,
   rtcConfig: DEFAULT_RTC_CONFIG,
 };
-
-/**
- * Simulcast layers of a published camera, lowest first (the server ranks them in this order):
- * 320×180, 640×360 and 1280×720 from a 720p capture.
- */
-const SIMULCAST_ENCODINGS = [
-  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
-  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
-  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
-];
-
-/** Video codecs `publish` can prefer; VP9 and AV1 are sent scalable (SVC) instead of in
- * simulcast. */
-const VIDEO_CODECS = new Set(['vp8', 'vp9', 'av1', 'h264']);
-const SVC_CODECS = new Set(['vp9', 'av1']);
-/** What a scalable (SVC) camera is encoded with by default: three spatial layers (320, 640,
- * 1280 wide from a 720p camera) of three temporal layers, dependent only at keyframes. */
-const SVC_MODE = 'L3T3_KEY';
-
-/**
- * Puts `codec` (e.g. 'vp9') first in what `transceiver` offers, profile 0 before the others
- * (the profile every browser decodes); the rest keep the browser's order as fallbacks.
- */
-function preferCodec(transceiver, codec) {
-  const caps = globalThis.RTCRtpSender?.getCapabilities?.('video');
-  if (!caps || typeof transceiver.setCodecPreferences !== 'function') return;
-  const mime = `video/${codec}`.toLowerCase();
-  const rank = (c) => {
-    if (c.mimeType.toLowerCase() !== mime) return 2;
-    return /profile-id=[1-9]/.test(c.sdpFmtpLine ?? '') ? 1 : 0;
-  };
-  const sorted = [...caps.codecs].sort((a, b) => rank(a) - rank(b));
-  transceiver.setCodecPreferences(sorted);
-}
 
 /** What `connect`'s `transport` option accepts: data messages over the publish PC's data
  * channels once they are open (default), or over the signaling socket only. */
@@ -118,10 +99,16 @@ function participantFrom(p) {
   const out = {
     id: String(p.id),
     name: String(p.name ?? ''),
-    tracks: tracks.map((t) => ({ id: String(t.id), kind: t.kind, muted: !!t.muted })),
+    tracks: tracks.map(trackFrom),
   };
   if (p.replaces != null) out.replaces = String(p.replaces);
   return out;
+}
+
+/** A remote track as the server describes it; `source` defaults to its kind's device. */
+function trackFrom(t) {
+  const source = SOURCES.has(t?.source) ? t.source : defaultSource(t?.kind);
+  return { id: String(t.id), kind: t.kind, source, muted: !!t.muted };
 }
 
 /** A track id, from an id or from an object that names one (a subscription: `track`). */
@@ -193,8 +180,24 @@ export class Room extends Emitter {
     /** The server refused our data channels (or they could not be negotiated): this room
      * keeps its data messages on the socket. */
     this._channelsRefused = false;
-    /** local published tracks: {kind, mediaStreamTrack, transceiver, serverId, muted} */
+    /**
+     * Our publications: {source, kind, mediaStreamTrack, stream (its msid), transceiver,
+     * serverId, muted, released (the device was let go: setCameraEnabled(false)),
+     * constraints and deviceId (to capture it again), and for video simulcast, videoCodec,
+     * scalabilityMode, maxBitrate}. `stream` is the camera and microphone's MediaStream.
+     */
     this._local = { stream: null, tracks: [] };
+    /** The stream of the current screen share, if any. */
+    this._screenStream = null;
+    /** Whether the server subscribes us to every track (connect's `autoSubscribe`). */
+    this._autoSubscribe = opts.autoSubscribe ?? true;
+    /** track id → subscribe (true) or not, as asked with subscribe/unsubscribe */
+    this._trackPrefs = new Map();
+    /** participant id → subscribe to its tracks or not (subscribeParticipant) */
+    this._participantPrefs = new Map();
+    /** received video track id → {layer, temporal} as the server allocates it */
+    this._receivedLayers = new Map();
+    this._stats = new StatsSampler();
     this._mutePrefs = { audio: false, video: false };
     /** mid -> subscription */
     this._subs = new Map();
@@ -210,6 +213,9 @@ export class Room extends Emitter {
     this.data = new RoomData((event, msg) => this.emit(event, msg));
     if (opts.videoQuality != null && !QUALITIES.has(opts.videoQuality)) {
       throw new TypeError(`connect: videoQuality is one of ${[...QUALITIES].join(', ')}`);
+    }
+    if (opts.autoSubscribe != null && typeof opts.autoSubscribe !== 'boolean') {
+      throw new TypeError('connect: autoSubscribe is a boolean');
     }
     if (opts.transport != null && !DATA_TRANSPORTS.has(opts.transport)) {
       throw new TypeError(`connect: transport is one of ${[...DATA_TRANSPORTS].join(', ')}`);
@@ -300,6 +306,124 @@ export class Room extends Emitter {
     if (q) this._sig.send({ type: 'quality', track: info.id, quality: q });
   }
 
+  // ---------------------------------------------------------------- choosing what to receive
+
+  /**
+   * Receive a remote track (by id, or a track object): for a room joined with
+   * `autoSubscribe: false`, or a track unsubscribed before. It arrives as `trackSubscribed`.
+   * Remembered for this room (across reconnects).
+   */
+  subscribe(track) {
+    const id = trackIdOf(track);
+    this._trackPrefs.set(id, true);
+    this._sig?.send({ type: 'subscribe', track: id });
+  }
+
+  /** Stop receiving a remote track (`trackUnsubscribed` follows). Remembered. */
+  unsubscribe(track) {
+    const id = trackIdOf(track);
+    this._trackPrefs.set(id, false);
+    this._sig?.send({ type: 'unsubscribe', track: id });
+  }
+
+  /** Receive every track of a participant (by id or object), now and those it publishes
+   * later; a track's own `subscribe`/`unsubscribe` wins. */
+  subscribeParticipant(participant) {
+    this._setParticipantPref(idOf(participant), true);
+  }
+
+  /** Stop receiving a participant's tracks, now and later. */
+  unsubscribeParticipant(participant) {
+    this._setParticipantPref(idOf(participant), false);
+  }
+
+  _setParticipantPref(id, want) {
+    this._participantPrefs.set(id, want);
+    const p = this._participants.get(id);
+    for (const t of p?.tracks ?? []) {
+      if (this._trackPrefs.has(t.id) || !this._sig) continue;
+      this._sig.send({ type: want ? 'subscribe' : 'unsubscribe', track: t.id });
+    }
+  }
+
+  /** Whether we want remote track `t` of participant `pid`: as asked, else the room's default. */
+  _wants(pid, t) {
+    return this._trackPrefs.get(t.id) ?? this._participantPrefs.get(pid) ?? this._autoSubscribe;
+  }
+
+  /** A remote track we just learnt of: ask for it (or not) where the server's default
+   * (`autoSubscribe`) differs from what we want. */
+  _applySubscription(pid, t) {
+    const want = this._wants(pid, t);
+    if (want !== this._autoSubscribe && this._sig) this._sig.send({ type: want ? 'subscribe' : 'unsubscribe', track: t.id });
+  }
+
+  // ---------------------------------------------------------------- statistics
+
+  /**
+   * Statistics of each published and each received track, from the browser's WebRTC stats:
+   * bitrates and loss over the time since the previous call (the first call, or one more
+   * than 30 s after the last, measures over half a second of its own), RTT, the encodings
+   * sent, and for received video its resolution, frame rate and the layer the server
+   * forwards.
+   */
+  async getStats() {
+    if (this._stats.stale()) {
+      await this._sampleStats();
+      await sleep(500);
+    }
+    return this._sampleStats();
+  }
+
+  async _sampleStats() {
+    const sampler = this._stats;
+    const published = [];
+    for (const lt of this._local.tracks) {
+      const sender = lt.transceiver?.sender;
+      if (!sender) continue;
+      let report;
+      try {
+        report = await sender.getStats();
+      } catch {
+        continue;
+      }
+      published.push({
+        track: lt.serverId,
+        kind: lt.kind,
+        source: lt.source,
+        muted: lt.muted,
+        enabled: !lt.released,
+        ...sampler.published(`pub:${lt.source}:${lt.serverId}`, report),
+      });
+    }
+    const subscribed = [];
+    const transceivers = this._subPc?.getTransceivers() ?? [];
+    for (const sub of this._subs.values()) {
+      const tr = transceivers.find((t) => t.mid === sub.mid);
+      if (!tr) continue;
+      let report;
+      try {
+        report = await tr.receiver.getStats();
+      } catch {
+        continue;
+      }
+      const allocated = this._receivedLayers.get(sub.trackId);
+      subscribed.push({
+        track: sub.trackId,
+        participant: sub.participantId,
+        kind: sub.kind,
+        source: sub.source,
+        muted: sub.muted,
+        ...sampler.subscribed(`sub:${sub.mid}:${sub.trackId}`, report),
+        layer: sub.kind === 'video' ? (allocated?.layer ?? null) : null,
+        temporalLayer: sub.kind === 'video' ? (allocated?.temporal ?? null) : null,
+        quality: sub.kind === 'video' ? this.videoQuality(sub.trackId) : null,
+      });
+    }
+    sampler.commit();
+    return { timestamp: Date.now(), published, subscribed };
+  }
+
   // ---------------------------------------------------------------- publish / mute / leave
 
   /**
@@ -307,56 +431,347 @@ export class Room extends Emitter {
    * captured at 1280×720 and sent in three simulcast layers unless `simulcast` is false.
    * With `videoCodec: 'vp9'` or `'av1'` it is sent as one scalable stream instead (SVC,
    * `scalabilityMode` `L3T3_KEY` by default): the server forwards each viewer the spatial
-   * layers it needs.
+   * layers it needs. A kind already published (not unpublished since) is refused.
    * @param {{audio?: boolean|MediaTrackConstraints, video?: boolean|MediaTrackConstraints, stream?: MediaStream, simulcast?: boolean, videoCodec?: 'vp8'|'vp9'|'av1'|'h264', scalabilityMode?: string}} [opts]
    * @returns {Promise<MediaStream>} the local stream
    */
   async publish(opts = {}) {
     if (this._left) throw new Error('publish: the room was left');
-    if (this._local.stream) throw new Error('publish: already publishing');
     const audio = opts.audio ?? true;
-    let video = opts.video ?? true;
-    if (video === true) video = { width: { ideal: 1280 }, height: { ideal: 720 } };
-    if (opts.videoCodec != null && !VIDEO_CODECS.has(opts.videoCodec)) {
-      throw new TypeError(`publish: videoCodec is one of ${[...VIDEO_CODECS].join(', ')}`);
-    }
-    const stream = opts.stream ?? (await navigator.mediaDevices.getUserMedia({ audio, video }));
+    const video = opts.video === true || opts.video == null ? { ...CAMERA_CONSTRAINTS } : opts.video;
+    const settings = videoSettings('camera', opts);
+    const kinds = opts.stream ? opts.stream.getTracks().map((t) => t.kind) : [audio && 'audio', video && 'video'].filter(Boolean);
+    if (!kinds.length || kinds.some((k) => this._publication(defaultSource(k)))) throw new Error('publish: already publishing');
+    const captured = opts.stream ?? (await navigator.mediaDevices.getUserMedia({ audio, video }));
+    const stream = this._local.stream ?? captured;
+    if (stream !== captured) for (const t of captured.getTracks()) stream.addTrack(t);
     this._local.stream = stream;
-    this._local.videoCodec = opts.videoCodec ?? null;
-    this._local.scalabilityMode = SVC_CODECS.has(opts.videoCodec) ? (opts.scalabilityMode ?? SVC_MODE) : null;
-    this._local.simulcast = !this._local.scalabilityMode && (opts.simulcast ?? true);
-    this._local.tracks = stream.getTracks().map((t) => {
-      const muted = !!this._mutePrefs[t.kind];
-      t.enabled = !muted;
-      return { kind: t.kind, mediaStreamTrack: t, transceiver: null, serverId: null, muted };
+    const added = captured.getTracks().map((t) => ({
+      ...(t.kind === 'video' ? settings : {}),
+      source: defaultSource(t.kind),
+      kind: t.kind,
+      mediaStreamTrack: t,
+      stream,
+      constraints: opts.stream ? true : t.kind === 'video' ? video : audio,
+      deviceId: t.getSettings?.().deviceId ?? null,
+    }));
+    await this._addPublications(added, { stopOnFailure: !opts.stream });
+    return stream;
+  }
+
+  /**
+   * Publishes one track (a camera or microphone the application captured, a canvas, a
+   * screen), alongside what is published already. `source` says what it is to the others
+   * (default: its kind's device); one publication per source.
+   * @param {MediaStreamTrack} track
+   * @param {{source?: 'camera'|'microphone'|'screen'|'screen_audio', simulcast?: boolean, videoCodec?: string, scalabilityMode?: string, maxBitrate?: number, stream?: MediaStream}} [opts]
+   * @returns {Promise<{source: string, kind: string, mediaStreamTrack: MediaStreamTrack, track: string|null}>}
+   */
+  async publishTrack(track, opts = {}) {
+    if (this._left) throw new Error('publishTrack: the room was left');
+    if (!track || (track.kind !== 'audio' && track.kind !== 'video')) throw new TypeError('publishTrack: an audio or video MediaStreamTrack');
+    const source = opts.source ?? defaultSource(track.kind);
+    if (!SOURCES.has(source)) throw new TypeError(`publishTrack: source is one of ${[...SOURCES].join(', ')}`);
+    if (kindOfSource(source) !== track.kind) throw new TypeError(`publishTrack: a ${source} track is ${kindOfSource(source)}`);
+    if (this._publication(source)) throw new Error(`publishTrack: ${source} is published already`);
+    const settings = track.kind === 'video' ? videoSettings(source, opts) : {};
+    let stream = opts.stream;
+    if (!stream && (source === 'camera' || source === 'microphone')) {
+      stream = this._local.stream ?? new MediaStream();
+      stream.addTrack(track);
+      this._local.stream = stream;
+    }
+    const lt = {
+      ...settings,
+      source,
+      kind: track.kind,
+      mediaStreamTrack: track,
+      stream: stream ?? new MediaStream([track]),
+      constraints: true,
+      deviceId: track.getSettings?.().deviceId ?? null,
+    };
+    await this._addPublications([lt], { stopOnFailure: false });
+    return { source, kind: lt.kind, mediaStreamTrack: track, track: lt.serverId ?? null };
+  }
+
+  /**
+   * Stops publishing a track (by source, MediaStreamTrack or server track id): the others see
+   * it unpublished (`trackUnpublished`). `stop` (default true) also stops the local track
+   * (the camera light goes off); with `stop: false` it can be published again with
+   * `publishTrack`.
+   */
+  async unpublishTrack(target, { stop = true } = {}) {
+    const lt = this._publication(target);
+    if (!lt) throw new Error('unpublishTrack: not published');
+    this._local.tracks = this._local.tracks.filter((x) => x !== lt);
+    this._retire(lt);
+    const t = lt.mediaStreamTrack;
+    if (t && lt.stream === this._local.stream) {
+      this._local.stream.removeTrack(t);
+      if (!this._local.stream.getTracks().length) this._local.stream = null;
+    }
+    if (stop) t?.stop();
+    this.emit('unpublished', { track: lt.serverId, source: lt.source, kind: lt.kind, mediaStreamTrack: t });
+    await this._renegotiate();
+  }
+
+  /**
+   * Shares the screen (getDisplayMedia): published as its own track (source `screen`, and
+   * `screen_audio` with `audio: true`), alongside the camera, sent as one encoding at full
+   * resolution unless `simulcast` or a scalable codec (`videoCodec: 'vp9'`, `L1T3` by
+   * default) is asked for. Ends by itself when the browser's "stop sharing" is used.
+   * @param {{audio?: boolean, video?: boolean|MediaTrackConstraints, stream?: MediaStream, simulcast?: boolean, videoCodec?: string, scalabilityMode?: string, maxBitrate?: number, contentHint?: string}} [opts]
+   * @returns {Promise<MediaStream>}
+   */
+  async shareScreen(opts = {}) {
+    if (this._left) throw new Error('shareScreen: the room was left');
+    if (this._publication('screen')) throw new Error('shareScreen: already sharing');
+    const settings = videoSettings('screen', opts);
+    const stream = opts.stream ?? (await navigator.mediaDevices.getDisplayMedia({ video: opts.video ?? true, audio: opts.audio ?? false }));
+    const video = stream.getVideoTracks()[0];
+    if (!video) throw new Error('shareScreen: no video track to share');
+    if ('contentHint' in video) video.contentHint = opts.contentHint ?? 'detail';
+    const added = stream.getTracks().map((t) => ({
+      ...(t.kind === 'video' ? settings : {}),
+      source: t.kind === 'video' ? 'screen' : 'screen_audio',
+      kind: t.kind,
+      mediaStreamTrack: t,
+      stream,
+      constraints: true,
+      deviceId: null,
+    }));
+    this._screenStream = stream;
+    // The browser's own "stop sharing" ends the track.
+    video.addEventListener('ended', () => {
+      if (this._screenStream === stream) this.stopScreenShare().catch(() => {});
     });
-    const session = this._session;
     try {
-      await this._pubQueue.run(() => this._negotiatePublish(session));
+      await this._addPublications(added, { stopOnFailure: !opts.stream });
     } catch (err) {
-      // A signaling drop in the middle: the reconnect will republish.
-      if (this._reconnecting || session !== this._session) return stream;
-      // Refused (bad_sdp, internal, timeout): undo, so that publish() can be tried again. The
-      // publish PC goes with its data channels: data messages take the socket until a new
-      // PC's channels open.
-      this._closePubPc();
-      if (!opts.stream) for (const t of stream.getTracks()) t.stop();
-      this._local = { stream: null, tracks: [] };
-      this._openChannels(session);
+      if (this._screenStream === stream) this._screenStream = null;
       throw err;
     }
     return stream;
   }
 
+  /** Stops the screen share (its tracks end and are unpublished). */
+  async stopScreenShare() {
+    const stream = this._screenStream;
+    this._screenStream = null;
+    for (const source of ['screen', 'screen_audio']) {
+      if (this._publication(source)) await this.unpublishTrack(source);
+    }
+    for (const t of stream?.getTracks() ?? []) t.stop();
+  }
+
+  /** The stream of the screen share, while sharing. */
+  get screenStream() {
+    return this._screenStream;
+  }
+
   /**
-   * Mutes or unmutes the local tracks of one kind: `track.enabled` and a `mute` message.
+   * Turns the camera off or on. Off releases the device (the track is stopped: the camera
+   * light goes off) and mutes the track for the others; on captures the same device again
+   * (or the one `switchDevice` chose meanwhile) and unmutes it. No renegotiation.
+   */
+  setCameraEnabled(enabled) {
+    return this._setSourceEnabled('camera', enabled);
+  }
+
+  /** As `setCameraEnabled`, for the microphone. */
+  setMicrophoneEnabled(enabled) {
+    return this._setSourceEnabled('microphone', enabled);
+  }
+
+  /** Whether the camera (or microphone) is published and captured (not released). */
+  isEnabled(source) {
+    const lt = this._publication(source);
+    return !!lt && !lt.released && !lt.muted;
+  }
+
+  async _setSourceEnabled(source, enabled) {
+    const lt = this._publication(source);
+    if (!lt) throw new Error(`${source} is not published`);
+    if (!enabled) {
+      this.setMuted(lt.kind, true);
+      lt.released = true;
+      const t = lt.mediaStreamTrack;
+      if (t && t.readyState === 'live') {
+        lt.deviceId = t.getSettings?.().deviceId ?? lt.deviceId;
+        await lt.transceiver?.sender.replaceTrack(null).catch(() => {});
+        t.stop();
+      }
+      return;
+    }
+    if (lt.released || lt.mediaStreamTrack?.readyState !== 'live') {
+      const track = await captureDevice(lt.kind, lt.constraints, lt.deviceId);
+      if (!this._local.tracks.includes(lt)) {
+        track.stop(); // unpublished meanwhile
+        return;
+      }
+      await this._swap(lt, track);
+      lt.released = false;
+    }
+    this.setMuted(lt.kind, false);
+  }
+
+  /**
+   * Sends `track` instead of the published one of `target` (a source, the MediaStreamTrack or
+   * the server track id), without renegotiation (`RTCRtpSender.replaceTrack`): the others
+   * keep their subscription and decode the new picture or sound. The old track is stopped
+   * unless `stopOld` is false.
+   */
+  async replaceTrack(target, track, { stopOld = true } = {}) {
+    const lt = this._publication(target);
+    if (!lt) throw new Error('replaceTrack: not published');
+    if (!track || track.kind !== lt.kind) throw new TypeError(`replaceTrack: a ${lt.kind} track`);
+    await this._swap(lt, track, stopOld);
+    lt.released = false;
+    lt.deviceId = track.getSettings?.().deviceId ?? null;
+  }
+
+  /**
+   * Switches the published camera (`video`) or microphone (`audio`) to another device, by
+   * its `deviceId` (from `listDevices`), without renegotiation. While the camera is off the
+   * choice waits for `setCameraEnabled(true)`.
+   */
+  async switchDevice(kind, deviceId) {
+    const lt = this._publication(defaultSource(kind));
+    if (!lt) throw new Error(`switchDevice: no ${defaultSource(kind)} published`);
+    lt.deviceId = deviceId;
+    if (lt.released) return;
+    const track = await captureDevice(kind, lt.constraints, deviceId);
+    if (!this._local.tracks.includes(lt)) {
+      track.stop();
+      return;
+    }
+    await this._swap(lt, track);
+  }
+
+  /** The deviceId of the camera (`video`) or microphone (`audio`) published, or null. */
+  activeDevice(kind) {
+    const lt = this._publication(defaultSource(kind));
+    if (!lt) return null;
+    const live = lt.mediaStreamTrack?.readyState === 'live' ? lt.mediaStreamTrack.getSettings?.().deviceId : null;
+    return live ?? lt.deviceId ?? null;
+  }
+
+  /** The cameras (`video`), microphones (`audio`) or speakers (`output`) of this browser. */
+  listDevices(kind) {
+    return listDevices(kind);
+  }
+
+  /** Our publications: source, kind, the track sent, the server's id for it, mute and release. */
+  get localTracks() {
+    return this._local.tracks.map((lt) => ({
+      source: lt.source,
+      kind: lt.kind,
+      track: lt.serverId,
+      mediaStreamTrack: lt.mediaStreamTrack,
+      muted: lt.muted,
+      enabled: !lt.released,
+    }));
+  }
+
+  /** The publication of `target`: a source name, a MediaStreamTrack or a server track id. */
+  _publication(target) {
+    if (target == null) return undefined;
+    if (typeof target === 'string') return this._local.tracks.find((lt) => lt.source === target || lt.serverId === target);
+    return this._local.tracks.find((lt) => lt.mediaStreamTrack === target);
+  }
+
+  /** Puts `track` in place of `lt`'s in its sender and stream; emits `localTrackChanged`. */
+  async _swap(lt, track, stopOld = true) {
+    const old = lt.mediaStreamTrack;
+    track.enabled = !lt.muted;
+    if (lt.transceiver) await lt.transceiver.sender.replaceTrack(track);
+    if (lt.stream) {
+      if (old) lt.stream.removeTrack(old);
+      lt.stream.addTrack(track);
+    }
+    lt.mediaStreamTrack = track;
+    if (stopOld && old && old !== track) old.stop();
+    this.emit('localTrackChanged', { source: lt.source, kind: lt.kind, mediaStreamTrack: track, previous: old ?? null });
+  }
+
+  /** Adds publications and offers them; undoes them if the server refuses. */
+  async _addPublications(added, { stopOnFailure }) {
+    for (const lt of added) {
+      lt.muted = lt.source === 'camera' || lt.source === 'microphone' ? !!this._mutePrefs[lt.kind] : false;
+      lt.mediaStreamTrack.enabled = !lt.muted;
+      lt.transceiver = null;
+      lt.serverId = null;
+      lt.released = false;
+      this._local.tracks.push(lt);
+    }
+    const session = this._session;
+    try {
+      await this._pubQueue.run(() => this._negotiatePublish(session));
+    } catch (err) {
+      // A signaling drop in the middle: the reconnect will republish.
+      if (this._reconnecting || session !== this._session) return;
+      // Refused (bad_sdp, internal, forbidden, timeout): undo, so that it can be tried again.
+      await this._undoPublications(added, session, stopOnFailure);
+      throw err;
+    }
+  }
+
+  async _undoPublications(added, session, stopTracks) {
+    this._local.tracks = this._local.tracks.filter((lt) => !added.includes(lt));
+    for (const lt of added) {
+      this._retire(lt);
+      if (lt.stream === this._local.stream && lt.mediaStreamTrack) this._local.stream.removeTrack(lt.mediaStreamTrack);
+      if (stopTracks) lt.mediaStreamTrack?.stop();
+    }
+    if (this._local.stream && !this._local.stream.getTracks().length) this._local.stream = null;
+    const pc = this._pubPc;
+    if (pc && !pc.remoteDescription) {
+      // Never answered: the publish PC goes with its data channels (data messages take the
+      // socket until a new PC's channels open), and what is left is offered afresh.
+      this._closePubPc();
+      for (const lt of this._local.tracks) lt.transceiver = null;
+      if (this._local.tracks.length) this._renegotiate().catch(() => {});
+      else this._openChannels(session);
+    } else if (pc?.signalingState === 'have-local-offer') {
+      await pc.setLocalDescription({ type: 'rollback' }).catch(() => {});
+    }
+  }
+
+  /** A publication's transceiver stops sending (the next offer says `inactive`). */
+  _retire(lt) {
+    const tr = lt.transceiver;
+    lt.transceiver = null;
+    if (!tr) return;
+    tr.sender.replaceTrack(null).catch(() => {});
+    try {
+      tr.direction = 'inactive';
+    } catch {
+      /* the PC is closed */
+    }
+  }
+
+  /** Offers the publish PC again (after a publication went), unless between sessions. */
+  async _renegotiate() {
+    const session = this._session;
+    if (!this._sig || this._reconnecting) return;
+    try {
+      await this._pubQueue.run(() => this._negotiatePublish(session));
+    } catch (err) {
+      if (this._reconnecting || session !== this._session) return;
+      throw err;
+    }
+  }
+
+  /**
+   * Mutes or unmutes the camera (`video`) or microphone (`audio`): `track.enabled` and a
+   * `mute` message. The device stays captured (see `setCameraEnabled` to release it).
    * @param {'audio'|'video'} kind
    * @param {boolean} muted
    */
   setMuted(kind, muted) {
     this._mutePrefs[kind] = !!muted;
     for (const lt of this._local.tracks) {
-      if (lt.kind !== kind) continue;
+      if (lt.source !== defaultSource(kind)) continue; // a screen share is not the camera
       lt.muted = !!muted;
       lt.mediaStreamTrack.enabled = !muted;
       if (lt.serverId && this._sig) this._sig.send({ type: 'mute', track: lt.serverId, muted: !!muted });
@@ -377,7 +792,7 @@ export class Room extends Emitter {
     }
     this._teardownMedia();
     if (opts.stopTracks ?? true) {
-      for (const lt of this._local.tracks) lt.mediaStreamTrack.stop();
+      for (const lt of this._local.tracks) lt.mediaStreamTrack?.stop();
     }
     this._participants.clear();
     this.state = 'disconnected';
@@ -400,6 +815,7 @@ export class Room extends Emitter {
         if (this.name) join.name = this.name;
         if (this._token) join.token = this._token;
         if (replaces) join.replaces = replaces;
+        if (!this._autoSubscribe) join.auto_subscribe = false;
         sig.send(join);
         joined = await reply;
         break;
@@ -433,6 +849,8 @@ export class Room extends Emitter {
       .filter((p) => p.id !== this.localParticipant.id);
     // Before the server offers their tracks: the first packets are already the right layer.
     for (const p of others) for (const t of p.tracks) this._announceQuality(t);
+    this._receivedLayers.clear();
+    for (const p of others) for (const t of p.tracks) this._applySubscription(p.id, t);
     return others;
   }
 
@@ -452,6 +870,7 @@ export class Room extends Emitter {
         if (p.id === this.localParticipant?.id) break;
         this._participants.set(p.id, p);
         for (const t of p.tracks) this._announceQuality(t);
+        for (const t of p.tracks) this._applySubscription(p.id, t);
         this.emit('participantJoined', { participant: p });
         this._retryReconcile();
         break;
@@ -474,10 +893,11 @@ export class Room extends Emitter {
         const t = msg.track ?? {};
         const p = this._participants.get(String(t.participant));
         if (!p) break;
-        const info = { id: String(t.id), kind: t.kind, muted: !!t.muted };
+        const info = trackFrom(t);
         p.tracks = p.tracks.filter((x) => x.id !== info.id).concat(info);
         this._goneTracks.delete(info.id);
         this._announceQuality(info);
+        this._applySubscription(p.id, info);
         this.emit('trackPublished', { participant: p, track: info });
         this._retryReconcile();
         break;
@@ -517,6 +937,16 @@ export class Room extends Emitter {
         this.emit('trackMuted', { participant: p, track: trackId, kind, muted, local: p === this.localParticipant });
         break;
       }
+      case 'received_layers':
+        // Which layer of each video we receive the server allocates us (getStats).
+        this._receivedLayers.clear();
+        for (const [id, l] of Object.entries(msg.tracks ?? {})) {
+          this._receivedLayers.set(id, {
+            layer: Number.isInteger(l?.layer) ? l.layer : null,
+            temporal: Number.isInteger(l?.temporal) ? l.temporal : null,
+          });
+        }
+        break;
       case 'layers':
         // Which of our simulcast layers someone receives: encode only those.
         this._layerWishes.set(String(msg.track), Array.isArray(msg.active) ? msg.active.map(Boolean) : []);
@@ -647,26 +1077,29 @@ export class Room extends Emitter {
     const sig = this._sig;
     const pc = this._ensurePubPc(session);
     const channels = this._channels;
-    if (!channels && !this._local.tracks.length) return; // nothing to offer
+    // Nothing to offer: no channels, no publication, and none unpublished since the last offer.
+    if (!channels && !this._local.tracks.length && !pc.getTransceivers().some((t) => t.mid != null)) return;
     for (const lt of this._local.tracks) {
       if (!lt.transceiver) {
-        const init = { direction: 'sendonly', streams: [this._local.stream] };
-        if (lt.kind === 'video' && this._local.scalabilityMode) {
-          init.sendEncodings = [{ scalabilityMode: this._local.scalabilityMode, maxBitrate: 1_700_000 }];
-        } else if (lt.kind === 'video' && this._local.simulcast) {
-          init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
-        }
-        lt.transceiver = pc.addTransceiver(lt.mediaStreamTrack, init);
-        if (lt.kind === 'video' && this._local.videoCodec) preferCodec(lt.transceiver, this._local.videoCodec);
+        const init = { direction: 'sendonly', streams: lt.stream ? [lt.stream] : [] };
+        const encodings = sendEncodings(lt);
+        if (encodings) init.sendEncodings = encodings;
+        // A released camera or microphone: the m-line is there, its track comes when enabled.
+        const live = !lt.released && lt.mediaStreamTrack?.readyState === 'live';
+        lt.transceiver = pc.addTransceiver(live ? lt.mediaStreamTrack : lt.kind, init);
+        if (lt.kind === 'video' && lt.videoCodec) preferCodec(lt.transceiver, lt.videoCodec);
       }
     }
     const sdp = await createOfferSdp(pc, this._opts.gatherTimeoutMs);
     if (session !== this._session) throw new Error('signaling session changed');
+    // What each track carries, by the mid its transceiver got in this offer.
+    const sources = {};
+    for (const lt of this._local.tracks) if (lt.transceiver?.mid != null) sources[lt.transceiver.mid] = lt.source;
     // An offer with data channels is refused `forbidden` by a server whose token lacks the
     // `data` grant.
     const failOn = channels ? ['bad_sdp', 'internal', 'forbidden'] : ['bad_sdp', 'internal'];
     const reply = sig.next('publish_answer', { failOn, timeoutMs: this._opts.requestTimeoutMs });
-    sig.send({ type: 'publish_offer', sdp });
+    sig.send({ type: 'publish_offer', sdp, sources });
     let answer;
     try {
       answer = await reply;
@@ -689,7 +1122,7 @@ export class Room extends Emitter {
     this._applyLayers();
     if (!this._local.tracks.length) return; // the data channels alone
     this.emit('published', {
-      tracks: this._local.tracks.map((lt) => ({ id: lt.serverId, kind: lt.kind, muted: lt.muted, mediaStreamTrack: lt.mediaStreamTrack })),
+      tracks: this._local.tracks.map((lt) => ({ id: lt.serverId, kind: lt.kind, source: lt.source, muted: lt.muted, mediaStreamTrack: lt.mediaStreamTrack })),
     });
   }
 
@@ -766,11 +1199,13 @@ export class Room extends Emitter {
       if (!tr) continue;
       const mst = tr.receiver.track;
       const info = p.tracks.find((x) => x.id === trackId);
+      const kind = w.kind ?? mst.kind;
       const s = {
         mid,
         trackId,
         participantId: p.id,
-        kind: w.kind ?? mst.kind,
+        kind,
+        source: info?.source ?? defaultSource(kind),
         mediaStreamTrack: mst,
         stream: new MediaStream([mst]),
         muted: !!info?.muted,
@@ -789,6 +1224,7 @@ export class Room extends Emitter {
       participant,
       track: s.trackId,
       kind: s.kind,
+      source: s.source,
       mid: s.mid,
       muted: s.muted,
       mediaStreamTrack: s.mediaStreamTrack,
@@ -865,7 +1301,7 @@ export class Room extends Emitter {
     try {
       const others = await this._openAndJoin(old.self);
       this._applyParticipants(others);
-      if (this._local.stream) {
+      if (this._local.tracks.length) {
         const session = this._session;
         await this._pubQueue.run(() => this._negotiatePublish(session));
       } else {
@@ -974,7 +1410,7 @@ export class Room extends Emitter {
       try {
         const others = await this._openAndJoin();
         this._applyParticipants(others);
-        if (this._local.stream) {
+        if (this._local.tracks.length) {
           const session = this._session;
           await this._pubQueue.run(() => this._negotiatePublish(session));
         } else {

@@ -10,6 +10,7 @@
 import { Room } from './room.js';
 import { Signaling, SignalingError, PROTOCOL_VERSION } from './signaling.js';
 import { waitForIceGathering } from './peer.js';
+import { listDevices } from './media.js';
 
 /**
  * Connects to a Sfumato server and joins a room.
@@ -27,7 +28,7 @@ export function defaultUrl(loc = globalThis.location) {
   return `${loc.protocol === 'https:' ? 'wss' : 'ws'}://${loc.host}/ws`;
 }
 
-export const Sfumato = Object.freeze({ connect, defaultUrl, Room, Signaling, SignalingError, PROTOCOL_VERSION });
+export const Sfumato = Object.freeze({ connect, defaultUrl, listDevices, Room, Signaling, SignalingError, PROTOCOL_VERSION });
 
-export { Room, Signaling, SignalingError, PROTOCOL_VERSION, waitForIceGathering };
+export { Room, Signaling, SignalingError, PROTOCOL_VERSION, waitForIceGathering, listDevices };
 export default Sfumato;

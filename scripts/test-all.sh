@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of Sfumato on a fresh Debian machine: installs what is missing (Debian's
-# chromium, iproute2, curl and redis-server, playwright-core from npm), checks formatting and lints, runs the
+# chromium, iproute2, curl and redis-server, playwright-core and typescript from npm), checks formatting and lints, runs the
 # Rust unit and integration tests, runs each fuzz target briefly, then the browser end-to-end tests in a private network
 # namespace. CI runs exactly this (.ci/run).
 set -euo pipefail
@@ -36,5 +36,7 @@ echo "== benchmark smoke test (5 s, 3 participants, against sfumato)"
 target/release/sfumato-bench smoke --out target/bench-smoke
 echo "== soak (2 minutes of churn: fails on any leaked gauge or on the steady pair's loss)"
 target/release/sfumato-bench soak --seconds 120 --out target/bench-soak
+echo "== SDK types: client/index.d.ts checked against a typed example using every call (e2e/types)"
+(cd e2e && npm ci --no-audit --no-fund --loglevel=error && node_modules/.bin/tsc -p types/tsconfig.json)
 echo "== browser end-to-end tests"
 SFUMATO_BIN=target/release/sfumato SFUMATO_CLIENT_BIN=target/release/sfumato-client bash e2e/run.sh

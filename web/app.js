@@ -5,7 +5,9 @@
 // data messages on the signaling socket instead of the data channels); without room and name
 // (or token) it shows a form. The chat panel (opened by its button, so that the videos keep
 // the whole width meanwhile) sends and shows data messages of topic `chat`,
-// and which transport they take.
+// and which transport they take. A publisher picks its camera and microphone (the two
+// choosers), turns its camera off (the device is released) and on, and shares its screen,
+// which everyone sees in a tile of its own.
 
 import { Sfumato } from '/sdk/sfumato.js';
 
@@ -41,11 +43,15 @@ function initials(name) {
   return (name.trim()[0] ?? '?').toUpperCase();
 }
 
-function ensureTile(id, name, { local = false } = {}) {
+/** The tile key of a participant's screen share ('local' for ours). */
+const screenKey = (id) => `${id}:screen`;
+const isScreen = (source) => source === 'screen' || source === 'screen_audio';
+
+function ensureTile(id, name, { local = false, screen = false } = {}) {
   let tile = tiles.get(id);
   if (tile) return tile;
   tile = document.createElement('div');
-  tile.className = local ? 'tile local' : 'tile';
+  tile.className = ['tile', local && 'local', screen && 'screen'].filter(Boolean).join(' ');
   tile.dataset.participantId = id;
   tile.dataset.name = name;
 
@@ -232,9 +238,12 @@ function wire(r) {
     takeOver(p);
     ensureTile(p.id, p.name);
   });
-  r.on('participantLeft', ({ participant: p }) => removeTile(p.id));
-  r.on('trackSubscribed', ({ participant: p, track, kind, stream, muted }) => {
-    const tile = ensureTile(p.id, p.name);
+  r.on('participantLeft', ({ participant: p }) => {
+    removeTile(p.id);
+    removeTile(screenKey(p.id));
+  });
+  r.on('trackSubscribed', ({ participant: p, track, kind, source, stream, muted }) => {
+    const tile = isScreen(source) ? ensureTile(screenKey(p.id), `${p.name} (screen)`, { screen: true }) : ensureTile(p.id, p.name);
     const shown = attach(tile, kind, stream);
     if (muted) showMuted(tile, kind, true);
     shown.then((el) => {
@@ -243,7 +252,13 @@ function wire(r) {
       observers.set(track, r.observeVideo(track, el));
     });
   });
-  r.on('trackUnsubscribed', ({ participant: p, track, kind, mediaStreamTrack }) => {
+  r.on('trackUnsubscribed', ({ participant: p, track, kind, source, mediaStreamTrack }) => {
+    if (isScreen(source)) {
+      observers.get(track)?.();
+      observers.delete(track);
+      if (kind === 'video') removeTile(screenKey(p.id));
+      return;
+    }
     const tile = tiles.get(p.id);
     // Moving between nodes hands the element its new stream before the old one ends: only
     // the end of the stream on show stops its quality observer.
@@ -269,6 +284,23 @@ function wire(r) {
     setStatus(`Connection lost, reconnecting (attempt ${attempt})…`, 'warn');
   });
   r.on('reconnected', () => setStatus('Connected'));
+  // Our camera captured again (turned on, or another device chosen): the preview follows.
+  r.on('localTrackChanged', ({ source }) => {
+    const tile = tiles.get('local');
+    if (source !== 'camera' || !tile) return;
+    const el = tile.querySelector('video');
+    el.srcObject = null;
+    el.srcObject = r.localStream;
+    play(el);
+    showMuted(tile, 'video', r.isMuted('video'));
+    fillDevices();
+  });
+  // The screen share ended (our button, or the browser's own "stop sharing").
+  r.on('unpublished', ({ source }) => {
+    if (source !== 'screen') return;
+    removeTile(screenKey('local'));
+    setShareButton();
+  });
   r.on('error', ({ code, message }) => console.warn(`server error ${code}: ${message}`));
   r.on('disconnected', ({ reason }) => {
     if (reason === 'left') return;
@@ -298,8 +330,7 @@ async function join() {
     showTransport(room.data.transport);
     unread = 0;
     toggleChat(false);
-    $('mute-audio').hidden = !publishing;
-    $('mute-video').hidden = !publishing;
+    for (const id of ['mute-audio', 'mute-video', 'camera-select', 'mic-select', 'share-screen']) $(id).hidden = !publishing;
     if (publishing) {
       const tile = ensureTile('local', room.localParticipant?.name ?? userName, { local: true });
       setStatus('Starting camera…');
@@ -307,12 +338,13 @@ async function join() {
         const stream = await room.publish({ audio: true, video: true, videoCodec });
         attach(tile, 'video', stream);
         setMuteButtons();
+        setShareButton();
+        fillDevices();
       } catch (err) {
         // No camera or microphone (or the server refused): stay as a viewer.
         console.error(err);
         removeTile('local');
-        $('mute-audio').hidden = true;
-        $('mute-video').hidden = true;
+        for (const id of ['mute-audio', 'mute-video', 'camera-select', 'mic-select', 'share-screen']) $(id).hidden = true;
         setStatus(`Connected as a viewer: could not publish (${err?.message ?? err})`, 'warn');
         return;
       }
@@ -347,29 +379,108 @@ function showLeft(text, button = 'Rejoin') {
 }
 
 function setMuteButtons() {
-  for (const [kind, id, on, off] of [
-    ['audio', 'mute-audio', 'Mute mic', 'Unmute mic'],
-    ['video', 'mute-video', 'Stop camera', 'Start camera'],
-  ]) {
-    const muted = !!room?.isMuted(kind);
-    $(id).textContent = muted ? off : on;
-    $(id).setAttribute('aria-pressed', String(muted));
+  const micMuted = !!room?.isMuted('audio');
+  $('mute-audio').textContent = micMuted ? 'Unmute mic' : 'Mute mic';
+  $('mute-audio').setAttribute('aria-pressed', String(micMuted));
+  const cameraOff = !room?.isEnabled('camera');
+  $('mute-video').textContent = cameraOff ? 'Start camera' : 'Stop camera';
+  $('mute-video').setAttribute('aria-pressed', String(cameraOff));
+}
+
+/** The microphone mutes (it stays captured, to come back at once). */
+function toggleMic() {
+  if (!room) return;
+  const muted = !room.isMuted('audio');
+  room.setMuted('audio', muted);
+  const tile = tiles.get('local');
+  if (tile) showMuted(tile, 'audio', muted);
+  setMuteButtons();
+}
+
+/** The camera turns off (the device is released: its light goes off) or on again. */
+async function toggleCamera() {
+  if (!room) return;
+  const on = !room.isEnabled('camera');
+  const button = $('mute-video');
+  button.disabled = true;
+  try {
+    await room.setCameraEnabled(on);
+  } catch (err) {
+    setStatus(`Camera: ${err?.message ?? err}`, 'warn');
+  } finally {
+    button.disabled = false;
+  }
+  const tile = tiles.get('local');
+  if (tile) showMuted(tile, 'video', !room.isEnabled('camera'));
+  setMuteButtons();
+}
+
+/** Lists the cameras and microphones in their choosers, the ones in use selected. */
+async function fillDevices() {
+  if (!room) return;
+  for (const [kind, id] of [['video', 'camera-select'], ['audio', 'mic-select']]) {
+    const select = $(id);
+    let devices = [];
+    try {
+      devices = await room.listDevices(kind);
+    } catch {
+      /* no device list: the chooser stays empty */
+    }
+    const active = room.activeDevice(kind);
+    select.replaceChildren(
+      ...devices.map((d, i) => {
+        const o = document.createElement('option');
+        o.value = d.deviceId;
+        o.textContent = d.label || `${kind === 'video' ? 'Camera' : 'Microphone'} ${i + 1}`;
+        o.selected = d.deviceId === active;
+        return o;
+      }),
+    );
   }
 }
 
-function toggleMute(kind) {
+async function chooseDevice(kind, deviceId) {
+  if (!room || !deviceId) return;
+  try {
+    await room.switchDevice(kind, deviceId);
+  } catch (err) {
+    setStatus(`Could not switch device: ${err?.message ?? err}`, 'warn');
+    fillDevices();
+  }
+}
+
+function setShareButton() {
+  const sharing = !!room?.screenStream;
+  $('share-screen').textContent = sharing ? 'Stop sharing' : 'Share screen';
+  $('share-screen').setAttribute('aria-pressed', String(sharing));
+}
+
+/** Shares the screen in a tile of its own, or stops. */
+async function toggleScreen() {
   if (!room) return;
-  const muted = !room.isMuted(kind);
-  room.setMuted(kind, muted);
-  const tile = tiles.get('local');
-  if (tile) showMuted(tile, kind, muted);
-  setMuteButtons();
+  try {
+    if (room.screenStream) {
+      await room.stopScreenShare();
+    } else {
+      const stream = await room.shareScreen();
+      const tile = ensureTile(screenKey('local'), `${room.localParticipant?.name ?? userName} (screen)`, { local: true, screen: true });
+      attach(tile, 'video', stream);
+    }
+  } catch (err) {
+    // Cancelled by the user, or refused.
+    console.warn('screen share:', err);
+  }
+  setShareButton();
 }
 
 // ------------------------------------------------------------------ page
 
-$('mute-audio').addEventListener('click', () => toggleMute('audio'));
-$('mute-video').addEventListener('click', () => toggleMute('video'));
+$('mute-audio').addEventListener('click', toggleMic);
+$('mute-video').addEventListener('click', toggleCamera);
+$('share-screen').addEventListener('click', toggleScreen);
+$('camera-select').addEventListener('change', (ev) => chooseDevice('video', ev.target.value));
+$('mic-select').addEventListener('change', (ev) => chooseDevice('audio', ev.target.value));
+navigator.mediaDevices?.addEventListener?.('devicechange', () => fillDevices());
 $('leave').addEventListener('click', leave);
 $('chat-form').addEventListener('submit', sendChat);
 $('chat-toggle').addEventListener('click', () => toggleChat());

@@ -5,10 +5,11 @@
 //!
 //! All methods are synchronous and run under one mutex that is never held across an await.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use sfumato_signal::Source;
 use sfumato_worker::sfumato_core::api::Layers;
 use sfumato_worker::sfumato_core::temporal::ALL_TEMPORAL;
 use sfumato_worker::sfumato_core::{Event, Kind, MemberId, NodeId, PeerId, TrackId, WorkerId};
@@ -140,6 +141,15 @@ pub struct State {
     pub(crate) cluster: Option<(NodeId, mpsc::UnboundedSender<String>)>,
     /// In a cluster: the live nodes as clients see them (`joined`, `nodes`).
     pub nodes: Value,
+    /// What each local track carries, as its publisher said (`publish_offer`'s `sources`);
+    /// a track not here carries its kind's default (camera, microphone).
+    sources: HashMap<TrackId, Source>,
+    /// Per participant, the sources its last `publish_offer` named, by mid: read when the
+    /// worker reports the track of that mid.
+    offered_sources: HashMap<ParticipantId, HashMap<String, Source>>,
+    /// Socket participants that joined with `auto_subscribe: false`: they receive only the
+    /// tracks they `subscribe` to.
+    manual: HashSet<ParticipantId>,
 }
 
 /// A participant's id as clients see it (the data plane's [`MemberId`] owns the form).
@@ -173,6 +183,9 @@ impl State {
             limits,
             cluster: None,
             nodes: Value::Array(Vec::new()),
+            sources: HashMap::new(),
+            offered_sources: HashMap::new(),
+            manual: HashSet::new(),
         }
     }
 
@@ -219,11 +232,13 @@ impl State {
         client: Client,
         rights: Rights,
     ) -> Result<ParticipantId, JoinError> {
-        self.join_replacing(room, name, client, None, rights)
+        self.join_replacing(room, name, client, None, rights, true)
     }
 
     /// [`State::join`] for a client that takes over from participant `replaces` (its own
-    /// session on another node, which it leaves once this one carries media).
+    /// session on another node, which it leaves once this one carries media). Without
+    /// `auto_subscribe`, a socket client receives only the tracks it asks for
+    /// ([`State::subscribe_by_name`]).
     pub fn join_replacing(
         &mut self,
         room: &str,
@@ -231,6 +246,7 @@ impl State {
         client: Client,
         replaces: Option<ParticipantId>,
         rights: Rights,
+        auto_subscribe: bool,
     ) -> Result<ParticipantId, JoinError> {
         let present = self.rooms.get(room).map(|r| r.participants.len());
         self.limits
@@ -271,6 +287,9 @@ impl State {
         }
         let announce = self.participant_json(&p);
         self.participants.insert(id, p);
+        if socket && !auto_subscribe {
+            self.manual.insert(id);
+        }
         let room_entry = self.rooms.entry(room.to_string()).or_default();
         room_entry.participants.push(id);
         self.broadcast(
@@ -278,7 +297,7 @@ impl State {
             id,
             json!({"type": "participant_joined", "participant": announce}),
         );
-        if socket && receives {
+        if socket && receives && auto_subscribe {
             // A socket client receives every track already in the room.
             let existing: Vec<TrackId> = self
                 .room_tracks(room)
@@ -328,6 +347,8 @@ impl State {
             self.topology.remove_peer(peer);
         }
         self.topology.remove_member(MemberId(id));
+        self.offered_sources.remove(&id);
+        self.manual.remove(&id);
         if let Some(token) = &p.session {
             self.sessions.remove(token);
         }
@@ -440,6 +461,9 @@ impl State {
                     return;
                 };
                 let room = self.participants[&owner].room.clone();
+                if let Some(source) = self.offered_sources.get(&owner).and_then(|m| m.get(&mid)) {
+                    self.sources.insert(track, *source);
+                }
                 self.tracks.insert(
                     track,
                     TrackInfo {
@@ -489,7 +513,13 @@ impl State {
                 let id = self.peers.get(&peer).copied();
                 if let Some(p) = id.and_then(|id| self.participants.get_mut(&id)) {
                     tracing::debug!(%peer, ?estimate_bps, ?layers, "downlink allocation");
+                    let changed = p.downlink.as_ref().is_none_or(|(_, old)| *old != layers);
+                    let msg = changed.then(|| received_layers_json(&layers));
                     p.downlink = Some((estimate_bps, layers));
+                    if let (Some(msg), Some(id)) = (msg, id) {
+                        // The subscriber's SDK reports which layer each video it gets is.
+                        self.send(id, msg);
+                    }
                 }
             }
             Event::LayerDemand { track, mask } => {
@@ -621,8 +651,13 @@ impl State {
         }
     }
 
-    /// Whether participant `p` should receive `owner`'s tracks of `kind`.
+    /// Whether participant `p` should receive `owner`'s tracks of `kind` without asking.
     fn wants(&self, p: ParticipantId, owner: ParticipantId, kind: Kind) -> bool {
+        !self.manual.contains(&p) && self.may_receive(p, owner, kind)
+    }
+
+    /// Whether participant `p` may receive `owner`'s tracks of `kind` (asked for or not).
+    fn may_receive(&self, p: ParticipantId, owner: ParticipantId, kind: Kind) -> bool {
         let Some(part) = self.participants.get(&p) else {
             return false;
         };
@@ -707,6 +742,73 @@ impl State {
         }
     }
 
+    /// The sources named by participant `id`'s publish offer (mid → source), for the tracks
+    /// that offer adds.
+    pub fn offer_sources(&mut self, id: ParticipantId, sources: Vec<(String, Source)>) {
+        if self.participants.contains_key(&id) {
+            self.offered_sources
+                .insert(id, sources.into_iter().collect());
+        }
+    }
+
+    /// Another participant's track of this room named `track`, if `id` may receive it.
+    fn receivable(&self, id: ParticipantId, track: &str) -> Result<TrackId, &'static str> {
+        let Some(room) = self.participants.get(&id).map(|p| p.room.clone()) else {
+            return Err("participant is gone");
+        };
+        let tid = self
+            .find_track(track, |i| {
+                i.owner != id
+                    && self
+                        .participants
+                        .get(&i.owner)
+                        .is_some_and(|o| o.room == room)
+            })
+            .ok_or("not a track of another participant of this room")?;
+        let info = &self.tracks[&tid];
+        if !self.may_receive(id, info.owner, info.kind) {
+            return Err("not a track this participant can receive");
+        }
+        Ok(tid)
+    }
+
+    /// Participant `id` asks to receive the track named `track` (`subscribe`).
+    pub fn subscribe_by_name(
+        &mut self,
+        id: ParticipantId,
+        track: &str,
+    ) -> Result<(), &'static str> {
+        let tid = self.receivable(id, track)?;
+        self.subscribe(id, tid);
+        Ok(())
+    }
+
+    /// Participant `id` stops receiving the track named `track` (`unsubscribe`); nothing
+    /// if it did not receive it.
+    pub fn unsubscribe_by_name(
+        &mut self,
+        id: ParticipantId,
+        track: &str,
+    ) -> Result<(), &'static str> {
+        let tid = self.receivable(id, track)?;
+        let Some((peer, room)) = self
+            .participants
+            .get(&id)
+            .and_then(|p| Some((p.subscriber?, p.room.clone())))
+        else {
+            return Err("participant receives nothing");
+        };
+        self.topology.unsubscribe(peer, tid);
+        let remote = self
+            .participants
+            .get(&self.tracks[&tid].owner)
+            .is_some_and(|o| o.client.node().is_some());
+        if remote && !self.topology.has_subscribers(tid) {
+            self.touch(&room); // the origin node may stop sending it here
+        }
+        Ok(())
+    }
+
     /// Participant `id` wants simulcast layer `layer` (`None`: nothing) of the video track
     /// named `track` of someone in its room. Kept for later subscriptions too.
     pub fn set_layer(
@@ -743,6 +845,7 @@ impl State {
         let owner = info.owner;
         self.topology.remove_track(track);
         self.tracks.remove(&track);
+        self.sources.remove(&track);
         let room = self.participants.get_mut(&owner).map(|p| {
             p.tracks.retain(|t| *t != track);
             p.room.clone()
@@ -801,13 +904,21 @@ impl State {
 
     pub fn track_json(&self, t: TrackId) -> Value {
         match self.tracks.get(&t) {
-            Some(i) => json!({
-                "id": t.to_string(),
-                "participant": participant_key(i.owner),
-                "kind": i.kind.as_str(),
-                "mid": i.mid,
-                "muted": i.muted,
-            }),
+            Some(i) => {
+                let source = self
+                    .sources
+                    .get(&t)
+                    .copied()
+                    .unwrap_or(Source::default_for(i.kind == Kind::Video));
+                json!({
+                    "id": t.to_string(),
+                    "participant": participant_key(i.owner),
+                    "kind": i.kind.as_str(),
+                    "source": source.as_str(),
+                    "mid": i.mid,
+                    "muted": i.muted,
+                })
+            }
             None => Value::Null,
         }
     }
@@ -865,4 +976,17 @@ impl State {
                 .is_some_and(|p| !p.tracks.is_empty())
         })
     }
+}
+
+/// The `received_layers` message: the layer each video track a subscriber receives gets
+/// (`null`: none), and the highest temporal layer for those it gets at a lower frame rate.
+fn received_layers_json(layers: &Layers) -> Value {
+    let tracks: serde_json::Map<String, Value> = layers
+        .iter()
+        .map(|(t, l, tl)| {
+            let temporal = (l.is_some() && *tl != ALL_TEMPORAL).then_some(*tl);
+            (t.to_string(), json!({"layer": l, "temporal": temporal}))
+        })
+        .collect();
+    json!({"type": "received_layers", "tracks": tracks})
 }

@@ -314,7 +314,14 @@ async fn handle(
             let rights = Rights::of(claims.as_ref());
             let mut state = app.state();
             let id = state
-                .join_replacing(room, name, Client::Socket(tx.clone()), replaces, rights)
+                .join_replacing(
+                    room,
+                    name,
+                    Client::Socket(tx.clone()),
+                    replaces,
+                    rights,
+                    join.auto_subscribe,
+                )
                 .map_err(|e| match e {
                     JoinError::Limit(e) => Reject::from(e),
                     other => Reject("unavailable", other.to_string()),
@@ -343,7 +350,13 @@ async fn handle(
             tx.send(joined.to_string());
             Ok(Flow::Continue)
         }
-        (ClientMessage::PublishOffer { sdp: offer }, Some(id)) => {
+        (
+            ClientMessage::PublishOffer {
+                sdp: offer,
+                sources,
+            },
+            Some(id),
+        ) => {
             app.limits.check_sdp(&offer, true)?;
             let (worker, peer) = {
                 let mut state = app.state();
@@ -353,6 +366,7 @@ async fn handle(
                     .map(|p| p.rights.clone())
                     .ok_or_else(|| Reject("internal", "participant is gone".into()))?;
                 app.auth.count(rights.check_offer(&offer))?;
+                state.offer_sources(id, sources);
                 state
                     .publisher_peer(id)
                     .ok_or_else(|| Reject("internal", "participant is gone".into()))?
@@ -426,6 +440,26 @@ async fn handle(
                 .map_err(|e| Reject("unknown_track", format!("`{track}`: {e}")))?;
             Ok(Flow::Continue)
         }
+        (ClientMessage::Subscribe { track }, Some(id)) => {
+            let mut state = app.state();
+            if !state
+                .participants
+                .get(&id)
+                .is_some_and(|p| p.rights.subscribe)
+            {
+                return Err(app.auth.deny(Denied::Grant(Grant::Subscribe)).into());
+            }
+            state
+                .subscribe_by_name(id, &track)
+                .map_err(|e| Reject("unknown_track", format!("`{track}`: {e}")))?;
+            Ok(Flow::Continue)
+        }
+        (ClientMessage::Unsubscribe { track }, Some(id)) => {
+            app.state()
+                .unsubscribe_by_name(id, &track)
+                .map_err(|e| Reject("unknown_track", format!("`{track}`: {e}")))?;
+            Ok(Flow::Continue)
+        }
         (ClientMessage::Leave, Some(_)) => Ok(Flow::Leave),
         // Kept out above: a second `join`, and the rest before `join`.
         (ClientMessage::Join(_), Some(_))
@@ -434,6 +468,8 @@ async fn handle(
             | ClientMessage::SubscribeAnswer { .. }
             | ClientMessage::Mute { .. }
             | ClientMessage::Quality { .. }
+            | ClientMessage::Subscribe { .. }
+            | ClientMessage::Unsubscribe { .. }
             | ClientMessage::Leave,
             None,
         ) => Err(Reject("internal", "unexpected message".into())),

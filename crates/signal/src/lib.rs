@@ -16,6 +16,12 @@ pub use sdp::{sdp_shape, SdpShape};
 pub const PROTOCOL_VERSION: u64 = 1;
 /// Longest room or participant name, in bytes.
 pub const MAX_NAME: usize = 64;
+/// Most entries of a `publish_offer`'s `sources`.
+pub const MAX_SOURCES: usize = 64;
+/// Longest mid named in `sources`, in bytes.
+pub const MAX_MID: usize = 32;
+/// Longest track id named in `subscribe` or `unsubscribe`, in bytes.
+pub const MAX_TRACK_ID: usize = 64;
 
 /// A message the protocol refuses: its error `code` and a reason for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +58,45 @@ impl Quality {
     }
 }
 
+/// What a published track carries, as its publisher says (`publish_offer`'s `sources`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Camera,
+    Microphone,
+    Screen,
+    ScreenAudio,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Camera => "camera",
+            Source::Microphone => "microphone",
+            Source::Screen => "screen",
+            Source::ScreenAudio => "screen_audio",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Source> {
+        Some(match s {
+            "camera" => Source::Camera,
+            "microphone" => Source::Microphone,
+            "screen" => Source::Screen,
+            "screen_audio" => Source::ScreenAudio,
+            _ => return None,
+        })
+    }
+
+    /// What a track said nothing about carries: the camera or the microphone.
+    pub fn default_for(video: bool) -> Source {
+        if video {
+            Source::Camera
+        } else {
+            Source::Microphone
+        }
+    }
+}
+
 /// `join`'s fields. `name` is read (and checked) by the server only without a token: a
 /// token names the participant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,16 +106,40 @@ pub struct Join {
     pub token: Option<String>,
     /// A client moving between nodes names its session on the other node.
     pub replaces: Option<String>,
+    /// Whether the server subscribes it to every track of the room (default), or only to
+    /// those it asks for (`subscribe`).
+    pub auto_subscribe: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientMessage {
     Ping,
     Join(Join),
-    PublishOffer { sdp: String },
-    SubscribeAnswer { sdp: String },
-    Mute { track: String, muted: bool },
-    Quality { track: String, quality: Quality },
+    /// `sources`: what the track of each listed mid carries (the others: their kind's
+    /// default, [`Source::default_for`]).
+    PublishOffer {
+        sdp: String,
+        sources: Vec<(String, Source)>,
+    },
+    SubscribeAnswer {
+        sdp: String,
+    },
+    Mute {
+        track: String,
+        muted: bool,
+    },
+    Quality {
+        track: String,
+        quality: Quality,
+    },
+    /// Receive this track (for a participant that joined with `auto_subscribe: false`, or
+    /// one that unsubscribed from it).
+    Subscribe {
+        track: String,
+    },
+    Unsubscribe {
+        track: String,
+    },
     Leave,
 }
 
@@ -100,7 +169,13 @@ impl Envelope {
     pub fn needs_join(&self) -> bool {
         matches!(
             self.kind(),
-            "publish_offer" | "subscribe_answer" | "mute" | "quality" | "leave"
+            "publish_offer"
+                | "subscribe_answer"
+                | "mute"
+                | "quality"
+                | "subscribe"
+                | "unsubscribe"
+                | "leave"
         )
     }
 
@@ -109,6 +184,41 @@ impl Envelope {
             .get(name)
             .and_then(Value::as_str)
             .ok_or_else(|| bad(format!("missing or non-string field `{name}`")))
+    }
+
+    /// A track id field: 1 to [`MAX_TRACK_ID`] bytes.
+    fn track_field(&self) -> Result<String, Bad> {
+        let track = self.str_field("track")?;
+        if track.is_empty() || track.len() > MAX_TRACK_ID {
+            return Err(bad(format!("`track` must be 1 to {MAX_TRACK_ID} bytes")));
+        }
+        Ok(track.to_string())
+    }
+
+    /// `publish_offer`'s optional `sources`: an object of mid → source.
+    fn sources(&self) -> Result<Vec<(String, Source)>, Bad> {
+        let map = match self.value.get("sources") {
+            None | Some(Value::Null) => return Ok(Vec::new()),
+            Some(Value::Object(map)) => map,
+            Some(_) => return Err(bad("`sources` is an object of mid → source")),
+        };
+        if map.len() > MAX_SOURCES {
+            return Err(bad(format!("`sources` names at most {MAX_SOURCES} mids")));
+        }
+        map.iter()
+            .map(|(mid, v)| {
+                if mid.is_empty() || mid.len() > MAX_MID || mid.chars().any(char::is_control) {
+                    return Err(bad(format!(
+                        "a mid in `sources` is 1 to {MAX_MID} bytes without control characters"
+                    )));
+                }
+                let source = v
+                    .as_str()
+                    .and_then(Source::parse)
+                    .ok_or_else(|| bad("a source is camera, microphone, screen or screen_audio"))?;
+                Ok((mid.clone(), source))
+            })
+            .collect()
     }
 
     fn optional_str(&self, name: &str) -> Option<String> {
@@ -140,15 +250,28 @@ impl Envelope {
                     Some(Value::String(t)) => Some(t.clone()),
                     Some(_) => return Err(bad("`token` is a string")),
                 };
+                let auto_subscribe = match self.value.get("auto_subscribe") {
+                    None | Some(Value::Null) => true,
+                    Some(Value::Bool(b)) => *b,
+                    Some(_) => return Err(bad("`auto_subscribe` is a boolean")),
+                };
                 ClientMessage::Join(Join {
                     room: room.to_string(),
                     name: self.optional_str("name"),
                     token,
                     replaces: self.optional_str("replaces"),
+                    auto_subscribe,
                 })
             }
             "publish_offer" => ClientMessage::PublishOffer {
                 sdp: self.str_field("sdp")?.to_string(),
+                sources: self.sources()?,
+            },
+            "subscribe" => ClientMessage::Subscribe {
+                track: self.track_field()?,
+            },
+            "unsubscribe" => ClientMessage::Unsubscribe {
+                track: self.track_field()?,
             },
             "subscribe_answer" => ClientMessage::SubscribeAnswer {
                 sdp: self.str_field("sdp")?.to_string(),
@@ -217,8 +340,41 @@ mod tests {
                 room: "r".into(),
                 name: Some("n".into()),
                 token: None,
-                replaces: None
+                replaces: None,
+                auto_subscribe: true,
             }))
+        );
+        assert_eq!(
+            parse(r#"{"type":"join","v":1,"room":"r","name":"n","auto_subscribe":false}"#),
+            Ok(ClientMessage::Join(Join {
+                room: "r".into(),
+                name: Some("n".into()),
+                token: None,
+                replaces: None,
+                auto_subscribe: false,
+            }))
+        );
+        assert_eq!(
+            parse(r#"{"type":"subscribe","track":"t1"}"#),
+            Ok(ClientMessage::Subscribe { track: "t1".into() })
+        );
+        assert_eq!(
+            parse(r#"{"type":"unsubscribe","track":"t1"}"#),
+            Ok(ClientMessage::Unsubscribe { track: "t1".into() })
+        );
+        assert_eq!(
+            parse(
+                r#"{"type":"publish_offer","sdp":"v=0","sources":{"0":"camera","2":"screen","3":"screen_audio","1":"microphone"}}"#
+            ),
+            Ok(ClientMessage::PublishOffer {
+                sdp: "v=0".into(),
+                sources: vec![
+                    ("0".into(), Source::Camera),
+                    ("1".into(), Source::Microphone),
+                    ("2".into(), Source::Screen),
+                    ("3".into(), Source::ScreenAudio),
+                ],
+            })
         );
         assert_eq!(
             parse(r#"{"type":"quality","track":"t","quality":"off"}"#),
@@ -237,7 +393,10 @@ mod tests {
         assert_eq!(parse(r#"{"type":"ping"}"#), Ok(ClientMessage::Ping));
         assert_eq!(
             parse(r#"{"type":"publish_offer","sdp":"v=0"}"#),
-            Ok(ClientMessage::PublishOffer { sdp: "v=0".into() })
+            Ok(ClientMessage::PublishOffer {
+                sdp: "v=0".into(),
+                sources: vec![],
+            })
         );
     }
 
@@ -259,6 +418,51 @@ mod tests {
             "bad_message"
         );
         assert_eq!(code(r#"{"type":"subscribe_answer"}"#), "bad_message");
+    }
+
+    #[test]
+    fn new_fields_are_validated() {
+        let join = |extra: &str| code(&format!(r#"{{"type":"join","v":1,"room":"r"{extra}}}"#));
+        assert_eq!(join(r#","auto_subscribe":"no""#), "bad_message");
+        assert_eq!(join(r#","auto_subscribe":0"#), "bad_message");
+        let offer = |sources: &str| {
+            code(&format!(
+                r#"{{"type":"publish_offer","sdp":"v=0","sources":{sources}}}"#
+            ))
+        };
+        assert_eq!(offer(r#"["camera"]"#), "bad_message");
+        assert_eq!(offer(r#""camera""#), "bad_message");
+        assert_eq!(offer(r#"{"0":"webcam"}"#), "bad_message");
+        assert_eq!(offer(r#"{"0":7}"#), "bad_message");
+        assert_eq!(offer(r#"{"":"camera"}"#), "bad_message");
+        assert_eq!(
+            offer(&format!(r#"{{"{}":"camera"}}"#, "m".repeat(MAX_MID + 1))),
+            "bad_message"
+        );
+        let many: Vec<String> = (0..=MAX_SOURCES)
+            .map(|i| format!(r#""{i}":"camera""#))
+            .collect();
+        assert_eq!(offer(&format!("{{{}}}", many.join(","))), "bad_message");
+        assert!(parse(r#"{"type":"publish_offer","sdp":"v=0","sources":null}"#).is_ok());
+        for kind in ["subscribe", "unsubscribe"] {
+            assert_eq!(code(&format!(r#"{{"type":"{kind}"}}"#)), "bad_message");
+            assert_eq!(
+                code(&format!(r#"{{"type":"{kind}","track":5}}"#)),
+                "bad_message"
+            );
+            assert_eq!(
+                code(&format!(r#"{{"type":"{kind}","track":""}}"#)),
+                "bad_message"
+            );
+            let long = "t".repeat(MAX_TRACK_ID + 1);
+            assert_eq!(
+                code(&format!(r#"{{"type":"{kind}","track":"{long}"}}"#)),
+                "bad_message"
+            );
+            assert!(envelope(&format!(r#"{{"type":"{kind}","track":"t"}}"#))
+                .unwrap()
+                .needs_join());
+        }
     }
 
     #[test]

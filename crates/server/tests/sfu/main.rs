@@ -10,6 +10,7 @@ mod data;
 mod forwarding;
 mod limits;
 mod observability;
+mod selective;
 mod tls;
 mod tokens;
 mod whip_whep;

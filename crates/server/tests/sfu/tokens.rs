@@ -273,6 +273,18 @@ async fn websocket_join_publish_and_subscribe_need_their_grants() {
             .contains("`subscribe`"),
         "{e}"
     );
+    // Nor ask for a track.
+    let mark = carol.event_count();
+    carol
+        .send_json(&json!({"type": "subscribe", "track": video}))
+        .must("sending subscribe");
+    let e = carol.wait_error_since(mark, SIGNAL).await.must("an error");
+    assert_eq!(e["code"], "forbidden", "{e}");
+    assert_eq!(
+        carol.subscribe_offers(),
+        0,
+        "carol still has no subscribe offer"
+    );
     // Nor send data messages (no `data` grant), though she receives them.
     let mark = carol.event_count();
     carol
