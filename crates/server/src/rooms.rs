@@ -93,6 +93,9 @@ pub struct TrackInfo {
     pub kind: Kind,
     pub mid: String,
     pub muted: bool,
+    /// What it carries, as its publisher said (`publish_offer`'s `sources`), else its
+    /// kind's default (camera, microphone).
+    pub source: Source,
 }
 
 #[derive(Default)]
@@ -141,9 +144,6 @@ pub struct State {
     pub(crate) cluster: Option<(NodeId, mpsc::UnboundedSender<String>)>,
     /// In a cluster: the live nodes as clients see them (`joined`, `nodes`).
     pub nodes: Value,
-    /// What each local track carries, as its publisher said (`publish_offer`'s `sources`);
-    /// a track not here carries its kind's default (camera, microphone).
-    sources: HashMap<TrackId, Source>,
     /// Per participant, the sources its last `publish_offer` named, by mid: read when the
     /// worker reports the track of that mid.
     offered_sources: HashMap<ParticipantId, HashMap<String, Source>>,
@@ -183,7 +183,6 @@ impl State {
             limits,
             cluster: None,
             nodes: Value::Array(Vec::new()),
-            sources: HashMap::new(),
             offered_sources: HashMap::new(),
             manual: HashSet::new(),
         }
@@ -461,9 +460,12 @@ impl State {
                     return;
                 };
                 let room = self.participants[&owner].room.clone();
-                if let Some(source) = self.offered_sources.get(&owner).and_then(|m| m.get(&mid)) {
-                    self.sources.insert(track, *source);
-                }
+                let source = self
+                    .offered_sources
+                    .get(&owner)
+                    .and_then(|m| m.get(&mid))
+                    .copied()
+                    .unwrap_or(Source::default_for(kind == Kind::Video));
                 self.tracks.insert(
                     track,
                     TrackInfo {
@@ -471,6 +473,7 @@ impl State {
                         kind,
                         mid,
                         muted: false,
+                        source,
                     },
                 );
                 self.topology.add_track(track, kind, worker);
@@ -845,7 +848,6 @@ impl State {
         let owner = info.owner;
         self.topology.remove_track(track);
         self.tracks.remove(&track);
-        self.sources.remove(&track);
         let room = self.participants.get_mut(&owner).map(|p| {
             p.tracks.retain(|t| *t != track);
             p.room.clone()
@@ -904,21 +906,14 @@ impl State {
 
     pub fn track_json(&self, t: TrackId) -> Value {
         match self.tracks.get(&t) {
-            Some(i) => {
-                let source = self
-                    .sources
-                    .get(&t)
-                    .copied()
-                    .unwrap_or(Source::default_for(i.kind == Kind::Video));
-                json!({
-                    "id": t.to_string(),
-                    "participant": participant_key(i.owner),
-                    "kind": i.kind.as_str(),
-                    "source": source.as_str(),
-                    "mid": i.mid,
-                    "muted": i.muted,
-                })
-            }
+            Some(i) => json!({
+                "id": t.to_string(),
+                "participant": participant_key(i.owner),
+                "kind": i.kind.as_str(),
+                "source": i.source.as_str(),
+                "mid": i.mid,
+                "muted": i.muted,
+            }),
             None => Value::Null,
         }
     }

@@ -77,7 +77,7 @@ impl Source {
         }
     }
 
-    fn parse(s: &str) -> Option<Source> {
+    pub fn parse(s: &str) -> Option<Source> {
         Some(match s {
             "camera" => Source::Camera,
             "microphone" => Source::Microphone,

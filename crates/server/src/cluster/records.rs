@@ -4,6 +4,7 @@
 //! the writing node's tag, sizes are bounded; anything else rejects the whole record.
 
 use serde::{Deserialize, Serialize};
+use sfumato_signal::Source;
 use sfumato_worker::sfumato_core::{Kind, NodeId, PeerId, TrackId};
 
 use crate::ids::TAG_BITS;
@@ -41,6 +42,9 @@ pub struct RecordTrack {
     pub id: String,
     pub kind: String,
     pub muted: bool,
+    /// `camera`, `microphone`, `screen` or `screen_audio` (absent: its kind's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// A record that passed the checks, with its ids parsed.
@@ -58,8 +62,16 @@ pub struct RemoteParticipant {
     pub name: String,
     pub kind: String,
     pub worker: u16,
-    pub tracks: Vec<(TrackId, Kind, bool)>,
+    pub tracks: Vec<RemoteTrack>,
     pub replaces: Option<ParticipantId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RemoteTrack {
+    pub id: TrackId,
+    pub kind: Kind,
+    pub muted: bool,
+    pub source: Source,
 }
 
 /// Why a record was rejected.
@@ -73,6 +85,8 @@ pub enum RecordError {
     Id(String),
     #[error("kind `{0}` is neither audio nor video")]
     Kind(String),
+    #[error("source `{0}` is unknown")]
+    Source(String),
     #[error("too many entries")]
     TooMany,
 }
@@ -121,7 +135,16 @@ pub fn parse(field: u32, json: &str) -> Result<Remote, RecordError> {
                 "video" => Kind::Video,
                 other => return Err(RecordError::Kind(other.to_string())),
             };
-            tracks.push((tid, kind, t.muted));
+            let source = match &t.source {
+                None => Source::default_for(kind == Kind::Video),
+                Some(s) => Source::parse(s).ok_or_else(|| RecordError::Source(s.clone()))?,
+            };
+            tracks.push(RemoteTrack {
+                id: tid,
+                kind,
+                muted: t.muted,
+                source,
+            });
         }
         let replaces = match &p.replaces {
             None => None,
@@ -168,6 +191,7 @@ mod tests {
                     id: format!("{}-0", id + 1),
                     kind: "video".into(),
                     muted: true,
+                    source: Some("screen".into()),
                 }],
                 replaces: None,
             }],
@@ -180,8 +204,16 @@ mod tests {
         let json = serde_json::to_string(&record(4)).unwrap();
         let r = parse(4, &json).unwrap();
         assert_eq!(r.node, NodeId(4));
-        assert_eq!(r.participants[0].tracks[0].1, Kind::Video);
-        assert!(r.participants[0].tracks[0].2, "muted");
+        let t = r.participants[0].tracks[0];
+        assert_eq!(
+            (t.kind, t.muted, t.source),
+            (Kind::Video, true, Source::Screen)
+        );
+        // A record without sources (an older node) reads with the default.
+        let mut old = record(4);
+        old.participants[0].tracks[0].source = None;
+        let r = parse(4, &serde_json::to_string(&old).unwrap()).unwrap();
+        assert_eq!(r.participants[0].tracks[0].source, Source::Camera);
         assert_eq!(
             r.wants,
             [parse_track(&format!("{}-1", 5u64 << 40)).unwrap()]
@@ -209,6 +241,10 @@ mod tests {
         r.participants[0].tracks[0].kind = "smell".into();
         let json = serde_json::to_string(&r).unwrap();
         assert_eq!(parse(4, &json), Err(RecordError::Kind("smell".into())));
+        let mut r = record(4);
+        r.participants[0].tracks[0].source = Some("smell".into());
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(parse(4, &json), Err(RecordError::Source("smell".into())));
         let mut r = record(4);
         r.wants.push("x-y".into());
         let json = serde_json::to_string(&r).unwrap();

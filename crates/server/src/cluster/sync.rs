@@ -4,10 +4,10 @@
 //! the state's lock, like the rest of the state.
 
 use serde_json::json;
-use sfumato_worker::sfumato_core::{Kind, NodeId, TrackId, WorkerId};
+use sfumato_worker::sfumato_core::{NodeId, TrackId, WorkerId};
 
 use super::members::NodeInfo;
-use super::records::{RecordParticipant, RecordTrack, Remote, RoomRecord};
+use super::records::{RecordParticipant, RecordTrack, Remote, RemoteTrack, RoomRecord};
 use crate::rooms::{participant_key, Client, Participant, ParticipantId, State, TrackInfo};
 
 impl State {
@@ -62,6 +62,7 @@ impl State {
                             id: t.to_string(),
                             kind: info.kind.as_str().to_string(),
                             muted: info.muted,
+                            source: Some(info.source.as_str().to_string()),
                         })
                     })
                     .collect(),
@@ -192,16 +193,19 @@ impl State {
         room: &str,
         node: NodeId,
         owner: ParticipantId,
-        tracks: &[(TrackId, Kind, bool)],
+        tracks: &[RemoteTrack],
     ) {
         let had: Vec<TrackId> = self.participants[&owner].tracks.clone();
-        for t in had
-            .iter()
-            .filter(|t| !tracks.iter().any(|(x, _, _)| x == *t))
-        {
+        for t in had.iter().filter(|t| !tracks.iter().any(|x| x.id == **t)) {
             self.unpublish(*t);
         }
-        for &(track, kind, muted) in tracks {
+        for &RemoteTrack {
+            id: track,
+            kind,
+            muted,
+            source,
+        } in tracks
+        {
             if let Some(info) = self.tracks.get_mut(&track) {
                 if info.owner == owner && info.muted != muted {
                     info.muted = muted;
@@ -220,6 +224,7 @@ impl State {
                     kind,
                     mid: String::new(),
                     muted,
+                    source,
                 },
             );
             self.topology.add_remote_track(track, kind, node);
