@@ -150,6 +150,15 @@ impl<'a> Reader<'a> {
 }
 
 /// Reads a send frame (untrusted).
+/// The `seq` of a frame that starts like a send frame, however the rest reads: what an
+/// error about it names.
+pub fn send_seq(frame: &[u8]) -> Option<u32> {
+    match frame {
+        [SEND, _, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
+}
+
 pub fn parse_send(frame: &[u8]) -> Result<Send<'_>, DataError> {
     let mut r = Reader(frame);
     let (flags, seq) = r.header(SEND)?;

@@ -139,9 +139,7 @@ async fn session(app: App, socket: WebSocket) {
             // A participant's data messages are paced by its worker (`--max-data-rate`),
             // whichever way they come, not by the signaling rate.
             Message::Binary(frame) if me.is_some() => {
-                if let Err(Reject(code, message)) = data_in(&app, me, frame.into()) {
-                    tx.send(error_json(code, &message));
-                }
+                data_in(&app, &tx, me, frame.into());
                 continue;
             }
             _ if !bucket.take(Instant::now()) => {
@@ -156,9 +154,7 @@ async fn session(app: App, socket: WebSocket) {
             Message::Ping(_) => continue, // answered by the WebSocket layer
             Message::Text(t) => t,
             Message::Binary(frame) => {
-                if let Err(Reject(code, message)) = data_in(&app, me, frame.into()) {
-                    tx.send(error_json(code, &message));
-                }
+                data_in(&app, &tx, me, frame.into());
                 continue;
             }
         };
@@ -203,9 +199,20 @@ async fn session(app: App, socket: WebSocket) {
 }
 
 /// A data message (a binary frame, docs/protocol.md "Data messages") from participant `me`:
-/// read here only to tell its client what is wrong with it; its worker reads it again,
-/// stamps its sender and routes it.
-fn data_in(app: &App, me: Option<ParticipantId>, frame: Vec<u8>) -> Result<(), Reject> {
+/// read here only to tell its client what is wrong with it (the error names the frame's
+/// `seq` when it has one); its worker reads it again, stamps its sender and routes it.
+fn data_in(app: &App, tx: &Outbound, me: Option<ParticipantId>, frame: Vec<u8>) {
+    let seq = data::send_seq(&frame);
+    if let Err(Reject(code, message)) = route_data(app, me, frame) {
+        let mut e = json!({"type": "error", "code": code, "message": message});
+        if let Some(seq) = seq {
+            e["seq"] = json!(seq);
+        }
+        tx.send(e.to_string());
+    }
+}
+
+fn route_data(app: &App, me: Option<ParticipantId>, frame: Vec<u8>) -> Result<(), Reject> {
     let id = me.ok_or_else(|| Reject("not_joined", "a data message before `join`".into()))?;
     if let Err(e) = data::parse_send(&frame) {
         return Err(Reject(e.code(), format!("data message refused: {e}")));
