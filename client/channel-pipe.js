@@ -40,6 +40,7 @@ function channelPipe(channel, streams) {
     });
   const pipe = {
     window: WINDOW,
+    budget: 4 * WINDOW,
     defaultPeer: PEER,
     self: () => PEER,
     async send(_to, bytes) {

@@ -16,6 +16,13 @@ export const RESERVED_PREFIX = 'sfumato/';
  */
 export const STREAM_RATE = 400;
 const STREAM_BURST = 40;
+/**
+ * Bytes in flight per stream we receive, and over all of them: the server drops a
+ * participant from the room's data messages when its data channel's send buffer (512 KiB)
+ * is full, so what may be on its way to us stays well under that.
+ */
+export const ROOM_STREAM_WINDOW = 256 * 1024;
+export const ROOM_STREAM_BUDGET = 384 * 1024;
 
 /**
  * @param {{_sendReserved: (bytes: Uint8Array, to: string) => Promise<void>}} data room.data
@@ -40,6 +47,8 @@ export function roomPipe(data, room, { rate = STREAM_RATE } = {}) {
     }
   };
   return {
+    window: ROOM_STREAM_WINDOW,
+    budget: ROOM_STREAM_BUDGET,
     self: () => room.self(),
     nameOf: (id) => room.nameOf(id),
     /** In order, each after its token; `room.data`'s own backpressure applies after. */

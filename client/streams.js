@@ -7,7 +7,13 @@
 //                                     handed on (waiting while the link is full); rejects
 //                                     while the link is down
 //     self(): string                  our identity on the pipe (changes when we rejoin)
-//     window?: number                 bytes in flight per stream (default 1 MiB) }
+//     window?: number                 bytes in flight per stream we receive (default 1 MiB)
+//     budget?: number                 bytes in flight over all the streams we receive
+//                                     (default 4 MiB) }
+//
+// The receiver decides how much may be in flight: it grants each stream it accepted credit
+// up to what its application took plus the smaller of `window` and `budget` shared among its
+// accepted streams (at least a chunk), so the sender never has more than that unconfirmed.
 //
 // The owner of the pipe feeds it received messages (`receive(from, bytes)`) and tells it when
 // its link came back (`linkUp()`) and when peers leave and come back (`peerLeft`,
@@ -34,6 +40,7 @@ const MAX_FINISHED = 256;
 
 const DEFAULTS = {
   window: DEFAULT_WINDOW,
+  budget: 4 * DEFAULT_WINDOW,
   /** A side that waits on its peer and heard nothing for this long asks again. */
   probeMs: 2000,
   /** A stream whose peer is gone (left, or our link is down) fails after this long. */
@@ -77,10 +84,13 @@ function concat(chunks, total) {
 export class Streams {
   /**
    * @param {object} pipe see the top of this file
-   * @param {{window?: number, probeMs?: number, resumeTimeoutMs?: number}} [opts]
+   * @param {{window?: number, budget?: number, probeMs?: number, resumeTimeoutMs?: number}} [opts]
    */
   constructor(pipe, opts = {}) {
-    this._opts = { ...DEFAULTS, ...(pipe?.window ? { window: pipe.window } : {}), ...opts };
+    const fromPipe = {};
+    if (pipe?.window) fromPipe.window = pipe.window;
+    if (pipe?.budget) fromPipe.budget = pipe.budget;
+    this._opts = { ...DEFAULTS, ...fromPipe, ...opts };
     this._pipe = pipe;
     this._self = null;
     /** id → OutgoingStream | IncomingStream */
@@ -202,6 +212,14 @@ export class Streams {
 
   _send(to, bytes) {
     return this._pipe.send(to, bytes);
+  }
+
+  /** The credit window of one stream we receive: the window, or the budget shared among
+   * the streams we accepted, at least one chunk. */
+  _windowFor(s) {
+    let accepted = 0;
+    for (const x of this._streams.values()) if (x.direction === 'in' && x.state === 'accepted') accepted++;
+    return Math.max(s.offer.chunk, Math.min(this._opts.window, Math.floor(this._opts.budget / Math.max(1, accepted))));
   }
 
   _selfId() {
@@ -347,6 +365,12 @@ class StreamBase {
       if (now - this.lastAsked >= this.streams._opts.probeMs) this.sendResume(this.peer);
       return;
     }
+    // A peer that is there but silent (it answers probes while it is alive) is gone too;
+    // an offer has no such clock: the application may take its time to accept.
+    if (this.state !== 'offered' && now - this.lastHeard > this.streams._opts.resumeTimeoutMs) {
+      this.fail(new StreamError('peer_gone', `the peer did not answer for ${this.streams._opts.resumeTimeoutMs} ms`));
+      return;
+    }
     if (now - this.lastHeard >= this.streams._opts.probeMs && now - this.lastAsked >= this.streams._opts.probeMs) {
       if (this.probe()) this.lastAsked = now;
     }
@@ -364,7 +388,6 @@ class OutgoingStream extends StreamBase {
     this.blob = blob;
     this.info = info;
     this.size = blob.size;
-    this.window = streams._opts.window;
     this.chunk = CHUNK_SIZE;
     this.range = CHUNK_SIZE * RANGE_CHUNKS;
     /** Next offset to send; what the receiver has (contiguous); how far it lets us go. */
@@ -600,8 +623,6 @@ export class IncomingStream extends StreamBase {
     this.direction = 'in';
     this.role = 'receiver';
     this.offer = offer;
-    // At least one chunk, or the sender could never send.
-    this.window = Math.max(streams._opts.window, offer.chunk);
     /** {id, from, name, size, mime, topic, attributes} */
     this.info = { id: offer.id, from, name: offer.name, size: offer.size, mime: offer.mime, topic: offer.topic, attributes: offer.attributes };
     this.size = offer.size;
@@ -645,7 +666,7 @@ export class IncomingStream extends StreamBase {
   }
 
   credit() {
-    return this.state === 'offered' ? 0 : Math.min(this.size, this.consumed + this.window);
+    return this.state === 'offered' ? 0 : Math.min(this.size, this.consumed + this.streams._windowFor(this));
   }
 
   /**
@@ -871,7 +892,7 @@ export class IncomingStream extends StreamBase {
     give?.(c);
     this.consumed += c.byteLength;
     const credit = this.credit();
-    if (credit - this.granted >= this.window / 4 || credit === this.size) {
+    if (credit - this.granted >= (credit - this.consumed) / 4 || credit === this.size) {
       if (credit > this.granted) {
         this.granted = credit;
         this.say(KIND.ACK, { received: this.received, credit });
