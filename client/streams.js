@@ -347,6 +347,7 @@ class StreamBase {
       }
       this.peer = from;
       this.peerName = this.streams._pipe.nameOf?.(from) ?? this.peerName;
+      if (this.info?.from !== undefined) this.info.from = from;
     } else if (from !== this.peer) {
       return false;
     }
