@@ -458,3 +458,38 @@ for (const side of ['receiver', 'sender']) {
       assert.equal(peer.read, size);
     }));
 }
+
+// A measurement, not a check (SFUMATO_E2E_BENCH=1): the round trip of one data message of
+// 1,200 bytes to 64,000 bytes from a to b and back over SCTP, and from c to d and back over
+// the socket, 30 times each (median and 95th percentile). It tells the stream protocol's
+// window (what it can move per round trip) from the path's own speed.
+test('round trips of single data messages (SFUMATO_E2E_BENCH=1)', { skip: !process.env.SFUMATO_E2E_BENCH }, (t) =>
+  s.run(async () => {
+    for (const [from, to] of [['a', 'b'], ['c', 'd']]) {
+      await pages[to].evaluate(() => {
+        window.room.data.on('ping', (m) => window.room.data.send(m.payload, { topic: 'pong', to: [m.from] }));
+      });
+      const r = await pages[from].evaluate(async (to) => {
+        const out = {};
+        for (const size of [1200, 16000, 32000, 64000]) {
+          const times = [];
+          for (let i = 0; i < 30; i++) {
+            const t0 = performance.now();
+            const got = new Promise((resolve) => {
+              const off = window.room.data.on('pong', () => {
+                off();
+                resolve();
+              });
+            });
+            await window.room.data.send(new Uint8Array(size), { topic: 'ping', to: [to] });
+            await got;
+            times.push(performance.now() - t0);
+          }
+          times.sort((x, y) => x - y);
+          out[size] = `${times[15].toFixed(1)} / ${times[28].toFixed(1)} ms`;
+        }
+        return out;
+      }, ids[to]);
+      t.diagnostic(`${from} → ${to} (${await pages[from].evaluate(() => window.room.data.transport)}) round trip p50 / p95 by size: ${JSON.stringify(r)}`);
+    }
+  }));
