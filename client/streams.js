@@ -12,8 +12,9 @@
 //                                     (default 4 MiB) }
 //
 // The receiver decides how much may be in flight: it grants each stream it accepted credit
-// up to what its application took plus the smaller of `window` and `budget` shared among its
-// accepted streams (at least a chunk), so the sender never has more than that unconfirmed.
+// up to what its application took plus `window` (what it holds for a reader that does not
+// read), and keeps what may be on its way to it over all its streams within `budget` (at
+// least a chunk a stream), so a sender never has more than that unconfirmed.
 //
 // The owner of the pipe feeds it received messages (`receive(from, bytes)`) and tells it when
 // its link came back (`linkUp()`) and when peers leave and come back (`peerLeft`,
@@ -214,12 +215,13 @@ export class Streams {
     return this._pipe.send(to, bytes);
   }
 
-  /** The credit window of one stream we receive: the window, or the budget shared among
-   * the streams we accepted, at least one chunk. */
-  _windowFor(s) {
-    let accepted = 0;
-    for (const x of this._streams.values()) if (x.direction === 'in' && x.state === 'accepted') accepted++;
-    return Math.max(s.offer.chunk, Math.min(this._opts.window, Math.floor(this._opts.budget / Math.max(1, accepted))));
+  /** Bytes the other streams we receive let their senders send and we have not received. */
+  _inFlightExcept(s) {
+    let bytes = 0;
+    for (const x of this._streams.values()) {
+      if (x !== s && x.direction === 'in' && x.state === 'accepted') bytes += Math.max(0, x.granted - x.received);
+    }
+    return bytes;
   }
 
   _selfId() {
@@ -666,8 +668,14 @@ export class IncomingStream extends StreamBase {
     return { received: this.received, credit: this.granted, accepted: this.state !== 'offered' };
   }
 
+  /** How far the sender may go: a window beyond what the application took, and within
+   * what the budget leaves free of the other streams' bytes on their way (at least a chunk);
+   * never less than already granted. */
   credit() {
-    return this.state === 'offered' ? 0 : Math.min(this.size, this.consumed + this.streams._windowFor(this));
+    if (this.state === 'offered') return 0;
+    const { window, budget } = this.streams._opts;
+    const free = Math.max(this.offer.chunk, budget - this.streams._inFlightExcept(this));
+    return Math.max(this.granted, Math.min(this.size, this.consumed + Math.max(window, this.offer.chunk), this.received + free));
   }
 
   /**
