@@ -23,7 +23,7 @@
 // rejoins under a new identity proves it holds the stream's secret and takes it over.
 
 import { Sha256, toHex } from './sha256.js';
-import { CHUNK_HEADER, KIND, MAX_SIZE, WireError, decode, encodeChunk, encodeControl, idHex, randomId, PROTOCOL_VERSION } from './stream-wire.js';
+import { CHUNK_HEADER, KIND, MAX_SIZE, decode, encodeChunk, encodeControl, idHex, randomId, PROTOCOL_VERSION } from './stream-wire.js';
 
 /** Bytes of a chunk: a chunk message (25 bytes of header) stays within a 64 KiB data message. */
 export const CHUNK_SIZE = 64512;
@@ -171,8 +171,7 @@ export class Streams {
     try {
       m = decode(bytes);
     } catch (err) {
-      if (!(err instanceof WireError)) throw err;
-      console.warn(`sfumato: ignoring a malformed stream message from ${from}: ${err.message}`);
+      console.warn(`sfumato: ignoring a malformed stream message from ${from}: ${err?.message ?? err}`);
       return;
     }
     const s = this._streams.get(m.id);

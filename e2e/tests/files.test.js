@@ -280,6 +280,7 @@ test('a 50 MB file over SCTP (a → b), verified by the receiver', (t) =>
     assert.ok(out.result.bytesSent >= size);
     assert.deepEqual(await pages.b.evaluate(() => window.appData), [], "no stream message reached b's '*' data handler");
     assert.deepEqual(await pages.a.evaluate(() => window.errors), [], 'no server error for the sender (e.g. rate_limited)');
+    assert.deepEqual(await pages.b.evaluate(() => window.errors), [], 'no server error for the receiver (e.g. data_overflow)');
   }));
 
 test('a 50 MB file over the WebSocket (c → d), verified by the receiver', (t) =>
@@ -302,6 +303,7 @@ test('three transfers at once into b (two from a over SCTP, one from c over the 
       ['c', await start('c', 'b', { size: sizes[2], seed: 23 })],
     ];
     for (const [i, [from, key]] of keys.entries()) await expectVerified(from, key, 'b', sizes[i]);
+    assert.deepEqual(await pages.b.evaluate(() => window.errors), [], 'no server error for the receiver (e.g. data_overflow)');
     const sinkKey = await start('b', 'd', { size: 3 * MB, seed: 24, mode: 'sink' });
     await expectVerified('b', sinkKey, 'd', 3 * MB);
   }));
@@ -393,10 +395,10 @@ test('malformed stream messages and misuse are refused; the streams carry on', (
     assert.equal(Object.keys(await incoming('b')).length, before + 1, 'only the real offer reached b');
   }));
 
-test("streams over a plain RTCDataChannel between two peer connections", () =>
+test('streams over a plain RTCDataChannel between two peer connections; resumed over a new channel', () =>
   s.run(async () => {
     const r = await pages.c.evaluate(async () => {
-      const { streamsOverChannel } = await import('/sdk/sfumato.js');
+      const { streamsOverChannel, attachChannel } = await import('/sdk/sfumato.js');
       const one = new RTCPeerConnection();
       const two = new RTCPeerConnection();
       one.onicecandidate = (e) => e.candidate && two.addIceCandidate(e.candidate);
@@ -418,14 +420,71 @@ test("streams over a plain RTCDataChannel between two peer connections", () =>
       const { info, bytes: back, done } = await got;
       const want = window.hex(await crypto.subtle.digest('SHA-256', bytes));
       const have = window.hex(await crypto.subtle.digest('SHA-256', back));
+
+      // A second file: the receiver stops reading after 3 MB, both channels close, and the
+      // stream goes on over new ones.
+      let release;
+      const gate = new Promise((resolve) => (release = resolve));
+      let read = 0;
+      const parts = [];
+      const second = new Promise((resolve) =>
+        receiver.registerByteStreamHandler('again', async (stream) => {
+          stream.accept();
+          for await (const c of stream) {
+            parts.push(c);
+            read += c.byteLength;
+            if (read >= 3e6) await gate;
+          }
+          resolve(await stream.done);
+        }),
+      );
+      const bytes2 = window.gen(9e6, 62);
+      let progress = null;
+      const sending = sender.sendFile(new Blob([bytes2]), { topic: 'again', onProgress: (p) => (progress = p) });
+      while (!(read >= 3e6 && progress?.waiting === 'credit')) await new Promise((resolve) => setTimeout(resolve, 20));
+      const closed = [ch1, ch2].map((ch) => new Promise((resolve) => ch.addEventListener('close', resolve)));
+      ch1.close();
+      await Promise.all(closed);
+      const nch1 = one.createDataChannel('files-2', { negotiated: true, id: 4 });
+      const nch2 = two.createDataChannel('files-2', { negotiated: true, id: 4 });
+      await Promise.all([nch1, nch2].map((ch) => new Promise((resolve) => (ch.readyState === 'open' ? resolve() : ch.addEventListener('open', resolve)))));
+      attachChannel(sender, nch1);
+      attachChannel(receiver, nch2);
+      release();
+      const result2 = await sending;
+      const verdict2 = await second;
+      const all = new Uint8Array(read);
+      let at = 0;
+      for (const p of parts) {
+        all.set(p, at);
+        at += p.byteLength;
+      }
       one.close();
       two.close();
-      return { name: info.name, size: info.size, want, have, sent: result.sha256, verified: done.sha256, length: back.byteLength };
+      return {
+        name: info.name,
+        size: info.size,
+        want,
+        have,
+        sent: result.sha256,
+        verified: done.sha256,
+        length: back.byteLength,
+        second: {
+          want: window.hex(await crypto.subtle.digest('SHA-256', bytes2)),
+          have: window.hex(await crypto.subtle.digest('SHA-256', all)),
+          sent: result2.sha256,
+          verified: verdict2.sha256,
+          resent: result2.bytesSent - bytes2.byteLength,
+        },
+      };
     });
     assert.deepEqual(
       [r.name, r.size, r.length, r.have, r.sent, r.verified],
       ['direct.bin', 6 * MB + 5, 6 * MB + 5, r.want, r.want, r.want],
     );
+    const t = r.second;
+    assert.deepEqual([t.have, t.sent, t.verified], [t.want, t.want, t.want], 'the second file, across two channels');
+    assert.ok(t.resent <= 4 * 1024 * 1024, `${t.resent} bytes sent again, more than the channel's window`);
   }));
 
 for (const side of ['receiver', 'sender']) {
