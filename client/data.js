@@ -10,7 +10,7 @@
 //     fits(frame): boolean, send(frame: Uint8Array, reliable: boolean): void,
 //     drained?(lowWater, reliable): Promise<void> }
 //
-// Byte streams and files (`sendFile`, `registerByteStreamHandler`) are streams.js's, over
+// Byte streams and files (`sendFile`, `streamBytes`, `registerByteStreamHandler`) are streams.js's, over
 // these messages (room-pipe.js): their reserved topic never reaches the application's
 // handlers.
 //
@@ -226,6 +226,15 @@ export class RoomData {
    */
   sendFile(file, opts) {
     return this._streams.sendFile(file, opts ?? {});
+  }
+
+  /**
+   * Opens a byte stream of `opts.size` bytes to one participant: returns `{id, writable,
+   * done}`; the bytes written into `writable` are sent, and `done` settles as `sendFile`'s
+   * promise does.
+   */
+  streamBytes(opts) {
+    return this._streams.streamBytes(opts ?? {});
   }
 
   /** Calls `handler(stream)` for each byte stream offered on `topic` (`'*'`: any topic

@@ -246,6 +246,15 @@ export interface IncomingByteStream extends AsyncIterable<Uint8Array> {
   readAll(): Promise<Uint8Array>;
 }
 
+/** What `streamBytes` returns. */
+export interface ByteStreamWriter {
+  id: string;
+  /** Takes Uint8Array (or any view, or ArrayBuffer) chunks; a write waits while the
+   * receiver's credit is used up. Exactly `size` bytes, then close. */
+  writable: WritableStream<ArrayBuffer | ArrayBufferView>;
+  done: Promise<SendFileResult>;
+}
+
 export type ByteStreamHandler = (stream: IncomingByteStream) => void | Promise<void>;
 
 export interface TransferInfo {
@@ -277,6 +286,7 @@ export interface StreamPipe {
 export declare class Streams {
   constructor(pipe: StreamPipe, opts?: { window?: number; budget?: number; probeMs?: number; resumeTimeoutMs?: number });
   sendFile(file: Blob, opts?: SendFileOptions): Promise<SendFileResult>;
+  streamBytes(opts: SendFileOptions & { size: number }): ByteStreamWriter;
   registerByteStreamHandler(topic: string, handler: ByteStreamHandler): void;
   unregisterByteStreamHandler(topic: string): void;
   readonly transfers: TransferInfo[];
@@ -332,6 +342,9 @@ export interface RoomData {
   /** Sends a file (any Blob) to one participant as a byte stream; resolves once the
    * receiver confirmed its SHA-256. Rejects with a StreamError, or `signal.reason`. */
   sendFile(file: Blob, opts: SendFileOptions & { to: string | { id: string } }): Promise<SendFileResult>;
+  /** Opens a byte stream of `size` bytes to one participant: write them into `writable`,
+   * then close it; `done` settles as `sendFile`'s promise. Throws for bad options. */
+  streamBytes(opts: SendFileOptions & { to: string | { id: string }; size: number }): ByteStreamWriter;
   /** Calls `handler` for each stream offered on `topic` (`'*'`: any topic without its own
    * handler); throws if the topic has one already. Offers nobody handles are rejected. */
   registerByteStreamHandler(topic: string, handler: ByteStreamHandler): void;

@@ -23,6 +23,7 @@
 // rejoins under a new identity proves it holds the stream's secret and takes it over.
 
 import { Sha256, toHex } from './sha256.js';
+import { blobSource, readableSource } from './stream-sources.js';
 import { CHUNK_HEADER, KIND, MAX_SIZE, decode, encodeChunk, encodeControl, idHex, randomId, PROTOCOL_VERSION } from './stream-wire.js';
 
 /** Bytes of a chunk: a chunk message (25 bytes of header) stays within a 64 KiB data message. */
@@ -117,28 +118,55 @@ export class Streams {
    *   attributes?: Record<string, string>, onProgress?: Function, signal?: AbortSignal}} opts
    */
   sendFile(blob, opts = {}) {
-    if (!(blob instanceof Blob)) return Promise.reject(new TypeError('sendFile: the file is a Blob or a File'));
+    try {
+      if (!(blob instanceof Blob)) throw new TypeError('sendFile: the file is a Blob or a File');
+      return this._start('sendFile', blobSource(blob), { name: blob.name ?? 'file', mime: blob.type ?? '' }, opts).promise;
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * Opens a byte stream of `size` bytes to one peer and returns `{id, writable, done}`: write
+   * the bytes (Uint8Array or any view) into `writable` (a WritableStream; a write waits while
+   * the receiver's credit is used up), close it, and `done` resolves as `sendFile` does.
+   * Unconfirmed bytes are kept in memory until the receiver has them. Throws for bad options.
+   * @param {{size: number, to?: string | {id: string}, topic?: string, name?: string, mime?: string,
+   *   attributes?: Record<string, string>, onProgress?: Function, signal?: AbortSignal}} opts
+   */
+  streamBytes(opts = {}) {
+    const { size } = opts;
+    if (!Number.isSafeInteger(size) || size < 0) throw new TypeError('streamBytes: `size` is the number of bytes the stream will hold');
+    const pipe = new TransformStream();
+    const source = readableSource(pipe.readable, size);
+    const s = this._start('streamBytes', source, { name: 'stream', mime: 'application/octet-stream' }, opts);
+    s.promise.catch((err) => source.cancel(err));
+    return { id: s.id, writable: pipe.writable, done: s.promise };
+  }
+
+  /** Checks a send's options and starts its stream; throws for bad ones. */
+  _start(what, source, defaults, opts) {
     const target = opts.to ?? this._pipe.defaultPeer;
     const to = target && typeof target === 'object' ? target.id : target;
-    if (typeof to !== 'string' || !to) return Promise.reject(new TypeError('sendFile: `to` names one participant (an id or a participant)'));
-    if (blob.size > MAX_SIZE) return Promise.reject(new RangeError(`sendFile: ${blob.size} bytes, more than 2^50`));
+    if (typeof to !== 'string' || !to) throw new TypeError(`${what}: \`to\` names one participant (an id or a participant)`);
+    if (source.size > MAX_SIZE) throw new RangeError(`${what}: ${source.size} bytes, more than 2^50`);
     const info = {
-      size: blob.size,
-      name: String(opts.name ?? blob.name ?? 'file').slice(0, 1024),
-      mime: String(opts.mime ?? blob.type ?? '').slice(0, 255),
+      size: source.size,
+      name: String(opts.name ?? defaults.name).slice(0, 1024),
+      mime: String(opts.mime ?? defaults.mime).slice(0, 255),
       topic: String(opts.topic ?? '').slice(0, 255),
       attributes: { ...(opts.attributes ?? {}) },
     };
     for (const [k, v] of Object.entries(info.attributes)) {
-      if (typeof v !== 'string') return Promise.reject(new TypeError(`sendFile: attribute ${k} is not a string`));
+      if (typeof v !== 'string') throw new TypeError(`${what}: attribute ${k} is not a string`);
     }
-    if (opts.signal?.aborted) return Promise.reject(opts.signal.reason);
+    if (opts.signal?.aborted) throw opts.signal.reason;
     this._self ??= this._pipe.self();
-    const s = new OutgoingStream(this, blob, to, info, opts);
+    const s = new OutgoingStream(this, source, to, info, opts);
     this._streams.set(s.id, s);
     this._tick();
     s.run().catch((err) => s.fail(err));
-    return s.promise;
+    return s;
   }
 
   /**
@@ -382,14 +410,14 @@ class StreamBase {
 // ------------------------------------------------------------------ sender
 
 class OutgoingStream extends StreamBase {
-  constructor(streams, blob, to, info, { onProgress, signal }) {
+  constructor(streams, source, to, info, { onProgress, signal }) {
     const secretBytes = crypto.getRandomValues(new Uint8Array(16));
     super(streams, idHex(randomId()), to, toHex(secretBytes));
     this.direction = 'out';
     this.role = 'sender';
-    this.blob = blob;
+    this.source = source;
     this.info = info;
-    this.size = blob.size;
+    this.size = source.size;
     this.chunk = CHUNK_SIZE;
     this.range = CHUNK_SIZE * RANGE_CHUNKS;
     /** Next offset to send; what the receiver has (contiguous); how far it lets us go. */
@@ -514,11 +542,10 @@ class OutgoingStream extends StreamBase {
     const end = Math.min(this.size, start + this.range);
     let bytes;
     try {
-      bytes = new Uint8Array(await this.blob.slice(start, end).arrayBuffer());
+      bytes = await this.source.read(start, end);
     } catch (err) {
-      throw new StreamError('unreadable', `the file could not be read at ${start}: ${err?.message ?? err}`);
+      throw new StreamError('unreadable', `the bytes at ${start} could not be read: ${err?.message ?? err}`);
     }
-    if (bytes.byteLength !== end - start) throw new StreamError('unreadable', `the file changed while it was being read (${bytes.byteLength} bytes at ${start})`);
     if (start === this.hashedUpTo) {
       this.hasher.update(bytes);
       this.hashedUpTo = end;
@@ -531,6 +558,12 @@ class OutgoingStream extends StreamBase {
     if (this.sha256) return;
     while (this.hashedUpTo < this.size) await this.loadRange(Math.floor(this.hashedUpTo / this.range));
     this.sha256 = toHex(this.hasher.digest());
+  }
+
+  /** The source may forget what the receiver has, short of the range it is in (a rewind
+   * reads that range again). */
+  release() {
+    this.source.release(Math.floor(this.received / this.range) * this.range);
   }
 
   /** Goes back to `offset` (bytes from there did not arrive). */
@@ -566,6 +599,7 @@ class OutgoingStream extends StreamBase {
         }
         this.received = Math.max(this.received, Math.min(m.received, this.next));
         this.credit = Math.max(this.credit, m.credit);
+        this.release();
         // `upto`: bytes up to there were sent, and those from `received` on did not arrive.
         if (m.upto !== undefined && m.received < m.upto) this.rewind(m.received);
         else if (m.upto !== undefined && this.state === 'ending') this.endSent = false;
@@ -576,6 +610,7 @@ class OutgoingStream extends StreamBase {
         if (m.accepted && this.state === 'offered') this.state = 'sending';
         this.received = m.received;
         this.credit = m.credit;
+        this.release();
         this.next = m.received;
         this.rangeSent = -1;
         this.endSent = false;

@@ -3,7 +3,8 @@
 // the signaling socket (`transport: 'ws'`). Files are generated in the page (deterministic
 // pseudo-random bytes); every receiver hashes what it read with crypto.subtle, independently
 // of the SDK's own checks. Also: the incremental SHA-256 against crypto.subtle, a stalled
-// receiver holding its sender at the window, cancel from each side, resume after either
+// receiver holding its sender at the window, cancel from each side, streams written piece by
+// piece (streamBytes), resume after either
 // side's signaling drop, three transfers at once, streams over a plain RTCDataChannel, and
 // malformed stream messages.
 
@@ -66,7 +67,7 @@ function joinWithSdk(page, name, transport) {
       const streams = {};
       const gates = {};
       let n = 0;
-      const send = (to, { size, seed = 1, topic = 'files', mode = 'read', gate, abortWhenStalled, reason } = {}) => {
+      const send = (to, { size, seed = 1, topic = 'files', mode = 'read', gate, abortWhenStalled, reason, writer } = {}) => {
         const key = `f${n++}`;
         const bytes = gen(size, seed);
         const ac = new AbortController();
@@ -74,21 +75,37 @@ function joinWithSdk(page, name, transport) {
         crypto.subtle.digest('SHA-256', bytes).then((d) => (rec.sha256 = hex(d)));
         const attributes = { mode };
         if (gate != null) attributes.gate = String(gate);
-        room.data
-          .sendFile(new Blob([bytes]), {
-            to,
-            topic,
-            name: `${key}.bin`,
-            mime: 'application/octet-stream',
-            attributes,
-            signal: ac.signal,
-            onProgress: (p) => {
-              rec.progress = p;
-              if (p.waiting === 'credit' && !rec.waitedForCredit) rec.waitedForCredit = { ...p };
-              if (p.waiting === 'credit' && abortWhenStalled) ac.abort(new Error(reason));
-            },
-          })
-          .then(
+        const opts = {
+          to,
+          topic,
+          name: `${key}.bin`,
+          mime: 'application/octet-stream',
+          attributes,
+          signal: ac.signal,
+          onProgress: (p) => {
+            rec.progress = p;
+            if (p.waiting === 'credit' && !rec.waitedForCredit) rec.waitedForCredit = { ...p };
+            if (p.waiting === 'credit' && abortWhenStalled) ac.abort(new Error(reason));
+          },
+        };
+        let sent;
+        if (writer) {
+          // room.data.streamBytes: the bytes written in uneven pieces.
+          const { writable, done } = room.data.streamBytes({ ...opts, size });
+          sent = done;
+          (async () => {
+            const w = writable.getWriter();
+            for (let at = 0, i = 0; at < size; i++) {
+              const n = Math.min(size - at, 1000 + ((i * 40503) % 150000));
+              await w.write(bytes.slice(at, at + n));
+              at += n;
+            }
+            await w.close();
+          })().catch((err) => (rec.writeError = String(err)));
+        } else {
+          sent = room.data.sendFile(new Blob([bytes]), opts);
+        }
+        sent.then(
             (r) => {
               rec.result = r;
               rec.ms = performance.now() - rec.started;
@@ -306,6 +323,12 @@ test('three transfers at once into b (two from a over SCTP, one from c over the 
     assert.deepEqual(await pages.b.evaluate(() => window.errors), [], 'no server error for the receiver (e.g. data_overflow)');
     const sinkKey = await start('b', 'd', { size: 3 * MB, seed: 24, mode: 'sink' });
     await expectVerified('b', sinkKey, 'd', 3 * MB);
+  }));
+
+test('a byte stream written piece by piece (streamBytes), over SCTP and over the socket', () =>
+  s.run(async () => {
+    await expectVerified('a', await start('a', 'b', { size: 4 * MB + 7, seed: 25, writer: true }), 'b', 4 * MB + 7);
+    await expectVerified('c', await start('c', 'd', { size: 3 * MB, seed: 26, writer: true }), 'd', 3 * MB);
   }));
 
 test('a stalled receiver holds its sender at the window; reading again lets it finish', () =>
