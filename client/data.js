@@ -208,8 +208,8 @@ export class RoomData {
    * everyone else in the room, or to the participants of `to` (ids, or participant objects).
    * Resolves once the frame is handed to the transport; while more than 1 MiB waits in the
    * transport's buffer, that is when it has drained below 256 KiB (sends keep their order).
-   * Rejects for a payload over 64 KiB, more than 64 recipients, a topic over 255 bytes, or
-   * when not connected (also when the connection drops while the message waits).
+   * Rejects for a payload over 64 KiB, more than 64 recipients, a topic over 255 bytes or
+   * starting with `sfumato/` (the SDK's: byte streams), or when not connected (also when the connection drops while the message waits).
    * @param {string | ArrayBuffer | ArrayBufferView} payload
    * @param {{reliable?: boolean, to?: Array<string | {id: string}>, topic?: string}} [opts]
    */
