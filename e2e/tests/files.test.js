@@ -3,7 +3,7 @@
 // the signaling socket (`transport: 'ws'`). Files are generated in the page (deterministic
 // pseudo-random bytes); every receiver hashes what it read with crypto.subtle, independently
 // of the SDK's own checks. Also: the incremental SHA-256 against crypto.subtle, a stalled
-// receiver holding its sender at the window, cancel from each side, streams written piece by
+// receiver holding its sender at the window, cancel from each side, a corrupted chunk, streams written piece by
 // piece (streamBytes), resume after either
 // side's signaling drop, three transfers at once, streams over a plain RTCDataChannel, and
 // malformed stream messages.
@@ -375,6 +375,33 @@ test('cancel from either side is told to the other; a rejection too', () =>
     for (const name of ['a', 'b', 'c', 'd']) {
       await waitFor(() => pages[name].evaluate(() => window.room.data.transfers.length === 0), { message: `${name} to have no transfer under way` });
     }
+  }));
+
+test('a byte changed on the way fails the stream on both sides (integrity)', () =>
+  s.run(async () => {
+    // b's stream engine gets the next chunk with one bit flipped, as a corrupting path would
+    // deliver it.
+    await pages.b.evaluate(() => {
+      const streams = window.room.data._streams;
+      const receive = streams.receive.bind(streams);
+      let armed = true;
+      streams.receive = (from, bytes) => {
+        if (armed && bytes[0] === 4 && bytes.byteLength > 1000) {
+          armed = false;
+          bytes = bytes.slice();
+          bytes[700] ^= 1;
+        }
+        return receive(from, bytes);
+      };
+    });
+    const out = await settled('a', await start('a', 'b', { size: 3 * MB, seed: 45 }));
+    assert.equal(out.result, null, 'sendFile did not resolve');
+    assert.deepEqual([out.error.code, out.error.by], ['integrity', 'remote']);
+    assert.match(out.error.message, /the receiver found the stream corrupt: range 0 .* has SHA-256 [0-9a-f]{64}, the sender said [0-9a-f]{64}/);
+    const atB = (await incoming('b'))[out.progress.id];
+    assert.equal(atB.error?.code, 'integrity', "b's stream failed");
+    assert.equal(atB.readError?.code, 'integrity', "b's reader errored instead of ending");
+    assert.equal(atB.sha256, null, 'b never finished reading');
   }));
 
 test('malformed stream messages and misuse are refused; the streams carry on', () =>
