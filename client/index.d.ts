@@ -255,6 +255,9 @@ export interface ByteStreamWriter {
   done: Promise<SendFileResult>;
 }
 
+/** The class of the streams handlers are offered (for `instanceof`). */
+export declare const IncomingStream: { readonly prototype: IncomingByteStream };
+
 export type ByteStreamHandler = (stream: IncomingByteStream) => void | Promise<void>;
 
 export interface TransferInfo {
