@@ -10,6 +10,10 @@
 //     fits(frame): boolean, send(frame: Uint8Array, reliable: boolean): void,
 //     drained?(lowWater, reliable): Promise<void> }
 //
+// Byte streams and files (`sendFile`, `streamBytes`, `registerByteStreamHandler`) are streams.js's, over
+// these messages (room-pipe.js): their reserved topic never reaches the application's
+// handlers.
+//
 // Each session has the signaling WebSocket (`wsTransport`, attached at join) and, once its
 // publish PC's data channels are open, the SCTP one (channels.js), which new messages then
 // take (reliable ones on the reliable channel, lossy ones on the lossy channel). Frames
@@ -17,6 +21,8 @@
 
 import { Emitter } from './emitter.js';
 import { sleep } from './peer.js';
+import { RESERVED_PREFIX, STREAM_TOPIC, roomPipe } from './room-pipe.js';
+import { Streams } from './streams.js';
 
 const SEND = 0x01;
 const DELIVER = 0x02;
@@ -63,12 +69,13 @@ function recipientId(r) {
  * Checks `send`'s arguments against the protocol's limits; returns the frame's parts (all
  * but `seq`, given when it leaves). Throws a clear Error for anything the server would refuse.
  */
-function prepare(payload, { reliable = true, to = [], topic = '' } = {}) {
+function prepare(payload, { reliable = true, to = [], topic = '' } = {}, internal = false) {
   const { bytes, text } = payloadBytes(payload);
   if (bytes.byteLength > MAX_PAYLOAD) {
     throw new RangeError(`data.send: the payload is ${bytes.byteLength} bytes, more than ${MAX_PAYLOAD}`);
   }
   if (typeof topic !== 'string') throw new TypeError('data.send: `topic` is a string');
+  if (!internal && topic.startsWith(RESERVED_PREFIX)) throw new RangeError(`data.send: topics starting with '${RESERVED_PREFIX}' are the SDK's`);
   const topicBytes = utf8.encode(topic);
   if (topicBytes.byteLength > MAX_TOPIC) {
     throw new RangeError(`data.send: the topic is ${topicBytes.byteLength} bytes, more than ${MAX_TOPIC}`);
@@ -167,8 +174,15 @@ export function wsTransport(sig) {
  * (its `data` event), and the transport in use (its `dataTransport` event).
  */
 export class RoomData {
-  constructor(emitRoom = () => {}) {
+  /**
+   * @param {(event: string, payload: object) => void} [emitRoom]
+   * @param {{self: () => string, nameOf: (id: string) => string | undefined}} [room] our
+   *   participant id and the others' names, for byte streams
+   */
+  constructor(emitRoom = () => {}, room = { self: () => '', nameOf: () => undefined }) {
     this._emitRoom = emitRoom;
+    /** Byte streams and files over these messages. */
+    this._streams = new Streams(roomPipe(this, room));
     this._topics = new Emitter();
     /** The session's WebSocket transport, and its SCTP one while the channels are open. */
     this._ws = null;
@@ -194,13 +208,56 @@ export class RoomData {
    * everyone else in the room, or to the participants of `to` (ids, or participant objects).
    * Resolves once the frame is handed to the transport; while more than 1 MiB waits in the
    * transport's buffer, that is when it has drained below 256 KiB (sends keep their order).
-   * Rejects for a payload over 64 KiB, more than 64 recipients, a topic over 255 bytes, or
-   * when not connected (also when the connection drops while the message waits).
+   * Rejects for a payload over 64 KiB, more than 64 recipients, a topic over 255 bytes or
+   * starting with `sfumato/` (the SDK's: byte streams), or when not connected (also when the connection drops while the message waits).
    * @param {string | ArrayBuffer | ArrayBufferView} payload
    * @param {{reliable?: boolean, to?: Array<string | {id: string}>, topic?: string}} [opts]
    */
   async send(payload, opts = {}) {
-    const msg = prepare(payload, opts ?? {});
+    return this._sendMessage(prepare(payload, opts ?? {}));
+  }
+
+  /**
+   * Sends `file` (a File or any Blob) to one participant as a byte stream (streams.js):
+   * resolves with `{id, size, sha256, bytesSent}` once the receiver confirmed its SHA-256.
+   * @param {Blob} file
+   * @param {{to: string | {id: string}, topic?: string, name?: string, mime?: string,
+   *   attributes?: Record<string, string>, onProgress?: Function, signal?: AbortSignal}} opts
+   */
+  sendFile(file, opts) {
+    return this._streams.sendFile(file, opts ?? {});
+  }
+
+  /**
+   * Opens a byte stream of `opts.size` bytes to one participant: returns `{id, writable,
+   * done}`; the bytes written into `writable` are sent, and `done` settles as `sendFile`'s
+   * promise does.
+   */
+  streamBytes(opts) {
+    return this._streams.streamBytes(opts ?? {});
+  }
+
+  /** Calls `handler(stream)` for each byte stream offered on `topic` (`'*'`: any topic
+   * without a handler of its own); the handler accepts or rejects it. */
+  registerByteStreamHandler(topic, handler) {
+    this._streams.registerByteStreamHandler(topic, handler);
+  }
+
+  unregisterByteStreamHandler(topic) {
+    this._streams.unregisterByteStreamHandler(topic);
+  }
+
+  /** The byte streams under way, both directions. */
+  get transfers() {
+    return this._streams.transfers;
+  }
+
+  /** A stream message (room-pipe.js): binary, reliable, to one participant. */
+  _sendReserved(bytes, to) {
+    return this._sendMessage(prepare(bytes, { topic: STREAM_TOPIC, to: [to] }, true));
+  }
+
+  async _sendMessage(msg) {
     const reliable = (msg.flags & FLAG_RELIABLE) !== 0;
     const t = this._current();
     if (!t) throw new Error('data.send: not connected');
@@ -276,6 +333,10 @@ export class RoomData {
       msg = decodeDeliver(frame);
     } catch (err) {
       console.warn('sfumato: ignoring a malformed data frame:', err.message);
+      return;
+    }
+    if (msg.topic.startsWith(RESERVED_PREFIX)) {
+      if (msg.topic === STREAM_TOPIC && msg.payload instanceof Uint8Array) this._streams.receive(msg.from, msg.payload);
       return;
     }
     if (msg.topic !== ANY_TOPIC) this._topics.emit(msg.topic, msg);

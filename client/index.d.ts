@@ -284,6 +284,173 @@ export interface DataSendOptions {
   topic?: string;
 }
 
+/** What a receiver is offered (client/README.md, "Files and byte streams"). */
+export interface ByteStreamInfo {
+  /** The stream's random id (32 hex digits). */
+  id: string;
+  /** The sender's participant id (its new one, after it rejoined). */
+  from: string;
+  name: string;
+  /** Bytes, up to 2^50. */
+  size: number;
+  mime: string;
+  topic: string;
+  attributes: Record<string, string>;
+}
+
+/** A sender's progress. `sent`: bytes sent (goes back after a loss or a resume);
+ * `confirmed`: bytes the receiver has; `waiting`: what the sender waits for, if anything
+ * (`accept`: the offer's answer; `credit`: the receiver to read; `peer`: the peer or our
+ * link to come back; `verdict`: the receiver's hash check). */
+export interface SendProgress {
+  id: string;
+  size: number;
+  sent: number;
+  confirmed: number;
+  /** Bytes sent so far, those sent again included. */
+  bytesSent: number;
+  waiting: 'accept' | 'credit' | 'peer' | 'verdict' | null;
+}
+
+/** A receiver's progress: bytes received, and taken by the application (read or written). */
+export interface ReceiveProgress {
+  id: string;
+  size: number;
+  received: number;
+  consumed: number;
+  waiting: 'peer' | null;
+}
+
+export interface SendFileOptions {
+  /** The one participant to send to (an id or a participant); over a channel, left out. */
+  to?: string | { id: string };
+  /** Default ''. */
+  topic?: string;
+  /** Default: the File's name, else 'file'. */
+  name?: string;
+  /** Default: the Blob's type. */
+  mime?: string;
+  attributes?: Record<string, string>;
+  onProgress?: (progress: SendProgress) => void;
+  /** Aborting cancels the stream (the receiver is told); `sendFile` rejects with the reason. */
+  signal?: AbortSignal;
+}
+
+export interface SendFileResult {
+  id: string;
+  size: number;
+  /** The whole stream's SHA-256 (hex), confirmed by the receiver. */
+  sha256: string;
+  bytesSent: number;
+}
+
+/** Why a stream failed; `by`: which side decided (`remote`: the peer). */
+export declare class StreamError extends Error {
+  readonly code: 'rejected' | 'cancelled' | 'integrity' | 'peer_gone' | 'closed' | 'unreadable' | 'protocol';
+  readonly by: 'local' | 'remote';
+}
+
+/** Where accepted bytes can be written: a WritableStream (a FileSystemWritableFileStream)
+ * or any object with `write`. `close` is called once the stream is verified, `abort` when
+ * it fails. */
+export type ByteSink = WritableStream<Uint8Array> | { write(chunk: Uint8Array): unknown; close?(): unknown; abort?(reason: unknown): unknown };
+
+/** A stream offered to us. Accept it (then read it: it is an async iterable of chunks, or
+ * `readable`; or give a sink), or reject it. */
+export interface IncomingByteStream extends AsyncIterable<Uint8Array> {
+  readonly id: string;
+  readonly info: ByteStreamInfo;
+  readonly state: 'offered' | 'accepted' | 'done' | 'failed';
+  readonly progress: ReceiveProgress;
+  /** The bytes, after `accept()` without a sink. Closes once the whole stream's SHA-256
+   * matched; errors when the stream fails. */
+  readonly readable?: ReadableStream<Uint8Array>;
+  /** Resolves once every byte was taken and verified (and the sink closed); rejects with a
+   * StreamError. */
+  readonly done: Promise<{ id: string; size: number; sha256: string }>;
+  /** Aborted when the stream ends without success. */
+  readonly signal: AbortSignal;
+  accept(opts?: { sink?: ByteSink; onProgress?: (progress: ReceiveProgress) => void }): IncomingByteStream;
+  /** The sender's `sendFile` rejects with code `rejected` and `reason`. */
+  reject(reason?: string): void;
+  /** The sender's `sendFile` rejects with code `cancelled` and `reason`. */
+  cancel(reason?: string): void;
+  /** Every byte at once, after the check (for what fits in memory). */
+  readAll(): Promise<Uint8Array>;
+}
+
+/** What `streamBytes` returns. */
+export interface ByteStreamWriter {
+  id: string;
+  /** Takes Uint8Array (or any view, or ArrayBuffer) chunks; a write waits while the
+   * receiver's credit is used up. Exactly `size` bytes, then close. */
+  writable: WritableStream<ArrayBuffer | ArrayBufferView>;
+  done: Promise<SendFileResult>;
+}
+
+/** The class of the streams handlers are offered (for `instanceof`). */
+export declare const IncomingStream: { readonly prototype: IncomingByteStream };
+
+export type ByteStreamHandler = (stream: IncomingByteStream) => void | Promise<void>;
+
+export interface TransferInfo {
+  id: string;
+  direction: 'in' | 'out';
+  peer: string;
+  size: number;
+  [field: string]: unknown;
+}
+
+/** What the stream engine sends over (client/streams.js). */
+export interface StreamPipe {
+  /** Reliable and ordered; resolves once handed on (waiting while full); rejects while the
+   * link is down. */
+  send(to: string, bytes: Uint8Array): Promise<void>;
+  /** Our identity on the pipe (what the peer sees as `from`). */
+  self(): string;
+  /** Bytes in flight per stream we receive (default 1 MiB), and over all of them (4 MiB). */
+  window?: number;
+  budget?: number;
+  /** A peer's name, to find it again after it rejoins under a new identity. */
+  nameOf?(peer: string): string | undefined;
+  /** The peer `sendFile` goes to without `to`. */
+  defaultPeer?: string;
+}
+
+/** The byte-stream engine, over any pipe (room.data uses one; `streamsOverChannel` makes one
+ * over an RTCDataChannel). */
+export declare class Streams {
+  constructor(pipe: StreamPipe, opts?: { window?: number; budget?: number; probeMs?: number; resumeTimeoutMs?: number });
+  sendFile(file: Blob, opts?: SendFileOptions): Promise<SendFileResult>;
+  streamBytes(opts: SendFileOptions & { size: number }): ByteStreamWriter;
+  registerByteStreamHandler(topic: string, handler: ByteStreamHandler): void;
+  unregisterByteStreamHandler(topic: string): void;
+  readonly transfers: TransferInfo[];
+  /** A message from the pipe. */
+  receive(from: string, bytes: Uint8Array): void;
+  /** Our link is up again (a new identity after a rejoin: every stream resumes). */
+  linkUp(): void;
+  peerLeft(peer: string): void;
+  peerJoined(peer: string, name: string): void;
+  /** A new pipe to the same peer: every stream resumes over it. */
+  attach(pipe: StreamPipe): void;
+  /** Fails every stream (code `closed`). */
+  close(reason?: string): void;
+}
+
+/** Byte streams over a reliable, ordered RTCDataChannel between two browsers. */
+export declare function streamsOverChannel(channel: RTCDataChannel, opts?: { window?: number; budget?: number; probeMs?: number; resumeTimeoutMs?: number }): Streams;
+/** Carries `streams` on over a new channel to the same peer; unfinished streams resume. */
+export declare function attachChannel(streams: Streams, channel: RTCDataChannel): void;
+
+/** Incremental SHA-256. */
+export declare class Sha256 {
+  readonly length: number;
+  update(data: ArrayBuffer | ArrayBufferView): this;
+  /** The 32-byte digest; no update after it. */
+  digest(): Uint8Array;
+}
+
 /** What data messages travel over: the publish PC's SCTP data channels, or the signaling
  * WebSocket. */
 export type DataTransportKind = 'sctp' | 'ws';
@@ -299,7 +466,7 @@ export interface RoomData {
    * is handed to the transport (when over 1 MiB is buffered there, once it drained below
    * 256 KiB; sends keep their order). Over SCTP a reliable message takes the reliable
    * channel, a lossy one the lossy (unordered) channel. Rejects for a payload over 65536 bytes, more than 64
-   * recipients, a topic over 255 bytes, or when not connected. What the server refuses
+   * recipients, a topic over 255 bytes or starting with `sfumato/` (the SDK's), or when not connected. What the server refuses
    * (`bad_data`, `too_large`, `forbidden` without the token's `data` grant) arrives later
    * as the room's `error` event.
    */
@@ -308,6 +475,18 @@ export interface RoomData {
    * that removes it. */
   on(topic: string, handler: (msg: DataMessage) => void): () => void;
   off(topic: string, handler: (msg: DataMessage) => void): void;
+  /** Sends a file (any Blob) to one participant as a byte stream; resolves once the
+   * receiver confirmed its SHA-256. Rejects with a StreamError, or `signal.reason`. */
+  sendFile(file: Blob, opts: SendFileOptions & { to: string | { id: string } }): Promise<SendFileResult>;
+  /** Opens a byte stream of `size` bytes to one participant: write them into `writable`,
+   * then close it; `done` settles as `sendFile`'s promise. Throws for bad options. */
+  streamBytes(opts: SendFileOptions & { to: string | { id: string }; size: number }): ByteStreamWriter;
+  /** Calls `handler` for each stream offered on `topic` (`'*'`: any topic without its own
+   * handler); throws if the topic has one already. Offers nobody handles are rejected. */
+  registerByteStreamHandler(topic: string, handler: ByteStreamHandler): void;
+  unregisterByteStreamHandler(topic: string): void;
+  /** The streams under way, both directions. */
+  readonly transfers: TransferInfo[];
 }
 
 export interface RoomEvents {
@@ -465,6 +644,8 @@ export declare function listDevices(kind?: 'video' | 'audio' | 'output'): Promis
 export declare function waitForIceGathering(pc: RTCPeerConnection, timeoutMs?: number): Promise<void>;
 
 export declare const Sfumato: {
+  readonly streamsOverChannel: typeof streamsOverChannel;
+  readonly attachChannel: typeof attachChannel;
   readonly connect: typeof connect;
   readonly defaultUrl: typeof defaultUrl;
   readonly listDevices: typeof listDevices;

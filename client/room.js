@@ -210,7 +210,17 @@ export class Room extends Emitter {
     /** remote video track id -> quality asked for with setVideoQuality */
     this._qualities = new Map();
     /** Data messages: `room.data.send(...)`, `room.data.on(topic, handler)`. */
-    this.data = new RoomData((event, msg) => this.emit(event, msg));
+    this.data = new RoomData((event, msg) => this.emit(event, msg), {
+      self: () => this.localParticipant?.id ?? '',
+      nameOf: (id) => this._participants.get(id)?.name,
+    });
+    // Byte streams follow their peers: one that leaves may rejoin under a new id, and our
+    // own rejoin (a new id) is said to every peer once data can flow again.
+    const streams = this.data._streams;
+    this.on('participantLeft', ({ participant }) => streams.peerLeft(participant.id));
+    this.on('participantJoined', ({ participant }) => streams.peerJoined(participant.id, participant.name));
+    this.on('dataTransport', () => streams.linkUp());
+    this.on('disconnected', ({ reason }) => streams.close(reason));
     if (opts.videoQuality != null && !QUALITIES.has(opts.videoQuality)) {
       throw new TypeError(`connect: videoQuality is one of ${[...QUALITIES].join(', ')}`);
     }

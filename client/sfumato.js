@@ -6,11 +6,16 @@
 //   await room.publish({ audio: true, video: true });
 //   room.data.on('chat', ({ from, payload }) => { ... });
 //   await room.data.send('hello', { topic: 'chat' });
+//   room.data.registerByteStreamHandler('files', (stream) => stream.accept({ sink }));
+//   await room.data.sendFile(file, { to: participant, topic: 'files' });
 
 import { Room } from './room.js';
 import { Signaling, SignalingError, PROTOCOL_VERSION } from './signaling.js';
 import { waitForIceGathering } from './peer.js';
 import { listDevices } from './media.js';
+import { Streams, StreamError, IncomingStream } from './streams.js';
+import { streamsOverChannel, attachChannel } from './channel-pipe.js';
+import { Sha256 } from './sha256.js';
 
 /**
  * Connects to a Sfumato server and joins a room.
@@ -28,7 +33,9 @@ export function defaultUrl(loc = globalThis.location) {
   return `${loc.protocol === 'https:' ? 'wss' : 'ws'}://${loc.host}/ws`;
 }
 
-export const Sfumato = Object.freeze({ connect, defaultUrl, listDevices, Room, Signaling, SignalingError, PROTOCOL_VERSION });
+export const Sfumato = Object.freeze({ connect, defaultUrl, listDevices, Room, Signaling, SignalingError, PROTOCOL_VERSION, streamsOverChannel, attachChannel });
 
 export { Room, Signaling, SignalingError, PROTOCOL_VERSION, waitForIceGathering, listDevices };
+// Byte streams: the engine behind `room.data.sendFile`, and over a direct RTCDataChannel.
+export { Streams, StreamError, IncomingStream, streamsOverChannel, attachChannel, Sha256 };
 export default Sfumato;
