@@ -202,6 +202,7 @@ pub async fn asset(uri: Uri) -> Response {
     let path = match uri.path() {
         "/" => "/index.html",
         "/dashboard" => "/dashboard.html",
+        "/share" => "/share.html",
         p => p,
     };
     let Some((_, body)) = assets::ASSETS.iter().find(|(p, _)| *p == path) else {
