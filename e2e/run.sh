@@ -3,9 +3,10 @@
 # namespace that nothing leaves: `lo` up, and a veth pair whose two ends both stay in the
 # namespace, one of them with 192.0.2.1/24 (TEST-NET-1, RFC 5737, a documentation range) and
 # the default route (via 192.0.2.2, which nobody answers for). Firefox starts no ICE
-# gathering where loopback is the only interface; with that address it gathers 192.0.2.1.
-# Servers still bind and announce 127.0.0.1, and packets between two local addresses go
-# through `lo` whichever link holds them.
+# gathering where loopback is the only interface; with that address it gathers 192.0.2.1
+# (and reaches a server that announces it: tests/firefox.test.js). The other tests' servers
+# bind and announce 127.0.0.1; packets between two local addresses go through `lo` whichever
+# link holds them (e2e/README.md, "The network namespace").
 #
 #   cargo build --release --workspace --bins  # first: the namespace has no registry access
 #   e2e/run.sh                     # all tests
