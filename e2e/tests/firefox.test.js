@@ -13,7 +13,7 @@
 import assert from 'node:assert/strict';
 import os from 'node:os';
 import { after, before, test } from 'node:test';
-import { Session, mainVideo, tileNames, waitFor, waitForMedia } from '../lib/harness.js';
+import { Session, expectNoLeaks, mainVideo, tileNames, waitFor, waitForMedia } from '../lib/harness.js';
 import { openFirefox } from '../lib/firefox.js';
 
 const VETH_ADDRESS = '192.0.2.1';
@@ -219,4 +219,14 @@ test('data messages both ways between Firefox and Chromium, over their data chan
       );
       assert.equal(got.length, 4, `${to} received each message once`);
     }
+  }));
+
+test("Firefox leaves with the demo page's button: Chromium sees it go, and the server keeps nothing", { skip }, () =>
+  s.run(async () => {
+    await pages.ff.click('#leave');
+    await waitFor(async () => (await tileNames(pages.cr)).length === 0, { message: "ff's tile to leave Chromium's page" });
+    const { body } = await s.server.getJson('/api/rooms/fx');
+    assert.deepEqual(body.participants.map((p) => p.name), ['cr'], 'who is left in the room');
+    await pages.cr.click('#leave');
+    await expectNoLeaks(s.server);
   }));
