@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of Sfumato on a fresh Debian machine: installs what is missing (Debian's
-# chromium, iproute2, curl and redis-server, playwright-core and typescript from npm), checks formatting and lints, runs the
+# chromium, firefox-esr, iproute2, curl and redis-server, playwright-core, puppeteer-core and typescript from npm), checks formatting and lints, runs the
 # Rust unit and integration tests, runs each fuzz target briefly, then the browser end-to-end tests in a private network
 # namespace. CI runs exactly this (.ci/run).
 set -euo pipefail
@@ -10,6 +10,7 @@ missing=()
 command -v ip >/dev/null || missing+=(iproute2)
 command -v unshare >/dev/null || missing+=(util-linux)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/firefox-esr ] || missing+=(firefox-esr)
 command -v npm >/dev/null || missing+=(nodejs npm)
 command -v curl >/dev/null || missing+=(curl)
 command -v redis-server >/dev/null || missing+=(redis-server)

@@ -116,12 +116,14 @@ function pinnedFetch(fingerprint) {
 /**
  * Starts `sfumato` on `host` (127.0.0.1 by default; any 127/8 address is loopback) and waits
  * for GET /healthz.
- * @param {{name: string, rtcPort: number, workers?: number, placement?: string, args?: string[], host?: string, port?: number, tls?: boolean}} opts
+ * @param {{name: string, rtcPort: number, workers?: number, placement?: string, args?: string[], host?: string, listenHost?: string, port?: number, tls?: boolean}} opts
  *   rtcPort: the media UDP port base; give every test file its own range.
+ *   listenHost: what `--listen` binds (and the media sockets with it), when not `host`;
+ *   `host` stays the address of the server's URLs.
  *   tls: HTTPS and WSS with `--tls-self-signed`; the server's `fetch` and `getJson` pin its
  *   certificate (from the start log line).
  */
-export async function startServer({ name, rtcPort, workers = 2, placement = 'spread', args = [], host = '127.0.0.1', port: fixedPort, tls = false }) {
+export async function startServer({ name, rtcPort, workers = 2, placement = 'spread', args = [], host = '127.0.0.1', listenHost = host, port: fixedPort, tls = false }) {
   if (!existsSync(SERVER_BIN)) {
     throw new Error(`server binary ${SERVER_BIN} not found: build it first (cargo build --release --workspace --bins) or set SFUMATO_BIN`);
   }
@@ -129,7 +131,7 @@ export async function startServer({ name, rtcPort, workers = 2, placement = 'spr
   const port = fixedPort ?? (await freePort());
   const extra = (process.env.SFUMATO_ARGS || '').split(/\s+/).filter(Boolean);
   const argv = [
-    '--listen', `${host}:${port}`,
+    '--listen', `${listenHost}:${port}`,
     '--rtc-port', String(rtcPort),
     '--workers', String(workers),
     '--placement', placement,
@@ -345,6 +347,13 @@ export class Session {
     this.browser = null;
     this.pages = [];
     this.consoleLog = [];
+    /** What `close` runs before stopping the server (e.g. closing another browser). */
+    this._closers = [];
+  }
+
+  /** Runs `fn` when the session closes, before its browser and server stop. */
+  onClose(fn) {
+    this._closers.push(fn);
   }
 
   /**
@@ -390,6 +399,7 @@ export class Session {
     mkdirSync(RESULTS_DIR, { recursive: true });
     const out = createWriteStream(path.join(RESULTS_DIR, `${this.name}.browser.log`));
     out.end(this.consoleLog.join('\n') + '\n');
+    for (const fn of this._closers) await Promise.resolve().then(fn).catch(() => {});
     if (this.browser) await this.browser.close().catch(() => {});
     if (this.server) await this.server.stop();
   }
