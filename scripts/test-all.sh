@@ -20,24 +20,24 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-echo "== cargo fmt"
+echo "== [$(date +%T)] cargo fmt"
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
-echo "== cargo clippy"
+echo "== [$(date +%T)] cargo clippy"
 cargo clippy --release --workspace --all-targets -- -D warnings
-echo "== cargo build"
+echo "== [$(date +%T)] cargo build"
 cargo build --release --workspace --bins
-echo "== cargo test"
+echo "== [$(date +%T)] cargo test"
 cargo test --release --workspace
-echo "== fuzzing: every target from its seed corpus, 12 s each (scripts/fuzz.sh)"
+echo "== [$(date +%T)] fuzzing: every target from its seed corpus, 12 s each (scripts/fuzz.sh)"
 FUZZ_SECONDS=12 bash scripts/fuzz.sh
-echo "== the README's run command"
+echo "== [$(date +%T)] the README's run command"
 bash scripts/check-run-command.sh
-echo "== benchmark smoke test (5 s, 3 participants, against sfumato)"
+echo "== [$(date +%T)] benchmark smoke test (5 s, 3 participants, against sfumato)"
 target/release/sfumato-bench smoke --out target/bench-smoke
-echo "== soak (2 minutes of churn: fails on any leaked gauge or on the steady pair's loss)"
+echo "== [$(date +%T)] soak (2 minutes of churn: fails on any leaked gauge or on the steady pair's loss)"
 target/release/sfumato-bench soak --seconds 120 --out target/bench-soak
-echo "== SDK types: client/index.d.ts checked against a typed example using every call (e2e/types)"
+echo "== [$(date +%T)] SDK types: client/index.d.ts checked against a typed example using every call (e2e/types)"
 (cd e2e && npm ci --no-audit --no-fund --loglevel=error && node_modules/.bin/tsc -p types/tsconfig.json)
-echo "== browser end-to-end tests"
+echo "== [$(date +%T)] browser end-to-end tests"
 SFUMATO_BIN=target/release/sfumato SFUMATO_CLIENT_BIN=target/release/sfumato-client bash e2e/run.sh
