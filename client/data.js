@@ -35,6 +35,8 @@ export const MAX_PAYLOAD = 65536;
 export const MAX_RECIPIENTS = 64;
 /** The longest topic, in UTF-8 bytes. */
 export const MAX_TOPIC = 255;
+const OVERFLOWED = 'data.send: data_overflow: the server took this session out of the room\'s data messages (its data channel did not keep up); they come back with the next session';
+
 /** Above this many bytes queued on the transport, `send` waits... */
 export const HIGH_WATER = 1024 * 1024;
 /** ...until it drains below this many. */
@@ -260,7 +262,7 @@ export class RoomData {
   async _sendMessage(msg) {
     const reliable = (msg.flags & FLAG_RELIABLE) !== 0;
     const t = this._current();
-    if (!t) throw new Error('data.send: not connected');
+    if (!t) throw new Error(this._overflowed ? OVERFLOWED : 'data.send: not connected');
     if (this._waiting === 0 && t.buffered(reliable) <= HIGH_WATER) {
       this._write(msg, reliable);
       return;
@@ -303,6 +305,17 @@ export class RoomData {
     this._generation++;
     this._seq = 0;
     this._reported = null;
+    this._overflowed = false;
+  }
+
+  /** The server took this session out of the room's data messages (`data_overflow`: its
+   * data channel did not keep up with reliable messages): nothing more arrives and sends
+   * reject until the next session (a rejoin); reported as `dataTransport` null. */
+  _overflow() {
+    if (this._overflowed) return;
+    this._overflowed = true;
+    this._reported = null;
+    this._emitRoom('dataTransport', { transport: null, reason: 'data_overflow' });
   }
 
   /** This session's data channels opened: new messages take them. */
@@ -354,6 +367,7 @@ export class RoomData {
 
   /** The transport new messages take: the data channels when open, else the socket. */
   _current() {
+    if (this._overflowed) return null;
     if (this._sctp?.open) return this._sctp;
     if (this._ws?.open) return this._ws;
     return null;

@@ -517,7 +517,10 @@ export interface RoomEvents {
   /** Data messages can be sent: after `connect` (right after it resolves), after each
    * reconnect, after a move to another node; and each time the transport changes within a
    * session (`sctp` when the data channels open, `ws` when they close or fail). */
-  dataTransport: { transport: DataTransportKind };
+  /** `transport` null with `reason: 'data_overflow'`: the server took this session out of
+   * the room's data messages (its data channel did not keep up); they come back with the
+   * next session (a rejoin). */
+  dataTransport: { transport: DataTransportKind | null; reason?: 'data_overflow' };
   /** A server `error` message that answered no request (e.g. `bad_data`, `too_large`,
    * `forbidden` for a data message, `rate_limited`). */
   error: ErrorEvent;

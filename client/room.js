@@ -988,6 +988,7 @@ export class Room extends Emitter {
         break;
       case 'error':
         console.warn(`sfumato: server error ${msg.code}: ${msg.message}`);
+        if (msg.code === 'data_overflow') this.data._overflow();
         this.emit('error', { code: msg.code, message: msg.message });
         break;
       default:

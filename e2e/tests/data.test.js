@@ -456,3 +456,41 @@ test("the demo page's chat between a tab on SCTP and one on transport=ws, with t
       describe: () => '',
     });
   }));
+
+test('a session the server takes out of data messages (data_overflow) says so and refuses sends until it rejoins', () =>
+  s.run(async () => {
+    const reported = (await pages.c.evaluate(() => window.transports)).length;
+    // What the server says when the session's data channel does not keep up (engine test
+    // `a_data_channel_that_does_not_keep_up_is_reported_once`), said to c's SDK directly:
+    // a browser's SCTP stack reads too fast to be made that slow here.
+    const after = await pages.c.evaluate(async () => {
+      const room = window.sdkRoom;
+      room._onMessage({ type: 'error', code: 'data_overflow', message: 'test' }, room._session);
+      const sent = await room.data.send('lost?').then(() => 'sent', (err) => err.message);
+      return { transport: room.data.transport, sent };
+    });
+    assert.equal(after.transport, null);
+    assert.match(after.sent, /data_overflow/);
+    await waitFor(async () => (await pages.c.evaluate(() => window.transports)).length === reported + 1, {
+      message: "c's dataTransport event for the overflow",
+    });
+    assert.equal((await pages.c.evaluate(() => window.transports)).at(-1), null);
+
+    // A new session takes part again.
+    const live = cSockets.at(-1);
+    const before = cSockets.length;
+    await Promise.all([live.server.close({ code: 1001, reason: 'test drop' }), live.page.close({ code: 4000, reason: 'test drop' })]);
+    await waitFor(() => cSockets.length > before, { timeout: 20000, message: 'c to open a new signaling socket' });
+    await waitFor(async () => (await pages.c.evaluate(() => window.transports)).at(-1) === 'ws', {
+      timeout: 20000,
+      message: "c's dataTransport after its rejoin",
+    });
+    const newId = await pages.c.evaluate(() => window.sdkRoom.localParticipant.id);
+    await waitFor(() => pages.a.evaluate((id) => window.sdkRoom.participants.some((p) => p.id === id), newId), {
+      message: 'a to see c again',
+    });
+    await send(pages.c, [['back again', { topic: 'after-overflow', to: [ids.a] }]]);
+    await waitFor(async () => (await received(pages.a, newId)).some((m) => m.payload === 'back again'), {
+      message: "c's message after its rejoin",
+    });
+  }));
