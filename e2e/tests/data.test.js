@@ -457,6 +457,35 @@ test("the demo page's chat between a tab on SCTP and one on transport=ws, with t
     });
   }));
 
+test('switching from the socket to the data channels mid-stream loses no reliable message and duplicates none', (t) =>
+  s.run(async () => {
+    pages.e = await s.open('/', 'e');
+    ids.e = await joinWithSdk(pages.e, 'e', 'd');
+    // e sends from the moment it joined, while its data channels come up.
+    const transports = await pages.e.evaluate(async () => {
+      const used = [];
+      for (let i = 0; i < 400; i++) {
+        used.push(window.sdkRoom.data.transport);
+        await window.sdkRoom.data.send(`m${i}`, { topic: 'switch' });
+        await new Promise((r) => setTimeout(r, 3));
+      }
+      return used;
+    });
+    assert.equal(transports[0], 'ws', 'the first messages went over the socket');
+    assert.equal(transports.at(-1), 'sctp', 'the last ones over the data channels');
+    const got = async () => (await received(pages.b, ids.e)).filter((m) => m.topic === 'switch').map((m) => m.payload);
+    await waitFor(async () => (await got()).length >= 400, { message: "b to receive e's 400 messages" });
+    const payloads = await got();
+    assert.equal(payloads.length, 400, 'none twice');
+    assert.deepEqual(
+      [...payloads].sort(),
+      Array.from({ length: 400 }, (_, i) => `m${i}`).sort(),
+      'every one',
+    );
+    const late = payloads.filter((p, i) => i > 0 && Number(p.slice(1)) < Number(payloads[i - 1].slice(1))).length;
+    t.diagnostic(`switched after ${transports.indexOf('sctp')} messages; ${late} arrived after a later one`);
+  }));
+
 test('a session the server takes out of data messages (data_overflow) says so and refuses sends until it rejoins', () =>
   s.run(async () => {
     const reported = (await pages.c.evaluate(() => window.transports)).length;
