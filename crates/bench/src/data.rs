@@ -1,6 +1,8 @@
-//! `data`: data messages through one Sfumato node over the signaling WebSocket. One sender
-//! and N receivers join a room (no media); the sender sends messages at a paced rate, first
-//! to everyone (broadcast), then each to one receiver in turn (targeted). Each payload
+//! `data`: data messages through Sfumato over the signaling WebSocket. One sender and N
+//! receivers join a room (no media); the sender sends messages at a paced rate, first to
+//! everyone (broadcast), then each to one receiver in turn (targeted). With `nodes: 2`, the
+//! sender is on one node of a cluster (Redis started by the tool) and the receivers on the
+//! other, so that every message crosses the relay between them. Each payload
 //! starts with its send time, so every receiver measures the latency from the sender's
 //! `send` to its own read; the report gives deliveries per second and latency p50/p99/max
 //! per phase, and what did not arrive.
@@ -19,8 +21,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::cluster::RedisServer;
 use crate::stats::{LatencyHistogram, LatencySummary};
-use crate::target::sfumato::{SfumatoOptions, SfumatoServer};
+use crate::target::sfumato::{ClusterNode, SfumatoOptions, SfumatoServer};
 
 const ROOM: &str = "bench-data";
 
@@ -34,6 +37,8 @@ pub struct DataOptions {
     pub rate: u32,
     /// Payload bytes (at least 8: the send time).
     pub payload: usize,
+    /// 1: one node; 2: the sender on one node of a cluster, the receivers on another.
+    pub nodes: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,6 +58,7 @@ pub struct DataReport {
     pub rate: u32,
     pub payload: usize,
     pub workers: usize,
+    pub nodes: usize,
     pub phases: Vec<PhaseReport>,
 }
 
@@ -60,10 +66,10 @@ impl DataReport {
     pub fn markdown(&self) -> String {
         let ms = |v: Option<f64>| v.map_or("-".to_string(), |us| format!("{:.2}", us / 1000.0));
         let mut out = format!(
-            "data messages: 1 sender, {} receivers, {} msg/s sent, {} B payloads, {} workers\n\n\
+            "data messages: 1 sender, {} receivers, {} msg/s sent, {} B payloads, {} workers, {} node(s)\n\n\
              | phase | sent | delivered / expected | deliveries/s | p50 ms | p99 ms | max ms |\n\
              |---|---|---|---|---|---|---|\n",
-            self.receivers, self.rate, self.payload, self.workers
+            self.receivers, self.rate, self.payload, self.workers, self.nodes
         );
         for p in &self.phases {
             out.push_str(&format!(
@@ -121,11 +127,44 @@ struct Tally {
     last: Option<Instant>,
 }
 
+/// How many participants `server` lists in the bench room (`GET /api/rooms/{room}`).
+async fn room_size(server: &SfumatoServer) -> usize {
+    let Ok(r) = reqwest::get(format!("{}/api/rooms/{ROOM}", server.base_url())).await else {
+        return 0;
+    };
+    let v: Value = r.json().await.unwrap_or_default();
+    v["participants"].as_array().map_or(0, Vec::len)
+}
+
+/// The servers: one, or two nodes of a cluster with their Redis.
+async fn start(opts: &DataOptions) -> anyhow::Result<(Vec<SfumatoServer>, Option<RedisServer>)> {
+    if opts.nodes < 2 {
+        return Ok((vec![SfumatoServer::start(&opts.server).await?], None));
+    }
+    let redis = RedisServer::start(&opts.server.log.with_extension("redis.log"))?;
+    let mut nodes = Vec::new();
+    for i in 0..2u16 {
+        let o = SfumatoOptions {
+            http_port: opts.server.http_port + 10 * i,
+            rtc_port: opts.server.rtc_port + 10 * i,
+            log: opts.server.log.with_extension(format!("node{}.log", i + 1)),
+            cluster: Some(ClusterNode {
+                redis: redis.url(),
+                relay_port: opts.server.rtc_port + 10 * i + 9,
+            }),
+            ..opts.server.clone()
+        };
+        nodes.push(SfumatoServer::start(&o).await?);
+    }
+    Ok((nodes, Some(redis)))
+}
+
 pub async fn run(opts: &DataOptions) -> anyhow::Result<DataReport> {
     let payload = opts.payload.clamp(8, data::MAX_PAYLOAD);
-    let server = SfumatoServer::start(&opts.server).await?;
-    let url = server.ws_url();
-    let (mut sender, _) = join(&url, "sender").await?;
+    let (servers, _redis) = start(opts).await?;
+    let (first, last) = (&servers[0], &servers[servers.len() - 1]);
+    let (mut sender, _) = join(&first.ws_url(), "sender").await?;
+    let url = last.ws_url();
     let base = Instant::now();
     let tallies: Arc<Mutex<[Tally; 2]>> = Arc::default();
     let delivered = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
@@ -157,8 +196,16 @@ pub async fn run(opts: &DataOptions) -> anyhow::Result<DataReport> {
             }
         }));
     }
-    // Everyone is in the room before the first message.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Everyone is in the room, as every node sees it, before the first message.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for s in &servers {
+        while room_size(s).await < opts.receivers + 1 {
+            if Instant::now() > deadline {
+                bail!("{} does not list everyone in the room", s.base_url());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 
     let mut phases = Vec::new();
     for (p, name) in [(0usize, "broadcast"), (1, "targeted")] {
@@ -205,12 +252,13 @@ pub async fn run(opts: &DataOptions) -> anyhow::Result<DataReport> {
     for r in readers {
         r.abort();
     }
-    drop(server);
+    drop(servers);
     Ok(DataReport {
         receivers: opts.receivers,
         rate: opts.rate,
         payload,
         workers: opts.server.workers,
+        nodes: opts.nodes.clamp(1, 2),
         phases,
     })
 }

@@ -44,9 +44,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Data messages through one node over the signaling WebSocket: one sender, N
-    /// receivers, broadcast then targeted; deliveries per second and latency.
+    /// Data messages over the signaling WebSocket: one sender, N receivers, broadcast then
+    /// targeted; deliveries per second and latency. `--nodes 2`: across two nodes of a
+    /// cluster (the sender on one, the receivers on the other; Redis started by the tool).
     Data {
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=2))]
+        nodes: u16,
         #[arg(long, default_value_t = 10)]
         receivers: usize,
         /// Messages sent per phase.
@@ -333,6 +336,7 @@ async fn async_main(cli: Cli, cores: usize) -> anyhow::Result<()> {
         }
         Cmd::Compare { quick } => compare(&cli, *quick, threads).await?,
         Cmd::Data {
+            nodes,
             receivers,
             messages,
             rate,
@@ -353,7 +357,11 @@ async fn async_main(cli: Cli, cores: usize) -> anyhow::Result<()> {
                 messages: *messages,
                 rate: *rate,
                 payload: *payload,
+                nodes: usize::from(*nodes),
             };
+            if o.nodes > 1 {
+                cluster::install_redis_if_missing()?;
+            }
             let report = data::run(&o).await?;
             println!("{}", report.markdown());
             std::fs::write(
