@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sfumato_testkit::garbage;
 use sfumato_testkit::http::{whip_publish, HttpSession};
-use sfumato_testkit::server::unlabelled_series;
+use sfumato_testkit::server::{unlabelled_series, IDLE_NODE_GAUGES, IDLE_WORKER_GAUGES};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::fleet::{Fleet, FleetConfig, OfferKind, PeerConfig, PeerHandle};
@@ -192,36 +192,13 @@ pub struct SoakReport {
     pub failures: Vec<String>,
 }
 
-/// The gauges of `GET /api/workers` that must read zero, summed over the workers, with the
-/// name the report gives them.
-const WORKER_GAUGES: [(&str, &str); 11] = [
-    ("peers", "worker peers"),
-    ("tracks", "worker tracks"),
-    ("subscriptions", "worker subscriptions"),
-    ("sinks", "worker pipes (sinks)"),
-    ("routes", "worker routes"),
-    ("ufrags", "worker ufrags"),
-    ("addresses", "worker addresses"),
-    ("timers", "worker timers"),
-    ("data_members", "worker data members"),
-    ("data_rooms", "worker data rooms"),
-    (
-        "pending_keyframe_requests",
-        "worker pending keyframe requests",
-    ),
-];
+/// Beyond the testkit's idle gauges of `GET /api/workers` ([`IDLE_WORKER_GAUGES`]), which
+/// must read zero summed over the workers: the addresses learnt from STUN.
+const MORE_WORKER_GAUGES: [&str; 1] = ["addresses"];
 
-/// The node gauges of `/metrics` that must read zero.
-const NODE_GAUGES: [(&str, &str); 8] = [
-    ("sfumato_rooms", "rooms"),
-    ("sfumato_participants", "participants"),
-    ("sfumato_peers", "control-plane peers"),
-    ("sfumato_tracks", "control-plane tracks"),
-    ("sfumato_whip_sessions", "WHIP/WHEP sessions"),
-    ("sfumato_topology_peers", "topology peers"),
-    ("sfumato_topology_tracks", "topology tracks"),
-    ("sfumato_topology_data_members", "topology data members"),
-];
+/// Beyond the testkit's idle gauges of `/metrics` ([`IDLE_NODE_GAUGES`]), which must read
+/// zero: the rooms and participants.
+const MORE_NODE_GAUGES: [&str; 2] = ["sfumato_rooms", "sfumato_participants"];
 
 async fn read_gauges(server: &SfumatoServer) -> anyhow::Result<Vec<Gauge>> {
     let workers = server.workers().await?;
@@ -229,10 +206,11 @@ async fn read_gauges(server: &SfumatoServer) -> anyhow::Result<Vec<Gauge>> {
         .as_array()
         .context("GET /api/workers: no workers")?
         .clone();
-    let mut out: Vec<Gauge> = WORKER_GAUGES
+    let mut out: Vec<Gauge> = IDLE_WORKER_GAUGES
         .iter()
-        .map(|(field, name)| Gauge {
-            name: name.to_string(),
+        .chain(&MORE_WORKER_GAUGES)
+        .map(|field| Gauge {
+            name: format!("worker {}", field.replace('_', " ")),
             value: workers
                 .iter()
                 .filter_map(|w| w.get(*field).and_then(Value::as_u64))
@@ -245,14 +223,14 @@ async fn read_gauges(server: &SfumatoServer) -> anyhow::Result<Vec<Gauge>> {
         .text()
         .await?;
     let series = unlabelled_series(&metrics);
-    for (metric, name) in NODE_GAUGES {
+    for metric in MORE_NODE_GAUGES.iter().chain(&IDLE_NODE_GAUGES) {
         let value = series
             .iter()
             .find(|(n, _)| n == metric)
             .map(|(_, v)| *v as u64)
             .with_context(|| format!("no {metric} in /metrics"))?;
         out.push(Gauge {
-            name: name.to_string(),
+            name: metric.to_string(),
             value,
         });
     }
