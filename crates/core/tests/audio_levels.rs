@@ -25,12 +25,7 @@ fn reports(net: &Net, track: TrackId) -> Vec<u8> {
 fn loudness_is_reported_per_track_and_silence_reads_zero() {
     // Two workers: bob's subscription crosses the pipe, which must not count twice.
     let mut net = Net::new(2);
-    let alice = net.add_client("alice", 0);
-    let bob = net.add_client("bob", 1);
-    let tracks = net.publish(alice);
-    net.create_subscriber(bob);
-    net.subscribe_all(bob, tracks);
-    net.connect_all();
+    let (alice, bob, tracks) = net.alice_to_bob(0, 1);
 
     // One second at −20 dBov (loudness 107), a packet every 20 ms.
     net.client_mut(alice).audio_level = Some(-20);

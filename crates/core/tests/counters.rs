@@ -24,12 +24,7 @@ fn video_for(net: &mut Net, alice: usize, frames: usize) {
 #[test]
 fn bytes_nacks_retransmissions_and_plis_are_counted() {
     let mut net = Net::new(1);
-    let alice = net.add_client("alice", 0);
-    let bob = net.add_client("bob", 0);
-    let tracks = net.publish(alice);
-    net.create_subscriber(bob);
-    net.subscribe_all(bob, tracks);
-    net.connect_all();
+    let (alice, bob, tracks) = net.alice_to_bob(0, 0);
     net.send_video(alice, true);
     video_for(&mut net, alice, 10);
     let before = net.engines[0].stats();
@@ -73,12 +68,7 @@ fn bytes_nacks_retransmissions_and_plis_are_counted() {
 #[test]
 fn each_track_shows_its_bitrate_layer_and_direction() {
     let mut net = Net::new(2);
-    let alice = net.add_client("alice", 0);
-    let bob = net.add_client("bob", 1);
-    let tracks = net.publish(alice);
-    net.create_subscriber(bob);
-    net.subscribe_all(bob, tracks);
-    net.connect_all();
+    let (alice, bob, tracks) = net.alice_to_bob(0, 1);
     net.send_video(alice, true);
     video_for(&mut net, alice, 90);
     let (alice_peer, bob_peer) = (net.client(alice).peer, net.client(bob).peer);

@@ -11,12 +11,7 @@ use str0m::media::MediaKind;
 
 fn lost_video_packet_is_retransmitted(sub_worker: usize) {
     let mut net = Net::new(2);
-    let alice = net.add_client("alice", 0);
-    let bob = net.add_client("bob", sub_worker);
-    let tracks = net.publish(alice);
-    net.create_subscriber(bob);
-    net.subscribe_all(bob, tracks);
-    net.connect_all();
+    let (alice, bob, tracks) = net.alice_to_bob(0, sub_worker);
     net.run_for(Duration::from_millis(100));
 
     net.send_video(alice, true);
@@ -98,12 +93,7 @@ fn lost_packet_is_retransmitted_by_the_subscribers_worker() {
 #[test]
 fn a_lost_keyframe_is_back_within_a_second() {
     let mut net = Net::new(1);
-    let alice = net.add_client("alice", 0);
-    let bob = net.add_client("bob", 0);
-    let tracks = net.publish(alice);
-    net.create_subscriber(bob);
-    net.subscribe_all(bob, tracks);
-    net.connect_all();
+    let (alice, bob, tracks) = net.alice_to_bob(0, 0);
     net.send_video(alice, true);
     for _ in 0..10 {
         net.send_video(alice, false);

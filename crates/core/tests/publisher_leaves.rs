@@ -23,12 +23,7 @@ fn stream(net: &mut Net, publisher: usize, frames: usize) {
 #[test]
 fn a_new_publisher_plays_into_the_slot_the_old_one_left() {
     let mut net = Net::new(1);
-    let alice = net.add_client("alice", 0);
-    let bob = net.add_client("bob", 0);
-    let first = net.publish(alice);
-    net.create_subscriber(bob);
-    net.subscribe_all(bob, first);
-    net.connect_all();
+    let (alice, bob, first) = net.alice_to_bob(0, 0);
     net.run_for(Duration::from_millis(100));
     stream(&mut net, alice, 10);
     let video_mid = net.slot_mid(bob, first.video).expect("a video slot");

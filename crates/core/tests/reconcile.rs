@@ -66,12 +66,7 @@ fn send_frames(net: &mut Net, c: usize, n: usize) {
 #[test]
 fn a_plan_that_matches_changes_nothing() {
     let mut net = Net::new(2);
-    let alice = net.add_client("alice", 0);
-    let bob = net.add_client("bob", 1);
-    let tracks = net.publish(alice);
-    net.create_subscriber(bob);
-    net.subscribe_all(bob, tracks);
-    net.connect_all();
+    let (alice, bob, tracks) = net.alice_to_bob(0, 1);
     send_frames(&mut net, alice, 10);
     let before = video_received(&net, bob);
     assert!(before > 0, "bob receives alice's video");
@@ -114,12 +109,7 @@ fn lost_subscribe_and_sink_commands_are_repaired() {
 #[test]
 fn lost_unsubscribe_and_close_commands_are_repaired() {
     let mut net = Net::new(2);
-    let alice = net.add_client("alice", 0);
-    let bob = net.add_client("bob", 1);
-    let tracks = net.publish(alice);
-    net.create_subscriber(bob);
-    net.subscribe_all(bob, tracks);
-    net.connect_all();
+    let (alice, bob, tracks) = net.alice_to_bob(0, 1);
     send_frames(&mut net, alice, 5);
 
     let mut plans = plans(net.client(alice).peer, net.client(bob).peer, 1, tracks);
@@ -141,12 +131,7 @@ fn lost_unsubscribe_and_close_commands_are_repaired() {
 #[test]
 fn a_plan_crossing_a_closed_peer_does_not_revive_it() {
     let mut net = Net::new(1);
-    let alice = net.add_client("alice", 0);
-    let bob = net.add_client("bob", 0);
-    let tracks = net.publish(alice);
-    net.create_subscriber(bob);
-    net.subscribe_all(bob, tracks);
-    net.connect_all();
+    let (alice, bob, tracks) = net.alice_to_bob(0, 0);
     let bob_peer = net.client(bob).peer;
 
     // Only the audio is planned now: the video's Unsubscribe was lost.
@@ -169,12 +154,7 @@ fn a_plan_crossing_a_closed_peer_does_not_revive_it() {
 #[test]
 fn a_plan_crossing_an_ended_track_does_not_bring_it_back() {
     let mut net = Net::new(2);
-    let alice = net.add_client("alice", 0);
-    let bob = net.add_client("bob", 1);
-    let tracks = net.publish(alice);
-    net.create_subscriber(bob);
-    net.subscribe_all(bob, tracks);
-    net.connect_all();
+    let (alice, bob, tracks) = net.alice_to_bob(0, 1);
     send_frames(&mut net, alice, 5);
     let plans = plans(net.client(alice).peer, net.client(bob).peer, 1, tracks);
 
@@ -202,12 +182,7 @@ fn a_plan_crossing_an_ended_track_does_not_bring_it_back() {
 #[test]
 fn a_reused_slot_starts_as_a_new_subscription() {
     let mut net = Net::new(1);
-    let alice = net.add_client("alice", 0);
-    let bob = net.add_client("bob", 0);
-    let a = net.publish(alice);
-    net.create_subscriber(bob);
-    net.subscribe_all(bob, a);
-    net.connect_all();
+    let (alice, bob, a) = net.alice_to_bob(0, 0);
     net.set_layer(bob, a.video, Some(0));
     send_frames(&mut net, alice, 5);
 

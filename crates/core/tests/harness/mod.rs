@@ -1153,6 +1153,23 @@ impl Net {
         self.command(worker, Command::SetLayer { peer, track, layer });
     }
 
+    /// The opening of most stories: Alice on engine `alice_worker` publishes audio and
+    /// video, Bob on `bob_worker` subscribes to both, and everyone connects. Returns
+    /// (alice, bob, alice's tracks).
+    pub fn alice_to_bob(
+        &mut self,
+        alice_worker: usize,
+        bob_worker: usize,
+    ) -> (usize, usize, Published) {
+        let alice = self.add_client("alice", alice_worker);
+        let bob = self.add_client("bob", bob_worker);
+        let tracks = self.publish(alice);
+        self.create_subscriber(bob);
+        self.subscribe_all(bob, tracks);
+        self.connect_all();
+        (alice, bob, tracks)
+    }
+
     /// Subscribes client `c` to both tracks of a publisher.
     pub fn subscribe_all(&mut self, c: usize, p: Published) {
         self.subscribe(c, p.audio, Kind::Audio, p.worker);
