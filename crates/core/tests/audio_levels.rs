@@ -25,7 +25,7 @@ fn reports(net: &Net, track: TrackId) -> Vec<u8> {
 fn loudness_is_reported_per_track_and_silence_reads_zero() {
     // Two workers: bob's subscription crosses the pipe, which must not count twice.
     let mut net = Net::new(2);
-    let (alice, bob, tracks) = net.alice_to_bob(0, 1);
+    let (alice, _, tracks) = net.alice_to_bob(0, 1);
 
     // One second at −20 dBov (loudness 107), a packet every 20 ms.
     net.client_mut(alice).audio_level = Some(-20);

@@ -93,7 +93,7 @@ fn lost_packet_is_retransmitted_by_the_subscribers_worker() {
 #[test]
 fn a_lost_keyframe_is_back_within_a_second() {
     let mut net = Net::new(1);
-    let (alice, bob, tracks) = net.alice_to_bob(0, 0);
+    let (alice, bob, _) = net.alice_to_bob(0, 0);
     net.send_video(alice, true);
     for _ in 0..10 {
         net.send_video(alice, false);
