@@ -434,32 +434,12 @@ async fn handle(
             }
         }
         (ClientMessage::Quality { track, quality }, Some(id)) => {
-            let mut state = app.state();
-            if !state
-                .participants
-                .get(&id)
-                .is_some_and(|p| p.rights.subscribe)
-            {
-                return Err(app.auth.deny(Denied::Grant(Grant::Subscribe)).into());
-            }
-            state
-                .set_layer(id, &track, quality.layer())
-                .map_err(|e| Reject("unknown_track", format!("`{track}`: {e}")))?;
-            Ok(Flow::Continue)
+            subscriber_call(app, id, &track, |s| {
+                s.set_layer(id, &track, quality.layer())
+            })
         }
         (ClientMessage::Subscribe { track }, Some(id)) => {
-            let mut state = app.state();
-            if !state
-                .participants
-                .get(&id)
-                .is_some_and(|p| p.rights.subscribe)
-            {
-                return Err(app.auth.deny(Denied::Grant(Grant::Subscribe)).into());
-            }
-            state
-                .subscribe_by_name(id, &track)
-                .map_err(|e| Reject("unknown_track", format!("`{track}`: {e}")))?;
-            Ok(Flow::Continue)
+            subscriber_call(app, id, &track, |s| s.subscribe_by_name(id, &track))
         }
         (ClientMessage::Unsubscribe { track }, Some(id)) => {
             app.state()
@@ -481,6 +461,26 @@ async fn handle(
             None,
         ) => Err(Reject("internal", "unexpected message".into())),
     }
+}
+
+/// What participant `id` asks about another's `track` as a subscriber (`quality`,
+/// `subscribe`): only with the `subscribe` grant, and `unknown_track` if `call` fails.
+fn subscriber_call<E: std::fmt::Display>(
+    app: &App,
+    id: ParticipantId,
+    track: &str,
+    call: impl FnOnce(&mut crate::rooms::State) -> Result<(), E>,
+) -> Result<Flow, Reject> {
+    let mut state = app.state();
+    if !state
+        .participants
+        .get(&id)
+        .is_some_and(|p| p.rights.subscribe)
+    {
+        return Err(app.auth.deny(Denied::Grant(Grant::Subscribe)).into());
+    }
+    call(&mut state).map_err(|e| Reject("unknown_track", format!("`{track}`: {e}")))?;
+    Ok(Flow::Continue)
 }
 
 fn valid_name(what: &str, s: &str) -> Result<(), Reject> {

@@ -432,45 +432,42 @@ impl Links {
             }
             Some((&PING, [])) => {}
             Some((&DATA, rest)) => {
-                let mut done = Vec::new();
-                let read = match self.members.get_mut(&node) {
-                    Some(m) => m.data_in.on_data(now, rest, &mut done),
-                    None => Ok(()),
-                };
-                if read.is_err() {
-                    self.stats.malformed += 1;
-                }
+                let done = self.on_data(node, |m, out| m.data_in.on_data(now, rest, out));
                 for msg in done {
                     self.deliver(node, &msg, clock);
                 }
             }
             Some((&LOSSY, rest)) => {
-                let mut done = Vec::new();
-                let read = match self.members.get_mut(&node) {
-                    Some(m) => m.data_in.on_lossy(now, rest, &mut done),
-                    None => Ok(()),
-                };
-                if read.is_err() {
-                    self.stats.malformed += 1;
-                }
+                let done = self.on_data(node, |m, out| m.data_in.on_lossy(now, rest, out));
                 for msg in done {
                     self.deliver(node, &msg, clock);
                 }
             }
             Some((&DATA_ACK, rest)) => {
-                let mut again = Vec::new();
-                let read = match self.members.get_mut(&node) {
-                    Some(m) => m.data_out.on_ack(now, rest, &mut again),
-                    None => Ok(()),
-                };
-                if read.is_err() {
-                    self.stats.malformed += 1;
-                }
+                let again = self.on_data(node, |m, out| m.data_out.on_ack(now, rest, out));
                 self.stats.resent += again.len() as u64;
                 self.seal_all(node, DATA, again);
             }
             _ => self.stats.malformed += 1,
         }
+    }
+
+    /// Reads a data body of member `node` with `read`, which appends what it yields (whole
+    /// messages, or fragments to send again); an unreadable one is counted.
+    fn on_data(
+        &mut self,
+        node: NodeId,
+        read: impl FnOnce(&mut Member, &mut Vec<Vec<u8>>) -> Result<(), data::Malformed>,
+    ) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let ok = self
+            .members
+            .get_mut(&node)
+            .is_none_or(|m| read(m, &mut out).is_ok());
+        if !ok {
+            self.stats.malformed += 1;
+        }
+        out
     }
 
     fn deliver(&mut self, from: NodeId, bytes: &[u8], clock: &ClusterClock) {
