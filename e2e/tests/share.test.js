@@ -146,6 +146,21 @@ test('two pages on one link see each other; 50 MB peer to peer, verified and in 
     await seesPeople(b, ['ada']);
     await waitFor(async () => (await a.$eval('#people li', (li) => li.dataset.link)) === 'open', { timeout: 15000, message: 'the direct link to come up' });
     await fiftyMegabytes(t, a, b, { name: 'direct.bin', seed: 1, expectPath: 'p2p', encrypted: false });
+    // The direct link's own view: connected, and over which candidates.
+    const pair = await a.evaluate(async () => {
+      const [link] = [...window.share.links.links.values()];
+      const stats = await link.pc.getStats();
+      const transport = [...stats.values()].find((x) => x.type === 'transport');
+      const p = stats.get(transport?.selectedCandidatePairId);
+      const side = (id) => {
+        const c = stats.get(id);
+        return c && `${c.candidateType} ${c.address ?? c.ip}:${c.port} ${c.protocol}`;
+      };
+      return { state: link.pc.connectionState, local: side(p?.localCandidateId), remote: side(p?.remoteCandidateId), bytesSent: p?.bytesSent };
+    });
+    t.diagnostic(`direct link: ${JSON.stringify(pair)}`);
+    assert.equal(pair.state, 'connected');
+    assert.ok(pair.bytesSent >= 50 * MB, 'the 50 MB went over the direct link');
     await a.context().close();
     await b.context().close();
   }));
@@ -172,6 +187,19 @@ test('50 MB through Sfumato over SCTP (path=relay), end-to-end encrypted; a page
     for (const p of [a, b, eve]) await p.context().close();
   }));
 
+// A measurement (SFUMATO_E2E_BENCH=1): the same relayed transfer without end-to-end
+// encryption, to tell its cost from the path's.
+test('50 MB through Sfumato over SCTP without encryption (SFUMATO_E2E_BENCH=1)', { skip: !process.env.SFUMATO_E2E_BENCH }, (t) =>
+  s.run(async () => {
+    const a = await openShare('sh-relay-clear', 'ada', { path: 'relay', e2e: false });
+    const b = await openShare('sh-relay-clear', 'bob', { path: 'relay', e2e: false });
+    await seesPeople(a, ['bob']);
+    await waitFor(() => a.evaluate(() => window.share.room.data.transport === 'sctp'), { message: 'ada on data channels' });
+    await fiftyMegabytes(t, a, b, { name: 'clear.bin', seed: 6, expectPath: 'relay', encrypted: false });
+    await a.context().close();
+    await b.context().close();
+  }));
+
 test('50 MB through Sfumato over the WebSocket (path=ws)', (t) =>
   s.run(async () => {
     const a = await openShare('sh-ws', 'ada', { path: 'ws', e2e: false });
@@ -183,11 +211,50 @@ test('50 MB through Sfumato over the WebSocket (path=ws)', (t) =>
     await b.context().close();
   }));
 
-test('a decline reaches the sender; a folder arrives with its relative paths', () =>
+test('garbage from another participant breaks nothing; a decline reaches the sender; a folder arrives with its relative paths; without a direct link, files go through Sfumato', () =>
   s.run(async () => {
     const a = await openShare('sh-misc', 'ada');
     const b = await openShare('sh-misc', 'bob');
     await seesPeople(a, ['bob']);
+    await waitFor(async () => (await b.$eval('#people li', (li) => li.dataset.link)) === 'open', { timeout: 15000, message: "bob's direct link to ada" });
+
+    // Mallory, an SDK page in the room, sends bob malformed signaling and odd offers.
+    const m = await s.open('/', 'mallory');
+    await m.evaluate(async () => {
+      const { Sfumato } = await import('/sdk/sfumato.js');
+      window.room = await Sfumato.connect(Sfumato.defaultUrl(), { room: 'sh-misc', name: 'mallory' });
+    });
+    const bobId = await b.evaluate(() => window.share.room.localParticipant.id);
+    await waitFor(() => m.evaluate((id) => window.room.participants.some((p) => p.id === id), bobId), { message: 'mallory to see bob' });
+    const refused = await m.evaluate(async (bob) => {
+      const room = window.room;
+      const signal = (payload) => room.data.send(payload, { topic: 'share/signal', to: [bob] });
+      for (const p of ['not json', '{}', '[]', 'null', JSON.stringify({ t: 'offer', n: 'x', sdp: 'v=garbage' }), JSON.stringify({ t: 'answer', n: 'x', sdp: 'v=0' }), JSON.stringify({ t: 'offer', n: 5, sdp: {} }), 'x'.repeat(60000)]) await signal(p);
+      await signal(new Uint8Array([1, 2, 3]));
+      await room.data.send('\u0000'.repeat(100), { topic: 'share/name', to: [bob] });
+      const offer = (attributes, topic = 'share') =>
+        room.data.sendFile(new Blob([new Uint8Array(1000)]), { to: bob, topic, name: 'odd.bin', attributes }).then(
+          () => 'accepted',
+          (err) => err.message,
+        );
+      return Promise.all([
+        offer({ enc: 'aes-gcm-1', psize: 'abc', salt: '!!!', ename: '' }),
+        offer({ enc: 'rot13' }),
+        offer({ enc: 'aes-gcm-1', psize: '1000', salt: 'AAAAAAAAAAAAAAAAAAAAAA', ename: 'AAAA' }),
+        offer({}, 'other'),
+      ]);
+    }, bobId);
+    for (const r of refused.slice(0, 3)) assert.match(r, /cannot decrypt/);
+    assert.match(refused[3], /rejected the stream: this page takes files on the share topic only/);
+    // A path that climbs out is shown cleaned; bob declines it.
+    await m.evaluate((bob) => {
+      window.climbing = window.room.data.sendFile(new Blob(['x']), { to: bob, topic: 'share', name: 'x', attributes: { path: '../../../etc/passwd' } }).catch((err) => err.message);
+    }, bobId);
+    await clickIn(b, 'in', 'etc/passwd', 'Decline');
+    assert.match(await m.evaluate(() => window.climbing), /declined by bob/);
+    await m.context().close();
+    await seesPeople(b, ['ada']);
+
     await dropGenerated(a, 'unwanted.bin', 200000, 5);
     await sendTo(a, ['bob']);
     await clickIn(b, 'in', 'unwanted.bin', 'Decline');
@@ -210,6 +277,19 @@ test('a decline reaches the sender; a folder arrives with its relative paths', (
       const want = await b.evaluate(async (body) => [...new Uint8Array(await crypto.subtle.digest('SHA-256', new Uint8Array(body)))].map((x) => x.toString(16).padStart(2, '0')).join(''), [...Buffer.from(files[rel])]);
       assert.equal(got.sha256, want, `${rel} arrived whole`);
     }
+
+    // Carol's page makes no direct links (path=relay): ada's page waits for one, then sends
+    // through Sfumato, sealed.
+    const carol = await openShare('sh-misc', 'carol', { path: 'relay' });
+    await seesPeople(a, ['bob', 'carol']);
+    await dropGenerated(a, 'fallback.bin', 300000, 7);
+    await sendTo(a, ['carol']);
+    await clickIn(carol, 'in', 'fallback.bin', 'Accept');
+    const fell = await rowIn(a, 'out', 'fallback.bin', ['verified', 'failed']);
+    assert.equal(fell.state, 'verified', fell.text);
+    assert.deepEqual([fell.path, fell.encrypted], ['relay', 'true']);
+    await carol.context().close();
+    assert.deepEqual(s.consoleLog.filter((l) => / pageerror: /.test(l)), [], 'no page threw');
     await a.context().close();
     await b.context().close();
   }));
