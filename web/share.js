@@ -39,6 +39,8 @@ if (!keyText) {
 history.replaceState(null, '', `${location.pathname}?${params}#${fragment}`);
 const forcedPath = ['p2p', 'relay', 'ws'].includes(params.get('path')) ? params.get('path') : null;
 const e2e = params.get('e2e') !== '0';
+// An access token, for a server started with API keys (the join name is then the token's).
+const token = params.get('token') || undefined;
 
 // ------------------------------------------------------------------ state
 
@@ -52,7 +54,13 @@ const storedName = (() => {
     return null;
   }
 })();
-let myName = params.get('name') || storedName || `${pick(ADJECTIVES)} ${pick(ANIMALS)}`;
+/** A display name: no control characters, at most 64 bytes of UTF-8 (the server's limit). */
+function cleanName(text) {
+  let n = String(text ?? '').replace(/[\u0000-\u001f\u007f-\u009f]/g, '').trim();
+  while (new TextEncoder().encode(n).byteLength > 64) n = [...n].slice(0, -1).join('');
+  return n;
+}
+let myName = cleanName(params.get('name')) || cleanName(storedName) || `${pick(ADJECTIVES)} ${pick(ANIMALS)}`;
 
 let room = null;
 let links = null;
@@ -534,7 +542,7 @@ async function main() {
   });
 
   try {
-    room = await Sfumato.connect(Sfumato.defaultUrl(), { room: roomName, name: myName.slice(0, 64), transport: forcedPath === 'ws' ? 'ws' : undefined });
+    room = await Sfumato.connect(Sfumato.defaultUrl(), { room: roomName, name: myName, token, transport: forcedPath === 'ws' ? 'ws' : undefined });
   } catch (err) {
     setStatus(`could not join: ${err.message}`, 'error');
     return;
@@ -542,13 +550,13 @@ async function main() {
   const tell = (to) => room.data.send(myName, { topic: NAME_TOPIC, ...(to ? { to: [to] } : {}) }).catch(() => {});
   room.data.on(NAME_TOPIC, ({ from, payload }) => {
     if (typeof payload !== 'string') return;
-    const n = payload.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').trim().slice(0, 40);
+    const n = cleanName(payload.slice(0, 256));
     if (n) displayNames.set(from, n);
     renderPeople();
     for (const t of transfers) if (t.peer === from) render(t);
   });
   $('my-name').addEventListener('change', () => {
-    const n = $('my-name').value.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').trim().slice(0, 40);
+    const n = cleanName($('my-name').value);
     if (!n) return void ($('my-name').value = myName);
     myName = n;
     try {

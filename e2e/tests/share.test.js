@@ -4,7 +4,7 @@
 // SHA-256 and written into OPFS; a page whose link has another key cannot decrypt; a direct
 // transfer resumes over a new link after its channel closed; garbage from another
 // participant breaks nothing; without a direct link a file goes through Sfumato; a decline
-// reaches the sender; a folder arrives with its relative paths. The test drives the page's
+// reaches the sender; a folder arrives with its relative paths; a new display name is seen. The test drives the page's
 // own controls (drop zone, folder input, recipient boxes, Accept / Decline) and reads what
 // the page shows (its rows' data attributes).
 
@@ -249,7 +249,7 @@ test('50 MB through Sfumato over the WebSocket (path=ws)', (t) =>
     await b.context().close();
   }));
 
-test('garbage from another participant breaks nothing; a decline reaches the sender; a folder arrives with its relative paths; without a direct link, files go through Sfumato', () =>
+test('garbage from another participant breaks nothing; a decline reaches the sender; a folder arrives with its relative paths; without a direct link, files go through Sfumato; a new display name is seen', () =>
   s.run(async () => {
     const a = await openShare('sh-misc', 'ada');
     const b = await openShare('sh-misc', 'bob');
@@ -327,6 +327,10 @@ test('garbage from another participant breaks nothing; a decline reaches the sen
     assert.equal(fell.state, 'verified', fell.text);
     assert.deepEqual([fell.path, fell.encrypted], ['relay', 'true']);
     await carol.context().close();
+    // Bob renames himself; ada's page shows the new name.
+    await b.fill('#my-name', 'Robert');
+    await b.dispatchEvent('#my-name', 'change');
+    await seesPeople(a, ['Robert']);
     assert.deepEqual(s.consoleLog.filter((l) => / pageerror: /.test(l)), [], 'no page threw');
     await a.context().close();
     await b.context().close();
