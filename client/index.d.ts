@@ -388,8 +388,9 @@ export interface ByteStreamWriter {
   done: Promise<SendFileResult>;
 }
 
-/** The class of the streams handlers are offered (for `instanceof`). */
-export declare const IncomingStream: { readonly prototype: IncomingByteStream };
+/** The class of the streams handlers are offered (for `instanceof`). The SDK makes them
+ * (an application never does: the offer it takes is internal). */
+export declare const IncomingStream: { readonly prototype: IncomingByteStream; new (streams: Streams, from: string, offer: never): IncomingByteStream };
 
 export type ByteStreamHandler = (stream: IncomingByteStream) => void | Promise<void>;
 

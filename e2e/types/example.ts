@@ -3,15 +3,30 @@
 // type-checked only, never run.
 
 import Sfumato, {
+  IncomingStream,
   PROTOCOL_VERSION,
   Room,
+  Sha256,
+  StreamError,
+  Streams,
+  attachChannel,
+  streamsOverChannel,
   Signaling,
   SignalingError,
   connect,
   defaultUrl,
   listDevices,
   waitForIceGathering,
+  type ByteSink,
+  type ByteStreamInfo,
+  type ByteStreamWriter,
   type ConnectOptions,
+  type IncomingByteStream,
+  type ReceiveProgress,
+  type SendFileResult,
+  type SendProgress,
+  type StreamPipe,
+  type TransferInfo,
   type DataMessage,
   type DeviceInfo,
   type LocalTrackInfo,
@@ -131,6 +146,83 @@ export async function example(token: string, video: HTMLVideoElement): Promise<v
   room.data.off('chat', () => {});
   stopChat();
   console.log(room.data.transport);
+
+  // Files and byte streams.
+  room.data.registerByteStreamHandler('files', async (incoming: IncomingByteStream) => {
+    const info: ByteStreamInfo = incoming.info;
+    if (info.size > 1e9) return incoming.reject('too large');
+    console.log(incoming.id, incoming.state, incoming.signal.aborted, info.id, info.from, info.name, info.mime, info.topic, info.attributes['album']);
+    if (info.mime === 'text/plain') {
+      incoming.accept({ onProgress: (p: ReceiveProgress) => console.log(p.id, p.received, p.consumed, p.size, p.waiting) });
+      for await (const chunk of incoming) console.log(chunk.byteLength);
+      return;
+    }
+    if (info.mime === 'image/png') {
+      const all: Uint8Array = await incoming.accept().readAll();
+      console.log(all.byteLength, incoming.readable?.locked);
+      return;
+    }
+    const dir = await navigator.storage.getDirectory();
+    const handle = await dir.getFileHandle(info.id, { create: true });
+    const sink: ByteSink = await handle.createWritable();
+    incoming.accept({ sink });
+    const { sha256 } = await incoming.done;
+    if (incoming.progress.consumed !== info.size) incoming.cancel('short');
+    console.log(sha256, incoming instanceof IncomingStream);
+  });
+  room.data.unregisterByteStreamHandler('files');
+  const ac = new AbortController();
+  try {
+    const sent: SendFileResult = await room.data.sendFile(new File(['x'], 'x.txt'), {
+      to: people[0],
+      topic: 'files',
+      name: 'x.txt',
+      mime: 'text/plain',
+      attributes: { album: 'a' },
+      onProgress: (p: SendProgress) => console.log(p.id, p.size, p.sent, p.confirmed, p.bytesSent, p.waiting),
+      signal: ac.signal,
+    });
+    console.log(sent.id, sent.size, sent.sha256, sent.bytesSent);
+  } catch (err) {
+    if (err instanceof StreamError) console.log(err.code, err.by, err.message);
+  }
+  const writer: ByteStreamWriter = room.data.streamBytes({ to: 'p1', size: 3, topic: 'files', name: 'three.bin' });
+  const w = writer.writable.getWriter();
+  await w.write(new Uint8Array([1, 2, 3]));
+  await w.close();
+  const written: SendFileResult = await writer.done;
+  console.log(writer.id, written.sha256);
+  const under: TransferInfo[] = room.data.transfers;
+  console.log(under.map((x) => [x.id, x.direction, x.peer, x.size]));
+
+  // Byte streams between two browsers, over a data channel of their own.
+  const direct = new RTCPeerConnection();
+  const channel = direct.createDataChannel('files', { negotiated: true, id: 0 });
+  const overChannel: Streams = streamsOverChannel(channel, { window: 4 << 20, budget: 16 << 20, probeMs: 2000, resumeTimeoutMs: 60000 });
+  overChannel.registerByteStreamHandler('*', (st) => void st.accept({ sink: new WritableStream<Uint8Array>() }));
+  await overChannel.sendFile(new Blob(['y']), { name: 'y.bin' });
+  overChannel.streamBytes({ size: 0 });
+  attachChannel(overChannel, direct.createDataChannel('files-2', { negotiated: true, id: 1 }));
+  Sfumato.attachChannel(Sfumato.streamsOverChannel(channel), channel);
+  const pipe: StreamPipe = {
+    send: async (_to: string, bytes: Uint8Array) => channel.send(new Uint8Array(bytes)),
+    self: () => 'me',
+    window: 1 << 20,
+    budget: 4 << 20,
+    nameOf: (peer: string) => (peer === 'peer' ? 'bob' : undefined),
+    defaultPeer: 'peer',
+  };
+  const engine = new Streams(pipe, { probeMs: 1000, resumeTimeoutMs: 30000 });
+  engine.receive('peer', new Uint8Array(17));
+  engine.linkUp();
+  engine.peerLeft('peer');
+  engine.peerJoined('p2', 'bob');
+  engine.attach(pipe);
+  engine.unregisterByteStreamHandler('*');
+  console.log(engine.transfers.length, overChannel.transfers.length);
+  engine.close('bye');
+  const hash = new Sha256().update(new Uint8Array([1])).update(new ArrayBuffer(2));
+  console.log(hash.length, hash.digest().byteLength);
 
   // The raw socket.
   const sig: Signaling = await Signaling.open('ws://127.0.0.1/ws', { openTimeoutMs: 1000, pingIntervalMs: 5000 });
