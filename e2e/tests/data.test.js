@@ -460,6 +460,15 @@ test("the demo page's chat between a tab on SCTP and one on transport=ws, with t
 test('switching from the socket to the data channels mid-stream loses no reliable message and duplicates none', (t) =>
   s.run(async () => {
     pages.e = await s.open('/', 'e');
+    // e's data channels come up half a second late (each answer is held that long), so that
+    // its first messages surely take the socket and the switch falls within the stream.
+    await pages.e.evaluate(() => {
+      const apply = RTCPeerConnection.prototype.setRemoteDescription;
+      RTCPeerConnection.prototype.setRemoteDescription = async function (...args) {
+        await new Promise((r) => setTimeout(r, 500));
+        return apply.apply(this, args);
+      };
+    });
     ids.e = await joinWithSdk(pages.e, 'e', 'd');
     // e sends from the moment it joined, while its data channels come up.
     const transports = await pages.e.evaluate(async () => {
