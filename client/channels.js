@@ -1,10 +1,11 @@
 // The SCTP data channels of the publish peer connection (docs/protocol.md, "Data
-// messages"): this module owns creating the two channels that both sides negotiate out of
-// band (stream 0 reliable and ordered, stream 1 lossy), reading deliver frames from them, and
-// offering them to `room.data` as a transport with the same seam as the WebSocket's:
+// messages"): this module owns creating the three channels that both sides negotiate out of
+// band (stream 0 reliable and ordered, stream 1 lossy, stream 2 lossy and ordered), reading
+// deliver frames from them, and offering them to `room.data` as a transport with the same
+// seam as the WebSocket's (a `lane` is 'reliable', 'lossy' or 'ordered': the channel):
 //
-//   { kind: 'sctp', open, buffered(reliable), fits(frame), send(frame, reliable),
-//     drained(lowWater, reliable) }
+//   { kind: 'sctp', open, buffered(lane), fits(frame), send(frame, lane),
+//     drained(lowWater, lane) }
 //
 // It does not negotiate: the room puts the channels on its publish PC before that PC's offer
 // (data.js picks the transport, room.js owns the PC and its offers).
@@ -14,14 +15,15 @@ import { LOW_WATER } from './data.js';
 /** Stream ids and options of the two channels; the server creates the same ones. */
 const RELIABLE = { label: 'sfumato-reliable', init: { negotiated: true, id: 0, ordered: true } };
 const LOSSY = { label: 'sfumato-lossy', init: { negotiated: true, id: 1, ordered: false, maxRetransmits: 0 } };
+const LOSSY_ORDERED = { label: 'sfumato-lossy-ordered', init: { negotiated: true, id: 2, ordered: true, maxRetransmits: 0 } };
 
 /** The largest message the server accepts (its `a=max-message-size`). */
 export const SERVER_MAX_MESSAGE_SIZE = 128 * 1024;
 
 /**
- * The two data channels of one publish PC.
+ * The three data channels of one publish PC.
  *
- * `onOpen()` once both channels are open (with the SCTP association); `onClose()` once
+ * `onOpen()` once every channel is open (with the SCTP association); `onClose()` once
  * either closes or errors after that (or before it opened);
  * `onFrame(ArrayBuffer)` for each message received on either.
  */
@@ -35,7 +37,8 @@ export class DataChannels {
     this._closed = false;
     this.reliable = pc.createDataChannel(RELIABLE.label, RELIABLE.init);
     this.lossy = pc.createDataChannel(LOSSY.label, LOSSY.init);
-    for (const ch of [this.reliable, this.lossy]) {
+    this.lossyOrdered = pc.createDataChannel(LOSSY_ORDERED.label, LOSSY_ORDERED.init);
+    for (const ch of this._all()) {
       ch.binaryType = 'arraybuffer';
       // `drained` waits for `bufferedamountlow`, which fires when the channel drains below this.
       ch.bufferedAmountLowThreshold = LOW_WATER;
@@ -50,24 +53,27 @@ export class DataChannels {
       ch.addEventListener('close', gone);
       ch.addEventListener('error', gone);
     }
-    // Both open with the SCTP association, but their `open` events come one after the other.
+    // All open with the SCTP association, but their `open` events come one after the other.
     const opened = () => {
       if (this.open) onOpen();
     };
-    this.reliable.addEventListener('open', opened);
-    this.lossy.addEventListener('open', opened);
+    for (const ch of this._all()) ch.addEventListener('open', opened);
     this.transport = this._makeTransport();
   }
 
-  /** Whether both channels can carry messages. */
-  get open() {
-    return !this._closed && this.reliable.readyState === 'open' && this.lossy.readyState === 'open';
+  _all() {
+    return [this.reliable, this.lossy, this.lossyOrdered];
   }
 
-  /** Closes both channels without reporting it (the room is done with them). */
+  /** Whether every channel can carry messages. */
+  get open() {
+    return !this._closed && this._all().every((ch) => ch.readyState === 'open');
+  }
+
+  /** Closes the channels without reporting it (the room is done with them). */
   close() {
     this._closed = true;
-    for (const ch of [this.reliable, this.lossy]) {
+    for (const ch of this._all()) {
       try {
         ch.close();
       } catch {
@@ -82,8 +88,9 @@ export class DataChannels {
     return negotiated > 0 ? Math.min(negotiated, SERVER_MAX_MESSAGE_SIZE) : SERVER_MAX_MESSAGE_SIZE;
   }
 
-  _channel(reliable) {
-    return reliable ? this.reliable : this.lossy;
+  _channel(lane) {
+    if (lane === 'lossy') return this.lossy;
+    return lane === 'ordered' ? this.lossyOrdered : this.reliable;
   }
 
   _makeTransport() {
@@ -93,24 +100,24 @@ export class DataChannels {
       get open() {
         return self.open;
       },
-      /** Bytes queued on the channel of that reliability. */
-      buffered(reliable = true) {
-        return self._channel(reliable).bufferedAmount;
+      /** Bytes queued on the channel of that lane. */
+      buffered(lane = 'reliable') {
+        return self._channel(lane).bufferedAmount;
       },
       /** Whether a frame of this size may be sent at all (else it would fail the channel). */
       fits(frame) {
         return frame.byteLength <= self.maxMessageSize;
       },
-      send(frame, reliable = true) {
-        const ch = self._channel(reliable);
+      send(frame, lane = 'reliable') {
+        const ch = self._channel(lane);
         if (!self.open) throw new Error('data: the data channels are closed');
         // An ArrayBuffer of exactly the frame's bytes (binary message).
         const bytes = frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength ? frame.buffer : frame.slice().buffer;
         ch.send(bytes);
       },
       /** Resolves once the channel holds at most `lowWater` bytes, or it closed. */
-      drained(lowWater, reliable = true) {
-        const ch = self._channel(reliable);
+      drained(lowWater, lane = 'reliable') {
+        const ch = self._channel(lane);
         if (ch.bufferedAmount <= lowWater || !self.open) return Promise.resolve();
         return new Promise((resolve) => {
           const done = () => {

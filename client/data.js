@@ -6,9 +6,12 @@
 //
 // The bytes travel over a *transport*, an object with this seam:
 //
-//   { kind: 'ws' | 'sctp', open: boolean, buffered(reliable): number,
-//     fits(frame): boolean, send(frame: Uint8Array, reliable: boolean): void,
-//     drained?(lowWater, reliable): Promise<void> }
+//   { kind: 'ws' | 'sctp', open: boolean, buffered(lane): number,
+//     fits(frame): boolean, send(frame: Uint8Array, lane): void,
+//     drained?(lowWater, lane): Promise<void> }
+//
+// where `lane` is 'reliable', 'lossy' or 'ordered' (lossy and ordered), the channel a
+// message of that kind takes over SCTP; the socket carries every lane alike.
 //
 // Byte streams and files (`sendFile`, `streamBytes`, `registerByteStreamHandler`) are streams.js's, over
 // these messages (room-pipe.js): their reserved topic never reaches the application's
@@ -28,6 +31,14 @@ const SEND = 0x01;
 const DELIVER = 0x02;
 const FLAG_RELIABLE = 1;
 const FLAG_TEXT = 1 << 1;
+/** A lossy message that keeps its order (reliable ones always do). */
+const FLAG_ORDERED = 1 << 2;
+
+/** The lane (the SCTP channel) of a message with these flags. */
+function laneOf(flags) {
+  if (flags & FLAG_RELIABLE) return 'reliable';
+  return flags & FLAG_ORDERED ? 'ordered' : 'lossy';
+}
 
 /** The largest payload of one message, in bytes (after UTF-8 encoding for text). */
 export const MAX_PAYLOAD = 65536;
@@ -71,7 +82,7 @@ function recipientId(r) {
  * Checks `send`'s arguments against the protocol's limits; returns the frame's parts (all
  * but `seq`, given when it leaves). Throws a clear Error for anything the server would refuse.
  */
-function prepare(payload, { reliable = true, to = [], topic = '' } = {}, internal = false) {
+function prepare(payload, { reliable = true, ordered = reliable, to = [], topic = '' } = {}, internal = false) {
   const { bytes, text } = payloadBytes(payload);
   if (bytes.byteLength > MAX_PAYLOAD) {
     throw new RangeError(`data.send: the payload is ${bytes.byteLength} bytes, more than ${MAX_PAYLOAD}`);
@@ -91,7 +102,8 @@ function prepare(payload, { reliable = true, to = [], topic = '' } = {}, interna
     if (id.byteLength === 0 || id.byteLength > 255) throw new TypeError(`data.send: '${recipientId(r)}' is not a participant id`);
     return id;
   });
-  const flags = (reliable ? FLAG_RELIABLE : 0) | (text ? FLAG_TEXT : 0);
+  // A reliable message is always ordered; `ordered` chooses for a lossy one.
+  const flags = (reliable ? FLAG_RELIABLE : ordered ? FLAG_ORDERED : 0) | (text ? FLAG_TEXT : 0);
   return { flags, topicBytes, recipients, bytes };
 }
 
@@ -213,7 +225,9 @@ export class RoomData {
    * Rejects for a payload over 64 KiB, more than 64 recipients, a topic over 255 bytes or
    * starting with `sfumato/` (the SDK's: byte streams), or when not connected (also when the connection drops while the message waits).
    * @param {string | ArrayBuffer | ArrayBufferView} payload
-   * @param {{reliable?: boolean, to?: Array<string | {id: string}>, topic?: string}} [opts]
+   * `ordered` (default: `reliable`) applies to a lossy message: it may be dropped but never
+   * arrives after a later ordered one of this sender; a reliable message is always ordered.
+   * @param {{reliable?: boolean, ordered?: boolean, to?: Array<string | {id: string}>, topic?: string}} [opts]
    */
   async send(payload, opts = {}) {
     return this._sendMessage(prepare(payload, opts ?? {}));
@@ -260,18 +274,18 @@ export class RoomData {
   }
 
   async _sendMessage(msg) {
-    const reliable = (msg.flags & FLAG_RELIABLE) !== 0;
+    const lane = laneOf(msg.flags);
     const t = this._current();
     if (!t) throw new Error(this._overflowed ? OVERFLOWED : 'data.send: not connected');
-    if (this._waiting === 0 && t.buffered(reliable) <= HIGH_WATER) {
-      this._write(msg, reliable);
+    if (this._waiting === 0 && t.buffered(lane) <= HIGH_WATER) {
+      this._write(msg, lane);
       return;
     }
     const generation = this._generation;
     this._waiting++;
     const turn = this._tail.then(async () => {
-      await this._drained(reliable, generation);
-      this._write(msg, reliable);
+      await this._drained(lane, generation);
+      this._write(msg, lane);
     });
     this._tail = turn.catch(() => {});
     try {
@@ -373,14 +387,14 @@ export class RoomData {
     return null;
   }
 
-  _write(msg, reliable) {
+  _write(msg, lane) {
     const frame = encodeSend(msg, this._seq);
     let t = this._current();
     // A frame larger than the SCTP association takes would fail the channel: the socket
     // carries that one.
     if (t && !t.fits(frame)) t = this._ws?.open ? this._ws : null;
     if (!t) throw new Error('data.send: not connected');
-    t.send(frame, reliable);
+    t.send(frame, lane);
     this._seq = (this._seq + 1) >>> 0;
   }
 
@@ -389,20 +403,20 @@ export class RoomData {
    * transport that changes meanwhile (the data channels opened or closed) is looked at anew.
    * Throws once the session that the message was sent in is over.
    */
-  async _drained(reliable, generation) {
+  async _drained(lane, generation) {
     for (;;) {
       const t = this._current();
       if (!t || generation !== this._generation) {
         throw new Error('data.send: the connection closed before the message was sent');
       }
-      if (t.buffered(reliable) <= HIGH_WATER) return;
+      if (t.buffered(lane) <= HIGH_WATER) return;
       const same = () => t.open && this._current() === t && generation === this._generation;
       if (t.drained) {
-        await t.drained(LOW_WATER, reliable);
+        await t.drained(LOW_WATER, lane);
       } else {
-        while (same() && t.buffered(reliable) > LOW_WATER) await sleep(DRAIN_POLL_MS);
+        while (same() && t.buffered(lane) > LOW_WATER) await sleep(DRAIN_POLL_MS);
       }
-      if (same() && t.buffered(reliable) <= LOW_WATER) return;
+      if (same() && t.buffered(lane) <= LOW_WATER) return;
     }
   }
 }

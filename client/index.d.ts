@@ -278,6 +278,9 @@ export interface DataSendOptions {
   /** Reliable (default): it arrives, in order, or the recipient that cannot take it is
    * disconnected. Lossy: dropped for a recipient whose queue is full. */
   reliable?: boolean;
+  /** For a lossy message (default: `reliable`): it may be dropped but never arrives after a
+   * later ordered one of this sender. A reliable message is always ordered. */
+  ordered?: boolean;
   /** Participant ids (or participants) to send to, at most 64; empty (default): everyone else. */
   to?: Array<string | { id: string }>;
   /** At most 255 bytes of UTF-8 (default ''). */

@@ -161,6 +161,7 @@ test('broadcast text and binary reach the others in order, stamped with the send
       ['hello', { topic: 'greet' }],
       [{ bytes: [0, 1, 2, 127, 128, 255] }, { topic: 'bin' }],
       ['héllo ✓ 🎉', { topic: 'greet', reliable: false }],
+      ['in its order', { topic: 'ordered', reliable: false, ordered: true }],
       [{ len: BIG }, { topic: 'big' }],
       ['', {}],
       [{ bytes: [] }, { topic: 'ünï' }],
@@ -171,29 +172,29 @@ test('broadcast text and binary reach the others in order, stamped with the send
       { topic: 'greet', payload: 'hello', reliable: true },
       { topic: 'bin', payload: { bytes: [0, 1, 2, 127, 128, 255] }, reliable: true },
       { topic: 'greet', payload: 'héllo ✓ 🎉', reliable: false },
+      { topic: 'ordered', payload: 'in its order', reliable: false },
       { topic: 'big', payload: { len: BIG, fnv: bigFnv() }, reliable: true },
       { topic: '', payload: '', reliable: true },
       { topic: 'ünï', payload: { bytes: [] }, reliable: true },
       ...numbered.map(([p]) => ({ topic: 'seq', payload: p, reliable: true })),
     ].map((m, seq) => ({ from: ids.a, seq, ...m }));
-    // b receives over SCTP, c over the socket; a sent over SCTP. The lossy message rides the
-    // unordered channel: it arrives (loopback loses nothing) but not necessarily in its place.
+    // b receives over SCTP, c over the socket; a sent over SCTP. The lossy messages ride their
+    // own channels (unordered; ordered, for the one sent `ordered`): they arrive (loopback
+    // loses nothing) but not necessarily in their place among the reliable ones.
     const reliableOnly = (list) => list.filter((m) => m.reliable);
     for (const name of ['b', 'c']) {
       await waitForCount(pages[name], ids.a, expected.length, 'the broadcast');
       const got = await received(pages[name], ids.a);
       assert.deepEqual(reliableOnly(got), reliableOnly(expected), `the reliable messages ${name} received from a, in order`);
-      assert.deepEqual(
-        got.filter((m) => !m.reliable),
-        expected.filter((m) => !m.reliable),
-        `the lossy message ${name} received from a`,
-      );
+      const bySeq = (list) => list.filter((m) => !m.reliable).sort((x, y) => x.seq - y.seq);
+      assert.deepEqual(bySeq(got), bySeq(expected), `the lossy messages ${name} received from a`);
       assert.equal(got.length, expected.length, `${name} received each message once`);
       // a's messages reach b on its data channels (lossy one on the lossy channel), c on its socket.
       const frames = await pages[name].evaluate(() => window.channelFrames);
       if (name === 'b') {
-        assert.ok(frames['sfumato-reliable'] >= expected.length - 1, `b's reliable channel: ${JSON.stringify(frames)}`);
+        assert.ok(frames['sfumato-reliable'] >= expected.length - 2, `b's reliable channel: ${JSON.stringify(frames)}`);
         assert.ok(frames['sfumato-lossy'] >= 1, `b's lossy channel: ${JSON.stringify(frames)}`);
+        assert.ok(frames['sfumato-lossy-ordered'] >= 1, `b's lossy ordered channel: ${JSON.stringify(frames)}`);
       } else {
         assert.deepEqual(frames, {}, 'c has no data channels');
       }
@@ -263,13 +264,13 @@ test('send rejects what the server would refuse, and sends nothing for it', () =
     assert.match(outcomes.recipients, /65 recipients, more than 64/);
     assert.match(outcomes.topic, /256 bytes, more than 255/);
     assert.match(outcomes.notPayload, /TypeError/);
-    // Nothing went out: the next message gets the next number (26 sent before).
+    // Nothing went out: the next message gets the next number (27 sent before).
     await send(pages.a, [['still fine', { topic: 'after-refusals' }]]);
     await waitFor(async () => (await received(pages.b, ids.a)).some((m) => m.topic === 'after-refusals'), {
       message: "b to receive a's message after the refusals",
     });
     const last = (await received(pages.b, ids.a)).at(-1);
-    assert.deepEqual([last.seq, last.payload], [26, 'still fine']);
+    assert.deepEqual([last.seq, last.payload], [27, 'still fine']);
     assert.deepEqual(await pages.a.evaluate(() => window.errors), [], 'the server refused nothing of a');
   }));
 

@@ -142,6 +142,7 @@ export async function example(token: string, video: HTMLVideoElement): Promise<v
   // Data messages.
   await room.data.send('hello', { topic: 'chat', reliable: true, to: ['p1', { id: 'p2' }] });
   await room.data.send(new Uint8Array([1, 2]));
+  await room.data.send('cursor', { reliable: false, ordered: true, topic: 'cursor' });
   const stopChat = room.data.on('chat', ({ payload }) => console.log(typeof payload === 'string' ? payload : payload.byteLength));
   room.data.off('chat', () => {});
   stopChat();

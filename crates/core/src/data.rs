@@ -15,7 +15,9 @@
 //!           · recipients (u8 count, 0 = everyone; each u8 len + participant id) · payload
 //! deliver:  type 0x02 · flags u8 · seq u32 · sender (u8 len + participant id)
 //!           · topic (u8 len, UTF-8) · payload
-//! flags:    bit 0 reliable, bit 1 text (the payload is UTF-8); other bits must be 0
+//! flags:    bit 0 reliable, bit 1 text (the payload is UTF-8), bit 2 ordered (a lossy
+//!           message that never arrives after a later lossy ordered one of its sender;
+//!           reliable ones always keep their order); other bits must be 0
 //! ```
 
 use std::sync::Arc;
@@ -29,7 +31,9 @@ pub const DELIVER: u8 = 0x02;
 pub const RELIABLE: u8 = 1;
 /// The payload is UTF-8 text.
 pub const TEXT: u8 = 1 << 1;
-const KNOWN_FLAGS: u8 = RELIABLE | TEXT;
+/// A lossy message that keeps its order (never after a later one); reliable ones always do.
+pub const ORDERED: u8 = 1 << 2;
+const KNOWN_FLAGS: u8 = RELIABLE | TEXT | ORDERED;
 
 /// The largest payload of one message (64 KiB).
 pub const MAX_PAYLOAD: usize = 64 * 1024;
@@ -240,6 +244,8 @@ pub struct DataPacket {
     /// Empty: every member of the room but the sender.
     pub to: Box<[MemberId]>,
     pub reliable: bool,
+    /// It keeps its order among its sender's messages (every reliable one does).
+    pub ordered: bool,
     /// The deliver frame.
     pub frame: Arc<[u8]>,
 }
@@ -253,6 +259,7 @@ impl DataPacket {
             from,
             to: msg.to.clone().into_boxed_slice(),
             reliable: msg.flags & RELIABLE != 0,
+            ordered: msg.flags & (RELIABLE | ORDERED) != 0,
             frame: deliver(from, &msg).into(),
         })
     }
@@ -292,6 +299,27 @@ mod tests {
                 topic: "chat",
                 payload: "héllo".as_bytes(),
             }
+        );
+    }
+
+    #[test]
+    fn reliable_messages_are_ordered_and_lossy_ones_when_asked() {
+        let read = |flags| {
+            DataPacket::read(
+                "r".into(),
+                MemberId(1),
+                &encode_send(flags, 0, "", &[], b"x"),
+            )
+            .unwrap()
+        };
+        let (r, l, lo) = (read(RELIABLE), read(0), read(ORDERED));
+        assert_eq!((r.reliable, r.ordered), (true, true));
+        assert_eq!((l.reliable, l.ordered), (false, false));
+        assert_eq!((lo.reliable, lo.ordered), (false, true));
+        assert_eq!(
+            parse_deliver(&lo.frame).unwrap().flags,
+            ORDERED,
+            "the flag reaches the recipient"
         );
     }
 

@@ -1076,7 +1076,9 @@ impl Engine {
         self.bus.recipients(pkt, &mut recipients);
         for member in recipients.drain(..) {
             if let Transport::Channel(peer) = self.bus.transport(member) {
-                let sent = self.on_peer(now, peer, |p| p.write_data(pkt.reliable, &pkt.frame));
+                let sent = self.on_peer(now, peer, |p| {
+                    p.write_data(pkt.reliable, pkt.ordered, &pkt.frame)
+                });
                 match sent {
                     Some(Sent::Yes) => {
                         self.stats.data_out += 1;

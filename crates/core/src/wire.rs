@@ -16,8 +16,8 @@
 //! layers:    track · worker u16 · flow mask u8 · keep mask u8
 //! ended:     track
 //! rates:     track · bits per second u32 per (layer, temporal layer), layer-major
-//! data:      room (u8 len, UTF-8) · sender u64 · reliable u8 · recipients (u8 count, u64
-//!            each) · the deliver frame (crate::data)
+//! data:      room (u8 len, UTF-8) · sender u64 · flags u8 (bit 0 reliable, bit 1 ordered)
+//!            · recipients (u8 count, u64 each) · the deliver frame (crate::data)
 //! ```
 
 use std::sync::Arc;
@@ -167,7 +167,7 @@ pub fn encode(msg: &PipeMsg, clock: &ClusterClock, out: &mut Vec<u8>) -> Result<
             out.push(room);
             out.extend_from_slice(p.room.as_bytes());
             out.extend_from_slice(&p.from.0.to_be_bytes());
-            out.push(u8::from(p.reliable));
+            out.push(u8::from(p.reliable) | u8::from(p.ordered) << 1);
             out.push(count);
             for m in p.to.iter() {
                 out.extend_from_slice(&m.0.to_be_bytes());
@@ -209,7 +209,8 @@ pub fn decode(bytes: &[u8], clock: &ClusterClock) -> Result<PipeMsg, WireError> 
             let n = r.u8()?;
             let room = std::str::from_utf8(r.take(usize::from(n))?).map_err(|_| WireError::Room)?;
             let from = MemberId(r.u64()?);
-            let reliable = r.u8()? != 0;
+            let flags = r.u8()?;
+            let reliable = flags & 1 != 0;
             let count = r.u8()?;
             let to = (0..count)
                 .map(|_| r.u64().map(MemberId))
@@ -219,6 +220,7 @@ pub fn decode(bytes: &[u8], clock: &ClusterClock) -> Result<PipeMsg, WireError> 
                 from,
                 to,
                 reliable,
+                ordered: reliable || flags & 2 != 0,
                 frame: r.rest().into(),
             })))
         }
@@ -690,7 +692,16 @@ mod tests {
                 from: MemberId(u64::MAX),
                 to: vec![MemberId(1), MemberId(2)].into(),
                 reliable: true,
+                ordered: true,
                 frame: vec![2, 0, 1, 2, 3].into(),
+            })),
+            PipeMsg::Data(Arc::new(DataPacket {
+                room: "r".into(),
+                from: MemberId(3),
+                to: Box::new([]),
+                reliable: false,
+                ordered: true,
+                frame: vec![2, 4, 1, 2, 3].into(),
             })),
         ] {
             assert_eq!(format!("{:?}", round_trip(&msg)), format!("{msg:?}"));

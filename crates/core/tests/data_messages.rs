@@ -9,7 +9,7 @@ mod harness;
 use std::sync::Arc;
 
 use harness::{Net, PipeRecord};
-use sfumato_core::data::{self, encode_send, parse_deliver, RELIABLE, TEXT};
+use sfumato_core::data::{self, encode_send, parse_deliver, ORDERED, RELIABLE, TEXT};
 use sfumato_core::{Command, DataMember, DataRoute, Event, MemberId, NodeId, Plan, WorkerId};
 
 const ALICE: MemberId = MemberId(1);
@@ -239,11 +239,11 @@ fn data_channels_and_websockets_exchange_messages_both_ways() {
     net.connect(&[alice, carol]);
     net.run_until(
         std::time::Duration::from_secs(10),
-        "both data channels open",
+        "the data channels open",
         |net| {
             [alice, carol]
                 .iter()
-                .all(|&c| net.client(c).channels_open.len() == 2)
+                .all(|&c| net.client(c).channels_open.len() == 3)
         },
     );
     // The engine hears its channels open a little after the client: a message written
@@ -260,6 +260,14 @@ fn data_channels_and_websockets_exchange_messages_both_ways() {
     send(&mut net, 1, BOB, 100, &[ALICE], b"to alice");
     let lossy = encode_send(0, 7, "fast", &[BOB], b"lossy");
     assert!(net.client_mut(carol).write_data(false, &lossy));
+    // A lossy message that keeps its order takes alice's third channel.
+    net.command(
+        1,
+        Command::DataIn {
+            member: BOB,
+            frame: encode_send(ORDERED, 101, "t", &[ALICE], b"in order"),
+        },
+    );
     net.run_for(std::time::Duration::from_millis(500));
 
     let over_channel = |net: &Net, c: usize| -> Vec<(String, u32, Vec<u8>)> {
@@ -282,8 +290,17 @@ fn data_channels_and_websockets_exchange_messages_both_ways() {
     );
     assert_eq!(
         over_channel(&net, alice),
-        [("p2".to_string(), 100, b"to alice".to_vec())],
-        "alice: bob's message to her, by channel"
+        [
+            ("p2".to_string(), 100, b"to alice".to_vec()),
+            ("p2".to_string(), 101, b"in order".to_vec())
+        ],
+        "alice: bob's messages to her, by channel"
+    );
+    let ids = net.client(alice).channels.expect("alice's channels");
+    assert_eq!(
+        net.client(alice).data_channels,
+        [ids[0], ids[2]],
+        "the reliable one on the reliable channel, the lossy ordered one on the third"
     );
     let bob_got: Vec<(String, u32)> = received(&net)
         .into_iter()
@@ -371,7 +388,7 @@ fn a_data_channel_that_does_not_keep_up_is_reported_once() {
     net.run_until(
         std::time::Duration::from_secs(10),
         "alice's data channels open",
-        |net| net.client(alice).channels_open.len() == 2,
+        |net| net.client(alice).channels_open.len() == 3,
     );
     net.run_for(std::time::Duration::from_millis(100));
     let addr = net.client(alice).addr;

@@ -585,7 +585,8 @@ struct Driver {
     shared: Arc<Mutex<Shared>>,
     next_timeout: Instant,
     pending: Option<SdpPendingOffer>,
-    /// The data channels (reliable, lossy), once offered.
+    /// The data channels (reliable, lossy; the third, lossy and ordered, is offered and not
+    /// written on), once offered.
     channels: Option<(ChannelId, ChannelId)>,
     /// Media added by our offers.
     added: Vec<AddedMedia>,
@@ -901,7 +902,7 @@ impl Driver {
             });
         }
         if spec.data && self.channels.is_none() {
-            let [reliable, lossy] = channel_configs().map(|c| api.add_channel_with_config(c));
+            let [reliable, lossy, _] = channel_configs().map(|c| api.add_channel_with_config(c));
             self.channels = Some((reliable, lossy));
         }
         let (offer, pending) = api.apply().context("the offer has no changes")?;

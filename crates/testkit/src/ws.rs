@@ -426,9 +426,9 @@ impl Participant {
     pub async fn open_data(&mut self) -> anyhow::Result<()> {
         self.publish_spec(OfferSpec::data()).await?;
         let peer = self.publisher.as_ref().context("the publish PC")?;
-        poll_until(SIGNAL_TIMEOUT, || peer.channels_open() == 2)
+        poll_until(SIGNAL_TIMEOUT, || peer.channels_open() == 3)
             .await
-            .context("waiting for both data channels to open")
+            .context("waiting for the three data channels to open")
     }
 
     /// Writes a data message on the publish PC's data channel of its reliability.

@@ -279,11 +279,11 @@ impl Peer {
     }
 
     /// Writes a deliver frame on its data channel ([`Sent::Closed`] without one open).
-    pub fn write_data(&mut self, reliable: bool, frame: &[u8]) -> Sent {
+    pub fn write_data(&mut self, reliable: bool, ordered: bool, frame: &[u8]) -> Sent {
         #[cfg(feature = "fault-injection")]
         self.inject(Fault::Write);
         match &self.channels {
-            Some(c) if c.is_open() => c.write(&mut self.rtc, reliable, frame),
+            Some(c) if c.is_open() => c.write(&mut self.rtc, reliable, ordered, frame),
             _ => Sent::Closed,
         }
     }

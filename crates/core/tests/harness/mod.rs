@@ -164,12 +164,14 @@ pub struct Client {
     pub errors: Vec<String>,
     /// Every SDP the engine sent this client (answers and offers), in order.
     pub remote_sdp: Vec<String>,
-    /// Its data channels ([`Net::open_data`]): reliable, lossy.
-    pub channels: Option<(ChannelId, ChannelId)>,
+    /// Its data channels ([`Net::open_data`]): reliable, lossy, lossy and ordered.
+    pub channels: Option<[ChannelId; 3]>,
     /// Data channels announced open.
     pub channels_open: Vec<ChannelId>,
     /// Every message received on a data channel.
     pub data: Vec<Vec<u8>>,
+    /// The channel each of `data` came on.
+    pub data_channels: Vec<ChannelId>,
 }
 
 impl Client {
@@ -240,12 +242,13 @@ impl Client {
             channels: None,
             channels_open: Vec::new(),
             data: Vec::new(),
+            data_channels: Vec::new(),
         }
     }
 
     /// Writes `frame` on its reliable (or lossy) data channel. Returns whether it was taken.
     pub fn write_data(&mut self, reliable: bool, frame: &[u8]) -> bool {
-        let Some((r, l)) = self.channels else {
+        let Some([r, l, _]) = self.channels else {
             return false;
         };
         let id = if reliable { r } else { l };
@@ -277,7 +280,10 @@ impl Client {
         match e {
             RtcEvent::Connected => self.connected = true,
             RtcEvent::ChannelOpen(id, _) => self.channels_open.push(id),
-            RtcEvent::ChannelData(d) => self.data.push(d.data),
+            RtcEvent::ChannelData(d) => {
+                self.data_channels.push(d.id);
+                self.data.push(d.data);
+            }
             RtcEvent::KeyframeRequest(req) => {
                 self.keyframe_requests.push((now, req.mid));
                 if let Some(layer) = req.rid.and_then(|r| RIDS.iter().position(|x| *x == &*r)) {
@@ -1103,14 +1109,15 @@ impl Net {
         self.pump();
     }
 
-    /// Client `c` offers the two pre-negotiated data channels (streams 0 reliable, 1 lossy),
+    /// Client `c` offers the three pre-negotiated data channels (streams 0 reliable, 1 lossy,
+    /// 2 lossy and ordered),
     /// alone on its publishing peer, and applies the engine's answer.
     pub fn open_data(&mut self, c: usize) {
         let (offer, pending, channels) = {
             let mut api = self.clients[c].rtc.sdp_api();
-            let [reliable, lossy] = channel_configs().map(|cfg| api.add_channel_with_config(cfg));
+            let ids = channel_configs().map(|cfg| api.add_channel_with_config(cfg));
             let (offer, pending) = api.apply().expect("an offer");
-            (offer.to_sdp_string(), pending, (reliable, lossy))
+            (offer.to_sdp_string(), pending, ids)
         };
         self.clients[c].channels = Some(channels);
         self.clients[c].pending = Some(pending);
