@@ -327,6 +327,16 @@ class StreamBase {
     return this.state === 'done' || this.state === 'failed';
   }
 
+  /** Tells the application's `onProgress` (set by the subclass, if any) where it stands. */
+  report() {
+    if (!this._onProgress) return;
+    try {
+      this._onProgress(this.progress);
+    } catch (err) {
+      console.error('sfumato: an onProgress callback threw', err);
+    }
+  }
+
   send(bytes) {
     return this.streams._send(this.peer, bytes);
   }
@@ -464,15 +474,6 @@ class OutgoingStream extends StreamBase {
     const w = this._wake;
     this._wake = null;
     w?.();
-  }
-
-  report() {
-    if (!this._onProgress) return;
-    try {
-      this._onProgress(this.progress);
-    } catch (err) {
-      console.error('sfumato: an onProgress callback threw', err);
-    }
   }
 
   async run() {
@@ -786,15 +787,6 @@ export class IncomingStream extends StreamBase {
       total += c.byteLength;
     }
     return concat(parts, total);
-  }
-
-  report() {
-    if (!this._onProgress) return;
-    try {
-      this._onProgress(this.progress);
-    } catch (err) {
-      console.error('sfumato: an onProgress callback threw', err);
-    }
   }
 
   probe() {

@@ -100,6 +100,12 @@ impl State {
     /// participant on a WebSocket there (every one takes part in data messages). Called
     /// when remote participants join ([`State::apply_remote`]) or leave ([`State::leave`]).
     pub(crate) fn sync_data_nodes(&mut self, room: &str) {
+        let nodes = self.nodes_with(room, |p| p.client.kind() == "websocket");
+        self.topology.set_data_nodes(room, nodes);
+    }
+
+    /// The other nodes with a participant in `room` that `which` accepts, sorted, once each.
+    fn nodes_with(&self, room: &str, which: impl Fn(&Participant) -> bool) -> Vec<NodeId> {
         let mut nodes: Vec<NodeId> = self
             .rooms
             .get(room)
@@ -107,14 +113,14 @@ impl State {
                 r.participants
                     .iter()
                     .filter_map(|id| self.participants.get(id))
-                    .filter(|p| p.client.kind() == "websocket")
+                    .filter(|p| which(p))
                     .filter_map(|p| p.client.node())
                     .collect()
             })
             .unwrap_or_default();
         nodes.sort_unstable();
         nodes.dedup();
-        self.topology.set_data_nodes(room, nodes);
+        nodes
     }
 
     /// One other node's record of `room`.
@@ -283,19 +289,7 @@ impl State {
 
     /// The other nodes with participants in `room`.
     pub fn room_nodes(&self, room: &str) -> Vec<NodeId> {
-        let mut nodes: Vec<NodeId> = self
-            .rooms
-            .get(room)
-            .map(|r| {
-                r.participants
-                    .iter()
-                    .filter_map(|id| self.participants.get(id)?.client.node())
-                    .collect()
-            })
-            .unwrap_or_default();
-        nodes.sort();
-        nodes.dedup();
-        nodes
+        self.nodes_with(room, |_| true)
     }
 
     /// Participants of this node (for its lease's load).
