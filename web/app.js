@@ -106,11 +106,16 @@ function play(el) {
   });
 }
 
+/** Per tile: the video element that waits for its first picture to take the place of the
+ * one on show (`attach`). */
+const pendingVideo = new WeakMap();
+
 /**
  * Shows `stream` in the tile; resolves to the element that shows it, once it does. A video
- * on show that gets a new stream (we moved to another node of a cluster) keeps playing until
- * the new stream has a picture in a second element, which then takes its place: the
- * picture never blanks while a fresh element loads.
+ * on show that gets a new stream (a participant moved to another node of a cluster) keeps
+ * playing until the new stream has a picture in a second element, which then takes its
+ * place, or until its own stream ends (`detach`): the picture never blanks while a fresh
+ * element loads.
  */
 function attach(tile, kind, stream) {
   const el = tile.querySelector(kind === 'video' ? 'video' : 'audio');
@@ -127,19 +132,27 @@ function attach(tile, kind, stream) {
   play(next);
   return new Promise((resolve) => {
     const swap = () => {
+      if (pendingVideo.get(tile)?.next !== next) return;
+      pendingVideo.delete(tile);
       if (el.isConnected && !next.isConnected) el.replaceWith(next);
       resolve(next);
     };
+    pendingVideo.set(tile, { next, swap });
     next.addEventListener('loadeddata', swap, { once: true });
-    setTimeout(swap, 2000);
   });
 }
 
-/** Clears the tile's element if it still shows `mediaStreamTrack`; says whether it did. */
+/** Clears the tile's element if it still shows `mediaStreamTrack` (or hands the tile to the
+ * element waiting to replace it); says whether it did. */
 function detach(tile, kind, mediaStreamTrack) {
   const el = tile.querySelector(kind === 'video' ? 'video' : 'audio');
   if (!el || !el.srcObject) return false;
   if (!el.srcObject.getTracks().includes(mediaStreamTrack)) return false;
+  const pending = kind === 'video' && pendingVideo.get(tile);
+  if (pending) {
+    pending.swap();
+    return true;
+  }
   el.srcObject = null;
   if (kind === 'video') tile.classList.remove('has-video');
   return true;
@@ -259,7 +272,8 @@ function wire(r) {
       if (kind === 'video') removeTile(screenKey(p.id));
       return;
     }
-    const tile = tiles.get(p.id);
+    // A participant that moved between nodes has its tile under its new id by now.
+    const tile = tiles.get(p.id) ?? [...tiles.values()].find((t) => [...t.querySelectorAll('video, audio')].some((el) => el.srcObject?.getTracks().includes(mediaStreamTrack)));
     // Moving between nodes hands the element its new stream before the old one ends: only
     // the end of the stream on show stops its quality observer.
     if (tile && !detach(tile, kind, mediaStreamTrack)) return;

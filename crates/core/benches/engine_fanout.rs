@@ -4,7 +4,7 @@
 //!
 //! cargo bench -p sfumato-core --bench engine_fanout [-- <subscribers>...]
 
-#[path = "../tests/harness/mod.rs"]
+#[path = "../tests/engine/harness/mod.rs"]
 mod harness;
 
 use std::time::Duration;

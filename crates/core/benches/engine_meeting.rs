@@ -10,7 +10,7 @@
 //! packet, as in `engine_fanout`); `batched`: every publisher's packets of a 10 ms tick
 //! reach the engine in one turn, as on a loaded worker.
 
-#[path = "../tests/harness/mod.rs"]
+#[path = "../tests/engine/harness/mod.rs"]
 mod harness;
 
 use std::time::Duration;

@@ -1305,6 +1305,7 @@ impl Engine {
             return;
         }
         let Some(id) = route.publisher else { return };
+        tracing::debug!(%track, layer, "keyframe asked of the publisher");
         if self.on_peer(now, id, |p| p.request_keyframe(track, layer)) == Some(true) {
             self.stats.keyframe_requests_sent += 1;
             self.mark(id);

@@ -150,7 +150,9 @@ impl Forwarder {
                 return Decision::new(Action::Drop, false);
             }
             if !pkt.keyframe {
-                let ask = pkt.layer == target && self.may_ask_keyframe(now);
+                // The target's keyframe is asked for; once the fallback is due, a lower
+                // layer's too (a publisher sends one unasked only when it starts).
+                let ask = (pkt.layer == target || fallback) && self.may_ask_keyframe(now);
                 return Decision::new(Action::Drop, ask);
             }
             self.current = Some(pkt.layer);
@@ -386,10 +388,10 @@ mod tests {
                 after: waiting().asked(t.ms(300)),
             },
             Row {
-                name: "a delta frame of a lower layer asks for nothing",
+                name: "a delta frame of a lower layer asks for nothing before the fallback",
                 before: waiting(),
                 packet: simulcast(1, 3, DELTA),
-                now: t.ms(2_000),
+                now: t.ms(999),
                 decision: drop(),
                 after: waiting(),
             },
@@ -488,10 +490,18 @@ mod tests {
                 after: state(Some(2), Some(0)),
             },
             Row {
-                name: "a fallback needs a keyframe",
+                name: "a fallback needs a keyframe, and asks for one",
                 before: state(Some(2), None).idle_since(t.ms(0)),
                 packet: simulcast(1, 3, DELTA),
                 now: t.ms(1_000),
+                decision: drop().ask(),
+                after: state(Some(2), None).idle_since(t.ms(0)).asked(t.ms(1_000)),
+            },
+            Row {
+                name: "no lower keyframe is asked for before LAYER_FALLBACK",
+                before: state(Some(2), None).idle_since(t.ms(0)),
+                packet: simulcast(1, 3, DELTA),
+                now: t.ms(999),
                 decision: drop(),
                 after: state(Some(2), None).idle_since(t.ms(0)),
             },

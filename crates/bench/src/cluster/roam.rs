@@ -21,7 +21,7 @@ pub const MOVE_READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long a move keeps the old session once the new one plays (client/room.js
 /// `MOVE_OVERLAP_MS`).
-pub const MOVE_OVERLAP: Duration = Duration::from_millis(2000);
+pub const MOVE_OVERLAP: Duration = Duration::from_millis(3000);
 
 /// How often a move looks whether its new subscriptions play (the SDK's `_move` loop).
 const MOVE_POLL: Duration = Duration::from_millis(50);

@@ -99,7 +99,11 @@ impl Peer {
         if pkt.svc.is_some() && s.forward.target.is_some() {
             s.svc = true;
         }
+        let before = s.forward.current;
         let decision = s.forward.decide(&pkt.view(), now);
+        if s.forward.current != before {
+            tracing::debug!(peer = %self.id, track = %pkt.track, from = ?before, to = ?s.forward.current, target = ?s.forward.target, "layer forwarded");
+        }
         let send = &mut s.send;
         let marker = match decision.action {
             Action::Forward { marker } => marker,

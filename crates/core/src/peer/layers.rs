@@ -158,11 +158,21 @@ impl Peer {
             if up && s.lowered.is_some_and(|t| now < t + UPGRADE_HOLD) {
                 continue;
             }
-            if !up && s.asked.is_some_and(|t| now < t + REQUEST_GRACE) {
+            // Not measured yet (the lowest layer until it is), or the publisher does not
+            // send the layer aimed at (it has just started, or its own estimate dropped the
+            // layer, and waiting for it only shows nothing): the link did not decide.
+            let measured = s.rates.iter().flatten().any(|&b| b > 0);
+            let unsent = s.forward.target.is_some_and(|l| {
+                s.rates
+                    .get(usize::from(l))
+                    .is_none_or(|r| r.iter().all(|&b| b == 0))
+            });
+            let link = measured && !unsent;
+            if !up && link && s.asked.is_some_and(|t| now < t + REQUEST_GRACE) {
                 continue;
             }
             // Lowered below the request: the link, not the subscriber, decided.
-            if !up && given < s.requested.map(|l| (l, ALL_TEMPORAL)) {
+            if !up && link && given < s.requested.map(|l| (l, ALL_TEMPORAL)) {
                 self.slots[i].lowered = Some(now);
             }
             let layer = given.map(|(l, _)| l);

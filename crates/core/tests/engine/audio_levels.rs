@@ -2,7 +2,7 @@
 //! (from the audio-level header extension), so that the control plane can tell who speaks.
 //! A microphone that stops sending (DTX, mute at the source) reads as silence.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! retransmission, its PLI, a datagram from nowhere, and the layer switches a downlink
 //! estimate decides are each counted where they happen; each track shows its bitrate.
 
-mod harness;
+use crate::harness;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! once; bad frames and members without the grant are refused and counted; a plan repairs a
 //! lost join.
 
-mod harness;
+use crate::harness;
 
 use std::sync::Arc;
 

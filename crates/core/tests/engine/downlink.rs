@@ -3,9 +3,10 @@
 //! the allocation, down at once and up again after the hold time; below the lowest layer
 //! the video pauses (no packets at all) and resumes, from a keyframe, when the link allows.
 //! With temporal layers, a link too short for the lowest layer whole first gets it at a
-//! lower frame rate, with PictureIDs and sequence numbers still continuous.
+//! lower frame rate, with PictureIDs and sequence numbers still continuous. A layer the
+//! publisher does not send is not waited for.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 
@@ -216,4 +217,62 @@ fn a_link_short_of_the_lowest_layer_gets_fewer_frames_of_it_continuously() {
     assert_eq!(got.len(), 30);
     assert!(got.iter().all(|&(l, _, _)| l == 2));
     assert_continuous("bob", &net.client(bob).received_seqs(MediaKind::Video));
+}
+
+/// A publisher that has just started sends its lower layers only (its own estimate holds the
+/// top one back). A subscriber that asked for the top layer is not left waiting on it for
+/// the grace a request holds (3 s): once the origin has measured which layers come, it gets
+/// the best of them, from a keyframe asked for.
+#[test]
+fn a_layer_the_publisher_does_not_send_is_not_waited_for() {
+    let Room {
+        mut net,
+        alice,
+        bob,
+        tracks,
+        peer,
+    } = room(false);
+    // Bob's link is estimated before the track's media comes (as when a publisher joins a
+    // room whose subscribers are there): his request is held whatever the estimate.
+    for _ in 0..3 {
+        net.send_remb(bob, tracks.video, 1_000_000);
+        net.step(Duration::from_millis(100));
+    }
+    net.set_layer(bob, tracks.video, Some(2));
+    let start = net.now;
+    let mut answered = 0;
+    let mut first_video = None;
+    for i in 0..90 {
+        // Layers 0 and 1, each with a keyframe on the first frame and whenever asked since.
+        let asked = &net.client(alice).layer_keyframe_requests[answered..];
+        let wanted: Vec<usize> = asked.iter().map(|(_, l)| *l).collect();
+        answered += wanted.len();
+        for layer in 0..2 {
+            net.send_layer(alice, layer, i == 0 || wanted.contains(&layer));
+        }
+        if i % 3 == 0 {
+            net.send_remb(bob, tracks.video, 1_000_000);
+        }
+        net.step(FRAME);
+        if first_video.is_none()
+            && !net
+                .client(bob)
+                .received_payloads(MediaKind::Video)
+                .is_empty()
+        {
+            first_video = Some(net.now - start);
+        }
+    }
+    let first = first_video.expect("bob received video");
+    assert!(
+        first < Duration::from_millis(1500),
+        "bob's first video came {first:?} after he asked"
+    );
+    assert_eq!(
+        allocated(&net, peer, tracks),
+        Some((Some(1_000_000), Some(1)))
+    );
+    let payloads = net.client(bob).received_payloads(MediaKind::Video);
+    let layers: Vec<usize> = payloads.iter().map(|p| simulcast_fields(p).0).collect();
+    assert_eq!(layers.last(), Some(&1), "the best layer sent: {layers:?}");
 }

@@ -2,12 +2,12 @@
 //! codec the engine parses, dependency descriptors, and pipe messages in their wire form.
 //! Run by hand when the formats change (the files are committed):
 //!
-//!     cargo test --release -p sfumato-core --test fuzz_seeds -- --ignored
+//!     cargo test --release -p sfumato-core --test engine fuzz_seeds -- --ignored
 //!
 //! The other targets' seeds (text, and the structured inputs of `link` and `engine`) are
 //! committed as written or as the fuzzer minimised them (docs/operations.md, "Fuzzing").
 
-mod harness;
+use crate::harness;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! asked for one; however many subscribers ask, the publisher hears at most one request per
 //! throttle interval.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! it, the engine retransmits it (RTX) from its own cache, and the subscriber ends up with
 //! every frame. Same story when the subscriber sits on another worker than the publisher.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Story: a publisher on worker 0 and three subscribers on worker 1. Each packet crosses the
 //! pipe exactly once, however many subscribers wait on the other side, and all three get it.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

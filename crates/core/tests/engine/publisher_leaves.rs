@@ -2,7 +2,7 @@
 //! once the control plane has tidied up nothing is left behind on any worker. A new
 //! publisher's track then plays into the subscriber's freed slot.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! worker queue). A periodic plan of what each worker should hold repairs whatever a lost
 //! command left different, counts the repair, and changes nothing when nothing was lost.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! are; one that did not receives the primary frame alone, as plain Opus. Both hear every
 //! packet.
 
-mod harness;
+use crate::harness;
 
 use harness::{Net, STEP};
 use sfumato_core::Kind;

@@ -4,7 +4,7 @@
 //! the simulcast layers node 1's subscribers need cross, their keyframe requests reach alice
 //! merged, and when alice's track ends, node 1 hears it over the relay.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Story: on one worker, a publisher sends audio and video and two subscribers receive every
 //! packet, byte for byte, with sequence numbers that never skip.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! sees sequence numbers, PictureIDs and TL0PICIDX continue across the switch. A track
 //! turned off gets no packets at all.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 
@@ -305,7 +305,13 @@ fn a_sink_worker_is_piped_only_the_layers_it_forwards() {
 fn an_estimating_sink_is_piped_only_its_layer_and_hears_every_layers_rate() {
     let (mut net, alice, bob, tracks) = across_workers(true, 1);
     let piped = |net: &Net| net.pipe_layers(0, 1, tracks.video);
-    let from = piped(&net).len();
+    // A subscription starts on the lowest layer until the origin has measured the layers;
+    // then bob is given the one he asked for and moves to it at its keyframe.
+    for _ in 0..20 {
+        frame(&mut net, alice, [false; 3]);
+    }
+    frame(&mut net, alice, [true; 3]);
+    let (from, seen_from) = (piped(&net).len(), seen(&net, bob).len());
     for _ in 0..20 {
         frame(&mut net, alice, [false; 3]);
     }
@@ -323,7 +329,9 @@ fn an_estimating_sink_is_piped_only_its_layer_and_hears_every_layers_rate() {
         .filter(|(f, t, r)| (*f, *t) == (0, 1) && *r == PipeRecord::Rates(tracks.video))
         .count();
     assert!(rates >= 1, "the origin passed the layers' rates on");
-    assert!(seen(&net, bob).iter().all(|(l, _, _)| *l == 1));
+    let got = seen(&net, bob);
+    assert_eq!(got.len(), seen_from + 20);
+    assert!(got[seen_from..].iter().all(|(l, _, _)| *l == 1));
 }
 
 /// The masks the origin (worker 0) asked `track`'s publisher to send, in order.

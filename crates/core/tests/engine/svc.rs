@@ -5,7 +5,7 @@
 //! numbers where layers were dropped, and the last packet it gets of each picture carries
 //! the marker bit.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! counted as dropped, and the media keeps flowing. Should handling one peer panic all the
 //! same (a bug in str0m), that peer alone is dropped.
 
-mod harness;
+use crate::harness;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -510,7 +510,7 @@ fn a_peer_whose_closing_panics_is_dropped_all_the_same() {
 #[test]
 fn an_offer_without_usable_media_is_refused() {
     offer_is_refused(include_bytes!(
-        "../../../fuzz/regressions/whip/no-usable-media"
+        "../../../../fuzz/regressions/whip/no-usable-media"
     ));
 }
 
@@ -519,7 +519,7 @@ fn an_offer_without_usable_media_is_refused() {
 #[test]
 fn an_offer_with_a_payload_type_mapped_twice_is_refused() {
     offer_is_refused(include_bytes!(
-        "../../../fuzz/regressions/whip/payload-type-twice"
+        "../../../../fuzz/regressions/whip/payload-type-twice"
     ));
 }
 

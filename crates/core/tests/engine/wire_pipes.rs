@@ -4,7 +4,7 @@
 //! with in-memory pipes: plain VP8 and Opus, three simulcast layers with switches, a VP9
 //! scalable stream, and Opus with RED to a subscriber without it.
 
-mod harness;
+use crate::harness;
 
 use std::time::Duration;
 

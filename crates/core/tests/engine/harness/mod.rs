@@ -8,7 +8,7 @@
 //! on the clients' behalf, and records every event, reply and pipe message so that a test can
 //! assert on them.
 
-#![allow(dead_code)] // each test file uses its own part of the harness
+#![allow(dead_code)] // not every part of the harness is used by every story
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
